@@ -1,0 +1,48 @@
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/device.h"
+
+namespace kvcomm::kernels {
+
+bool CudaAvailable() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+std::string CudaDeviceDescription() {
+  int count = 0;
+  cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) return fmt::format("no CUDA device ({})", cudaGetErrorString(err));
+  if (count == 0) return "no CUDA device";
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "CUDA device 0 (properties unavailable)";
+  return fmt::format("{} (sm_{}{}, {} GiB)", prop.name, prop.major, prop.minor,
+                     prop.totalGlobalMem >> 30);
+}
+
+void DeviceBuffer::Free::operator()(void* p) const { cudaFree(p); }
+
+Result<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes) {
+  void* p = nullptr;
+  cudaError_t err = cudaMalloc(&p, bytes);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free error state of the failed allocation
+    return Error(ErrorCode::kResourceExhausted, "cudaMalloc of {} bytes failed: {}", bytes,
+                 cudaGetErrorString(err));
+  }
+  DeviceBuffer buffer;
+  buffer.ptr_.reset(p);
+  buffer.size_ = bytes;
+  return buffer;
+}
+
+Status CopyHostToDevice(void* device_dst, const void* host_src, size_t bytes) {
+  KVCOMM_CUDA_RETURN_IF_ERROR(cudaMemcpy(device_dst, host_src, bytes, cudaMemcpyHostToDevice));
+  return Status::Ok();
+}
+
+Status CopyDeviceToHost(void* host_dst, const void* device_src, size_t bytes) {
+  KVCOMM_CUDA_RETURN_IF_ERROR(cudaMemcpy(host_dst, device_src, bytes, cudaMemcpyDeviceToHost));
+  return Status::Ok();
+}
+
+}  // namespace kvcomm::kernels

@@ -1,0 +1,240 @@
+# kvcomm wire protocol.
+#
+# Transport: ZeroMQ. Clients use DEALER sockets, kvcommd a ROUTER. A message is multipart:
+#   frame 0      a Cap'n Proto Request or Reply (unpacked, single segment list)
+#   frames 1..n  tensor bytes, in the order of the `tensors` list of the message; each frame is
+#                described there (dtype, shape, byte length, XXH3-64 checksum).
+# Every Reply carries the id of the Request it answers, so a client may pipeline requests.
+#
+# Versioning: `protocolVersion` below. A client states its version in Hello; kvcommd refuses
+# versions it does not speak with a versionMismatch error. New fields are only ever appended.
+@0xf62383c9e8862a45;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("kvcomm::proto");
+
+const protocolVersion :UInt32 = 1;
+
+# Same values as kvcomm::ErrorCode (common/status.h).
+enum ErrorCode {
+  ok @0;
+  invalidArgument @1;
+  notFound @2;
+  alreadyExists @3;
+  failedPrecondition @4;
+  versionMismatch @5;
+  fingerprintMismatch @6;
+  permissionDenied @7;
+  resourceExhausted @8;
+  dataLoss @9;
+  unavailable @10;
+  deadlineExceeded @11;
+  internal @12;
+  malformedMessage @13;
+}
+
+# Same values as kvcomm::DType (common/dtype.h).
+enum DType {
+  f32 @0;
+  f16 @1;
+  bf16 @2;
+  i32 @3;
+}
+
+enum Tier {
+  none @0;
+  gpu @1;
+  host @2;
+  disk @3;
+}
+
+enum Codec {
+  raw @0;
+}
+
+enum KeyKind {
+  context @0;   # hash(model, namespace, preceding tokens, token ids): exact reuse
+  content @1;   # hash(model, namespace, token ids): the same text anywhere
+}
+
+struct Key128 {
+  hi @0 :UInt64;
+  lo @1 :UInt64;
+}
+
+struct TensorDesc {
+  name @0 :Text;
+  dtype @1 :DType;
+  shape @2 :List(UInt64);
+  byteLength @3 :UInt64;
+  checksum @4 :UInt64;   # XXH3-64 of the frame's bytes
+}
+
+struct Error {
+  code @0 :ErrorCode;
+  message @1 :Text;
+}
+
+# The KV layout: [layer][K|V][kvHeads][tokens][headDim], keys after RoPE.
+struct KvShape {
+  numLayers @0 :UInt32;
+  kvHeads @1 :UInt32;
+  tokens @2 :UInt32;
+  headDim @3 :UInt32;
+  dtype @4 :DType;
+}
+
+struct SegmentInfo {
+  contextKey @0 :Key128;
+  contentKey @1 :Key128;
+  fingerprint @2 :Key128;
+  namespace @3 :Text;
+  shape @4 :KvShape;
+  codec @5 :Codec;
+  payloadBytes @6 :UInt64;
+  checksum @7 :UInt64;
+  firstPosition @8 :Int32;    # position of the first token (positions list may refine it)
+  createdUnixMs @9 :Int64;
+  lastAccessUnixMs @10 :Int64;
+  accessCount @11 :UInt64;
+  tier @12 :Tier;             # highest tier holding it when the reply was made
+  hasTokenIds @13 :Bool;
+}
+
+struct Hello {
+  clientName @0 :Text;
+  protocolVersion @1 :UInt32;
+  fingerprint @2 :Key128;     # zero: no model; the session may read and list but not write
+  namespace @3 :Text;
+}
+
+struct HelloResult {
+  serverName @0 :Text;
+  protocolVersion @1 :UInt32;
+  maxRequestBytes @2 :UInt64;
+}
+
+# Frame 1 holds the payload (described by tensors[0], named "kv", shaped
+# [numLayers, 2, kvHeads, tokens, headDim]).
+struct PutSegment {
+  shape @0 :KvShape;
+  codec @1 :Codec;
+  tokenIds @2 :List(Int32);   # optional; empty means unknown (content key from the payload)
+  positions @3 :List(Int32);  # optional; empty means firstPosition .. firstPosition + tokens - 1
+  firstPosition @4 :Int32;
+  prefixHash @5 :Key128;      # hash of all tokens before this segment (zero: none)
+  tensors @6 :List(TensorDesc);
+}
+
+struct PutResult {
+  info @0 :SegmentInfo;
+}
+
+struct GetSegment {
+  key @0 :Key128;
+  kind @1 :KeyKind;
+}
+
+# Frame 1 holds the payload, described by tensors[0].
+struct GetResult {
+  info @0 :SegmentInfo;
+  tokenIds @1 :List(Int32);
+  positions @2 :List(Int32);
+  prefixHash @3 :Key128;
+  tensors @4 :List(TensorDesc);
+}
+
+struct LookupKey {
+  key @0 :Key128;
+  kind @1 :KeyKind;
+}
+
+struct Lookup {
+  keys @0 :List(LookupKey);
+}
+
+struct LookupEntry {
+  found @0 :Bool;
+  tier @1 :Tier;
+  contextKey @2 :Key128;
+  tokens @3 :UInt32;
+  payloadBytes @4 :UInt64;
+}
+
+struct LookupResult {
+  entries @0 :List(LookupEntry);   # one per requested key, same order
+}
+
+struct DeleteSegment {
+  key @0 :Key128;                  # context key
+}
+
+struct ListSegments {
+  startAfter @0 :Key128;           # context key the previous page ended at
+  hasStartAfter @1 :Bool;
+  limit @2 :UInt32;                # 1..1000
+}
+
+struct ListResult {
+  segments @0 :List(SegmentInfo);
+  hasMore @1 :Bool;
+}
+
+struct TierStats {
+  tier @0 :Tier;
+  segments @1 :UInt64;
+  bytes @2 :UInt64;
+  capacityBytes @3 :UInt64;        # 0: unlimited
+  hits @4 :UInt64;
+  misses @5 :UInt64;
+}
+
+struct ErrorCount {
+  code @0 :ErrorCode;
+  count @1 :UInt64;
+}
+
+struct StatsResult {
+  tiers @0 :List(TierStats);
+  puts @1 :UInt64;
+  gets @2 :UInt64;
+  promotions @3 :UInt64;
+  demotions @4 :UInt64;
+  evictions @5 :UInt64;
+  corruptRecords @6 :UInt64;
+  bytesIn @7 :UInt64;
+  bytesOut @8 :UInt64;
+  errors @9 :List(ErrorCount);
+  uptimeSeconds @10 :Float64;
+  requests @11 :UInt64;
+  sessions @12 :UInt64;
+}
+
+struct Request {
+  id @0 :UInt64;
+  union {
+    hello @1 :Hello;
+    put @2 :PutSegment;
+    get @3 :GetSegment;
+    lookup @4 :Lookup;
+    delete @5 :DeleteSegment;
+    list @6 :ListSegments;
+    stats @7 :Void;
+    ping @8 :Void;
+  }
+}
+
+struct Reply {
+  id @0 :UInt64;
+  union {
+    error @1 :Error;
+    hello @2 :HelloResult;
+    put @3 :PutResult;
+    get @4 :GetResult;
+    lookup @5 :LookupResult;
+    delete @6 :Void;
+    list @7 :ListResult;
+    stats @8 :StatsResult;
+    pong @9 :Void;
+  }
+}
