@@ -64,6 +64,17 @@ SegmentKey ComputeContentKey(const ModelFingerprint& model, std::string_view nam
   return h.Finish();
 }
 
+SegmentKey ComputeContextKeyFromPayload(const ModelFingerprint& model, std::string_view name_space,
+                                        const Hash128& prefix_hash, uint64_t payload_checksum) {
+  Hasher128 h;
+  h.AddString("kvcomm.context-payload.v1")
+      .AddHash(model)
+      .AddString(name_space)
+      .AddHash(prefix_hash)
+      .AddU64(payload_checksum);
+  return h.Finish();
+}
+
 SegmentKey ComputeContentKeyFromPayload(const ModelFingerprint& model, std::string_view name_space,
                                         uint64_t payload_checksum) {
   Hasher128 h;

@@ -47,7 +47,9 @@ SegmentKey ComputeContextKey(const ModelFingerprint& model, std::string_view nam
                              const Hash128& prefix_hash, std::span<const int32_t> token_ids);
 SegmentKey ComputeContentKey(const ModelFingerprint& model, std::string_view name_space,
                              std::span<const int32_t> token_ids);
-// Content key of a segment that carries no token ids: the payload checksum stands in for them.
+// Keys of a segment that carries no token ids: the payload checksum stands in for them.
+SegmentKey ComputeContextKeyFromPayload(const ModelFingerprint& model, std::string_view name_space,
+                                        const Hash128& prefix_hash, uint64_t payload_checksum);
 SegmentKey ComputeContentKeyFromPayload(const ModelFingerprint& model, std::string_view name_space,
                                         uint64_t payload_checksum);
 

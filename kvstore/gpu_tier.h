@@ -7,7 +7,7 @@
 
 #include "kernels/device.h"
 #include "kvstore/internal/arena_allocator.h"
-#include "kvstore/internal/lru_index.h"
+#include "common/lru_index.h"
 #include "kvstore/tier.h"
 
 namespace kvcomm::kvstore {
@@ -41,7 +41,7 @@ class GpuTier final : public StorageTier {
   kernels::DeviceBuffer arena_;
   internal::ArenaAllocator allocator_;
   uint64_t used_ = 0;  // payload bytes, not rounded
-  internal::LruIndex<Placed> index_;
+  LruIndex<Placed> index_;
 };
 
 }  // namespace kvcomm::kvstore

@@ -2,7 +2,7 @@
 // Blobs, so a put from a received frame and a read for a reply copy nothing.
 #pragma once
 
-#include "kvstore/internal/lru_index.h"
+#include "common/lru_index.h"
 #include "kvstore/tier.h"
 
 namespace kvcomm::kvstore {
@@ -25,7 +25,7 @@ class HostTier final : public StorageTier {
  private:
   uint64_t capacity_;
   uint64_t used_ = 0;
-  internal::LruIndex<Blob> index_;
+  LruIndex<Blob> index_;
 };
 
 }  // namespace kvcomm::kvstore

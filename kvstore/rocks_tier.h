@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "kvstore/internal/lru_index.h"
+#include "common/lru_index.h"
 #include "kvstore/tier.h"
 
 namespace rocksdb {
@@ -59,7 +59,7 @@ class RocksTier final : public StorageTier {
 
   uint64_t capacity_ = 0;
   uint64_t used_ = 0;
-  internal::LruIndex<Stored> index_;
+  LruIndex<Stored> index_;
   std::unique_ptr<rocksdb::DB> db_;
   rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;     // owned by db_
   rocksdb::ColumnFamilyHandle* payload_cf_ = nullptr;  // owned by db_

@@ -7,7 +7,7 @@
 
 #include "common/hash.h"
 
-namespace kvcomm::kvstore::internal {
+namespace kvcomm {
 
 template <typename Value>
 class LruIndex {
@@ -53,4 +53,4 @@ class LruIndex {
   std::unordered_map<Hash128, Entry, Hash128Hasher> map_;
 };
 
-}  // namespace kvcomm::kvstore::internal
+}  // namespace kvcomm

@@ -1,0 +1,292 @@
+#include "daemon/request_handler.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/exception.h>
+
+#include <spdlog/spdlog.h>
+
+#include "daemon/internal/convert.h"
+#include "schemas/wire.h"
+#include "schemas/kvcomm.capnp.h"
+
+namespace kvcomm::daemon {
+namespace {
+
+using internal::FillSegmentInfo;
+using internal::FillStats;
+using internal::ReadKeyKind;
+using proto::Reply;
+using proto::Request;
+using wire::ReadKey;
+using wire::WriteKey;
+
+constexpr uint32_t kMaxLookupKeys = 10000;
+constexpr uint32_t kMaxListLimit = 1000;
+constexpr size_t kMaxClientNameBytes = 256;
+
+// Everything one request handler needs; built once per request.
+struct Call {
+  std::string_view routing_id;
+  std::vector<zmq::message_t>& frames;  // [0] is the Cap'n Proto frame
+  Request::Reader request;
+  Reply::Builder reply;
+  std::vector<zmq::message_t>& payload_out;
+};
+
+Status ExpectPayloadFrames(const Call& call, size_t count, std::string_view request_name) {
+  size_t payloads = call.frames.size() - 1;
+  if (payloads != count) {
+    return InvalidArgument("{} request carries {} payload frames, expected {}", request_name,
+                           payloads, count);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+class RequestDispatch {
+ public:
+  RequestDispatch(kvstore::TieredStore& store, SessionTable& sessions, DaemonCounters& counters,
+                  const ServerConfig& config)
+      : store_(store), sessions_(sessions), counters_(counters), config_(config) {}
+
+  Status Dispatch(Call& call) {
+    switch (call.request.which()) {
+      case Request::HELLO: return Hello(call);
+      case Request::PING:
+        KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "Ping"));
+        call.reply.setPong();
+        return Status::Ok();
+      case Request::STATS:
+        KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "Stats"));
+        FillStats(call.reply.initStats(), store_.Stats(), counters_, sessions_.size());
+        return Status::Ok();
+      case Request::PUT: return Put(call);
+      case Request::GET: return Get(call);
+      case Request::LOOKUP: return Lookup(call);
+      case Request::DELETE: return Delete(call);
+      case Request::LIST: return List(call);
+    }
+    return InvalidArgument("unknown request type {}", static_cast<int>(call.request.which()));
+  }
+
+ private:
+  Result<Session> RequireSession(const Call& call) {
+    auto session = sessions_.Find(call.routing_id);
+    if (!session) {
+      return Status(ErrorCode::kFailedPrecondition, "no session: send Hello first");
+    }
+    return *session;
+  }
+
+  static kvstore::Scope ScopeOf(const Session& s) { return {s.name_space, s.model}; }
+
+  Status Hello(Call& call) {
+    KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "Hello"));
+    auto hello = call.request.getHello();
+    if (hello.getProtocolVersion() != proto::PROTOCOL_VERSION) {
+      return Error(ErrorCode::kVersionMismatch, "client speaks protocol version {}, kvcommd speaks {}",
+                   hello.getProtocolVersion(), proto::PROTOCOL_VERSION);
+    }
+    Session session;
+    session.client_name = std::string(hello.getClientName().cStr(), hello.getClientName().size());
+    if (session.client_name.size() > kMaxClientNameBytes) {
+      return InvalidArgument("client name has {} bytes, at most {} allowed", session.client_name.size(),
+                             kMaxClientNameBytes);
+    }
+    session.name_space = std::string(hello.getNamespace().cStr(), hello.getNamespace().size());
+    KVCOMM_RETURN_IF_ERROR(ValidateNamespace(session.name_space));
+    Hash128 fingerprint = ReadKey(hello.getFingerprint());
+    if (!fingerprint.IsZero()) session.model = fingerprint;
+    spdlog::debug("hello from '{}' namespace '{}' model {}", session.client_name, session.name_space,
+                  fingerprint.ToHex());
+    sessions_.Upsert(call.routing_id, std::move(session));
+    auto result = call.reply.initHello();
+    result.setServerName("kvcommd");
+    result.setProtocolVersion(proto::PROTOCOL_VERSION);
+    result.setMaxRequestBytes(config_.max_request_bytes);
+    return Status::Ok();
+  }
+
+  Status Put(Call& call) {
+    KVCOMM_ASSIGN_OR_RETURN(Session session, RequireSession(call));
+    if (!session.model) {
+      return Status(ErrorCode::kFailedPrecondition,
+                    "this session has no model fingerprint; say Hello with one to write segments");
+    }
+    auto put = call.request.getPut();
+    KVCOMM_ASSIGN_OR_RETURN(KvLayout layout, wire::ReadShape(put.getShape()));
+    if (put.getCodec() != proto::Codec::RAW) {
+      return InvalidArgument("codec {} is not supported for PutSegment (only raw)",
+                             static_cast<int>(put.getCodec()));
+    }
+    auto tensors = put.getTensors();
+    if (tensors.size() != 1 || call.frames.size() != 2) {
+      return InvalidArgument("PutSegment needs exactly one tensor 'kv' and one payload frame, got {} "
+                             "descriptions and {} frames", tensors.size(), call.frames.size() - 1);
+    }
+    const zmq::message_t& frame = call.frames[1];
+    std::span<const std::byte> bytes(static_cast<const std::byte*>(frame.data()), frame.size());
+    KVCOMM_RETURN_IF_ERROR(wire::CheckKvTensor(tensors[0], layout, bytes));
+
+    kvstore::SegmentMeta meta;
+    meta.fingerprint = *session.model;
+    meta.name_space = session.name_space;
+    meta.layout = layout;
+    meta.payload_bytes = bytes.size();
+    meta.checksum = tensors[0].getChecksum();
+    meta.first_position = put.getFirstPosition();
+    meta.prefix_hash = ReadKey(put.getPrefixHash());
+    KVCOMM_ASSIGN_OR_RETURN(meta.token_ids, wire::ReadTokenList(put.getTokenIds(), layout.tokens, "tokenIds"));
+    KVCOMM_ASSIGN_OR_RETURN(meta.positions, wire::ReadTokenList(put.getPositions(), layout.tokens, "positions"));
+    if (meta.token_ids.empty()) {
+      meta.context_key = ComputeContextKeyFromPayload(meta.fingerprint, meta.name_space,
+                                                      meta.prefix_hash, meta.checksum);
+      meta.content_key = ComputeContentKeyFromPayload(meta.fingerprint, meta.name_space, meta.checksum);
+    } else {
+      meta.context_key = ComputeContextKey(meta.fingerprint, meta.name_space, meta.prefix_hash, meta.token_ids);
+      meta.content_key = ComputeContentKey(meta.fingerprint, meta.name_space, meta.token_ids);
+    }
+
+    // The frame becomes the stored payload without a copy.
+    Blob payload = wire::FrameToBlob(std::move(call.frames[1]));
+    KVCOMM_ASSIGN_OR_RETURN(auto stored, store_.Put(std::move(meta), std::move(payload)));
+    auto where = store_.Lookup({{stored.context_key, kvstore::KeyKind::kContext}}, ScopeOf(session));
+    FillSegmentInfo(call.reply.initPut().initInfo(), stored, where[0].tier);
+    return Status::Ok();
+  }
+
+  Status Get(Call& call) {
+    KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "GetSegment"));
+    KVCOMM_ASSIGN_OR_RETURN(Session session, RequireSession(call));
+    auto get = call.request.getGet();
+    KVCOMM_ASSIGN_OR_RETURN(auto kind, ReadKeyKind(get.getKind()));
+    KVCOMM_ASSIGN_OR_RETURN(auto segment, store_.Get(ReadKey(get.getKey()), kind, ScopeOf(session)));
+    auto where = store_.Lookup({{segment.meta.context_key, kvstore::KeyKind::kContext}}, ScopeOf(session));
+    auto result = call.reply.initGet();
+    FillSegmentInfo(result.initInfo(), segment.meta, where[0].tier);
+    auto tokens = result.initTokenIds(static_cast<unsigned>(segment.meta.token_ids.size()));
+    for (unsigned i = 0; i < tokens.size(); ++i) tokens.set(i, segment.meta.token_ids[i]);
+    auto positions = result.initPositions(static_cast<unsigned>(segment.meta.positions.size()));
+    for (unsigned i = 0; i < positions.size(); ++i) positions.set(i, segment.meta.positions[i]);
+    WriteKey(result.initPrefixHash(), segment.meta.prefix_hash);
+    wire::DescribeKvTensor(result.initTensors(1)[0], segment.meta.layout, segment.meta.checksum);
+    call.payload_out.push_back(wire::BlobFrame(segment.payload));
+    return Status::Ok();
+  }
+
+  Status Lookup(Call& call) {
+    KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "Lookup"));
+    KVCOMM_ASSIGN_OR_RETURN(Session session, RequireSession(call));
+    auto keys = call.request.getLookup().getKeys();
+    if (keys.size() > kMaxLookupKeys) {
+      return InvalidArgument("Lookup of {} keys exceeds the limit of {}", keys.size(), kMaxLookupKeys);
+    }
+    std::vector<std::pair<SegmentKey, kvstore::KeyKind>> wanted;
+    wanted.reserve(keys.size());
+    for (auto key : keys) {
+      KVCOMM_ASSIGN_OR_RETURN(auto kind, ReadKeyKind(key.getKind()));
+      wanted.emplace_back(ReadKey(key.getKey()), kind);
+    }
+    auto hits = store_.Lookup(wanted, ScopeOf(session));
+    auto entries = call.reply.initLookup().initEntries(static_cast<unsigned>(hits.size()));
+    for (unsigned i = 0; i < hits.size(); ++i) {
+      entries[i].setFound(hits[i].found);
+      entries[i].setTier(static_cast<proto::Tier>(hits[i].tier));
+      WriteKey(entries[i].initContextKey(), hits[i].context_key);
+      entries[i].setTokens(hits[i].tokens);
+      entries[i].setPayloadBytes(hits[i].payload_bytes);
+    }
+    return Status::Ok();
+  }
+
+  Status Delete(Call& call) {
+    KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "DeleteSegment"));
+    KVCOMM_ASSIGN_OR_RETURN(Session session, RequireSession(call));
+    KVCOMM_RETURN_IF_ERROR(store_.Delete(ReadKey(call.request.getDelete().getKey()), ScopeOf(session)));
+    call.reply.setDelete();
+    return Status::Ok();
+  }
+
+  Status List(Call& call) {
+    KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "ListSegments"));
+    KVCOMM_ASSIGN_OR_RETURN(Session session, RequireSession(call));
+    auto list = call.request.getList();
+    if (list.getLimit() == 0 || list.getLimit() > kMaxListLimit) {
+      return InvalidArgument("ListSegments limit must be in 1..{}, got {}", kMaxListLimit, list.getLimit());
+    }
+    std::optional<SegmentKey> start;
+    if (list.getHasStartAfter()) start = ReadKey(list.getStartAfter());
+    bool has_more = false;
+    auto page = store_.List(ScopeOf(session), start, list.getLimit(), &has_more);
+    auto result = call.reply.initList();
+    result.setHasMore(has_more);
+    auto infos = result.initSegments(static_cast<unsigned>(page.size()));
+    for (unsigned i = 0; i < page.size(); ++i) FillSegmentInfo(infos[i], page[i].meta, page[i].tier);
+    return Status::Ok();
+  }
+
+  kvstore::TieredStore& store_;
+  SessionTable& sessions_;
+  DaemonCounters& counters_;
+  const ServerConfig& config_;
+};
+
+std::vector<zmq::message_t> RequestHandler::Handle(std::string_view routing_id,
+                                                   std::vector<zmq::message_t> frames) {
+  uint64_t total = 0;
+  for (const auto& f : frames) total += f.size();
+  counters_.CountRequest(total);
+
+  uint64_t id = 0;
+  Status status;
+  std::vector<zmq::message_t> payload_out;
+  capnp::MallocMessageBuilder message;
+  if (frames.empty()) {
+    status = Status(ErrorCode::kMalformedMessage, "request has no frames");
+  } else if (total > config_.max_request_bytes) {
+    status = Error(ErrorCode::kResourceExhausted, "request of {} bytes exceeds max_request_bytes {}",
+                   total, config_.max_request_bytes);
+  } else {
+    try {
+      wire::AlignedFrame words(frames[0]);
+      capnp::FlatArrayMessageReader reader(words.words(), wire::ReaderLimits(frames[0].size()));
+      auto request = reader.getRoot<Request>();
+      id = request.getId();
+      auto reply = message.initRoot<Reply>();
+      reply.setId(id);
+      Call call{routing_id, frames, request, reply, payload_out};
+      status = words.status().ok()
+                   ? RequestDispatch(store_, sessions_, counters_, config_).Dispatch(call)
+                   : words.status();
+    } catch (const kj::Exception& e) {
+      status = Error(ErrorCode::kMalformedMessage, "request is not a valid kvcomm message: {}",
+                     e.getDescription().cStr());
+    } catch (const std::exception& e) {
+      status = Error(ErrorCode::kInternal, "request failed: {}", e.what());
+    }
+  }
+
+  std::vector<zmq::message_t> out;
+  if (status.ok()) {
+    out.push_back(wire::ToFrame(message));
+    for (auto& p : payload_out) out.push_back(std::move(p));
+  } else {
+    counters_.CountError(status.code());
+    spdlog::debug("request {} failed: {}", id, status.ToString());
+    capnp::MallocMessageBuilder error_message;
+    auto reply = error_message.initRoot<Reply>();
+    reply.setId(id);
+    auto error = reply.initError();
+    error.setCode(static_cast<proto::ErrorCode>(status.code()));
+    error.setMessage(status.message());
+    out.push_back(wire::ToFrame(error_message));
+  }
+  uint64_t bytes_out = 0;
+  for (const auto& f : out) bytes_out += f.size();
+  counters_.CountBytesOut(bytes_out);
+  return out;
+}
+
+}  // namespace kvcomm::daemon
