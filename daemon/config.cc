@@ -1,6 +1,6 @@
 #include "daemon/config.h"
 
-#include <unistd.h>
+#include "common/endpoint.h"
 
 #include <cmath>
 #include <cstdlib>
@@ -74,13 +74,6 @@ Result<uint64_t> ParseByteSize(std::string_view text) {
   double bytes = value * scale;
   if (bytes > 1.8e19) return InvalidArgument("'{}' is too large", text);
   return static_cast<uint64_t>(std::llround(bytes));
-}
-
-std::string DefaultEndpoint() {
-  const char* runtime = std::getenv("XDG_RUNTIME_DIR");
-  std::string dir = runtime != nullptr && *runtime != '\0' ? std::string(runtime) + "/kvcomm"
-                                                           : fmt::format("/tmp/kvcomm-{}", ::getuid());
-  return "ipc://" + dir + "/kvcommd.sock";
 }
 
 Status PrepareEndpoint(const std::string& endpoint) {

@@ -34,8 +34,6 @@ struct DaemonConfig {
 
 // "1048576", "64KiB", "1.5GiB", "512MB" (decimal) -> bytes.
 Result<uint64_t> ParseByteSize(std::string_view text);
-// Default endpoint: ipc://$XDG_RUNTIME_DIR/kvcomm/kvcommd.sock, or /tmp/kvcomm-$UID/... .
-std::string DefaultEndpoint();
 // Creates the directory of an ipc:// endpoint if needed.
 Status PrepareEndpoint(const std::string& endpoint);
 

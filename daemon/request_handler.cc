@@ -112,7 +112,7 @@ class RequestDispatch {
   Status Put(Call& call) {
     KVCOMM_ASSIGN_OR_RETURN(Session session, RequireSession(call));
     if (!session.model) {
-      return Status(ErrorCode::kFailedPrecondition,
+      return Status(ErrorCode::kPermissionDenied,
                     "this session has no model fingerprint; say Hello with one to write segments");
     }
     auto put = call.request.getPut();

@@ -1,0 +1,132 @@
+// kvcomm client library: talks to kvcommd over a ZeroMQ DEALER socket.
+//
+//   auto client = Client::Connect({.endpoint = "ipc:///run/kvcomm/kvcommd.sock",
+//                                  .name_space = "my-pipeline", .model = fingerprint});
+//   auto info = (*client)->Put({.layout = layout, .payload = blob, .token_ids = ids});
+//   auto segment = (*client)->Get(info->context_key);
+//
+// Every call has a deadline (ClientOptions::timeout, changeable per client); a daemon that is
+// down or slow yields kUnavailable / kDeadlineExceeded, never a hang or a crash. Daemon errors
+// come back as Status with the daemon's code and message. If the daemon restarted and forgot
+// this client's session, the client says Hello again and retries the call once.
+//
+// Thread safety: a Client is used by one thread at a time (one socket); make one per thread.
+// It does not link RocksDB or anything of the daemon.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/blob.h"
+#include "common/keys.h"
+#include "common/kv_layout.h"
+#include "common/status.h"
+
+namespace kvcomm::client {
+namespace internal {
+class Transport;
+}  // namespace internal
+
+enum class KeyKind : uint8_t { kContext = 0, kContent = 1 };
+enum class Tier : uint8_t { kNone = 0, kGpu = 1, kHost = 2, kDisk = 3 };
+std::string_view TierName(Tier tier);
+
+struct ClientOptions {
+  std::string endpoint;  // empty: DefaultEndpoint()
+  std::string client_name = "kvcomm-client";
+  std::string name_space = "default";
+  std::optional<ModelFingerprint> model;  // none: a read-only session
+  std::chrono::milliseconds timeout{5000};
+};
+
+struct SegmentInfo {
+  SegmentKey context_key;
+  SegmentKey content_key;
+  ModelFingerprint fingerprint;
+  std::string name_space;
+  KvLayout layout;
+  uint64_t payload_bytes = 0;
+  uint64_t checksum = 0;
+  int32_t first_position = 0;
+  int64_t created_unix_ms = 0;
+  int64_t last_access_unix_ms = 0;
+  uint64_t access_count = 0;
+  Tier tier = Tier::kNone;
+  bool has_token_ids = false;
+};
+
+struct PutRequest {
+  KvLayout layout;
+  Blob payload;                    // layout.PayloadBytes() bytes, sent without a copy
+  std::vector<int32_t> token_ids;  // optional
+  std::vector<int32_t> positions;  // optional
+  int32_t first_position = 0;
+  Hash128 prefix_hash;             // hash of the tokens before the segment
+};
+
+struct SegmentData {
+  SegmentInfo info;
+  std::vector<int32_t> token_ids;
+  std::vector<int32_t> positions;
+  Hash128 prefix_hash;
+  Blob payload;  // checksum verified on arrival
+};
+
+struct LookupEntry {
+  bool found = false;
+  Tier tier = Tier::kNone;
+  SegmentKey context_key;
+  uint32_t tokens = 0;
+  uint64_t payload_bytes = 0;
+};
+
+struct ListPage {
+  std::vector<SegmentInfo> segments;
+  bool has_more = false;
+};
+
+struct TierStats {
+  Tier tier = Tier::kNone;
+  uint64_t segments = 0, bytes = 0, capacity_bytes = 0, hits = 0, misses = 0;
+};
+
+struct DaemonStats {
+  std::vector<TierStats> tiers;
+  uint64_t puts = 0, gets = 0, promotions = 0, demotions = 0, evictions = 0, corrupt_records = 0;
+  uint64_t bytes_in = 0, bytes_out = 0, requests = 0, sessions = 0;
+  double uptime_seconds = 0;
+  std::vector<std::pair<ErrorCode, uint64_t>> errors;
+};
+
+class Client {
+ public:
+  // Connects and says Hello (checking the protocol version).
+  static Result<std::unique_ptr<Client>> Connect(ClientOptions options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  Status Hello();
+  Status Ping();
+  Result<SegmentInfo> Put(const PutRequest& request);
+  Result<SegmentData> Get(const SegmentKey& key, KeyKind kind = KeyKind::kContext);
+  Result<std::vector<LookupEntry>> Lookup(const std::vector<std::pair<SegmentKey, KeyKind>>& keys);
+  Status Remove(const SegmentKey& context_key);
+  Result<ListPage> List(std::optional<SegmentKey> start_after, uint32_t limit);
+  Result<DaemonStats> Stats();
+
+  void set_timeout(std::chrono::milliseconds timeout) { options_.timeout = timeout; }
+  const ClientOptions& options() const { return options_; }
+
+ private:
+  explicit Client(ClientOptions options);
+
+  ClientOptions options_;
+  std::unique_ptr<internal::Transport> transport_;
+};
+
+}  // namespace kvcomm::client
