@@ -1,0 +1,71 @@
+#include "kvstore/gpu_tier.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "kvstore/store.h"
+#include "tests/kvstore/test_segments.h"
+
+namespace kvcomm::kvstore {
+namespace {
+
+using kvcomm::testing::MakeSegment;
+
+TEST(GpuTier, WithoutAGpuCreateSaysWhy) {
+  if (kernels::CudaAvailable()) GTEST_SKIP() << "a GPU is present; this checks the no-GPU path";
+  auto tier = GpuTier::Create(1 << 20);
+  ASSERT_FALSE(tier.ok());
+  EXPECT_EQ(tier.status().code(), ErrorCode::kUnavailable);
+  StoreOptions options;
+  options.gpu_capacity_bytes = 1 << 20;
+  options.persist = false;
+  auto store = TieredStore::Open(options);  // an explicit GPU capacity without a GPU is an error
+  EXPECT_FALSE(store.ok());
+}
+
+TEST(GpuTier, StoresReadsAndErasesInDeviceMemory) {
+  if (!kernels::CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU: " << kernels::CudaDeviceDescription();
+  auto a = MakeSegment(64, 1), b = MakeSegment(64, 2);
+  auto tier = GpuTier::Create(a.payload.size() * 2 + 1024);
+  ASSERT_TRUE(tier.ok()) << tier.status().ToString();
+  ASSERT_TRUE((*tier)->Put(a.meta, a.payload).ok());
+  ASSERT_TRUE((*tier)->Put(b.meta, b.payload).ok());
+  EXPECT_NE((*tier)->DevicePointer(a.meta.context_key), nullptr);
+  auto read = (*tier)->Read(a.meta.context_key);
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ(std::memcmp(read->data(), a.payload.data(), a.payload.size()), 0);
+  EXPECT_FALSE((*tier)->CanFit(a.payload.size()));
+  EXPECT_EQ(*(*tier)->Coldest(), b.meta.context_key);
+  ASSERT_TRUE((*tier)->Erase(b.meta.context_key).ok());
+  EXPECT_TRUE((*tier)->CanFit(a.payload.size()));
+}
+
+TEST(GpuTier, StoreDemotesFromGpuToHostAndPromotesBack) {
+  if (!kernels::CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU: " << kernels::CudaDeviceDescription();
+  auto a = MakeSegment(64, 1), b = MakeSegment(64, 2);
+  StoreOptions options;
+  options.persist = false;
+  options.gpu_capacity_bytes = a.payload.size() + 512;  // one segment
+  options.host_capacity_bytes = 1 << 20;
+  auto store = TieredStore::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  ASSERT_TRUE((*store)->Put(a.meta, a.payload).ok());
+  ASSERT_TRUE((*store)->Put(b.meta, b.payload).ok());
+  Scope scope{"test", std::nullopt};
+  auto where = (*store)->Lookup({{a.meta.context_key, KeyKind::kContext}, {b.meta.context_key, KeyKind::kContext}}, scope);
+  EXPECT_EQ(where[0].tier, TierKind::kHost);
+  EXPECT_EQ(where[1].tier, TierKind::kGpu);
+  auto got = (*store)->Get(a.meta.context_key, KeyKind::kContext, scope);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(std::memcmp(got->payload.data(), a.payload.data(), a.payload.size()), 0);
+  where = (*store)->Lookup({{a.meta.context_key, KeyKind::kContext}}, scope);
+  EXPECT_EQ(where[0].tier, TierKind::kGpu);
+  auto stats = (*store)->Stats();
+  EXPECT_EQ(stats.promotions, 1u);
+  EXPECT_EQ(stats.demotions, 2u);
+  EXPECT_LE(stats.tiers[0].bytes, options.gpu_capacity_bytes);
+}
+
+}  // namespace
+}  // namespace kvcomm::kvstore
