@@ -1,0 +1,142 @@
+// Hostile peers on raw sockets: each bad message is answered with a typed error (or, past the
+// hard frame limit, the peer is cut off) while a correct client keeps being served.
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include <zmq_addon.hpp>
+
+#include "schemas/wire.h"
+#include "tests/integration/daemon_fixture.h"
+
+namespace kvcomm::testing {
+namespace {
+
+class HostileInputTest : public DaemonFixture {
+ protected:
+  void SetUp() override {
+    DaemonFixture::SetUp();
+    raw_ = zmq::socket_t(context_, zmq::socket_type::dealer);
+    raw_.set(zmq::sockopt::linger, 0);
+    raw_.connect(config_.server.endpoint);
+    good_ = Connect();
+  }
+
+  // Sends raw frames; returns the error code of the reply, or nullopt if none came in 2 s.
+  std::optional<ErrorCode> SendRaw(std::vector<zmq::message_t> frames) {
+    zmq::send_multipart(raw_, frames);
+    zmq::pollitem_t item{raw_.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(2000));
+    if (!(item.revents & ZMQ_POLLIN)) return std::nullopt;
+    std::vector<zmq::message_t> reply;
+    (void)zmq::recv_multipart(raw_, std::back_inserter(reply));
+    wire::AlignedFrame aligned(reply.at(0));
+    capnp::FlatArrayMessageReader reader(aligned.words());
+    auto root = reader.getRoot<proto::Reply>();
+    return root.isError() ? static_cast<ErrorCode>(root.getError().getCode()) : ErrorCode::kOk;
+  }
+
+  std::vector<zmq::message_t> Frames(capnp::MallocMessageBuilder& message) {
+    std::vector<zmq::message_t> frames;
+    frames.push_back(wire::ToFrame(message));
+    return frames;
+  }
+
+  std::vector<zmq::message_t> HelloFrames(uint32_t version) {
+    capnp::MallocMessageBuilder message;
+    auto hello = message.initRoot<proto::Request>().initHello();
+    hello.setProtocolVersion(version);
+    hello.setNamespace("test");
+    wire::WriteKey(hello.initFingerprint(), TestModel());
+    return Frames(message);
+  }
+
+  // The correct client still gets exact bytes back.
+  void ExpectGoodClientServed(uint64_t seed) {
+    auto put = MakePut(16, seed);
+    auto info = good_->Put(put);
+    ASSERT_TRUE(info.ok()) << info.status().ToString();
+    auto got = good_->Get(info->context_key);
+    ASSERT_TRUE(got.ok());
+    ASSERT_EQ(std::memcmp(got->payload.data(), put.payload.data(), put.payload.size()), 0);
+  }
+
+  zmq::context_t context_{1};
+  zmq::socket_t raw_;
+  std::unique_ptr<client::Client> good_;
+};
+
+TEST_F(HostileInputTest, RandomBytesGetErrorsAndTheDaemonKeepsServing) {
+  std::mt19937 rng(42);
+  for (int i = 0; i < 200; ++i) {
+    std::vector<zmq::message_t> frames;
+    int n = 1 + static_cast<int>(rng() % 3);
+    for (int f = 0; f < n; ++f) {
+      std::string bytes(rng() % 300, '\0');
+      for (auto& c : bytes) c = static_cast<char>(rng());
+      frames.emplace_back(bytes.data(), bytes.size());
+    }
+    auto code = SendRaw(std::move(frames));
+    ASSERT_TRUE(code.has_value()) << "no reply to garbage message " << i;
+    EXPECT_NE(*code, ErrorCode::kOk);
+    if (i % 50 == 0) ExpectGoodClientServed(i);
+  }
+  ExpectGoodClientServed(1000);
+}
+
+TEST_F(HostileInputTest, WrongProtocolVersionIsRefused) {
+  EXPECT_EQ(SendRaw(HelloFrames(proto::PROTOCOL_VERSION + 1)), ErrorCode::kVersionMismatch);
+  EXPECT_EQ(SendRaw(HelloFrames(proto::PROTOCOL_VERSION)), ErrorCode::kOk);
+  ExpectGoodClientServed(1);
+}
+
+TEST_F(HostileInputTest, TruncatedFramesAndShapeByteMismatchesAreRefused) {
+  ASSERT_EQ(SendRaw(HelloFrames(proto::PROTOCOL_VERSION)), ErrorCode::kOk);
+  auto put = MakePut(32, 7);
+  auto put_frames = [&](uint32_t claimed_tokens, size_t payload_bytes) {
+    capnp::MallocMessageBuilder message;
+    auto p = message.initRoot<proto::Request>().initPut();
+    KvLayout layout = put.layout;
+    layout.tokens = claimed_tokens;
+    wire::WriteShape(p.initShape(), layout);
+    wire::DescribeKvTensor(p.initTensors(1)[0], layout, Checksum64(put.payload.span().first(payload_bytes)));
+    auto frames = Frames(message);
+    frames.emplace_back(put.payload.data(), payload_bytes);
+    return frames;
+  };
+  EXPECT_EQ(SendRaw(put_frames(33, put.payload.size())), ErrorCode::kInvalidArgument);  // shape says more
+  EXPECT_EQ(SendRaw(put_frames(32, put.payload.size() / 2)), ErrorCode::kInvalidArgument);  // truncated payload
+  auto frames = put_frames(32, put.payload.size());
+  frames.pop_back();  // payload frame missing
+  EXPECT_EQ(SendRaw(std::move(frames)), ErrorCode::kInvalidArgument);
+  frames = put_frames(32, put.payload.size());
+  std::string cut(static_cast<const char*>(frames[0].data()), frames[0].size() / 2);
+  frames[0] = zmq::message_t(cut.data(), cut.size());  // truncated Cap'n Proto frame
+  auto code = SendRaw(std::move(frames));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, ErrorCode::kMalformedMessage);
+  EXPECT_EQ(SendRaw(put_frames(32, put.payload.size())), ErrorCode::kOk);  // the honest version works
+  ExpectGoodClientServed(2);
+}
+
+TEST_F(HostileInputTest, OversizedMessagesAreRefusedOrCutOff) {
+  // Over max_request_bytes (8 MiB) but under the hard frame cap: a typed error.
+  std::string nine_mib(9 << 20, 'x');
+  std::vector<zmq::message_t> frames;
+  frames.emplace_back(nine_mib.data(), nine_mib.size());
+  EXPECT_EQ(SendRaw(std::move(frames)), ErrorCode::kResourceExhausted);
+  // Far over: ZeroMQ drops the connection before anything is buffered whole; no reply.
+  std::string huge(20 << 20, 'y');
+  frames.clear();
+  frames.emplace_back(huge.data(), huge.size());
+  EXPECT_FALSE(SendRaw(std::move(frames)).has_value());
+  ExpectGoodClientServed(3);
+  auto stats = good_->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->puts, 1u);
+}
+
+}  // namespace
+}  // namespace kvcomm::testing
