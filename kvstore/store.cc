@@ -160,7 +160,13 @@ Result<SegmentMeta> TieredStore::Put(SegmentMeta meta, Blob payload) {
     return Error(ErrorCode::kResourceExhausted, "segment of {} bytes is larger than the disk capacity {}",
                  bytes, disk_->capacity_bytes());
   }
-  if (entries_.count(key)) RemoveEverywhere(key);
+  if (auto existing = entries_.find(key); existing != entries_.end()) {
+    if (existing->second.checksum == meta.checksum && existing->second.payload_bytes == bytes) {
+      ++totals_.puts;  // the same bytes again: keep the stored copy and its history
+      return existing->second;
+    }
+    RemoveEverywhere(key);
+  }
 
   meta.created_unix_ms = meta.last_access_unix_ms = NowUnixMs();
   meta.access_count = 0;

@@ -91,7 +91,9 @@ class TieredStore {
   TieredStore(const TieredStore&) = delete;
   TieredStore& operator=(const TieredStore&) = delete;
 
-  // Stores (or replaces) the segment under meta.context_key. Returns the stored metadata.
+  // Stores the segment under meta.context_key, replacing a different payload stored there; the
+  // same payload again is a no-op that keeps the stored copy and its access history. Returns the
+  // stored metadata.
   Result<SegmentMeta> Put(SegmentMeta meta, Blob payload);
   Result<Segment> Get(const SegmentKey& key, KeyKind kind, const Scope& scope);
   // Where each key is, without counting hits or promoting.

@@ -62,6 +62,22 @@ TEST_F(StoreTest, PutGoesToHostAndWritesThroughToDisk) {
   ExpectSameBytes(a);
 }
 
+TEST_F(StoreTest, SamePayloadAgainKeepsHistoryDifferentPayloadReplaces) {
+  Open(1 << 20, true);
+  auto a = MakeSegment(16, 1);
+  ASSERT_TRUE(store_->Put(a.meta, a.payload).ok());
+  ASSERT_TRUE(store_->Get(a.meta.context_key, KeyKind::kContext, kScope).ok());
+  auto again = store_->Put(a.meta, a.payload);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->access_count, 1u);
+  auto changed = MakeSegment(16, 2);
+  changed.meta.context_key = a.meta.context_key;  // same key, other bytes
+  ASSERT_TRUE(store_->Put(changed.meta, changed.payload).ok());
+  ExpectSameBytes(changed);
+  EXPECT_EQ(store_->Stats().segments, 1u);
+  EXPECT_EQ(store_->Stats().tiers[1].bytes, changed.payload.size());
+}
+
 TEST_F(StoreTest, FullHostTierDemotesColdestToDisk) {
   auto a = MakeSegment(16, 1), b = MakeSegment(16, 2), c = MakeSegment(16, 3);
   Open(a.payload.size() * 2 + 100, true);
