@@ -50,6 +50,15 @@ data_dir = "/tmp/kvcomm-test-data"
   EXPECT_TRUE(config.Validate().ok());
 }
 
+TEST(DaemonConfig, TheShippedExampleConfigIsValid) {
+  DaemonConfig config = DaemonConfig::Defaults();
+  Status merged = config.MergeTomlFile(KVCOMM_SOURCE_DIR "/daemon/kvcommd.example.toml");
+  ASSERT_TRUE(merged.ok()) << merged.ToString();
+  EXPECT_TRUE(config.Validate().ok());
+  EXPECT_EQ(config.store.host_capacity_bytes, 4ull << 30);
+  EXPECT_EQ(config.store.disk_capacity_bytes, 100ull << 30);
+}
+
 TEST(DaemonConfig, BadSettingsAreNamed) {
   struct Case {
     const char* toml;
