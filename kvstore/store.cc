@@ -254,6 +254,12 @@ Result<Segment> TieredStore::Get(const SegmentKey& key, KeyKind kind, const Scop
   }
   if (holding > 0 && PlaceInMemoryTiers(found, *payload, static_cast<size_t>(holding))) {
     ++totals_.promotions;
+    // A promotion moves the segment between memory tiers; the disk copy stays (write-through).
+    StorageTier& from = *tiers_[holding];
+    if (&from != disk_ && from.Contains(context_key)) {
+      Status erased = from.Erase(context_key);
+      if (!erased.ok()) spdlog::error("erase after promotion failed: {}", erased.ToString());
+    }
   }
   auto it = entries_.find(context_key);
   if (it == entries_.end()) {  // evicted while tiers made room (tiny tiers): still serve this read

@@ -21,7 +21,7 @@ class Writer {
   }
   void PutInts(const std::vector<int32_t>& v) {
     Put<uint32_t>(static_cast<uint32_t>(v.size()));
-    out_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(int32_t));
+    if (!v.empty()) out_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(int32_t));
   }
   std::string Take() { return std::move(out_); }
 
@@ -50,7 +50,7 @@ class Reader {
     uint32_t n;
     if (!Get(&n) || in_.size() / sizeof(int32_t) < n) return false;
     v->resize(n);
-    std::memcpy(v->data(), in_.data(), n * sizeof(int32_t));
+    if (n > 0) std::memcpy(v->data(), in_.data(), n * sizeof(int32_t));
     in_.remove_prefix(n * sizeof(int32_t));
     return true;
   }

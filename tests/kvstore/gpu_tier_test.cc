@@ -65,6 +65,7 @@ TEST(GpuTier, StoreDemotesFromGpuToHostAndPromotesBack) {
   EXPECT_EQ(stats.promotions, 1u);
   EXPECT_EQ(stats.demotions, 2u);
   EXPECT_LE(stats.tiers[0].bytes, options.gpu_capacity_bytes);
+  EXPECT_EQ(stats.tiers[1].segments, 1u);  // promotion moved a out of the host tier
 }
 
 }  // namespace
