@@ -1,16 +1,15 @@
 // store_bench: throughput of kvcommd over ipc:// next to a plain memcpy of the same bytes, and
 // request round trips per second with 1 and 8 clients. Starts its own daemon in-process (host
 // tier only, no persistence) unless --persist is given.
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <random>
 #include <thread>
-
-#include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
 
 #include "agents/client/client.h"
 #include "daemon/server.h"
@@ -95,11 +94,16 @@ int main(int argc, char** argv) {
   Check(server.status(), "starting kvcommd");
   auto client = Connect(config.server.endpoint);
 
-  fmt::print("store_bench: kvcommd in-process, {} workers, endpoint ipc://, host tier 2 GiB, persist={}\n",
-             config.server.workers, persist);
-  fmt::print("segments: Llama-3-8B KV shape (32 layers x 8 kv heads x 128 dims, bf16) = 128 KiB per token; "
-             "{} hardware threads; {:.1f} s per measurement\n\n", std::thread::hardware_concurrency(), seconds);
-  fmt::print("{:<28} {:>10} {:>12} {:>12} {:>14}\n", "operation", "size", "ops", "MB/s", "vs memcpy");
+  fmt::print(
+      "store_bench: kvcommd in-process, {} workers, endpoint ipc://, host tier 2 GiB, persist={}\n",
+      config.server.workers, persist);
+  fmt::print(
+      "segments: Llama-3-8B KV shape (32 layers x 8 kv heads x 128 dims, bf16) = 128 KiB per "
+      "token; "
+      "{} hardware threads; {:.1f} s per measurement\n\n",
+      std::thread::hardware_concurrency(), seconds);
+  fmt::print("{:<28} {:>10} {:>12} {:>12} {:>14}\n", "operation", "size", "ops", "MB/s",
+             "vs memcpy");
 
   for (uint32_t tokens : {8u, 512u}) {  // 1 MiB and 64 MiB
     client::PutRequest base = MakeSegment(tokens, 1);
@@ -122,11 +126,12 @@ int main(int argc, char** argv) {
       Check(got.status(), "get");
     });
     std::string size = fmt::format("{} MiB", base.payload.size() >> 20);
-    fmt::print("{:<28} {:>10} {:>12} {:>12.0f} {:>14}\n", "memcpy (same bytes)", size, copies, memcpy_mbs, "1.00x");
-    fmt::print("{:<28} {:>10} {:>12} {:>12.0f} {:>13.2f}x\n", "put (verify, store)", size, puts, puts * mb / put_s,
-               puts * mb / put_s / memcpy_mbs);
-    fmt::print("{:<28} {:>10} {:>12} {:>12.0f} {:>13.2f}x\n", "get (host tier hit)", size, gets, gets * mb / get_s,
-               gets * mb / get_s / memcpy_mbs);
+    fmt::print("{:<28} {:>10} {:>12} {:>12.0f} {:>14}\n", "memcpy (same bytes)", size, copies,
+               memcpy_mbs, "1.00x");
+    fmt::print("{:<28} {:>10} {:>12} {:>12.0f} {:>13.2f}x\n", "put (verify, store)", size, puts,
+               puts * mb / put_s, puts * mb / put_s / memcpy_mbs);
+    fmt::print("{:<28} {:>10} {:>12} {:>12.0f} {:>13.2f}x\n", "get (host tier hit)", size, gets,
+               gets * mb / get_s, gets * mb / get_s / memcpy_mbs);
   }
 
   fmt::print("\n{:<28} {:>10} {:>12} {:>16}\n", "request", "clients", "requests", "round trips/s");
@@ -145,7 +150,8 @@ int main(int argc, char** argv) {
             if (kind[0] == 'p') {
               Check(pool[c]->Ping(), "ping");
             } else {
-              Check(pool[c]->Lookup({{info->context_key, client::KeyKind::kContext}}).status(), "lookup");
+              Check(pool[c]->Lookup({{info->context_key, client::KeyKind::kContext}}).status(),
+                    "lookup");
             }
           });
           total += n;

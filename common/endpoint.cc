@@ -1,10 +1,9 @@
 #include "common/endpoint.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cstdlib>
-
-#include <fmt/format.h>
 
 namespace kvcomm {
 
@@ -12,8 +11,9 @@ std::string DefaultEndpoint() {
   const char* configured = std::getenv("KVCOMM_ENDPOINT");
   if (configured != nullptr && *configured != '\0') return configured;
   const char* runtime = std::getenv("XDG_RUNTIME_DIR");
-  std::string dir = runtime != nullptr && *runtime != '\0' ? std::string(runtime) + "/kvcomm"
-                                                           : fmt::format("/tmp/kvcomm-{}", ::getuid());
+  std::string dir = runtime != nullptr && *runtime != '\0'
+                        ? std::string(runtime) + "/kvcomm"
+                        : fmt::format("/tmp/kvcomm-{}", ::getuid());
   return "ipc://" + dir + "/kvcommd.sock";
 }
 

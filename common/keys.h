@@ -1,7 +1,8 @@
 // Model fingerprints and segment keys (DESIGN.md, "Data model").
 //
 //   context key = hash(model, namespace, hash of all preceding tokens, token ids)  -> exact reuse
-//   content key = hash(model, namespace, token ids)                                -> same text anywhere
+//   content key = hash(model, namespace, token ids)                                -> same text
+//   anywhere
 //
 // All are 128-bit XXH3 hashes over length-delimited fields, so clients and the daemon compute
 // the same keys independently.
@@ -33,7 +34,8 @@ struct ModelArchitecture {
 };
 
 // Fingerprint of an architecture plus a hash of its weight files.
-ModelFingerprint ComputeModelFingerprint(const ModelArchitecture& arch, const Hash128& weights_hash);
+ModelFingerprint ComputeModelFingerprint(const ModelArchitecture& arch,
+                                         const Hash128& weights_hash);
 
 // Fingerprint for KV whose model is unknown (e.g. a segment file without metadata): derived
 // from the KV shape only, so segments of different shapes never mix.

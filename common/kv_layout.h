@@ -33,7 +33,9 @@ struct KvLayout {
   uint64_t ElementsPerHalf() const {  // K (or V) of one layer
     return uint64_t{kv_heads} * tokens * head_dim;
   }
-  uint64_t PayloadBytes() const { return uint64_t{num_layers} * 2 * ElementsPerHalf() * DTypeSize(dtype); }
+  uint64_t PayloadBytes() const {
+    return uint64_t{num_layers} * 2 * ElementsPerHalf() * DTypeSize(dtype);
+  }
   // Byte offset of element (layer, kv (0=K, 1=V), head, token, dim 0).
   uint64_t Offset(uint32_t layer, uint32_t kv, uint32_t head, uint32_t token) const {
     uint64_t index = ((uint64_t{layer} * 2 + kv) * kv_heads + head) * tokens + token;

@@ -8,7 +8,6 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 namespace kvcomm {
@@ -43,9 +42,8 @@ Result<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
   void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
   if (map == MAP_FAILED) return FileError(path, "cannot mmap");
-  std::shared_ptr<const void> owner(map, [size](const void* p) {
-    ::munmap(const_cast<void*>(p), size);
-  });
+  std::shared_ptr<const void> owner(
+      map, [size](const void* p) { ::munmap(const_cast<void*>(p), size); });
   return Parse(Blob(static_cast<const std::byte*>(map), size, std::move(owner)), path);
 }
 
@@ -57,8 +55,9 @@ Result<SafetensorsFile> SafetensorsFile::Parse(Blob image, const std::string& or
   uint64_t header_len = 0;
   std::memcpy(&header_len, image.data(), 8);
   if (header_len > kMaxHeaderBytes || header_len > image.size() - 8) {
-    return InvalidArgument("{}: header length {} exceeds the file ({} bytes): truncated or not safetensors",
-                           origin, header_len, image.size());
+    return InvalidArgument(
+        "{}: header length {} exceeds the file ({} bytes): truncated or not safetensors", origin,
+        header_len, image.size());
   }
   const char* header_begin = reinterpret_cast<const char*>(image.data() + 8);
   nlohmann::json header = nlohmann::json::parse(header_begin, header_begin + header_len, nullptr,
@@ -89,7 +88,8 @@ Result<SafetensorsFile> SafetensorsFile::Parse(Blob image, const std::string& or
                              name);
     }
     auto dtype = ParseDType(entry["dtype"].get<std::string>());
-    if (!dtype.ok()) return dtype.status().WithContext(fmt::format("{}: tensor '{}'", origin, name));
+    if (!dtype.ok())
+      return dtype.status().WithContext(fmt::format("{}: tensor '{}'", origin, name));
     SafetensorsTensor tensor{name, *dtype, {}, {}};
     uint64_t elements = 1;
     for (const auto& dim : entry["shape"]) {
@@ -110,8 +110,9 @@ Result<SafetensorsFile> SafetensorsFile::Parse(Blob image, const std::string& or
     uint64_t begin = offsets[0].get<uint64_t>();
     uint64_t end = offsets[1].get<uint64_t>();
     if (begin > end || end > data_size) {
-      return InvalidArgument("{}: tensor '{}' bytes [{}, {}) lie outside the {} data bytes (truncated file?)",
-                             origin, name, begin, end, data_size);
+      return InvalidArgument(
+          "{}: tensor '{}' bytes [{}, {}) lie outside the {} data bytes (truncated file?)", origin,
+          name, begin, end, data_size);
     }
     uint64_t expected = elements * DTypeSize(*dtype);
     if (end - begin != expected) {
@@ -164,7 +165,8 @@ Status WriteSafetensors(const std::string& path, const std::vector<SafetensorsIn
     }
     if (!out.flush()) return FileError(tmp, "cannot write");
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return FileError(path, "cannot rename into place");
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    return FileError(path, "cannot rename into place");
   return Status::Ok();
 }
 

@@ -5,6 +5,8 @@
 // socket without translation. Programmer errors assert instead.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <cassert>
 #include <cstdint>
 #include <optional>
@@ -13,25 +15,23 @@
 #include <utility>
 #include <variant>
 
-#include <fmt/format.h>
-
 namespace kvcomm {
 
 enum class ErrorCode : uint16_t {
   kOk = 0,
-  kInvalidArgument = 1,     // a field, shape, size or flag is wrong
-  kNotFound = 2,            // no such segment / key
-  kAlreadyExists = 3,       // reserved for create-only operations
-  kFailedPrecondition = 4,  // e.g. a request before Hello
-  kVersionMismatch = 5,     // protocol version not supported
-  kFingerprintMismatch = 6, // segment and session model differ
-  kPermissionDenied = 7,    // namespace rights
-  kResourceExhausted = 8,   // over a size limit or no tier can hold it
-  kDataLoss = 9,            // a stored record failed its checksum
-  kUnavailable = 10,        // daemon unreachable
-  kDeadlineExceeded = 11,   // no reply in time
-  kInternal = 12,           // a bug or an I/O failure inside the daemon
-  kMalformedMessage = 13,   // bytes that are not a valid protocol message
+  kInvalidArgument = 1,      // a field, shape, size or flag is wrong
+  kNotFound = 2,             // no such segment / key
+  kAlreadyExists = 3,        // reserved for create-only operations
+  kFailedPrecondition = 4,   // e.g. a request before Hello
+  kVersionMismatch = 5,      // protocol version not supported
+  kFingerprintMismatch = 6,  // segment and session model differ
+  kPermissionDenied = 7,     // namespace rights
+  kResourceExhausted = 8,    // over a size limit or no tier can hold it
+  kDataLoss = 9,             // a stored record failed its checksum
+  kUnavailable = 10,         // daemon unreachable
+  kDeadlineExceeded = 11,    // no reply in time
+  kInternal = 12,            // a bug or an I/O failure inside the daemon
+  kMalformedMessage = 13,    // bytes that are not a valid protocol message
 };
 inline constexpr int kNumErrorCodes = 14;
 
@@ -72,7 +72,7 @@ Status InvalidArgument(fmt::format_string<Args...> fmt, Args&&... args) {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : value_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
   Result(Status status) : status_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     assert(!status_.ok());
   }
@@ -107,15 +107,15 @@ class [[nodiscard]] Result {
 #define KVCOMM_CONCAT(a, b) KVCOMM_CONCAT_INNER(a, b)
 
 // Returns the Status from the enclosing function if `expr` is not OK.
-#define KVCOMM_RETURN_IF_ERROR(expr)             \
-  do {                                           \
-    ::kvcomm::Status kvcomm_status_ = (expr);    \
+#define KVCOMM_RETURN_IF_ERROR(expr)                 \
+  do {                                               \
+    ::kvcomm::Status kvcomm_status_ = (expr);        \
     if (!kvcomm_status_.ok()) return kvcomm_status_; \
   } while (0)
 
 // `KVCOMM_ASSIGN_OR_RETURN(auto x, Foo());` unwraps a Result or returns its Status.
-#define KVCOMM_ASSIGN_OR_RETURN(lhs, expr)                                   \
-  auto KVCOMM_CONCAT(kvcomm_result_, __LINE__) = (expr);                    \
-  if (!KVCOMM_CONCAT(kvcomm_result_, __LINE__).ok())                        \
-    return KVCOMM_CONCAT(kvcomm_result_, __LINE__).status();                \
+#define KVCOMM_ASSIGN_OR_RETURN(lhs, expr)                   \
+  auto KVCOMM_CONCAT(kvcomm_result_, __LINE__) = (expr);     \
+  if (!KVCOMM_CONCAT(kvcomm_result_, __LINE__).ok())         \
+    return KVCOMM_CONCAT(kvcomm_result_, __LINE__).status(); \
   lhs = std::move(KVCOMM_CONCAT(kvcomm_result_, __LINE__)).value()

@@ -1,12 +1,12 @@
 #include "daemon/config.h"
 
-#include "common/endpoint.h"
+#include <toml++/toml.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 
-#include <toml++/toml.h>
+#include "common/endpoint.h"
 
 namespace kvcomm::daemon {
 namespace {
@@ -20,7 +20,8 @@ Status ValidateEndpoint(const std::string& endpoint) {
   if (endpoint.rfind("ipc://", 0) == 0) {
     if (endpoint.size() <= 6) return InvalidArgument("endpoint '{}' has no socket path", endpoint);
     if (endpoint.size() - 6 > 100) {
-      return InvalidArgument("endpoint '{}': ipc socket paths are limited to 100 characters", endpoint);
+      return InvalidArgument("endpoint '{}': ipc socket paths are limited to 100 characters",
+                             endpoint);
     }
     return Status::Ok();
   }
@@ -51,7 +52,8 @@ Result<uint64_t> BytesSetting(const toml::node& node, std::string_view key) {
 
 Result<uint64_t> ParseByteSize(std::string_view text) {
   size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.'))
+    ++i;
   std::string number(text.substr(0, i));
   std::string unit(text.substr(i));
   while (!unit.empty() && unit.front() == ' ') unit.erase(unit.begin());
@@ -61,16 +63,27 @@ Result<uint64_t> ParseByteSize(std::string_view text) {
     return InvalidArgument("'{}' is not a size (expected e.g. 1048576, 64MiB, 2GiB)", text);
   }
   double scale = 0;
-  if (unit.empty() || unit == "B") scale = 1;
-  else if (unit == "KiB" || unit == "K") scale = 1024.0;
-  else if (unit == "MiB" || unit == "M") scale = 1024.0 * 1024;
-  else if (unit == "GiB" || unit == "G") scale = 1024.0 * 1024 * 1024;
-  else if (unit == "TiB" || unit == "T") scale = 1024.0 * 1024 * 1024 * 1024;
-  else if (unit == "KB") scale = 1e3;
-  else if (unit == "MB") scale = 1e6;
-  else if (unit == "GB") scale = 1e9;
-  else if (unit == "TB") scale = 1e12;
-  else return InvalidArgument("'{}' has an unknown unit '{}' (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)", text, unit);
+  if (unit.empty() || unit == "B")
+    scale = 1;
+  else if (unit == "KiB" || unit == "K")
+    scale = 1024.0;
+  else if (unit == "MiB" || unit == "M")
+    scale = 1024.0 * 1024;
+  else if (unit == "GiB" || unit == "G")
+    scale = 1024.0 * 1024 * 1024;
+  else if (unit == "TiB" || unit == "T")
+    scale = 1024.0 * 1024 * 1024 * 1024;
+  else if (unit == "KB")
+    scale = 1e3;
+  else if (unit == "MB")
+    scale = 1e6;
+  else if (unit == "GB")
+    scale = 1e9;
+  else if (unit == "TB")
+    scale = 1e12;
+  else
+    return InvalidArgument(
+        "'{}' has an unknown unit '{}' (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)", text, unit);
   double bytes = value * scale;
   if (bytes > 1.8e19) return InvalidArgument("'{}' is too large", text);
   return static_cast<uint64_t>(std::llround(bytes));
@@ -90,7 +103,8 @@ Status PrepareEndpoint(const std::string& endpoint) {
 
 Status ServerConfig::Validate() const {
   KVCOMM_RETURN_IF_ERROR(ValidateEndpoint(endpoint));
-  if (workers == 0 || workers > 256) return InvalidArgument("workers must be in 1..256, got {}", workers);
+  if (workers == 0 || workers > 256)
+    return InvalidArgument("workers must be in 1..256, got {}", workers);
   if (max_request_bytes < 4096) {
     return InvalidArgument("max_request_bytes must be at least 4096, got {}", max_request_bytes);
   }
@@ -98,7 +112,8 @@ Status ServerConfig::Validate() const {
   for (const char* level : {"trace", "debug", "info", "warn", "error", "critical", "off"}) {
     if (log_level == level) return Status::Ok();
   }
-  return InvalidArgument("log level '{}' is not one of trace, debug, info, warn, error, critical, off", log_level);
+  return InvalidArgument(
+      "log level '{}' is not one of trace, debug, info, warn, error, critical, off", log_level);
 }
 
 DaemonConfig DaemonConfig::Defaults() {

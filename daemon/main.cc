@@ -1,12 +1,11 @@
 // kvcommd: the kvcomm daemon. Settings come from defaults, then --config FILE (TOML), then
 // flags. Stops gracefully on SIGINT / SIGTERM.
 #include <signal.h>
-
-#include <cstdio>
-#include <iostream>
+#include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
+#include <cstdio>
+#include <iostream>
 
 #include "daemon/server.h"
 
@@ -24,8 +23,8 @@ int Fail(const Status& status) {
 
 int main(int argc, char** argv) {
   CLI::App app{"kvcommd: KV-cache sharing daemon for multi-agent LLM pipelines"};
-  std::string config_file, endpoint, data_dir, host_capacity, gpu_capacity, disk_capacity, log_level,
-      max_request;
+  std::string config_file, endpoint, data_dir, host_capacity, gpu_capacity, disk_capacity,
+      log_level, max_request;
   bool no_persist = false;
   uint32_t workers = 0;
   app.add_option("--config", config_file, "TOML configuration file")->check(CLI::ExistingFile);
@@ -52,10 +51,11 @@ int main(int argc, char** argv) {
     *out = *bytes;
     return Status::Ok();
   };
-  for (Status s : {apply_size(host_capacity, "--host-capacity", &config.store.host_capacity_bytes),
-                   apply_size(gpu_capacity, "--gpu-capacity", &config.store.gpu_capacity_bytes),
-                   apply_size(disk_capacity, "--disk-capacity", &config.store.disk_capacity_bytes),
-                   apply_size(max_request, "--max-request-bytes", &config.server.max_request_bytes)}) {
+  for (Status s :
+       {apply_size(host_capacity, "--host-capacity", &config.store.host_capacity_bytes),
+        apply_size(gpu_capacity, "--gpu-capacity", &config.store.gpu_capacity_bytes),
+        apply_size(disk_capacity, "--disk-capacity", &config.store.disk_capacity_bytes),
+        apply_size(max_request, "--max-request-bytes", &config.server.max_request_bytes)}) {
     if (!s.ok()) return Fail(s);
   }
   if (!endpoint.empty()) config.server.endpoint = endpoint;

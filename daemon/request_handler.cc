@@ -3,12 +3,11 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/exception.h>
-
 #include <spdlog/spdlog.h>
 
 #include "daemon/internal/convert.h"
-#include "schemas/wire.h"
 #include "schemas/kvcomm.capnp.h"
+#include "schemas/wire.h"
 
 namespace kvcomm::daemon {
 namespace {
@@ -53,7 +52,8 @@ class RequestDispatch {
 
   Status Dispatch(Call& call) {
     switch (call.request.which()) {
-      case Request::HELLO: return Hello(call);
+      case Request::HELLO:
+        return Hello(call);
       case Request::PING:
         KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "Ping"));
         call.reply.setPong();
@@ -62,11 +62,16 @@ class RequestDispatch {
         KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "Stats"));
         FillStats(call.reply.initStats(), store_.Stats(), counters_, sessions_.size());
         return Status::Ok();
-      case Request::PUT: return Put(call);
-      case Request::GET: return Get(call);
-      case Request::LOOKUP: return Lookup(call);
-      case Request::DELETE: return Delete(call);
-      case Request::LIST: return List(call);
+      case Request::PUT:
+        return Put(call);
+      case Request::GET:
+        return Get(call);
+      case Request::LOOKUP:
+        return Lookup(call);
+      case Request::DELETE:
+        return Delete(call);
+      case Request::LIST:
+        return List(call);
     }
     return InvalidArgument("unknown request type {}", static_cast<int>(call.request.which()));
   }
@@ -86,21 +91,22 @@ class RequestDispatch {
     KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "Hello"));
     auto hello = call.request.getHello();
     if (hello.getProtocolVersion() != proto::PROTOCOL_VERSION) {
-      return Error(ErrorCode::kVersionMismatch, "client speaks protocol version {}, kvcommd speaks {}",
+      return Error(ErrorCode::kVersionMismatch,
+                   "client speaks protocol version {}, kvcommd speaks {}",
                    hello.getProtocolVersion(), proto::PROTOCOL_VERSION);
     }
     Session session;
     session.client_name = std::string(hello.getClientName().cStr(), hello.getClientName().size());
     if (session.client_name.size() > kMaxClientNameBytes) {
-      return InvalidArgument("client name has {} bytes, at most {} allowed", session.client_name.size(),
-                             kMaxClientNameBytes);
+      return InvalidArgument("client name has {} bytes, at most {} allowed",
+                             session.client_name.size(), kMaxClientNameBytes);
     }
     session.name_space = std::string(hello.getNamespace().cStr(), hello.getNamespace().size());
     KVCOMM_RETURN_IF_ERROR(ValidateNamespace(session.name_space));
     Hash128 fingerprint = ReadKey(hello.getFingerprint());
     if (!fingerprint.IsZero()) session.model = fingerprint;
-    spdlog::debug("hello from '{}' namespace '{}' model {}", session.client_name, session.name_space,
-                  fingerprint.ToHex());
+    spdlog::debug("hello from '{}' namespace '{}' model {}", session.client_name,
+                  session.name_space, fingerprint.ToHex());
     sessions_.Upsert(call.routing_id, std::move(session));
     auto result = call.reply.initHello();
     result.setServerName("kvcommd");
@@ -123,8 +129,10 @@ class RequestDispatch {
     }
     auto tensors = put.getTensors();
     if (tensors.size() != 1 || call.frames.size() != 2) {
-      return InvalidArgument("PutSegment needs exactly one tensor 'kv' and one payload frame, got {} "
-                             "descriptions and {} frames", tensors.size(), call.frames.size() - 1);
+      return InvalidArgument(
+          "PutSegment needs exactly one tensor 'kv' and one payload frame, got {} "
+          "descriptions and {} frames",
+          tensors.size(), call.frames.size() - 1);
     }
     const zmq::message_t& frame = call.frames[1];
     std::span<const std::byte> bytes(static_cast<const std::byte*>(frame.data()), frame.size());
@@ -138,21 +146,26 @@ class RequestDispatch {
     meta.checksum = tensors[0].getChecksum();
     meta.first_position = put.getFirstPosition();
     meta.prefix_hash = ReadKey(put.getPrefixHash());
-    KVCOMM_ASSIGN_OR_RETURN(meta.token_ids, wire::ReadTokenList(put.getTokenIds(), layout.tokens, "tokenIds"));
-    KVCOMM_ASSIGN_OR_RETURN(meta.positions, wire::ReadTokenList(put.getPositions(), layout.tokens, "positions"));
+    KVCOMM_ASSIGN_OR_RETURN(meta.token_ids,
+                            wire::ReadTokenList(put.getTokenIds(), layout.tokens, "tokenIds"));
+    KVCOMM_ASSIGN_OR_RETURN(meta.positions,
+                            wire::ReadTokenList(put.getPositions(), layout.tokens, "positions"));
     if (meta.token_ids.empty()) {
       meta.context_key = ComputeContextKeyFromPayload(meta.fingerprint, meta.name_space,
                                                       meta.prefix_hash, meta.checksum);
-      meta.content_key = ComputeContentKeyFromPayload(meta.fingerprint, meta.name_space, meta.checksum);
+      meta.content_key =
+          ComputeContentKeyFromPayload(meta.fingerprint, meta.name_space, meta.checksum);
     } else {
-      meta.context_key = ComputeContextKey(meta.fingerprint, meta.name_space, meta.prefix_hash, meta.token_ids);
+      meta.context_key =
+          ComputeContextKey(meta.fingerprint, meta.name_space, meta.prefix_hash, meta.token_ids);
       meta.content_key = ComputeContentKey(meta.fingerprint, meta.name_space, meta.token_ids);
     }
 
     // The frame becomes the stored payload without a copy.
     Blob payload = wire::FrameToBlob(std::move(call.frames[1]));
     KVCOMM_ASSIGN_OR_RETURN(auto stored, store_.Put(std::move(meta), std::move(payload)));
-    auto where = store_.Lookup({{stored.context_key, kvstore::KeyKind::kContext}}, ScopeOf(session));
+    auto where =
+        store_.Lookup({{stored.context_key, kvstore::KeyKind::kContext}}, ScopeOf(session));
     FillSegmentInfo(call.reply.initPut().initInfo(), stored, where[0].tier);
     return Status::Ok();
   }
@@ -162,8 +175,10 @@ class RequestDispatch {
     KVCOMM_ASSIGN_OR_RETURN(Session session, RequireSession(call));
     auto get = call.request.getGet();
     KVCOMM_ASSIGN_OR_RETURN(auto kind, ReadKeyKind(get.getKind()));
-    KVCOMM_ASSIGN_OR_RETURN(auto segment, store_.Get(ReadKey(get.getKey()), kind, ScopeOf(session)));
-    auto where = store_.Lookup({{segment.meta.context_key, kvstore::KeyKind::kContext}}, ScopeOf(session));
+    KVCOMM_ASSIGN_OR_RETURN(auto segment,
+                            store_.Get(ReadKey(get.getKey()), kind, ScopeOf(session)));
+    auto where =
+        store_.Lookup({{segment.meta.context_key, kvstore::KeyKind::kContext}}, ScopeOf(session));
     auto result = call.reply.initGet();
     FillSegmentInfo(result.initInfo(), segment.meta, where[0].tier);
     auto tokens = result.initTokenIds(static_cast<unsigned>(segment.meta.token_ids.size()));
@@ -181,7 +196,8 @@ class RequestDispatch {
     KVCOMM_ASSIGN_OR_RETURN(Session session, RequireSession(call));
     auto keys = call.request.getLookup().getKeys();
     if (keys.size() > kMaxLookupKeys) {
-      return InvalidArgument("Lookup of {} keys exceeds the limit of {}", keys.size(), kMaxLookupKeys);
+      return InvalidArgument("Lookup of {} keys exceeds the limit of {}", keys.size(),
+                             kMaxLookupKeys);
     }
     std::vector<std::pair<SegmentKey, kvstore::KeyKind>> wanted;
     wanted.reserve(keys.size());
@@ -204,7 +220,8 @@ class RequestDispatch {
   Status Delete(Call& call) {
     KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "DeleteSegment"));
     KVCOMM_ASSIGN_OR_RETURN(Session session, RequireSession(call));
-    KVCOMM_RETURN_IF_ERROR(store_.Delete(ReadKey(call.request.getDelete().getKey()), ScopeOf(session)));
+    KVCOMM_RETURN_IF_ERROR(
+        store_.Delete(ReadKey(call.request.getDelete().getKey()), ScopeOf(session)));
     call.reply.setDelete();
     return Status::Ok();
   }
@@ -214,7 +231,8 @@ class RequestDispatch {
     KVCOMM_ASSIGN_OR_RETURN(Session session, RequireSession(call));
     auto list = call.request.getList();
     if (list.getLimit() == 0 || list.getLimit() > kMaxListLimit) {
-      return InvalidArgument("ListSegments limit must be in 1..{}, got {}", kMaxListLimit, list.getLimit());
+      return InvalidArgument("ListSegments limit must be in 1..{}, got {}", kMaxListLimit,
+                             list.getLimit());
     }
     std::optional<SegmentKey> start;
     if (list.getHasStartAfter()) start = ReadKey(list.getStartAfter());
@@ -223,7 +241,8 @@ class RequestDispatch {
     auto result = call.reply.initList();
     result.setHasMore(has_more);
     auto infos = result.initSegments(static_cast<unsigned>(page.size()));
-    for (unsigned i = 0; i < page.size(); ++i) FillSegmentInfo(infos[i], page[i].meta, page[i].tier);
+    for (unsigned i = 0; i < page.size(); ++i)
+      FillSegmentInfo(infos[i], page[i].meta, page[i].tier);
     return Status::Ok();
   }
 
@@ -246,8 +265,9 @@ std::vector<zmq::message_t> RequestHandler::Handle(std::string_view routing_id,
   if (frames.empty()) {
     status = Status(ErrorCode::kMalformedMessage, "request has no frames");
   } else if (total > config_.max_request_bytes) {
-    status = Error(ErrorCode::kResourceExhausted, "request of {} bytes exceeds max_request_bytes {}",
-                   total, config_.max_request_bytes);
+    status =
+        Error(ErrorCode::kResourceExhausted, "request of {} bytes exceeds max_request_bytes {}",
+              total, config_.max_request_bytes);
   } else {
     try {
       wire::AlignedFrame words(frames[0]);

@@ -8,7 +8,6 @@
 
 #include <string_view>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "daemon/config.h"

@@ -1,8 +1,8 @@
 #include "daemon/server.h"
 
-#include <zmq_addon.hpp>
-
 #include <spdlog/spdlog.h>
+
+#include <zmq_addon.hpp>
 
 namespace kvcomm::daemon {
 namespace {
@@ -68,11 +68,13 @@ void Server::WorkerLoop() {
       continue;
     }
     frames.clear();
-    if (!zmq::recv_multipart(socket, std::back_inserter(frames), zmq::recv_flags::dontwait)) continue;
+    if (!zmq::recv_multipart(socket, std::back_inserter(frames), zmq::recv_flags::dontwait))
+      continue;
     if (frames.empty()) continue;
     zmq::message_t routing_id = std::move(frames.front());
     frames.erase(frames.begin());
-    std::vector<zmq::message_t> reply = handler_->Handle(routing_id.to_string_view(), std::move(frames));
+    std::vector<zmq::message_t> reply =
+        handler_->Handle(routing_id.to_string_view(), std::move(frames));
     reply.insert(reply.begin(), std::move(routing_id));
     zmq::send_multipart(socket, reply);
   }

@@ -19,7 +19,8 @@ Status GpuTier::Put(const SegmentMeta& meta, const Blob& payload) {
     return Error(ErrorCode::kResourceExhausted, "GPU arena has no free block of {} bytes",
                  payload.size());
   }
-  Status copied = kernels::CopyHostToDevice(arena_.data() + *offset, payload.data(), payload.size());
+  Status copied =
+      kernels::CopyHostToDevice(arena_.data() + *offset, payload.data(), payload.size());
   if (!copied.ok()) {
     allocator_.Free(*offset);
     return copied;
@@ -31,9 +32,11 @@ Status GpuTier::Put(const SegmentMeta& meta, const Blob& payload) {
 
 Result<Blob> GpuTier::Read(const SegmentKey& key) {
   const Placed* placed = index_.Touch(key);
-  if (placed == nullptr) return Error(ErrorCode::kNotFound, "GPU tier has no segment {}", key.ToHex());
+  if (placed == nullptr)
+    return Error(ErrorCode::kNotFound, "GPU tier has no segment {}", key.ToHex());
   std::vector<std::byte> host(placed->bytes);
-  KVCOMM_RETURN_IF_ERROR(kernels::CopyDeviceToHost(host.data(), arena_.data() + placed->offset, placed->bytes));
+  KVCOMM_RETURN_IF_ERROR(
+      kernels::CopyDeviceToHost(host.data(), arena_.data() + placed->offset, placed->bytes));
   return Blob::FromVector(std::move(host));
 }
 

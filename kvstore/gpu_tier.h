@@ -5,9 +5,9 @@
 
 #include <memory>
 
+#include "common/lru_index.h"
 #include "kernels/device.h"
 #include "kvstore/internal/arena_allocator.h"
-#include "common/lru_index.h"
 #include "kvstore/tier.h"
 
 namespace kvcomm::kvstore {

@@ -15,7 +15,8 @@ Status HostTier::Put(const SegmentMeta& meta, const Blob& payload) {
 
 Result<Blob> HostTier::Read(const SegmentKey& key) {
   Blob* blob = index_.Touch(key);
-  if (blob == nullptr) return Error(ErrorCode::kNotFound, "host tier has no segment {}", key.ToHex());
+  if (blob == nullptr)
+    return Error(ErrorCode::kNotFound, "host tier has no segment {}", key.ToHex());
   return *blob;
 }
 

@@ -56,7 +56,8 @@ Result<RocksTier::Opened> RocksTier::Open(const std::string& dir, uint64_t capac
   tier->capacity_ = capacity_bytes;
 
   Opened opened;
-  std::unique_ptr<rocksdb::Iterator> it(tier->db_->NewIterator(rocksdb::ReadOptions(), tier->meta_cf_));
+  std::unique_ptr<rocksdb::Iterator> it(
+      tier->db_->NewIterator(rocksdb::ReadOptions(), tier->meta_cf_));
   std::vector<std::string> bad_keys;
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     auto meta = internal::DecodeMeta(std::string_view(it->value().data(), it->value().size()));
@@ -72,7 +73,8 @@ Result<RocksTier::Opened> RocksTier::Open(const std::string& dir, uint64_t capac
     rocksdb::WriteBatch batch;
     batch.Delete(tier->meta_cf_, key);
     batch.Delete(tier->payload_cf_, key);
-    KVCOMM_RETURN_IF_ERROR(FromRocks(tier->db_->Write(rocksdb::WriteOptions(), &batch), "drop bad record"));
+    KVCOMM_RETURN_IF_ERROR(
+        FromRocks(tier->db_->Write(rocksdb::WriteOptions(), &batch), "drop bad record"));
   }
   opened.dropped_records = bad_keys.size();
 
@@ -114,16 +116,20 @@ Status RocksTier::Put(const SegmentMeta& meta, const Blob& payload) {
 
 Result<Blob> RocksTier::Read(const SegmentKey& key) {
   Stored* stored = index_.Touch(key);
-  if (stored == nullptr) return Error(ErrorCode::kNotFound, "disk tier has no segment {}", key.ToHex());
+  if (stored == nullptr)
+    return Error(ErrorCode::kNotFound, "disk tier has no segment {}", key.ToHex());
   auto value = std::make_shared<rocksdb::PinnableSlice>();
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), payload_cf_, KeyBytes(key), value.get());
   Status problem;
   if (s.IsNotFound()) {
-    problem = Error(ErrorCode::kDataLoss, "segment {} has metadata but no payload on disk", key.ToHex());
+    problem =
+        Error(ErrorCode::kDataLoss, "segment {} has metadata but no payload on disk", key.ToHex());
   } else if (!s.ok()) {
-    problem = Error(ErrorCode::kDataLoss, "segment {} payload unreadable: {}", key.ToHex(), s.ToString());
+    problem =
+        Error(ErrorCode::kDataLoss, "segment {} payload unreadable: {}", key.ToHex(), s.ToString());
   } else {
-    std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(value->data()), value->size());
+    std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(value->data()),
+                                     value->size());
     if (bytes.size() != stored->payload_bytes) {
       problem = Error(ErrorCode::kDataLoss, "segment {} payload has {} bytes on disk, expected {}",
                       key.ToHex(), bytes.size(), stored->payload_bytes);
@@ -157,7 +163,8 @@ Status RocksTier::UpdateMeta(const SegmentMeta& meta) {
 }
 
 Status RocksTier::Flush() {
-  KVCOMM_RETURN_IF_ERROR(FromRocks(db_->Flush(rocksdb::FlushOptions(), {meta_cf_, payload_cf_}), "flush"));
+  KVCOMM_RETURN_IF_ERROR(
+      FromRocks(db_->Flush(rocksdb::FlushOptions(), {meta_cf_, payload_cf_}), "flush"));
   return FromRocks(db_->SyncWAL(), "sync WAL");
 }
 

@@ -6,10 +6,14 @@ namespace kvcomm::kvstore {
 
 std::string_view TierName(TierKind tier) {
   switch (tier) {
-    case TierKind::kNone: return "none";
-    case TierKind::kGpu: return "gpu";
-    case TierKind::kHost: return "host";
-    case TierKind::kDisk: return "disk";
+    case TierKind::kNone:
+      return "none";
+    case TierKind::kGpu:
+      return "gpu";
+    case TierKind::kHost:
+      return "host";
+    case TierKind::kDisk:
+      return "disk";
   }
   return "?";
 }

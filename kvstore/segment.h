@@ -29,9 +29,9 @@ struct SegmentMeta {
   std::vector<int32_t> token_ids;  // empty when unknown
   std::vector<int32_t> positions;  // empty: first_position + i
   int32_t first_position = 0;
-  Hash128 prefix_hash;             // hash of all tokens before the segment
+  Hash128 prefix_hash;  // hash of all tokens before the segment
   uint64_t payload_bytes = 0;
-  uint64_t checksum = 0;           // Checksum64 of the payload
+  uint64_t checksum = 0;  // Checksum64 of the payload
   int64_t created_unix_ms = 0;
   int64_t last_access_unix_ms = 0;
   uint64_t access_count = 0;

@@ -1,9 +1,9 @@
 #include "kvstore/store.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <filesystem>
-
-#include <spdlog/spdlog.h>
 
 #include "kvstore/gpu_tier.h"
 #include "kvstore/host_tier.h"
@@ -23,7 +23,8 @@ Result<std::unique_ptr<TieredStore>> TieredStore::Open(const StoreOptions& optio
   std::unique_ptr<TieredStore> store(new TieredStore());
   if (options.gpu_capacity_bytes > 0) {
     auto gpu = GpuTier::Create(options.gpu_capacity_bytes);
-    if (!gpu.ok()) return gpu.status().WithContext("gpu capacity is set but the GPU tier cannot start");
+    if (!gpu.ok())
+      return gpu.status().WithContext("gpu capacity is set but the GPU tier cannot start");
     store->tiers_.push_back(std::move(gpu).value());
   }
   store->tiers_.push_back(std::make_unique<HostTier>(options.host_capacity_bytes));
@@ -34,7 +35,8 @@ Result<std::unique_ptr<TieredStore>> TieredStore::Open(const StoreOptions& optio
       return Error(ErrorCode::kInternal, "cannot create data directory '{}': {}", options.data_dir,
                    ec.message());
     }
-    KVCOMM_ASSIGN_OR_RETURN(auto opened, RocksTier::Open(options.data_dir, options.disk_capacity_bytes));
+    KVCOMM_ASSIGN_OR_RETURN(auto opened,
+                            RocksTier::Open(options.data_dir, options.disk_capacity_bytes));
     store->disk_ = opened.tier.get();
     store->tiers_.push_back(std::move(opened.tier));
     store->totals_.corrupt_records += opened.dropped_records;
@@ -72,7 +74,8 @@ bool TieredStore::MakeRoom(size_t tier, uint64_t bytes) {
   if (!Fits(*tiers_[tier], bytes)) return false;
   while (!tiers_[tier]->CanFit(bytes)) {
     auto coldest = tiers_[tier]->Coldest();
-    if (!coldest) return false;  // empty but still no room: fragmentation-free arenas never get here
+    if (!coldest)
+      return false;  // empty but still no room: fragmentation-free arenas never get here
     Demote(tier, *coldest);
   }
   return true;
@@ -91,7 +94,8 @@ void TieredStore::Demote(size_t tier, const SegmentKey& key) {
     if (!payload) {
       auto read = tiers_[tier]->Read(key);
       if (!read.ok()) {
-        spdlog::error("demotion of {} could not read it: {}", key.ToHex(), read.status().ToString());
+        spdlog::error("demotion of {} could not read it: {}", key.ToHex(),
+                      read.status().ToString());
         break;
       }
       payload = std::move(read).value();
@@ -132,7 +136,9 @@ void TieredStore::RemoveEverywhere(const SegmentKey& key) {
   for (auto& tier : tiers_) {
     if (!tier->Contains(key)) continue;
     Status s = tier->Erase(key);
-    if (!s.ok()) spdlog::error("erase of {} from {} failed: {}", key.ToHex(), TierName(tier->kind()), s.ToString());
+    if (!s.ok())
+      spdlog::error("erase of {} from {} failed: {}", key.ToHex(), TierName(tier->kind()),
+                    s.ToString());
   }
   DropEntry(key);
 }
@@ -154,11 +160,13 @@ Result<SegmentMeta> TieredStore::Put(SegmentMeta meta, Blob payload) {
   bool any_fits = false;
   for (const auto& tier : tiers_) any_fits = any_fits || Fits(*tier, bytes);
   if (!any_fits) {
-    return Error(ErrorCode::kResourceExhausted, "segment of {} bytes is larger than every tier's capacity", bytes);
+    return Error(ErrorCode::kResourceExhausted,
+                 "segment of {} bytes is larger than every tier's capacity", bytes);
   }
   if (disk_ != nullptr && !Fits(*disk_, bytes)) {
-    return Error(ErrorCode::kResourceExhausted, "segment of {} bytes is larger than the disk capacity {}",
-                 bytes, disk_->capacity_bytes());
+    return Error(ErrorCode::kResourceExhausted,
+                 "segment of {} bytes is larger than the disk capacity {}", bytes,
+                 disk_->capacity_bytes());
   }
   if (auto existing = entries_.find(key); existing != entries_.end()) {
     if (existing->second.checksum == meta.checksum && existing->second.payload_bytes == bytes) {
@@ -173,8 +181,9 @@ Result<SegmentMeta> TieredStore::Put(SegmentMeta meta, Blob payload) {
   entries_[key] = meta;
   by_content_[meta.content_key].push_back(key);
   if (disk_ != nullptr) {
-    Status written = MakeRoom(tiers_.size() - 1, bytes) ? disk_->Put(meta, payload)
-                                                        : Error(ErrorCode::kResourceExhausted, "disk tier cannot make room");
+    Status written = MakeRoom(tiers_.size() - 1, bytes)
+                         ? disk_->Put(meta, payload)
+                         : Error(ErrorCode::kResourceExhausted, "disk tier cannot make room");
     if (!written.ok()) {
       DropEntry(key);
       return written;
@@ -183,7 +192,8 @@ Result<SegmentMeta> TieredStore::Put(SegmentMeta meta, Blob payload) {
   bool in_memory = PlaceInMemoryTiers(meta, payload, tiers_.size());
   if (HighestTierHolding(key) < 0) {
     DropEntry(key);
-    return Error(ErrorCode::kResourceExhausted, "no tier could make room for a segment of {} bytes", bytes);
+    return Error(ErrorCode::kResourceExhausted, "no tier could make room for a segment of {} bytes",
+                 bytes);
   }
   if (!in_memory) spdlog::debug("segment {} ({} bytes) stored on disk only", key.ToHex(), bytes);
   if (!entries_.count(key)) {  // evicted from disk while memory tiers made room: re-index
@@ -216,8 +226,9 @@ const SegmentMeta* TieredStore::Resolve(const SegmentKey& key, KeyKind kind, con
     }
   }
   if (found == nullptr) {
-    *error = Error(ErrorCode::kNotFound, "no segment with {} key {} in namespace '{}'",
-                   kind == KeyKind::kContext ? "context" : "content", key.ToHex(), scope.name_space);
+    *error =
+        Error(ErrorCode::kNotFound, "no segment with {} key {} in namespace '{}'",
+              kind == KeyKind::kContext ? "context" : "content", key.ToHex(), scope.name_space);
   } else if (scope.model && found->fingerprint != *scope.model) {
     *error = Error(ErrorCode::kFingerprintMismatch,
                    "segment {} belongs to model {}, the session's model is {}", key.ToHex(),

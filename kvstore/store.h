@@ -33,7 +33,7 @@
 namespace kvcomm::kvstore {
 
 struct StoreOptions {
-  uint64_t gpu_capacity_bytes = 0;           // 0: no GPU tier
+  uint64_t gpu_capacity_bytes = 0;            // 0: no GPU tier
   uint64_t host_capacity_bytes = 1ull << 30;  // must be > 0
   bool persist = true;                        // write through to RocksDB at data_dir
   std::string data_dir;
@@ -132,7 +132,7 @@ class TieredStore {
   std::vector<std::unique_ptr<StorageTier>> tiers_;  // highest first; disk (if any) last
   RocksTier* disk_ = nullptr;                        // tiers_.back() when persisting
   std::vector<TierCounters> counters_;
-  std::map<SegmentKey, SegmentMeta> entries_;        // ordered, for paging
+  std::map<SegmentKey, SegmentMeta> entries_;  // ordered, for paging
   std::unordered_map<SegmentKey, std::vector<SegmentKey>, Hash128Hasher> by_content_;
   std::unordered_set<SegmentKey, Hash128Hasher> dirty_meta_;  // disk records with stale counters
   StoreStats totals_;

@@ -10,10 +10,11 @@
 namespace kvcomm::wire {
 
 static_assert(static_cast<int>(proto::ErrorCode::MALFORMED_MESSAGE) ==
-                  static_cast<int>(ErrorCode::kMalformedMessage) &&
-              static_cast<int>(proto::ErrorCode::DATA_LOSS) == static_cast<int>(ErrorCode::kDataLoss) &&
-              static_cast<int>(proto::ErrorCode::INVALID_ARGUMENT) ==
-                  static_cast<int>(ErrorCode::kInvalidArgument),
+                      static_cast<int>(ErrorCode::kMalformedMessage) &&
+                  static_cast<int>(proto::ErrorCode::DATA_LOSS) ==
+                      static_cast<int>(ErrorCode::kDataLoss) &&
+                  static_cast<int>(proto::ErrorCode::INVALID_ARGUMENT) ==
+                      static_cast<int>(ErrorCode::kInvalidArgument),
               "proto::ErrorCode and kvcomm::ErrorCode must agree");
 static_assert(kNumErrorCodes == static_cast<int>(proto::ErrorCode::MALFORMED_MESSAGE) + 1);
 static_assert(static_cast<int>(proto::DType::BF16) == static_cast<int>(DType::kBF16) &&
@@ -66,18 +67,22 @@ Status CheckKvTensor(proto::TensorDesc::Reader desc, const KvLayout& layout,
                            static_cast<int>(desc.getDtype()), DTypeName(layout.dtype));
   }
   auto shape = desc.getShape();
-  const uint64_t expected[] = {layout.num_layers, 2, layout.kv_heads, layout.tokens, layout.head_dim};
+  const uint64_t expected[] = {layout.num_layers, 2, layout.kv_heads, layout.tokens,
+                               layout.head_dim};
   bool shape_ok = shape.size() == 5;
   for (unsigned i = 0; shape_ok && i < 5; ++i) shape_ok = shape[i] == expected[i];
   if (!shape_ok) {
-    return InvalidArgument("payload tensor shape does not match the segment layout {}", layout.ToString());
+    return InvalidArgument("payload tensor shape does not match the segment layout {}",
+                           layout.ToString());
   }
   if (desc.getByteLength() != layout.PayloadBytes() || frame.size() != layout.PayloadBytes()) {
-    return InvalidArgument("payload is {} bytes (described as {}), but layout {} needs {}", frame.size(),
-                           desc.getByteLength(), layout.ToString(), layout.PayloadBytes());
+    return InvalidArgument("payload is {} bytes (described as {}), but layout {} needs {}",
+                           frame.size(), desc.getByteLength(), layout.ToString(),
+                           layout.PayloadBytes());
   }
   if (Checksum64(frame) != desc.getChecksum()) {
-    return Error(ErrorCode::kDataLoss, "payload checksum mismatch: the bytes were damaged in transit");
+    return Error(ErrorCode::kDataLoss,
+                 "payload checksum mismatch: the bytes were damaged in transit");
   }
   return Status::Ok();
 }
@@ -85,7 +90,8 @@ Status CheckKvTensor(proto::TensorDesc::Reader desc, const KvLayout& layout,
 Result<std::vector<int32_t>> ReadTokenList(capnp::List<int32_t>::Reader list, uint32_t tokens,
                                            std::string_view field) {
   if (list.size() != 0 && list.size() != tokens) {
-    return InvalidArgument("{} has {} entries, the segment has {} tokens", field, list.size(), tokens);
+    return InvalidArgument("{} has {} entries, the segment has {} tokens", field, list.size(),
+                           tokens);
   }
   std::vector<int32_t> out;
   out.reserve(list.size());
@@ -102,8 +108,9 @@ zmq::message_t ToFrame(capnp::MessageBuilder& message) {
 zmq::message_t BlobFrame(const Blob& blob) {
   if (blob.empty()) return zmq::message_t();
   auto* keep_alive = new Blob(blob);
-  return zmq::message_t(const_cast<std::byte*>(blob.data()), blob.size(),
-                        [](void*, void* hint) { delete static_cast<Blob*>(hint); }, keep_alive);
+  return zmq::message_t(
+      const_cast<std::byte*>(blob.data()), blob.size(),
+      [](void*, void* hint) { delete static_cast<Blob*>(hint); }, keep_alive);
 }
 
 Blob FrameToBlob(zmq::message_t frame) {

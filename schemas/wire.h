@@ -9,7 +9,6 @@
 
 #include <span>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "common/blob.h"

@@ -5,7 +5,6 @@
 #include <kj/exception.h>
 
 #include <functional>
-
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
@@ -61,10 +60,14 @@ auto Guarded(Fn&& parse) -> decltype(parse()) {
 
 std::string_view TierName(Tier tier) {
   switch (tier) {
-    case Tier::kNone: return "none";
-    case Tier::kGpu: return "gpu";
-    case Tier::kHost: return "host";
-    case Tier::kDisk: return "disk";
+    case Tier::kNone:
+      return "none";
+    case Tier::kGpu:
+      return "gpu";
+    case Tier::kHost:
+      return "host";
+    case Tier::kDisk:
+      return "disk";
   }
   return "?";
 }
@@ -81,8 +84,8 @@ class Transport {
     socket_.connect(endpoint_);
   }
 
-  Result<Response> Call(capnp::MallocMessageBuilder& message,
-                        std::vector<zmq::message_t> payloads, std::chrono::milliseconds timeout) {
+  Result<Response> Call(capnp::MallocMessageBuilder& message, std::vector<zmq::message_t> payloads,
+                        std::chrono::milliseconds timeout) {
     const uint64_t id = next_id_++;
     message.getRoot<proto::Request>().setId(id);
     std::vector<zmq::message_t> frames;
@@ -92,8 +95,9 @@ class Transport {
     const auto deadline = Clock::now() + timeout;
     if (!WaitFor(ZMQ_POLLOUT, deadline) ||
         !zmq::send_multipart(socket_, frames, zmq::send_flags::dontwait)) {
-      return Error(ErrorCode::kUnavailable, "kvcommd at {} is not reachable (no connection within {} ms)",
-                   endpoint_, timeout.count());
+      return Error(ErrorCode::kUnavailable,
+                   "kvcommd at {} is not reachable (no connection within {} ms)", endpoint_,
+                   timeout.count());
     }
     while (true) {
       if (!WaitFor(ZMQ_POLLIN, deadline)) {
@@ -146,11 +150,13 @@ using Filler = std::function<std::vector<zmq::message_t>(proto::Request::Builder
 // Sends one request and returns the reply, or the daemon's error as a Status. A daemon that no
 // longer knows this session (it restarted) answers kFailedPrecondition: say Hello, retry once.
 Result<Response> Roundtrip(internal::Transport& transport, const Filler& fill,
-                           std::chrono::milliseconds timeout, const std::function<Status()>& rehello) {
+                           std::chrono::milliseconds timeout,
+                           const std::function<Status()>& rehello) {
   for (int attempt = 0;; ++attempt) {
     capnp::MallocMessageBuilder message;
     auto payloads = fill(message.initRoot<proto::Request>());
-    KVCOMM_ASSIGN_OR_RETURN(Response response, transport.Call(message, std::move(payloads), timeout));
+    KVCOMM_ASSIGN_OR_RETURN(Response response,
+                            transport.Call(message, std::move(payloads), timeout));
     Status daemon_error;
     KVCOMM_RETURN_IF_ERROR(Guarded([&]() -> Status {
       auto reply = response.reply();
@@ -188,30 +194,33 @@ Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   try {
     client.reset(new Client(std::move(options)));
   } catch (const zmq::error_t& e) {
-    return Error(ErrorCode::kInvalidArgument, "cannot connect to '{}': {}", options.endpoint, e.what());
+    return Error(ErrorCode::kInvalidArgument, "cannot connect to '{}': {}", options.endpoint,
+                 e.what());
   }
   KVCOMM_RETURN_IF_ERROR(client->Hello());
   return client;
 }
 
-#define KVCOMM_CALL(response, fill) \
-  KVCOMM_ASSIGN_OR_RETURN(Response response,   \
-                          Roundtrip(*transport_, fill, options_.timeout, [this] { return Hello(); }))
+#define KVCOMM_CALL(response, fill)                                                         \
+  KVCOMM_ASSIGN_OR_RETURN(Response response, Roundtrip(*transport_, fill, options_.timeout, \
+                                                       [this] { return Hello(); }))
 
 Status Client::Hello() {
-  KVCOMM_ASSIGN_OR_RETURN(
-      Response response,
-      Roundtrip(*transport_, [&](proto::Request::Builder request) {
-        auto hello = request.initHello();
-        hello.setClientName(options_.client_name);
-        hello.setProtocolVersion(proto::PROTOCOL_VERSION);
-        hello.setNamespace(options_.name_space);
-        wire::WriteKey(hello.initFingerprint(), options_.model.value_or(Hash128{}));
-        return std::vector<zmq::message_t>{};
-      }, options_.timeout, nullptr));
-  return Guarded([&]() -> Status {
-    return response.reply().isHello() ? Status::Ok() : Unexpected("Hello");
-  });
+  KVCOMM_ASSIGN_OR_RETURN(Response response,
+                          Roundtrip(
+                              *transport_,
+                              [&](proto::Request::Builder request) {
+                                auto hello = request.initHello();
+                                hello.setClientName(options_.client_name);
+                                hello.setProtocolVersion(proto::PROTOCOL_VERSION);
+                                hello.setNamespace(options_.name_space);
+                                wire::WriteKey(hello.initFingerprint(),
+                                               options_.model.value_or(Hash128{}));
+                                return std::vector<zmq::message_t>{};
+                              },
+                              options_.timeout, nullptr));
+  return Guarded(
+      [&]() -> Status { return response.reply().isHello() ? Status::Ok() : Unexpected("Hello"); });
 }
 
 Status Client::Ping() {
@@ -270,21 +279,27 @@ Result<SegmentData> Client::Get(const SegmentKey& key, KeyKind kind) {
     data.info = ReadInfo(get.getInfo());
     KVCOMM_ASSIGN_OR_RETURN(data.info.layout, wire::ReadShape(get.getInfo().getShape()));
     if (get.getTensors().size() != 1 || response.frames.size() != 2) {
-      return Error(ErrorCode::kMalformedMessage, "GetSegment reply has {} tensors and {} payload frames",
-                   get.getTensors().size(), response.frames.size() - 1);
+      return Error(ErrorCode::kMalformedMessage,
+                   "GetSegment reply has {} tensors and {} payload frames", get.getTensors().size(),
+                   response.frames.size() - 1);
     }
     std::span<const std::byte> bytes(static_cast<const std::byte*>(response.frames[1].data()),
                                      response.frames[1].size());
     KVCOMM_RETURN_IF_ERROR(wire::CheckKvTensor(get.getTensors()[0], data.info.layout, bytes));
-    KVCOMM_ASSIGN_OR_RETURN(data.token_ids, wire::ReadTokenList(get.getTokenIds(), data.info.layout.tokens, "tokenIds"));
-    KVCOMM_ASSIGN_OR_RETURN(data.positions, wire::ReadTokenList(get.getPositions(), data.info.layout.tokens, "positions"));
+    KVCOMM_ASSIGN_OR_RETURN(
+        data.token_ids,
+        wire::ReadTokenList(get.getTokenIds(), data.info.layout.tokens, "tokenIds"));
+    KVCOMM_ASSIGN_OR_RETURN(
+        data.positions,
+        wire::ReadTokenList(get.getPositions(), data.info.layout.tokens, "positions"));
     data.prefix_hash = wire::ReadKey(get.getPrefixHash());
     data.payload = wire::FrameToBlob(std::move(response.frames[1]));
     return data;
   });
 }
 
-Result<std::vector<LookupEntry>> Client::Lookup(const std::vector<std::pair<SegmentKey, KeyKind>>& keys) {
+Result<std::vector<LookupEntry>> Client::Lookup(
+    const std::vector<std::pair<SegmentKey, KeyKind>>& keys) {
   KVCOMM_CALL(response, [&](proto::Request::Builder request) {
     auto list = request.initLookup().initKeys(static_cast<unsigned>(keys.size()));
     for (unsigned i = 0; i < keys.size(); ++i) {
@@ -297,7 +312,8 @@ Result<std::vector<LookupEntry>> Client::Lookup(const std::vector<std::pair<Segm
     if (!response.reply().isLookup()) return Unexpected("Lookup");
     auto entries = response.reply().getLookup().getEntries();
     if (entries.size() != keys.size()) {
-      return Error(ErrorCode::kMalformedMessage, "Lookup of {} keys answered with {} entries", keys.size(), entries.size());
+      return Error(ErrorCode::kMalformedMessage, "Lookup of {} keys answered with {} entries",
+                   keys.size(), entries.size());
     }
     std::vector<LookupEntry> out;
     for (auto e : entries) {
@@ -328,7 +344,8 @@ Result<ListPage> Client::List(std::optional<SegmentKey> start_after, uint32_t li
     if (!response.reply().isList()) return Unexpected("ListSegments");
     ListPage page;
     page.has_more = response.reply().getList().getHasMore();
-    for (auto info : response.reply().getList().getSegments()) page.segments.push_back(ReadInfo(info));
+    for (auto info : response.reply().getList().getSegments())
+      page.segments.push_back(ReadInfo(info));
     return page;
   });
 }
@@ -357,7 +374,8 @@ Result<DaemonStats> Client::Stats() {
     out.requests = in.getRequests();
     out.sessions = in.getSessions();
     out.uptime_seconds = in.getUptimeSeconds();
-    for (auto e : in.getErrors()) out.errors.emplace_back(static_cast<ErrorCode>(e.getCode()), e.getCount());
+    for (auto e : in.getErrors())
+      out.errors.emplace_back(static_cast<ErrorCode>(e.getCode()), e.getCount());
     return out;
   });
 }

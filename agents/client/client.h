@@ -65,7 +65,7 @@ struct PutRequest {
   std::vector<int32_t> token_ids;  // optional
   std::vector<int32_t> positions;  // optional
   int32_t first_position = 0;
-  Hash128 prefix_hash;             // hash of the tokens before the segment
+  Hash128 prefix_hash;  // hash of the tokens before the segment
 };
 
 struct SegmentData {

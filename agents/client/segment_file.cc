@@ -30,8 +30,10 @@ Result<SegmentFile> ReadSegmentFile(const std::string& path) {
     return InvalidArgument("{}: a segment file needs tensors 'k' and 'v'", path);
   }
   if (k->shape.size() != 4 || k->shape != v->shape || k->dtype != v->dtype) {
-    return InvalidArgument("{}: 'k' and 'v' must have the same dtype and a 4-d shape "
-                           "[layers, kv_heads, tokens, head_dim]", path);
+    return InvalidArgument(
+        "{}: 'k' and 'v' must have the same dtype and a 4-d shape "
+        "[layers, kv_heads, tokens, head_dim]",
+        path);
   }
   for (uint64_t d : k->shape) {
     if (d == 0 || d > UINT32_MAX) return InvalidArgument("{}: 'k' has a dimension of {}", path, d);
@@ -50,11 +52,14 @@ Result<SegmentFile> ReadSegmentFile(const std::string& path) {
     std::memcpy(payload.data() + (2 * layer + 1) * half, v->data.data() + layer * half, half);
   }
   out.segment.payload = Blob::FromVector(std::move(payload));
-  KVCOMM_ASSIGN_OR_RETURN(out.segment.token_ids, ReadIndexTensor(file, "token_ids", layout.tokens, path));
-  KVCOMM_ASSIGN_OR_RETURN(out.segment.positions, ReadIndexTensor(file, "positions", layout.tokens, path));
+  KVCOMM_ASSIGN_OR_RETURN(out.segment.token_ids,
+                          ReadIndexTensor(file, "token_ids", layout.tokens, path));
+  KVCOMM_ASSIGN_OR_RETURN(out.segment.positions,
+                          ReadIndexTensor(file, "positions", layout.tokens, path));
 
   const auto& meta = file.metadata();
-  out.fingerprint = FingerprintFromShape(layout.num_layers, layout.kv_heads, layout.head_dim, layout.dtype);
+  out.fingerprint =
+      FingerprintFromShape(layout.num_layers, layout.kv_heads, layout.head_dim, layout.dtype);
   if (auto it = meta.find("fingerprint"); it != meta.end()) {
     KVCOMM_ASSIGN_OR_RETURN(out.fingerprint, Hash128::FromHex(it->second));
   }
@@ -67,7 +72,8 @@ Result<SegmentFile> ReadSegmentFile(const std::string& path) {
   }
   if (auto it = meta.find("first_position"); it != meta.end()) {
     const std::string& text = it->second;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out.segment.first_position);
+    auto [end, ec] =
+        std::from_chars(text.data(), text.data() + text.size(), out.segment.first_position);
     if (ec != std::errc() || end != text.data() + text.size()) {
       return InvalidArgument("{}: first_position '{}' is not an integer", path, text);
     }
@@ -83,13 +89,17 @@ Status WriteSegmentFile(const std::string& path, const SegmentData& segment) {
     std::memcpy(k.data() + layer * half, segment.payload.data() + (2 * layer) * half, half);
     std::memcpy(v.data() + layer * half, segment.payload.data() + (2 * layer + 1) * half, half);
   }
-  const std::vector<uint64_t> shape = {layout.num_layers, layout.kv_heads, layout.tokens, layout.head_dim};
-  std::vector<SafetensorsInput> tensors = {{"k", layout.dtype, shape, k}, {"v", layout.dtype, shape, v}};
+  const std::vector<uint64_t> shape = {layout.num_layers, layout.kv_heads, layout.tokens,
+                                       layout.head_dim};
+  std::vector<SafetensorsInput> tensors = {{"k", layout.dtype, shape, k},
+                                           {"v", layout.dtype, shape, v}};
   if (!segment.token_ids.empty()) {
-    tensors.push_back({"token_ids", DType::kI32, {layout.tokens}, std::as_bytes(std::span(segment.token_ids))});
+    tensors.push_back(
+        {"token_ids", DType::kI32, {layout.tokens}, std::as_bytes(std::span(segment.token_ids))});
   }
   if (!segment.positions.empty()) {
-    tensors.push_back({"positions", DType::kI32, {layout.tokens}, std::as_bytes(std::span(segment.positions))});
+    tensors.push_back(
+        {"positions", DType::kI32, {layout.tokens}, std::as_bytes(std::span(segment.positions))});
   }
   std::map<std::string, std::string> metadata = {
       {"fingerprint", segment.info.fingerprint.ToHex()},

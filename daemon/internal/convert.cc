@@ -6,8 +6,10 @@ namespace kvcomm::daemon::internal {
 
 Result<kvstore::KeyKind> ReadKeyKind(proto::KeyKind kind) {
   switch (kind) {
-    case proto::KeyKind::CONTEXT: return kvstore::KeyKind::kContext;
-    case proto::KeyKind::CONTENT: return kvstore::KeyKind::kContent;
+    case proto::KeyKind::CONTEXT:
+      return kvstore::KeyKind::kContext;
+    case proto::KeyKind::CONTENT:
+      return kvstore::KeyKind::kContent;
   }
   return InvalidArgument("unknown key kind {}", static_cast<int>(kind));
 }

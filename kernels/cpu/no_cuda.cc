@@ -6,7 +6,8 @@
 namespace kvcomm::kernels {
 namespace {
 Status NoCuda() {
-  return Status(ErrorCode::kUnavailable, "kvcomm was built without CUDA (KVCOMM_CUDA=OFF or no nvcc)");
+  return Status(ErrorCode::kUnavailable,
+                "kvcomm was built without CUDA (KVCOMM_CUDA=OFF or no nvcc)");
 }
 }  // namespace
 

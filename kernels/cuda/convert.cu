@@ -13,17 +13,26 @@ constexpr uint8_t kBF16 = 2;
 
 __device__ float LoadAsFloat(const void* base, uint8_t dtype, int64_t i) {
   switch (dtype) {
-    case kF16: return __half2float(static_cast<const __half*>(base)[i]);
-    case kBF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[i]);
-    default: return static_cast<const float*>(base)[i];
+    case kF16:
+      return __half2float(static_cast<const __half*>(base)[i]);
+    case kBF16:
+      return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[i]);
+    default:
+      return static_cast<const float*>(base)[i];
   }
 }
 
 __device__ void StoreFloat(void* base, uint8_t dtype, int64_t i, float v) {
   switch (dtype) {
-    case kF16: static_cast<__half*>(base)[i] = __float2half_rn(v); break;
-    case kBF16: static_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16_rn(v); break;
-    default: static_cast<float*>(base)[i] = v; break;
+    case kF16:
+      static_cast<__half*>(base)[i] = __float2half_rn(v);
+      break;
+    case kBF16:
+      static_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16_rn(v);
+      break;
+    default:
+      static_cast<float*>(base)[i] = v;
+      break;
   }
 }
 

@@ -14,7 +14,8 @@ std::string CudaDeviceDescription() {
   if (err != cudaSuccess) return fmt::format("no CUDA device ({})", cudaGetErrorString(err));
   if (count == 0) return "no CUDA device";
   cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "CUDA device 0 (properties unavailable)";
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess)
+    return "CUDA device 0 (properties unavailable)";
   return fmt::format("{} (sm_{}{}, {} GiB)", prop.name, prop.major, prop.minor,
                      prop.totalGlobalMem >> 30);
 }

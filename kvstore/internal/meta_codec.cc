@@ -21,7 +21,8 @@ class Writer {
   }
   void PutInts(const std::vector<int32_t>& v) {
     Put<uint32_t>(static_cast<uint32_t>(v.size()));
-    if (!v.empty()) out_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(int32_t));
+    if (!v.empty())
+      out_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(int32_t));
   }
   std::string Take() { return std::move(out_); }
 
@@ -103,9 +104,12 @@ Result<SegmentMeta> DecodeMeta(std::string_view record) {
        r.Get(&m.prefix_hash) && r.Get(&m.payload_bytes) && r.Get(&m.checksum) &&
        r.Get(&m.created_unix_ms) && r.Get(&m.last_access_unix_ms) && r.Get(&m.access_count) &&
        r.done();
-  if (!ok) return Error(ErrorCode::kDataLoss, "segment metadata record of {} bytes is malformed", record.size());
+  if (!ok)
+    return Error(ErrorCode::kDataLoss, "segment metadata record of {} bytes is malformed",
+                 record.size());
   if (!IsValidDType(dtype) || codec != static_cast<uint8_t>(Codec::kRaw)) {
-    return Error(ErrorCode::kDataLoss, "segment metadata record has dtype {} / codec {}", dtype, codec);
+    return Error(ErrorCode::kDataLoss, "segment metadata record has dtype {} / codec {}", dtype,
+                 codec);
   }
   m.layout.dtype = static_cast<DType>(dtype);
   m.codec = static_cast<Codec>(codec);

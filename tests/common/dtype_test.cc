@@ -13,8 +13,8 @@ namespace {
 TEST(DType, HalfConversionMatchesKnownBitPatterns) {
   EXPECT_EQ(FloatToHalf(1.0f), 0x3c00);
   EXPECT_EQ(FloatToHalf(-2.0f), 0xc000);
-  EXPECT_EQ(FloatToHalf(65504.0f), 0x7bff);        // largest finite half
-  EXPECT_EQ(FloatToHalf(1e6f), 0x7c00);            // overflow -> +inf
+  EXPECT_EQ(FloatToHalf(65504.0f), 0x7bff);               // largest finite half
+  EXPECT_EQ(FloatToHalf(1e6f), 0x7c00);                   // overflow -> +inf
   EXPECT_EQ(FloatToHalf(5.960464477539063e-8f), 0x0001);  // smallest subnormal
   EXPECT_EQ(FloatToHalf(1.0f + 1.0f / 2048), 0x3c00);     // tie rounds to even
   EXPECT_EQ(FloatToHalf(1.0f + 3.0f / 2048), 0x3c02);

@@ -1,6 +1,7 @@
+#include "common/hash.h"
+
 #include <gtest/gtest.h>
 
-#include "common/hash.h"
 #include "common/keys.h"
 #include "common/status.h"
 

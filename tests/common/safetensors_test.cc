@@ -1,14 +1,12 @@
 #include "common/safetensors.h"
 
 #include <gtest/gtest.h>
-
-#include <cstring>
-#include <fstream>
-#include <random>
-
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <random>
 
 namespace kvcomm {
 namespace {
@@ -53,7 +51,9 @@ TEST_F(SafetensorsTest, WriteThenOpenReturnsSameTensorsAndMetadata) {
 
 TEST_F(SafetensorsTest, TruncatedFileIsAnErrorNamingTheTensor) {
   std::vector<float> a(1000, 1.5f);
-  ASSERT_TRUE(WriteSafetensors(Path("t.safetensors"), {{"weights", DType::kF32, {1000}, std::as_bytes(std::span(a))}}, {}).ok());
+  ASSERT_TRUE(WriteSafetensors(Path("t.safetensors"),
+                               {{"weights", DType::kF32, {1000}, std::as_bytes(std::span(a))}}, {})
+                  .ok());
   std::string bytes = ReadAll(Path("t.safetensors"));
   WriteAll(Path("t.safetensors"), bytes.substr(0, bytes.size() - 10));
   auto file = SafetensorsFile::Open(Path("t.safetensors"));
@@ -65,12 +65,12 @@ TEST_F(SafetensorsTest, MalformedHeadersAreRejected) {
   const std::vector<std::string> bad_headers = {
       "not json",
       "[1,2]",
-      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})",      // size mismatch
-      R"({"a":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})",      // unsupported dtype
-      R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})",     // negative dim
-      R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}})",      // reversed offsets
-      R"({"a":{"dtype":"F32","shape":[1]}})",                           // no offsets
-      R"({"__metadata__":{"k":5}})",                                    // non-string metadata
+      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})",   // size mismatch
+      R"({"a":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})",   // unsupported dtype
+      R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})",  // negative dim
+      R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}})",   // reversed offsets
+      R"({"a":{"dtype":"F32","shape":[1]}})",                        // no offsets
+      R"({"__metadata__":{"k":5}})",                                 // non-string metadata
   };
   for (const auto& header : bad_headers) {
     std::string file(8, '\0');

@@ -42,7 +42,8 @@ class RequestHandlerTest : public ::testing::Test {
     return code;
   }
 
-  std::vector<zmq::message_t> Hello(uint32_t version = proto::PROTOCOL_VERSION, const char* ns = "test") {
+  std::vector<zmq::message_t> Hello(uint32_t version = proto::PROTOCOL_VERSION,
+                                    const char* ns = "test") {
     capnp::MallocMessageBuilder message;
     auto hello = message.initRoot<proto::Request>().initHello();
     hello.setProtocolVersion(version);
@@ -55,8 +56,9 @@ class RequestHandlerTest : public ::testing::Test {
   }
 
   // A PutSegment request for `segment`; `mutate` may damage it.
-  std::vector<zmq::message_t> Put(const kvstore::Segment& segment,
-                                  const std::function<void(proto::PutSegment::Builder)>& mutate = {}) {
+  std::vector<zmq::message_t> Put(
+      const kvstore::Segment& segment,
+      const std::function<void(proto::PutSegment::Builder)>& mutate = {}) {
     capnp::MallocMessageBuilder message;
     auto put = message.initRoot<proto::Request>().initPut();
     wire::WriteShape(put.initShape(), segment.meta.layout);
@@ -106,7 +108,8 @@ TEST_F(RequestHandlerTest, ValidPutIsStoredAndDamagedPutsAreNamed) {
       {[](auto p) { p.getTensors()[0].setChecksum(1); }, ErrorCode::kDataLoss, "checksum"},
       {[](auto p) { p.getTensors()[0].setByteLength(3); }, ErrorCode::kInvalidArgument, "bytes"},
       {[](auto p) { p.getTensors()[0].setName("k"); }, ErrorCode::kInvalidArgument, "'kv'"},
-      {[](auto p) { p.getShape().setDtype(static_cast<proto::DType>(77)); }, ErrorCode::kInvalidArgument, "dtype"},
+      {[](auto p) { p.getShape().setDtype(static_cast<proto::DType>(77)); },
+       ErrorCode::kInvalidArgument, "dtype"},
       {[](auto p) { p.initTokenIds(3); }, ErrorCode::kInvalidArgument, "tokenIds"},
       {[](auto p) { p.initTensors(0); }, ErrorCode::kInvalidArgument, "one tensor"},
   };

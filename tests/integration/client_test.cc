@@ -1,12 +1,12 @@
 // The client library never hangs or crashes: a missing daemon, a silent peer and an
 // unparseable endpoint all come back as Status within the deadline.
+#include "agents/client/client.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
-
 #include <zmq.hpp>
 
-#include "agents/client/client.h"
 #include "tests/kvstore/test_segments.h"
 
 namespace kvcomm::client {

@@ -26,7 +26,8 @@ TEST_F(DaemonTest, PutGetLookupListRemoveRoundTrip) {
   put.prefix_hash = TokenPrefixHash(std::vector<int32_t>{7, 8, 9});
   auto info = client->Put(put);
   ASSERT_TRUE(info.ok()) << info.status().ToString();
-  EXPECT_EQ(info->context_key, ComputeContextKey(TestModel(), "test", put.prefix_hash, put.token_ids));
+  EXPECT_EQ(info->context_key,
+            ComputeContextKey(TestModel(), "test", put.prefix_hash, put.token_ids));
   EXPECT_EQ(info->tier, client::Tier::kHost);
 
   auto got = client->Get(info->context_key);
@@ -113,7 +114,8 @@ TEST_F(DaemonTest, RestartKeepsPersistedSegmentsAndClientsCarryOn) {
   StopDaemon();
   client->set_timeout(std::chrono::milliseconds(300));
   ErrorCode down = client->Ping().code();
-  EXPECT_TRUE(down == ErrorCode::kUnavailable || down == ErrorCode::kDeadlineExceeded) << static_cast<int>(down);
+  EXPECT_TRUE(down == ErrorCode::kUnavailable || down == ErrorCode::kDeadlineExceeded)
+      << static_cast<int>(down);
   client->set_timeout(std::chrono::milliseconds(10000));
   StartDaemon();
   // The same client reconnects and says Hello again on its own.
@@ -145,6 +147,21 @@ TEST_F(DaemonTest, NamespacesAreIsolatedAndReadOnlySessionsCannotWrite) {
   ASSERT_TRUE(reader.ok());
   EXPECT_TRUE((*reader)->Get(info->context_key).ok());
   EXPECT_EQ((*reader)->Put(MakePut(8, 2)).status().code(), ErrorCode::kPermissionDenied);
+}
+
+TEST_F(DaemonTest, StopAnswersARequestAlreadyBeingHandled) {
+  auto client = Connect();
+  auto put = MakePut(2048, 9);  // 256 KiB
+  Result<client::SegmentInfo> result = Status(ErrorCode::kInternal, "not run");
+  const uint64_t before = server_->counters().requests();
+  std::thread putter([&] { result = client->Put(put); });
+  while (server_->counters().requests() == before) std::this_thread::yield();  // a worker has it
+  ASSERT_TRUE(server_->Stop().ok());
+  putter.join();
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  server_.reset();
+  StartDaemon();  // and it was flushed to disk before the daemon stopped
+  EXPECT_TRUE(Connect()->Get(result->context_key).ok());
 }
 
 }  // namespace

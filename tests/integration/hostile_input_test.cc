@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <random>
-
 #include <zmq_addon.hpp>
 
 #include "schemas/wire.h"
@@ -101,13 +100,16 @@ TEST_F(HostileInputTest, TruncatedFramesAndShapeByteMismatchesAreRefused) {
     KvLayout layout = put.layout;
     layout.tokens = claimed_tokens;
     wire::WriteShape(p.initShape(), layout);
-    wire::DescribeKvTensor(p.initTensors(1)[0], layout, Checksum64(put.payload.span().first(payload_bytes)));
+    wire::DescribeKvTensor(p.initTensors(1)[0], layout,
+                           Checksum64(put.payload.span().first(payload_bytes)));
     auto frames = Frames(message);
     frames.emplace_back(put.payload.data(), payload_bytes);
     return frames;
   };
-  EXPECT_EQ(SendRaw(put_frames(33, put.payload.size())), ErrorCode::kInvalidArgument);  // shape says more
-  EXPECT_EQ(SendRaw(put_frames(32, put.payload.size() / 2)), ErrorCode::kInvalidArgument);  // truncated payload
+  EXPECT_EQ(SendRaw(put_frames(33, put.payload.size())),
+            ErrorCode::kInvalidArgument);  // shape says more
+  EXPECT_EQ(SendRaw(put_frames(32, put.payload.size() / 2)),
+            ErrorCode::kInvalidArgument);  // truncated payload
   auto frames = put_frames(32, put.payload.size());
   frames.pop_back();  // payload frame missing
   EXPECT_EQ(SendRaw(std::move(frames)), ErrorCode::kInvalidArgument);
@@ -117,7 +119,8 @@ TEST_F(HostileInputTest, TruncatedFramesAndShapeByteMismatchesAreRefused) {
   auto code = SendRaw(std::move(frames));
   ASSERT_TRUE(code.has_value());
   EXPECT_EQ(*code, ErrorCode::kMalformedMessage);
-  EXPECT_EQ(SendRaw(put_frames(32, put.payload.size())), ErrorCode::kOk);  // the honest version works
+  EXPECT_EQ(SendRaw(put_frames(32, put.payload.size())),
+            ErrorCode::kOk);  // the honest version works
   ExpectGoodClientServed(2);
 }
 

@@ -26,7 +26,8 @@ TEST(ConvertDTypeCpu, MatchesScalarConversionsForEveryPair) {
   for (DType from : {DType::kF32, DType::kF16, DType::kBF16}) {
     std::vector<std::byte> a(src.size() * DTypeSize(from));
     ASSERT_TRUE(ConvertDType({const_cast<float*>(src.data()), DType::kF32, {1000}},
-                             {a.data(), from, {1000}}).ok());
+                             {a.data(), from, {1000}})
+                    .ok());
     for (DType to : {DType::kF32, DType::kF16, DType::kBF16}) {
       std::vector<std::byte> b(src.size() * DTypeSize(to), std::byte{0xAB});  // poisoned
       ASSERT_TRUE(ConvertDType({a.data(), from, {1000}}, {b.data(), to, {1000}}).ok());
@@ -35,7 +36,8 @@ TEST(ConvertDTypeCpu, MatchesScalarConversionsForEveryPair) {
       for (size_t i = 0; i < src.size(); ++i) {
         // Each narrowing rounds once (half an ulp, relative); f32 -> from -> to rounds twice.
         float tol = RoundingError(from) + RoundingError(to);
-        ASSERT_NEAR(back[i], src[i], std::abs(src[i]) * tol + 1e-6f) << DTypeName(from) << "->" << DTypeName(to) << " at " << i;
+        ASSERT_NEAR(back[i], src[i], std::abs(src[i]) * tol + 1e-6f)
+            << DTypeName(from) << "->" << DTypeName(to) << " at " << i;
       }
     }
   }
@@ -43,8 +45,10 @@ TEST(ConvertDTypeCpu, MatchesScalarConversionsForEveryPair) {
 
 TEST(ConvertDType, RejectsMismatchedShapesAndIntegerTypes) {
   std::vector<float> a(4), b(5);
-  EXPECT_EQ(ConvertDType({a.data(), DType::kF32, {4}}, {b.data(), DType::kF32, {5}}).code(), ErrorCode::kInvalidArgument);
-  EXPECT_EQ(ConvertDType({a.data(), DType::kI32, {4}}, {b.data(), DType::kF32, {4}}).code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(ConvertDType({a.data(), DType::kF32, {4}}, {b.data(), DType::kF32, {5}}).code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(ConvertDType({a.data(), DType::kI32, {4}}, {b.data(), DType::kF32, {4}}).code(),
+            ErrorCode::kInvalidArgument);
 }
 
 TEST(ConvertDTypeCuda, MatchesCpuReferenceOnRandomInputs) {
@@ -54,7 +58,8 @@ TEST(ConvertDTypeCuda, MatchesCpuReferenceOnRandomInputs) {
     for (DType to : {DType::kF16, DType::kBF16, DType::kF32}) {
       const size_t out_bytes = n * DTypeSize(to);
       std::vector<std::byte> expected(out_bytes);
-      cpu::ConvertDType({const_cast<float*>(src.data()), DType::kF32, {int64_t(n)}}, {expected.data(), to, {int64_t(n)}});
+      cpu::ConvertDType({const_cast<float*>(src.data()), DType::kF32, {int64_t(n)}},
+                        {expected.data(), to, {int64_t(n)}});
       auto d_src = DeviceBuffer::Allocate(n * 4);
       auto d_dst = DeviceBuffer::Allocate(out_bytes);
       ASSERT_TRUE(d_src.ok() && d_dst.ok());
@@ -67,7 +72,8 @@ TEST(ConvertDTypeCuda, MatchesCpuReferenceOnRandomInputs) {
       std::vector<std::byte> got(out_bytes);
       ASSERT_TRUE(CopyDeviceToHost(got.data(), d_dst->data(), out_bytes).ok());
       // Both sides round to nearest even, so the bits agree exactly.
-      EXPECT_EQ(std::memcmp(got.data(), expected.data(), out_bytes), 0) << "n=" << n << " to " << DTypeName(to);
+      EXPECT_EQ(std::memcmp(got.data(), expected.data(), out_bytes), 0)
+          << "n=" << n << " to " << DTypeName(to);
     }
   }
 }

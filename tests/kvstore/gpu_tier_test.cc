@@ -25,7 +25,8 @@ TEST(GpuTier, WithoutAGpuCreateSaysWhy) {
 }
 
 TEST(GpuTier, StoresReadsAndErasesInDeviceMemory) {
-  if (!kernels::CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU: " << kernels::CudaDeviceDescription();
+  if (!kernels::CudaAvailable())
+    GTEST_SKIP() << "needs a CUDA GPU: " << kernels::CudaDeviceDescription();
   auto a = MakeSegment(64, 1), b = MakeSegment(64, 2);
   auto tier = GpuTier::Create(a.payload.size() * 2 + 1024);
   ASSERT_TRUE(tier.ok()) << tier.status().ToString();
@@ -42,7 +43,8 @@ TEST(GpuTier, StoresReadsAndErasesInDeviceMemory) {
 }
 
 TEST(GpuTier, StoreDemotesFromGpuToHostAndPromotesBack) {
-  if (!kernels::CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU: " << kernels::CudaDeviceDescription();
+  if (!kernels::CudaAvailable())
+    GTEST_SKIP() << "needs a CUDA GPU: " << kernels::CudaDeviceDescription();
   auto a = MakeSegment(64, 1), b = MakeSegment(64, 2);
   StoreOptions options;
   options.persist = false;
@@ -53,7 +55,8 @@ TEST(GpuTier, StoreDemotesFromGpuToHostAndPromotesBack) {
   ASSERT_TRUE((*store)->Put(a.meta, a.payload).ok());
   ASSERT_TRUE((*store)->Put(b.meta, b.payload).ok());
   Scope scope{"test", std::nullopt};
-  auto where = (*store)->Lookup({{a.meta.context_key, KeyKind::kContext}, {b.meta.context_key, KeyKind::kContext}}, scope);
+  auto where = (*store)->Lookup(
+      {{a.meta.context_key, KeyKind::kContext}, {b.meta.context_key, KeyKind::kContext}}, scope);
   EXPECT_EQ(where[0].tier, TierKind::kHost);
   EXPECT_EQ(where[1].tier, TierKind::kGpu);
   auto got = (*store)->Get(a.meta.context_key, KeyKind::kContext, scope);

@@ -1,10 +1,9 @@
 #include "kvstore/rocks_tier.h"
 
 #include <gtest/gtest.h>
-
-#include <cstring>
 #include <rocksdb/db.h>
 
+#include <cstring>
 #include <filesystem>
 
 #include "tests/kvstore/test_segments.h"
@@ -25,7 +24,9 @@ void CorruptPayloadOnDisk(const std::string& dir, const SegmentKey& key) {
   rocksdb::ColumnFamilyOptions blob_options;
   blob_options.enable_blob_files = true;
   std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-      {rocksdb::kDefaultColumnFamilyName, {}}, {RocksTier::kMetaFamily, {}}, {RocksTier::kPayloadFamily, blob_options}};
+      {rocksdb::kDefaultColumnFamilyName, {}},
+      {RocksTier::kMetaFamily, {}},
+      {RocksTier::kPayloadFamily, blob_options}};
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* db = nullptr;
   ASSERT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(), dir, families, &handles, &db).ok());

@@ -1,13 +1,12 @@
 #include "kvstore/store.h"
 
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
 
 #include <cstring>
 #include <filesystem>
 #include <random>
 #include <thread>
-
-#include <rocksdb/db.h>
 
 #include "tests/kvstore/test_segments.h"
 
@@ -44,7 +43,8 @@ class StoreTest : public ::testing::Test {
     auto got = store_->Get(expected.meta.context_key, KeyKind::kContext, kScope);
     ASSERT_TRUE(got.ok()) << got.status().ToString();
     ASSERT_EQ(got->payload.size(), expected.payload.size());
-    EXPECT_EQ(std::memcmp(got->payload.data(), expected.payload.data(), expected.payload.size()), 0);
+    EXPECT_EQ(std::memcmp(got->payload.data(), expected.payload.data(), expected.payload.size()),
+              0);
   }
   std::unique_ptr<TieredStore> store_;
   std::string dir_;
@@ -114,7 +114,8 @@ TEST_F(StoreTest, WithoutPersistenceFallingOffHostIsACountedEviction) {
   Open(a.payload.size() + 100, false);
   ASSERT_TRUE(store_->Put(a.meta, a.payload).ok());
   ASSERT_TRUE(store_->Put(b.meta, b.payload).ok());
-  EXPECT_EQ(store_->Get(a.meta.context_key, KeyKind::kContext, kScope).status().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(store_->Get(a.meta.context_key, KeyKind::kContext, kScope).status().code(),
+            ErrorCode::kNotFound);
   ExpectSameBytes(b);
   auto stats = store_->Stats();
   EXPECT_EQ(stats.evictions, 1u);
@@ -125,7 +126,8 @@ TEST_F(StoreTest, FullDiskEvictsItsColdestSegment) {
   auto a = MakeSegment(16, 1), b = MakeSegment(16, 2), c = MakeSegment(16, 3);
   Open(a.payload.size() + 100, true, a.payload.size() * 2 + 100);
   for (auto* s : {&a, &b, &c}) ASSERT_TRUE(store_->Put(s->meta, s->payload).ok());
-  EXPECT_EQ(store_->Get(a.meta.context_key, KeyKind::kContext, kScope).status().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(store_->Get(a.meta.context_key, KeyKind::kContext, kScope).status().code(),
+            ErrorCode::kNotFound);
   ExpectSameBytes(b);
   ExpectSameBytes(c);
   EXPECT_EQ(store_->Stats().evictions, 1u);
@@ -173,7 +175,9 @@ TEST_F(StoreTest, CorruptDiskRecordIsReportedCountedAndDropped) {
     rocksdb::ColumnFamilyOptions blob_options;
     blob_options.enable_blob_files = true;
     std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-        {rocksdb::kDefaultColumnFamilyName, {}}, {RocksTier::kMetaFamily, {}}, {RocksTier::kPayloadFamily, blob_options}};
+        {rocksdb::kDefaultColumnFamilyName, {}},
+        {RocksTier::kMetaFamily, {}},
+        {RocksTier::kPayloadFamily, blob_options}};
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
     rocksdb::DB* db = nullptr;
     ASSERT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(), dir_, families, &handles, &db).ok());
@@ -190,7 +194,8 @@ TEST_F(StoreTest, CorruptDiskRecordIsReportedCountedAndDropped) {
   Open(1 << 20, true);
   auto got = store_->Get(a.meta.context_key, KeyKind::kContext, kScope);
   EXPECT_EQ(got.status().code(), ErrorCode::kDataLoss);
-  EXPECT_EQ(store_->Get(a.meta.context_key, KeyKind::kContext, kScope).status().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(store_->Get(a.meta.context_key, KeyKind::kContext, kScope).status().code(),
+            ErrorCode::kNotFound);
   auto stats = store_->Stats();
   EXPECT_EQ(stats.corrupt_records, 1u);
   EXPECT_EQ(stats.segments, 0u);
@@ -201,7 +206,8 @@ TEST_F(StoreTest, ContentKeyFindsTheSameTextAfterAnyPrefix) {
   auto a = MakeSegment(16, 1);
   Segment b = a;  // same tokens, different preceding text
   b.meta.prefix_hash = TokenPrefixHash(std::vector<int32_t>{1, 2, 3});
-  b.meta.context_key = ComputeContextKey(b.meta.fingerprint, "test", b.meta.prefix_hash, b.meta.token_ids);
+  b.meta.context_key =
+      ComputeContextKey(b.meta.fingerprint, "test", b.meta.prefix_hash, b.meta.token_ids);
   ASSERT_TRUE(store_->Put(a.meta, a.payload).ok());
   ASSERT_TRUE(store_->Put(b.meta, b.payload).ok());
   EXPECT_EQ(store_->Stats().segments, 2u);
@@ -210,20 +216,25 @@ TEST_F(StoreTest, ContentKeyFindsTheSameTextAfterAnyPrefix) {
   EXPECT_EQ(got->meta.content_key, a.meta.content_key);
   ASSERT_TRUE(store_->Delete(a.meta.context_key, kScope).ok());
   ASSERT_TRUE(store_->Delete(b.meta.context_key, kScope).ok());
-  EXPECT_EQ(store_->Get(a.meta.content_key, KeyKind::kContent, kScope).status().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(store_->Get(a.meta.content_key, KeyKind::kContent, kScope).status().code(),
+            ErrorCode::kNotFound);
 }
 
 TEST_F(StoreTest, NamespacesAndModelsDoNotMix) {
   Open(1 << 20, false);
   auto a = MakeSegment(16, 1, "tenant-a");
   ASSERT_TRUE(store_->Put(a.meta, a.payload).ok());
-  EXPECT_EQ(store_->Get(a.meta.context_key, KeyKind::kContext, {"tenant-b", std::nullopt}).status().code(),
+  EXPECT_EQ(store_->Get(a.meta.context_key, KeyKind::kContext, {"tenant-b", std::nullopt})
+                .status()
+                .code(),
             ErrorCode::kNotFound);
-  EXPECT_EQ(store_->Delete(a.meta.context_key, {"tenant-b", std::nullopt}).code(), ErrorCode::kNotFound);
+  EXPECT_EQ(store_->Delete(a.meta.context_key, {"tenant-b", std::nullopt}).code(),
+            ErrorCode::kNotFound);
   Scope other_model{"tenant-a", FingerprintFromShape(99, 1, 1, DType::kF32)};
   EXPECT_EQ(store_->Get(a.meta.context_key, KeyKind::kContext, other_model).status().code(),
             ErrorCode::kFingerprintMismatch);
-  EXPECT_TRUE(store_->Get(a.meta.context_key, KeyKind::kContext, {"tenant-a", a.meta.fingerprint}).ok());
+  EXPECT_TRUE(
+      store_->Get(a.meta.context_key, KeyKind::kContext, {"tenant-a", a.meta.fingerprint}).ok());
 }
 
 TEST_F(StoreTest, ListPagesThroughOneNamespaceInKeyOrder) {
@@ -263,7 +274,8 @@ TEST_F(StoreTest, RandomWorkloadNeverExceedsCapacityAndNeverReturnsWrongBytes) {
         auto got = store_->Get(it->first, KeyKind::kContext, kScope);
         if (got.ok()) {
           ASSERT_EQ(got->payload.size(), it->second.payload.size());
-          ASSERT_EQ(std::memcmp(got->payload.data(), it->second.payload.data(), got->payload.size()), 0);
+          ASSERT_EQ(
+              std::memcmp(got->payload.data(), it->second.payload.data(), got->payload.size()), 0);
         } else {
           ASSERT_EQ(got.status().code(), ErrorCode::kNotFound);  // evicted, never corrupt
           written.erase(it);

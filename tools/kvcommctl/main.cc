@@ -4,11 +4,10 @@
 //     ping | stats [--json] | ls [--json] | put FILE | get KEY OUT [--content] | rm KEY
 //
 // Exit status 0 on success; otherwise 1 with a one-line reason on stderr.
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
-
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "agents/client/client.h"
@@ -62,17 +61,28 @@ int Stats(Client& client, bool as_json) {
   if (as_json) {
     json tiers = json::array();
     for (const auto& t : stats->tiers) {
-      tiers.push_back({{"tier", TierName(t.tier)}, {"segments", t.segments}, {"bytes", t.bytes},
-                       {"capacity_bytes", t.capacity_bytes}, {"hits", t.hits}, {"misses", t.misses}});
+      tiers.push_back({{"tier", TierName(t.tier)},
+                       {"segments", t.segments},
+                       {"bytes", t.bytes},
+                       {"capacity_bytes", t.capacity_bytes},
+                       {"hits", t.hits},
+                       {"misses", t.misses}});
     }
     json errors = json::object();
     for (const auto& [code, n] : stats->errors) errors[std::string(ErrorCodeName(code))] = n;
-    json out = {{"tiers", tiers}, {"puts", stats->puts}, {"gets", stats->gets},
-                {"promotions", stats->promotions}, {"demotions", stats->demotions},
-                {"evictions", stats->evictions}, {"corrupt_records", stats->corrupt_records},
-                {"bytes_in", stats->bytes_in}, {"bytes_out", stats->bytes_out},
-                {"requests", stats->requests}, {"sessions", stats->sessions},
-                {"uptime_seconds", stats->uptime_seconds}, {"errors", errors}};
+    json out = {{"tiers", tiers},
+                {"puts", stats->puts},
+                {"gets", stats->gets},
+                {"promotions", stats->promotions},
+                {"demotions", stats->demotions},
+                {"evictions", stats->evictions},
+                {"corrupt_records", stats->corrupt_records},
+                {"bytes_in", stats->bytes_in},
+                {"bytes_out", stats->bytes_out},
+                {"requests", stats->requests},
+                {"sessions", stats->sessions},
+                {"uptime_seconds", stats->uptime_seconds},
+                {"errors", errors}};
     std::cout << out.dump(2) << "\n";
     return 0;
   }
@@ -90,7 +100,8 @@ int Stats(Client& client, bool as_json) {
              stats->sessions, HumanBytes(stats->bytes_in), HumanBytes(stats->bytes_out),
              stats->uptime_seconds);
   std::string errors;
-  for (const auto& [code, n] : stats->errors) errors += fmt::format("  {} {}", ErrorCodeName(code), n);
+  for (const auto& [code, n] : stats->errors)
+    errors += fmt::format("  {} {}", ErrorCodeName(code), n);
   fmt::print("errors{}\n", errors.empty() ? "  none" : errors);
   return 0;
 }
@@ -116,7 +127,8 @@ int List(Client& client, bool as_json) {
   for (const auto& s : all) {
     fmt::print("{:<32}  {:>7} {:>6} {:>5} {:>5} {:<5} {:>10} {:<5} {:>8}\n", s.context_key.ToHex(),
                s.layout.tokens, s.layout.num_layers, s.layout.kv_heads, s.layout.head_dim,
-               DTypeName(s.layout.dtype), HumanBytes(s.payload_bytes), TierName(s.tier), s.access_count);
+               DTypeName(s.layout.dtype), HumanBytes(s.payload_bytes), TierName(s.tier),
+               s.access_count);
   }
   fmt::print("{} segments in namespace '{}'\n", all.size(), client.options().name_space);
   return 0;
@@ -145,7 +157,8 @@ int main(int argc, char** argv) {
   stats->add_flag("--json", json_out, "machine-readable output");
   auto* ls = app.add_subcommand("ls", "list the segments of the namespace");
   ls->add_flag("--json", json_out, "machine-readable output");
-  auto* put = app.add_subcommand("put", "store a segment file (safetensors); prints its context key last");
+  auto* put =
+      app.add_subcommand("put", "store a segment file (safetensors); prints its context key last");
   put->add_option("FILE", file, "segment file")->required();
   auto* get = app.add_subcommand("get", "fetch a segment into a file that put accepts");
   get->add_option("KEY", key_hex, "context key (32 hex digits)")->required();
@@ -162,7 +175,8 @@ int main(int argc, char** argv) {
     if (!read.ok()) return Fail(read.status());
     segment_file = std::move(read).value();
     options.model = segment_file->fingerprint;  // writing needs the model
-    if (segment_file->name_space && !namespace_given) options.name_space = *segment_file->name_space;
+    if (segment_file->name_space && !namespace_given)
+      options.name_space = *segment_file->name_space;
   }
   SegmentKey key;
   if (get->parsed() || rm->parsed()) {
@@ -178,7 +192,8 @@ int main(int argc, char** argv) {
   if (ping->parsed()) {
     auto start = std::chrono::steady_clock::now();
     if (Status s = client.Ping(); !s.ok()) return Fail(s);
-    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     fmt::print("pong from kvcommd at {} in {:.2f} ms\n", options.endpoint, ms);
     return 0;
   }
@@ -188,7 +203,8 @@ int main(int argc, char** argv) {
     auto info = client.Put(segment_file->segment);
     if (!info.ok()) return Fail(info.status());
     fmt::print("stored {} tokens, {} layers, {} in namespace '{}' (tier {})\n", info->layout.tokens,
-               info->layout.num_layers, HumanBytes(info->payload_bytes), info->name_space, TierName(info->tier));
+               info->layout.num_layers, HumanBytes(info->payload_bytes), info->name_space,
+               TierName(info->tier));
     fmt::print("content key {}\n", info->content_key.ToHex());
     fmt::print("{}\n", info->context_key.ToHex());
     return 0;
