@@ -2,10 +2,6 @@
 
 namespace kvcomm::kvstore {
 
-bool HostTier::CanFit(uint64_t bytes) const {
-  return capacity_ == 0 || (bytes <= capacity_ && used_ <= capacity_ - bytes);
-}
-
 Status HostTier::Put(const SegmentMeta& meta, const Blob& payload) {
   assert(!index_.Contains(meta.context_key) && CanFit(payload.size()));
   index_.Insert(meta.context_key, payload);

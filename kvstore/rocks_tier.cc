@@ -97,10 +97,6 @@ RocksTier::~RocksTier() {
   (void)db_->Close();
 }
 
-bool RocksTier::CanFit(uint64_t bytes) const {
-  return capacity_ == 0 || (bytes <= capacity_ && used_ <= capacity_ - bytes);
-}
-
 Status RocksTier::Put(const SegmentMeta& meta, const Blob& payload) {
   assert(!index_.Contains(meta.context_key) && CanFit(payload.size()));
   std::string key = KeyBytes(meta.context_key);

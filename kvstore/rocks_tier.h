@@ -39,7 +39,7 @@ class RocksTier final : public StorageTier {
   uint64_t used_bytes() const override { return used_; }
   uint64_t segment_count() const override { return index_.size(); }
   bool Contains(const SegmentKey& key) const override { return index_.Contains(key); }
-  bool CanFit(uint64_t bytes) const override;
+  bool CanFit(uint64_t bytes) const override { return FitsWithin(capacity_, used_, bytes); }
   Status Put(const SegmentMeta& meta, const Blob& payload) override;
   Result<Blob> Read(const SegmentKey& key) override;
   Status Erase(const SegmentKey& key) override;

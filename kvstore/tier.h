@@ -13,6 +13,11 @@
 
 namespace kvcomm::kvstore {
 
+// Whether `bytes` more fit under `capacity` (0: unlimited) with `used` taken.
+inline bool FitsWithin(uint64_t capacity, uint64_t used, uint64_t bytes) {
+  return capacity == 0 || (bytes <= capacity && used <= capacity - bytes);
+}
+
 class StorageTier {
  public:
   virtual ~StorageTier() = default;

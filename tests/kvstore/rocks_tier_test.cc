@@ -1,42 +1,19 @@
 #include "kvstore/rocks_tier.h"
 
 #include <gtest/gtest.h>
-#include <rocksdb/db.h>
 
 #include <cstring>
 #include <filesystem>
 
+#include "tests/kvstore/disk_damage.h"
 #include "tests/kvstore/test_segments.h"
 
 namespace kvcomm::kvstore {
 namespace {
 
+using kvcomm::testing::FlipBitInFirstPayload;
 using kvcomm::testing::MakeSegment;
 using kvcomm::testing::TempDir;
-
-// Overwrites one byte of a stored payload through RocksDB itself, as disk damage would.
-void CorruptPayloadOnDisk(const std::string& dir, const SegmentKey& key) {
-  std::string k(16, '\0');
-  for (int i = 0; i < 8; ++i) {
-    k[i] = static_cast<char>(key.hi >> (56 - 8 * i));
-    k[8 + i] = static_cast<char>(key.lo >> (56 - 8 * i));
-  }
-  rocksdb::ColumnFamilyOptions blob_options;
-  blob_options.enable_blob_files = true;
-  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-      {rocksdb::kDefaultColumnFamilyName, {}},
-      {RocksTier::kMetaFamily, {}},
-      {RocksTier::kPayloadFamily, blob_options}};
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* db = nullptr;
-  ASSERT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(), dir, families, &handles, &db).ok());
-  std::string value;
-  ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), handles[2], k, &value).ok());
-  value[value.size() / 2] ^= 0x01;
-  ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[2], k, value).ok());
-  for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
-  delete db;
-}
 
 TEST(RocksTier, SegmentsSurviveReopenWithTheirMetadata) {
   const std::string dir = TempDir("rocks");
@@ -66,7 +43,7 @@ TEST(RocksTier, CorruptPayloadIsReportedAndDroppedNeverReturned) {
     ASSERT_TRUE(opened.ok());
     ASSERT_TRUE(opened->tier->Put(a.meta, a.payload).ok());
   }
-  CorruptPayloadOnDisk(dir, a.meta.context_key);
+  FlipBitInFirstPayload(dir);
   auto reopened = RocksTier::Open(dir, 0);
   ASSERT_TRUE(reopened.ok());
   auto read = reopened->tier->Read(a.meta.context_key);

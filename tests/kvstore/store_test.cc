@@ -1,13 +1,13 @@
 #include "kvstore/store.h"
 
 #include <gtest/gtest.h>
-#include <rocksdb/db.h>
 
 #include <cstring>
 #include <filesystem>
 #include <random>
 #include <thread>
 
+#include "tests/kvstore/disk_damage.h"
 #include "tests/kvstore/test_segments.h"
 
 namespace kvcomm::kvstore {
@@ -171,26 +171,7 @@ TEST_F(StoreTest, CorruptDiskRecordIsReportedCountedAndDropped) {
   Open(1 << 20, true);
   ASSERT_TRUE(store_->Put(a.meta, a.payload).ok());
   store_.reset();
-  {  // damage the payload with RocksDB's own API
-    rocksdb::ColumnFamilyOptions blob_options;
-    blob_options.enable_blob_files = true;
-    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-        {rocksdb::kDefaultColumnFamilyName, {}},
-        {RocksTier::kMetaFamily, {}},
-        {RocksTier::kPayloadFamily, blob_options}};
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    rocksdb::DB* db = nullptr;
-    ASSERT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(), dir_, families, &handles, &db).ok());
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), handles[2]));
-    it->SeekToFirst();
-    ASSERT_TRUE(it->Valid());
-    std::string key = it->key().ToString(), value = it->value().ToString();
-    it.reset();
-    value[7] ^= 0x10;
-    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[2], key, value).ok());
-    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
-    delete db;
-  }
+  kvcomm::testing::FlipBitInFirstPayload(dir_);
   Open(1 << 20, true);
   auto got = store_->Get(a.meta.context_key, KeyKind::kContext, kScope);
   EXPECT_EQ(got.status().code(), ErrorCode::kDataLoss);
