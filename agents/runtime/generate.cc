@@ -1,0 +1,102 @@
+#include "agents/runtime/generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+
+namespace kvcomm::runtime {
+
+using Clock = std::chrono::steady_clock;
+
+Status SamplingOptions::Validate() const {
+  if (!(temperature >= 0) || !std::isfinite(temperature)) {
+    return InvalidArgument("temperature must be a finite number >= 0, got {}", temperature);
+  }
+  if (!(top_p > 0 && top_p <= 1)) return InvalidArgument("top_p must be in (0, 1], got {}", top_p);
+  return Status::Ok();
+}
+
+int32_t Sampler::Sample(std::span<const float> logits) {
+  if (options_.temperature == 0) {
+    return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  std::vector<double> probs(logits.size());
+  double total = 0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    probs[i] = std::exp((logits[i] - max_logit) / options_.temperature);
+    total += probs[i];
+  }
+  std::vector<int32_t> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
+  // Keep the smallest prefix whose mass reaches top_p (always at least one token).
+  size_t keep = 0;
+  double mass = 0;
+  while (keep < order.size() && (keep == 0 || mass < options_.top_p * total)) mass += probs[order[keep++]];
+  std::uniform_real_distribution<double> uniform(0.0, mass);
+  double pick = uniform(rng_);
+  for (size_t i = 0; i < keep; ++i) {
+    pick -= probs[order[i]];
+    if (pick <= 0) return order[i];
+  }
+  return order[keep - 1];
+}
+
+Result<GenerateResult> Generate(const Model& model, const Tokenizer* tokenizer, std::span<const int32_t> prompt,
+                                KvCache& cache, const GenerateOptions& options) {
+  KVCOMM_RETURN_IF_ERROR(options.sampling.Validate());
+  if (options.max_new_tokens < 0) return InvalidArgument("max_new_tokens must be >= 0");
+  if (!options.stop_strings.empty() && tokenizer == nullptr) {
+    return InvalidArgument("stop strings need a tokenizer");
+  }
+  if (prompt.empty()) return InvalidArgument("the prompt has no tokens");
+  GenerateResult result;
+  result.prompt_tokens = static_cast<int64_t>(prompt.size());
+  Sampler sampler(options.sampling);
+
+  auto start = Clock::now();
+  KVCOMM_ASSIGN_OR_RETURN(std::vector<float> logits, model.Forward(prompt, cache));
+  result.prefill_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  result.stop_reason = "max_new_tokens";
+
+  auto decode_start = Clock::now();
+  for (int64_t step = 0; step < options.max_new_tokens; ++step) {
+    const int32_t next = sampler.Sample(logits);
+    if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), next) != options.stop_tokens.end()) {
+      result.stop_reason = "stop_token";
+      break;
+    }
+    result.tokens.push_back(next);
+    if (!options.stop_strings.empty()) {
+      KVCOMM_ASSIGN_OR_RETURN(std::string text, tokenizer->Decode(result.tokens));
+      bool stopped = false;
+      for (const auto& stop : options.stop_strings) {
+        auto at = text.find(stop);
+        if (at != std::string::npos) {
+          result.text = text.substr(0, at);
+          stopped = true;
+        }
+      }
+      if (stopped) {
+        result.stop_reason = "stop_string";
+        break;
+      }
+    }
+    if (step + 1 == options.max_new_tokens) break;
+    if (cache.length() >= cache.capacity()) {
+      result.stop_reason = "context_full";
+      break;
+    }
+    KVCOMM_ASSIGN_OR_RETURN(logits, model.Forward(std::span<const int32_t>(&next, 1), cache));
+    ++result.decode_tokens;
+  }
+  result.decode_seconds = std::chrono::duration<double>(Clock::now() - decode_start).count();
+  if (tokenizer != nullptr && result.stop_reason != "stop_string") {
+    KVCOMM_ASSIGN_OR_RETURN(result.text, tokenizer->Decode(result.tokens));
+  }
+  return result;
+}
+
+}  // namespace kvcomm::runtime
