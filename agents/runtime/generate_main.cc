@@ -36,12 +36,9 @@ int main(int argc, char** argv) {
   app.add_flag("--stats", stats, "print TTFT and decode tokens/s");
   CLI11_PARSE(app, argc, argv);
   options.stop_strings = stops;
-  if (device == "cuda") {
-    return Fail(Status(ErrorCode::kUnavailable, "the CUDA backend of the runtime is not built yet; use --device cpu"));
-  }
 
   auto load_start = std::chrono::steady_clock::now();
-  auto model = Model::Load(model_dir);
+  auto model = Model::Load(model_dir, device == "cuda" ? Device::kCuda : Device::kCpu);
   if (!model.ok()) return Fail(model.status());
   auto tokenizer = Tokenizer::Load((std::filesystem::path(model_dir) / "tokenizer.model").string());
   if (!tokenizer.ok()) return Fail(tokenizer.status());
@@ -61,8 +58,9 @@ int main(int argc, char** argv) {
   if (static_cast<int64_t>(tokens.size()) > capacity) {
     return Fail(InvalidArgument("prompt of {} tokens exceeds the model's context of {}", tokens.size(), capacity));
   }
-  KvCache cache = (*model)->NewCache(capacity);
-  auto result = Generate(**model, tokenizer->get(), tokens, cache, options);
+  auto cache = (*model)->NewCache(capacity);
+  if (!cache.ok()) return Fail(cache.status());
+  auto result = Generate(**model, tokenizer->get(), tokens, *cache, options);
   if (!result.ok()) return Fail(result.status());
   std::printf("%s\n", result->text.c_str());
   if (stats) {

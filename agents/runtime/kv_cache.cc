@@ -6,18 +6,34 @@
 
 namespace kvcomm::runtime {
 
-KvCache::KvCache(const ModelConfig& config, int64_t capacity)
-    : layers_(config.num_layers),
+KvCache::KvCache(const ModelConfig& config, int64_t capacity, Device device)
+    : device_(device),
+      layers_(config.num_layers),
       kv_heads_(config.num_kv_heads),
       head_dim_(config.head_dim),
       capacity_(capacity),
-      k_(layers_, std::vector<float>(kv_heads_ * capacity * head_dim_)),
-      v_(layers_, std::vector<float>(kv_heads_ * capacity * head_dim_)),
       valid_(capacity, false) {}
 
+Result<KvCache> KvCache::Create(const ModelConfig& config, int64_t capacity, Device device) {
+  if (capacity <= 0) return InvalidArgument("cache capacity must be positive, got {}", capacity);
+  KvCache cache(config, capacity, device);
+  const int64_t elements = cache.kv_heads_ * capacity * cache.head_dim_;
+  for (int64_t layer = 0; layer < cache.layers_; ++layer) {
+    if (device == Device::kCpu) {
+      cache.host_k_.emplace_back(elements);
+      cache.host_v_.emplace_back(elements);
+    } else {
+      KVCOMM_ASSIGN_OR_RETURN(auto k, kernels::DeviceBuffer::Allocate(elements * 2));
+      KVCOMM_ASSIGN_OR_RETURN(auto v, kernels::DeviceBuffer::Allocate(elements * 2));
+      cache.device_k_.push_back(std::move(k));
+      cache.device_v_.push_back(std::move(v));
+    }
+  }
+  return cache;
+}
+
 int64_t KvCache::length() const {
-  auto first_invalid = std::find(valid_.begin(), valid_.end(), false);
-  return first_invalid - valid_.begin();
+  return std::find(valid_.begin(), valid_.end(), false) - valid_.begin();
 }
 
 void KvCache::MarkValid(int64_t begin, int64_t end) {
@@ -31,6 +47,31 @@ KvLayout KvCache::SegmentLayout(int64_t tokens, DType dtype) const {
                   static_cast<uint32_t>(tokens), static_cast<uint32_t>(head_dim_), dtype};
 }
 
+Status KvCache::ReadRows(int64_t layer, int kv, int64_t head, int64_t begin, int64_t end, float* out) const {
+  const int64_t offset = (head * capacity_ + begin) * head_dim_, n = (end - begin) * head_dim_;
+  if (device_ == Device::kCpu) {
+    const float* from = (kv == 0 ? keys(layer) : values(layer)) + offset;
+    std::copy_n(from, n, out);
+    return Status::Ok();
+  }
+  std::vector<uint16_t> staging(n);
+  const std::byte* from = (kv == 0 ? device_keys(layer) : device_values(layer)) + offset * 2;
+  KVCOMM_RETURN_IF_ERROR(kernels::CopyDeviceToHost(staging.data(), from, n * 2));
+  return kernels::ConvertDType({staging.data(), DType::kBF16, {n}}, {out, DType::kF32, {n}});
+}
+
+Status KvCache::WriteRows(int64_t layer, int kv, int64_t head, int64_t begin, int64_t end, const float* in) {
+  const int64_t offset = (head * capacity_ + begin) * head_dim_, n = (end - begin) * head_dim_;
+  if (device_ == Device::kCpu) {
+    std::copy_n(in, n, (kv == 0 ? keys(layer) : values(layer)) + offset);
+    return Status::Ok();
+  }
+  std::vector<uint16_t> staging(n);
+  KVCOMM_RETURN_IF_ERROR(kernels::ConvertDType({const_cast<float*>(in), DType::kF32, {n}}, {staging.data(), DType::kBF16, {n}}));
+  std::byte* to = (kv == 0 ? device_keys(layer) : device_values(layer)) + offset * 2;
+  return kernels::CopyHostToDevice(to, staging.data(), n * 2);
+}
+
 Result<Blob> KvCache::Export(int64_t begin, int64_t end, DType dtype) const {
   if (begin < 0 || end > capacity_ || begin >= end) {
     return InvalidArgument("export range [{}, {}) is not inside the cache's {} positions", begin, end, capacity_);
@@ -42,13 +83,13 @@ Result<Blob> KvCache::Export(int64_t begin, int64_t end, DType dtype) const {
   KVCOMM_RETURN_IF_ERROR(layout.Validate());
   std::vector<std::byte> payload(layout.PayloadBytes());
   const int64_t row = (end - begin) * head_dim_;
+  std::vector<float> rows(row);
   for (int64_t layer = 0; layer < layers_; ++layer) {
     for (int kv = 0; kv < 2; ++kv) {
-      const float* source = kv == 0 ? keys(layer) : values(layer);
       for (int64_t h = 0; h < kv_heads_; ++h) {
-        const float* from = source + (h * capacity_ + begin) * head_dim_;
+        KVCOMM_RETURN_IF_ERROR(ReadRows(layer, kv, h, begin, end, rows.data()));
         std::byte* to = payload.data() + layout.Offset(layer, kv, h, 0);
-        KVCOMM_RETURN_IF_ERROR(kernels::ConvertDType({const_cast<float*>(from), DType::kF32, {row}}, {to, dtype, {row}}));
+        KVCOMM_RETURN_IF_ERROR(kernels::ConvertDType({rows.data(), DType::kF32, {row}}, {to, dtype, {row}}));
       }
     }
   }
@@ -70,14 +111,14 @@ Status KvCache::Import(const KvLayout& layout, std::span<const std::byte> payloa
                            position, capacity_);
   }
   const int64_t row = tokens * head_dim_;
+  std::vector<float> rows(row);
   for (int64_t layer = 0; layer < layers_; ++layer) {
     for (int kv = 0; kv < 2; ++kv) {
-      float* target = kv == 0 ? keys(layer) : values(layer);
       for (int64_t h = 0; h < kv_heads_; ++h) {
         const std::byte* from = payload.data() + layout.Offset(layer, kv, h, 0);
-        float* to = target + (h * capacity_ + position) * head_dim_;
         KVCOMM_RETURN_IF_ERROR(
-            kernels::ConvertDType({const_cast<std::byte*>(from), layout.dtype, {row}}, {to, DType::kF32, {row}}));
+            kernels::ConvertDType({const_cast<std::byte*>(from), layout.dtype, {row}}, {rows.data(), DType::kF32, {row}}));
+        KVCOMM_RETURN_IF_ERROR(WriteRows(layer, kv, h, position, position + tokens, rows.data()));
       }
     }
   }

@@ -1,5 +1,6 @@
-// KvCache: per layer K (after RoPE) and V, each [kv_heads][capacity][head_dim] fp32, with a
-// record of which positions hold valid entries.
+// KvCache: per layer K (after RoPE) and V, each [kv_heads][capacity][head_dim], with a record of
+// which positions hold valid entries. On the CPU backend they are fp32 host arrays; on the CUDA
+// backend bf16 device buffers.
 //
 // Forward computes from length() (the first position without a valid entry) onwards. Segments
 // can be exported from any token range in the kvstore layout (common/kv_layout.h) and imported
@@ -17,13 +18,19 @@
 #include "agents/runtime/model_config.h"
 #include "common/blob.h"
 #include "common/kv_layout.h"
+#include "kernels/device.h"
+#include "kernels/tensor_view.h"
 
 namespace kvcomm::runtime {
 
+using kernels::Device;
+
 class KvCache {
  public:
-  KvCache(const ModelConfig& config, int64_t capacity);
+  // Allocates the cache; on kCuda this can fail (no GPU, out of memory).
+  static Result<KvCache> Create(const ModelConfig& config, int64_t capacity, Device device);
 
+  Device device() const { return device_; }
   int64_t capacity() const { return capacity_; }
   // First position without a valid entry.
   int64_t length() const;
@@ -32,10 +39,14 @@ class KvCache {
   void MarkValid(int64_t begin, int64_t end);
   void Truncate(int64_t position);
 
-  float* keys(int64_t layer) { return k_[layer].data(); }
-  float* values(int64_t layer) { return v_[layer].data(); }
-  const float* keys(int64_t layer) const { return k_[layer].data(); }
-  const float* values(int64_t layer) const { return v_[layer].data(); }
+  // CPU storage (fp32). Only for device() == kCpu.
+  float* keys(int64_t layer) { return host_k_[layer].data(); }
+  float* values(int64_t layer) { return host_v_[layer].data(); }
+  const float* keys(int64_t layer) const { return host_k_[layer].data(); }
+  const float* values(int64_t layer) const { return host_v_[layer].data(); }
+  // CUDA storage (bf16 device memory). Only for device() == kCuda.
+  std::byte* device_keys(int64_t layer) const { return device_k_[layer].data(); }
+  std::byte* device_values(int64_t layer) const { return device_v_[layer].data(); }
 
   // KV of positions [begin, end), all valid, as a payload in the kvstore layout and `dtype`.
   Result<Blob> Export(int64_t begin, int64_t end, DType dtype) const;
@@ -44,8 +55,15 @@ class KvCache {
   KvLayout SegmentLayout(int64_t tokens, DType dtype) const;
 
  private:
+  KvCache(const ModelConfig& config, int64_t capacity, Device device);
+  // Copies one head's rows [begin, end) of layer/kv between the cache and an fp32 host buffer.
+  Status ReadRows(int64_t layer, int kv, int64_t head, int64_t begin, int64_t end, float* out) const;
+  Status WriteRows(int64_t layer, int kv, int64_t head, int64_t begin, int64_t end, const float* in);
+
+  Device device_;
   int64_t layers_, kv_heads_, head_dim_, capacity_;
-  std::vector<std::vector<float>> k_, v_;
+  std::vector<std::vector<float>> host_k_, host_v_;
+  std::vector<kernels::DeviceBuffer> device_k_, device_v_;
   std::vector<bool> valid_;
 };
 

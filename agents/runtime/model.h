@@ -1,9 +1,12 @@
 // Model: a Llama-family decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU MLP; Qwen2
-// q/k/v biases; tied or untied embeddings) running on the CPU backend (OpenBLAS GEMM and the
-// kernels/ reference ops). Thread-safe for concurrent Forward calls on different caches.
+// q/k/v biases; tied or untied embeddings) on one of two backends with one API: CPU (fp32,
+// OpenBLAS) or CUDA (bf16 weights and KV, fp32 accumulation and residual stream, cuBLAS).
+// Forward may be called concurrently on different caches on the CPU backend; the CUDA backend
+// serialises calls (one stream).
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -15,15 +18,24 @@
 
 namespace kvcomm::runtime {
 
+namespace internal {
+class Engine;
+}
+
 class Model {
  public:
   // Loads config.json and the safetensors weights of a Hugging Face model directory.
-  static Result<std::unique_ptr<Model>> Load(const std::string& model_dir);
-  static std::unique_ptr<Model> FromWeights(ModelConfig config, ModelWeights weights);
+  static Result<std::unique_ptr<Model>> Load(const std::string& model_dir, Device device = Device::kCpu);
+  static Result<std::unique_ptr<Model>> FromWeights(ModelConfig config, ModelWeights weights,
+                                                    Device device = Device::kCpu);
+  // Seeded random weights generated directly in device memory (real model shapes, no files).
+  static Result<std::unique_ptr<Model>> RandomOnGpu(ModelConfig config, uint64_t seed);
+  ~Model();
 
   const ModelConfig& config() const { return config_; }
+  Device device() const;
   ModelFingerprint fingerprint() const { return fingerprint_; }
-  KvCache NewCache(int64_t capacity) const { return KvCache(config_, capacity); }
+  Result<KvCache> NewCache(int64_t capacity) const { return KvCache::Create(config_, capacity, device()); }
 
   // Runs `tokens` at positions cache.length() .. cache.length() + n - 1, writing their K and V
   // into the cache (positions already valid after them are kept: imported segments). Returns
@@ -32,12 +44,12 @@ class Model {
                                      bool all_logits = false) const;
 
  private:
-  Model(ModelConfig config, ModelWeights weights);
+  Model(ModelConfig config, Hash128 weights_hash, std::unique_ptr<internal::Engine> engine);
 
   ModelConfig config_;
-  ModelWeights weights_;
-  std::vector<float> inv_freq_;
   ModelFingerprint fingerprint_;
+  std::unique_ptr<internal::Engine> engine_;
+  mutable std::mutex cuda_mu_;
 };
 
 }  // namespace kvcomm::runtime

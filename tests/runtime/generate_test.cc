@@ -78,13 +78,13 @@ TEST_F(TokenizerTest, GenerationStopsAtTokensStringsAndBudget) {
   auto config = ModelConfig::FromJson(R"({"model_type": "llama", "vocab_size": 400, "hidden_size": 32,
       "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4})", "t");
   ASSERT_TRUE(config.ok());
-  auto model = Model::FromWeights(*config, RandomWeights(*config, 3));
+  auto model = *Model::FromWeights(*config, RandomWeights(*config, 3));
   auto prompt = (*tok)->Encode("The planner asks");
   ASSERT_TRUE(prompt.ok());
 
   GenerateOptions options;
   options.max_new_tokens = 12;
-  KvCache cache = model->NewCache(64);
+  KvCache cache = *model->NewCache(64);
   auto first = Generate(*model, tok->get(), *prompt, cache, options);
   ASSERT_TRUE(first.ok()) << first.status().ToString();
   EXPECT_EQ(first->tokens.size(), 12u);
@@ -92,14 +92,14 @@ TEST_F(TokenizerTest, GenerationStopsAtTokensStringsAndBudget) {
   EXPECT_EQ(first->decode_tokens, 11);
 
   options.stop_tokens = {first->tokens[3]};  // greedy is deterministic: stops before that token
-  KvCache again = model->NewCache(64);
+  KvCache again = *model->NewCache(64);
   auto stopped = Generate(*model, tok->get(), *prompt, again, options);
   ASSERT_TRUE(stopped.ok());
   EXPECT_EQ(stopped->stop_reason, "stop_token");
   EXPECT_EQ(stopped->tokens.size(), static_cast<size_t>(std::find(first->tokens.begin(), first->tokens.end(),
                                                                    first->tokens[3]) - first->tokens.begin()));
 
-  KvCache small = model->NewCache(static_cast<int64_t>(prompt->size()) + 2);
+  KvCache small = *model->NewCache(static_cast<int64_t>(prompt->size()) + 2);
   options.stop_tokens.clear();
   auto full = Generate(*model, tok->get(), *prompt, small, options);
   ASSERT_TRUE(full.ok());

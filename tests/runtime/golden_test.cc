@@ -31,7 +31,7 @@ TEST_P(GoldenTest, LogitsMatchTransformersInFloat32) {
   ASSERT_EQ(logits_tensor->shape, (std::vector<uint64_t>{ids.size(), static_cast<uint64_t>(vocab)}));
   const float* expected = reinterpret_cast<const float*>(logits_tensor->data.data());
 
-  KvCache cache = (*model)->NewCache(64);
+  KvCache cache = *(*model)->NewCache(64);
   auto logits = (*model)->Forward(ids, cache, /*all_logits=*/true);
   ASSERT_TRUE(logits.ok()) << logits.status().ToString();
   double max_err = 0, max_ref = 0;

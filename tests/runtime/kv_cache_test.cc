@@ -17,7 +17,7 @@ std::unique_ptr<Model> TinyModel(const std::string& type = "llama") {
       "intermediate_size": 96, "num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 2,
       "torch_dtype": "float32"})", "test");
   EXPECT_TRUE(config.ok()) << config.status().ToString();
-  return Model::FromWeights(*config, RandomWeights(*config, 7));
+  return *Model::FromWeights(*config, RandomWeights(*config, 7));
 }
 
 std::vector<int32_t> Tokens(size_t n, uint32_t seed) {
@@ -32,14 +32,14 @@ TEST(KvCache, ImportedSegmentGivesExactlyTheLogitsOfComputingIt) {
   const auto ids = Tokens(40, 1);
   // Computed: [0, 10), [10, 30), [30, 40). Reused: [0, 10), import of [10, 30), [30, 40).
   // Both run the same GEMM shapes, so any difference could only come from the imported KV.
-  KvCache full = model->NewCache(64);
+  KvCache full = *model->NewCache(64);
   ASSERT_TRUE(model->Forward(std::span(ids).first(10), full).ok());
   ASSERT_TRUE(model->Forward(std::span(ids).subspan(10, 20), full).ok());
   auto expected = model->Forward(std::span(ids).subspan(30), full, true);
   ASSERT_TRUE(expected.ok());
   auto segment = full.Export(10, 30, DType::kF32);
   ASSERT_TRUE(segment.ok()) << segment.status().ToString();
-  KvCache reused = model->NewCache(64);
+  KvCache reused = *model->NewCache(64);
   ASSERT_TRUE(model->Forward(std::span(ids).first(10), reused).ok());
   ASSERT_TRUE(reused.Import(reused.SegmentLayout(20, DType::kF32), segment->span(), 10).ok());
   EXPECT_EQ(reused.length(), 30);
@@ -56,13 +56,13 @@ TEST(KvCache, ImportedSegmentGivesExactlyTheLogitsOfComputingIt) {
 TEST(KvCache, ImportBeyondTheComputedPrefixLeavesAGapThatForwardFills) {
   auto model = TinyModel("qwen2");
   const auto ids = Tokens(24, 2);
-  KvCache full = model->NewCache(32);
+  KvCache full = *model->NewCache(32);
   ASSERT_TRUE(model->Forward(std::span(ids).first(16), full).ok());
   ASSERT_TRUE(model->Forward(std::span(ids).subspan(16), full).ok());
   auto tail_kv = full.Export(16, 24, DType::kF32);
   ASSERT_TRUE(tail_kv.ok());
 
-  KvCache gapped = model->NewCache(32);
+  KvCache gapped = *model->NewCache(32);
   ASSERT_TRUE(gapped.Import(gapped.SegmentLayout(8, DType::kF32), tail_kv->span(), 16).ok());
   EXPECT_EQ(gapped.length(), 0);
   // Overlapping the imported segment is refused; computing exactly the gap is fine.
@@ -80,12 +80,12 @@ TEST(KvCache, ImportBeyondTheComputedPrefixLeavesAGapThatForwardFills) {
 TEST(KvCache, Bf16ExportRoundTripsWithinBf16Precision) {
   auto model = TinyModel();
   const auto ids = Tokens(12, 3);
-  KvCache cache = model->NewCache(16);
+  KvCache cache = *model->NewCache(16);
   ASSERT_TRUE(model->Forward(ids, cache).ok());
   auto bf16 = cache.Export(0, 12, DType::kBF16);
   ASSERT_TRUE(bf16.ok());
   EXPECT_EQ(bf16->size(), cache.SegmentLayout(12, DType::kBF16).PayloadBytes());
-  KvCache copy = model->NewCache(16);
+  KvCache copy = *model->NewCache(16);
   ASSERT_TRUE(copy.Import(copy.SegmentLayout(12, DType::kBF16), bf16->span(), 0).ok());
   for (int64_t layer = 0; layer < 3; ++layer) {
     for (int64_t i = 0; i < 2 * 16 * 8; ++i) {
@@ -98,7 +98,7 @@ TEST(KvCache, Bf16ExportRoundTripsWithinBf16Precision) {
 
 TEST(KvCache, BadImportsAndExportsAreRefused) {
   auto model = TinyModel();
-  KvCache cache = model->NewCache(16);
+  KvCache cache = *model->NewCache(16);
   EXPECT_FALSE(cache.Export(0, 4, DType::kF32).ok());  // nothing computed yet
   std::vector<std::byte> bytes(cache.SegmentLayout(4, DType::kF32).PayloadBytes());
   EXPECT_FALSE(cache.Import(cache.SegmentLayout(4, DType::kF32), bytes, 14).ok());  // past the end

@@ -1,0 +1,295 @@
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cuda/launchers.h"
+
+namespace kvcomm::kernels::cuda {
+namespace {
+
+constexpr int kWarp = 32;
+
+__device__ float WarpSum(float v) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+__global__ void EmbeddingKernel(const bf16* table, const int32_t* ids, int64_t dim, float* out) {
+  const int64_t t = blockIdx.x;
+  const bf16* row = table + int64_t{ids[t]} * dim;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) out[t * dim + i] = __bfloat162float(row[i]);
+}
+
+__global__ void RmsNormKernel(const float* x, const bf16* weight, int64_t dim, float eps, bf16* out) {
+  const int64_t r = blockIdx.x;
+  const float* in = x + r * dim;
+  float sum = 0;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) sum += in[i] * in[i];
+  __shared__ float partial[32];
+  sum = WarpSum(sum);
+  if (threadIdx.x % kWarp == 0) partial[threadIdx.x / kWarp] = sum;
+  __syncthreads();
+  if (threadIdx.x < kWarp) {
+    float v = threadIdx.x < blockDim.x / kWarp ? partial[threadIdx.x] : 0.f;
+    v = WarpSum(v);
+    if (threadIdx.x == 0) partial[0] = v;
+  }
+  __syncthreads();
+  const float inv = rsqrtf(partial[0] / dim + eps);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    out[r * dim + i] = __float2bfloat16_rn(in[i] * inv * __bfloat162float(weight[i]));
+  }
+}
+
+// One block per token; threads walk (head, i < hd/2) pairs of q and k.
+__global__ void RopeKernel(bf16* qkv, int64_t row_stride, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                           const int32_t* positions, const float* inv_freq) {
+  const int64_t t = blockIdx.x;
+  const int64_t half = head_dim / 2;
+  const float pos = static_cast<float>(positions[t]);
+  bf16* row = qkv + t * row_stride;
+  const int64_t pairs = (heads + kv_heads) * half;  // k heads follow q heads in the fused row
+  for (int64_t p = threadIdx.x; p < pairs; p += blockDim.x) {
+    const int64_t h = p / half, i = p % half;
+    float s, c;
+    sincosf(pos * inv_freq[i], &s, &c);
+    bf16* x = row + h * head_dim;
+    const float a = __bfloat162float(x[i]), b = __bfloat162float(x[i + half]);
+    x[i] = __float2bfloat16_rn(a * c - b * s);
+    x[i + half] = __float2bfloat16_rn(b * c + a * s);
+  }
+}
+
+__global__ void WriteKvKernel(const bf16* qkv, int64_t row_stride, int64_t heads, int64_t kv_heads,
+                              int64_t head_dim, bf16* k_cache, bf16* v_cache, int64_t capacity, int64_t start) {
+  const int64_t t = blockIdx.x;
+  const bf16* k = qkv + t * row_stride + heads * head_dim;
+  const bf16* v = k + kv_heads * head_dim;
+  for (int64_t e = threadIdx.x; e < kv_heads * head_dim; e += blockDim.x) {
+    const int64_t g = e / head_dim, d = e % head_dim;
+    const int64_t to = (g * capacity + start + t) * head_dim + d;
+    k_cache[to] = k[e];
+    v_cache[to] = v[e];
+  }
+}
+
+__global__ void SwiGluKernel(const bf16* gate_up, int64_t n, int64_t total, bf16* out) {
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
+       idx += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = idx / n, i = idx % n;
+    const float g = __bfloat162float(gate_up[r * 2 * n + i]);
+    const float u = __bfloat162float(gate_up[r * 2 * n + n + i]);
+    out[idx] = __float2bfloat16_rn(g / (1.0f + __expf(-g)) * u);
+  }
+}
+
+// One warp per (token, head); each lane holds head_dim / 32 elements (head_dim <= 256).
+template <int kPerLane>
+__global__ void AttentionStreamingKernel(const bf16* qkv, int64_t row_stride, int64_t q_start, int64_t heads,
+                                         int64_t kv_heads, int64_t head_dim, const bf16* k_cache,
+                                         const bf16* v_cache, int64_t capacity, float scale, bf16* out,
+                                         int64_t jobs) {
+  const int64_t job = (blockIdx.x * int64_t{blockDim.x} + threadIdx.x) / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (job >= jobs) return;
+  const int64_t t = job / heads, h = job % heads, g = h / (heads / kv_heads);
+  float q[kPerLane], acc[kPerLane];
+  const bf16* query = qkv + t * row_stride + h * head_dim;
+  for (int e = 0; e < kPerLane; ++e) {
+    const int64_t d = lane + e * kWarp;
+    q[e] = d < head_dim ? __bfloat162float(query[d]) * scale : 0.f;
+    acc[e] = 0.f;
+  }
+  const bf16* keys = k_cache + g * capacity * head_dim;
+  const bf16* values = v_cache + g * capacity * head_dim;
+  float max_score = -INFINITY, denom = 0.f;
+  const int64_t visible = q_start + t + 1;
+  for (int64_t j = 0; j < visible; ++j) {
+    float dot = 0.f;
+    for (int e = 0; e < kPerLane; ++e) {
+      const int64_t d = lane + e * kWarp;
+      if (d < head_dim) dot += q[e] * __bfloat162float(keys[j * head_dim + d]);
+    }
+    dot = WarpSum(dot);
+    const float new_max = fmaxf(max_score, dot);
+    const float correction = __expf(max_score - new_max);
+    const float p = __expf(dot - new_max);
+    denom = denom * correction + p;
+    for (int e = 0; e < kPerLane; ++e) {
+      const int64_t d = lane + e * kWarp;
+      const float v = d < head_dim ? __bfloat162float(values[j * head_dim + d]) : 0.f;
+      acc[e] = acc[e] * correction + p * v;
+    }
+    max_score = new_max;
+  }
+  bf16* o = out + (t * heads + h) * head_dim;
+  for (int e = 0; e < kPerLane; ++e) {
+    const int64_t d = lane + e * kWarp;
+    if (d < head_dim) o[d] = __float2bfloat16_rn(acc[e] / denom);
+  }
+}
+
+__global__ void GatherQKernel(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t heads, int64_t head_dim,
+                              bf16* q_heads) {
+  const int64_t t = blockIdx.x;
+  for (int64_t e = threadIdx.x; e < heads * head_dim; e += blockDim.x) {
+    const int64_t h = e / head_dim, d = e % head_dim;
+    q_heads[(h * tokens + t) * head_dim + d] = qkv[t * row_stride + e];
+  }
+}
+
+__global__ void ScatterOKernel(const bf16* o_heads, int64_t tokens, int64_t heads, int64_t head_dim, bf16* out) {
+  const int64_t t = blockIdx.x;
+  for (int64_t e = threadIdx.x; e < heads * head_dim; e += blockDim.x) {
+    const int64_t h = e / head_dim, d = e % head_dim;
+    out[t * heads * head_dim + e] = o_heads[(h * tokens + t) * head_dim + d];
+  }
+}
+
+// One block per (head, token) row of scores.
+__global__ void CausalSoftmaxKernel(const float* scores, int64_t tokens, int64_t ctx, int64_t q_start, float scale,
+                                    bf16* probs) {
+  const int64_t row = blockIdx.x;  // h * tokens + t
+  const int64_t t = row % tokens;
+  const int64_t visible = q_start + t + 1;
+  const float* s = scores + row * ctx;
+  bf16* p = probs + row * ctx;
+  __shared__ float shared[32];
+  float max_score = -INFINITY;
+  for (int64_t j = threadIdx.x; j < visible; j += blockDim.x) max_score = fmaxf(max_score, s[j] * scale);
+  for (int offset = kWarp / 2; offset > 0; offset /= 2)
+    max_score = fmaxf(max_score, __shfl_xor_sync(0xffffffffu, max_score, offset));
+  if (threadIdx.x % kWarp == 0) shared[threadIdx.x / kWarp] = max_score;
+  __syncthreads();
+  if (threadIdx.x < kWarp) {
+    float v = threadIdx.x < blockDim.x / kWarp ? shared[threadIdx.x] : -INFINITY;
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    if (threadIdx.x == 0) shared[0] = v;
+  }
+  __syncthreads();
+  max_score = shared[0];
+  __syncthreads();
+  float sum = 0;
+  for (int64_t j = threadIdx.x; j < visible; j += blockDim.x) sum += __expf(s[j] * scale - max_score);
+  sum = WarpSum(sum);
+  if (threadIdx.x % kWarp == 0) shared[threadIdx.x / kWarp] = sum;
+  __syncthreads();
+  if (threadIdx.x < kWarp) {
+    float v = threadIdx.x < blockDim.x / kWarp ? shared[threadIdx.x] : 0.f;
+    v = WarpSum(v);
+    if (threadIdx.x == 0) shared[0] = v;
+  }
+  __syncthreads();
+  const float inv = 1.0f / shared[0];
+  for (int64_t j = threadIdx.x; j < ctx; j += blockDim.x) {
+    p[j] = __float2bfloat16_rn(j < visible ? __expf(s[j] * scale - max_score) * inv : 0.f);
+  }
+}
+
+__global__ void AddBiasKernel(bf16* y, const bf16* bias, int64_t n, int64_t total) {
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total;
+       idx += int64_t{gridDim.x} * blockDim.x) {
+    y[idx] = __float2bfloat16_rn(__bfloat162float(y[idx]) + __bfloat162float(bias[idx % n]));
+  }
+}
+
+__device__ uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+__global__ void FillRandomKernel(bf16* out, int64_t n, uint64_t seed, float std, float mean) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const uint64_t r = SplitMix64(seed * 0x100000001b3ull + static_cast<uint64_t>(i));
+    const float u1 = ((r >> 40) + 1) * (1.0f / 16777217.0f);
+    const float u2 = ((r >> 16) & 0xffffff) * (1.0f / 16777216.0f);
+    const float normal = sqrtf(-2.0f * __logf(u1)) * __cosf(6.2831853f * u2);
+    out[i] = __float2bfloat16_rn(mean + std * normal);
+  }
+}
+
+int GridFor(int64_t n, int threads) { return static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 1 << 16)); }
+
+}  // namespace
+
+cudaError_t LaunchEmbedding(const bf16* table, const int32_t* ids, int64_t tokens, int64_t dim, float* out,
+                            cudaStream_t stream) {
+  EmbeddingKernel<<<tokens, 256, 0, stream>>>(table, ids, dim, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchRmsNorm(const float* x, const bf16* weight, int64_t rows, int64_t dim, float eps, bf16* out,
+                          cudaStream_t stream) {
+  RmsNormKernel<<<rows, 256, 0, stream>>>(x, weight, dim, eps, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchRope(bf16* qkv, int64_t tokens, int64_t row_stride, int64_t heads, int64_t kv_heads,
+                       int64_t head_dim, const int32_t* positions, const float* inv_freq, cudaStream_t stream) {
+  RopeKernel<<<tokens, 256, 0, stream>>>(qkv, row_stride, heads, kv_heads, head_dim, positions, inv_freq);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchWriteKv(const bf16* qkv, int64_t tokens, int64_t row_stride, int64_t heads, int64_t kv_heads,
+                          int64_t head_dim, bf16* k_cache, bf16* v_cache, int64_t capacity, int64_t start,
+                          cudaStream_t stream) {
+  WriteKvKernel<<<tokens, 256, 0, stream>>>(qkv, row_stride, heads, kv_heads, head_dim, k_cache, v_cache, capacity,
+                                            start);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t tokens, int64_t n, bf16* out, cudaStream_t stream) {
+  SwiGluKernel<<<GridFor(tokens * n, 256), 256, 0, stream>>>(gate_up, n, tokens * n, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAttentionStreaming(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t q_start,
+                                     int64_t heads, int64_t kv_heads, int64_t head_dim, const bf16* k_cache,
+                                     const bf16* v_cache, int64_t capacity, float scale, bf16* out,
+                                     cudaStream_t stream) {
+  const int64_t jobs = tokens * heads;
+  const int threads = 128;
+  const int blocks = static_cast<int>((jobs * kWarp + threads - 1) / threads);
+#define KVCOMM_ATTENTION_CASE(N)                                                                              \
+  AttentionStreamingKernel<N><<<blocks, threads, 0, stream>>>(qkv, row_stride, q_start, heads, kv_heads,      \
+                                                              head_dim, k_cache, v_cache, capacity, scale, out, \
+                                                              jobs)
+  if (head_dim <= 32) KVCOMM_ATTENTION_CASE(1);
+  else if (head_dim <= 64) KVCOMM_ATTENTION_CASE(2);
+  else if (head_dim <= 128) KVCOMM_ATTENTION_CASE(4);
+  else if (head_dim <= 256) KVCOMM_ATTENTION_CASE(8);
+  else return cudaErrorInvalidValue;
+#undef KVCOMM_ATTENTION_CASE
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchGatherQ(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t heads, int64_t head_dim,
+                          bf16* q_heads, cudaStream_t stream) {
+  GatherQKernel<<<tokens, 256, 0, stream>>>(qkv, row_stride, tokens, heads, head_dim, q_heads);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchCausalSoftmax(const float* scores, int64_t heads, int64_t tokens, int64_t ctx, int64_t q_start,
+                                float scale, bf16* probs, cudaStream_t stream) {
+  CausalSoftmaxKernel<<<heads * tokens, 256, 0, stream>>>(scores, tokens, ctx, q_start, scale, probs);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchScatterO(const bf16* o_heads, int64_t tokens, int64_t heads, int64_t head_dim, bf16* out,
+                           cudaStream_t stream) {
+  ScatterOKernel<<<tokens, 256, 0, stream>>>(o_heads, tokens, heads, head_dim, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAddBias(bf16* y, const bf16* bias, int64_t rows, int64_t n, cudaStream_t stream) {
+  AddBiasKernel<<<GridFor(rows * n, 256), 256, 0, stream>>>(y, bias, n, rows * n);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchFillRandom(bf16* out, int64_t n, uint64_t seed, float std, float mean, cudaStream_t stream) {
+  FillRandomKernel<<<GridFor(n, 256), 256, 0, stream>>>(out, n, seed, std, mean);
+  return cudaGetLastError();
+}
+
+}  // namespace kvcomm::kernels::cuda

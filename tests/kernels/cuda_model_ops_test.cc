@@ -1,0 +1,206 @@
+// Every CUDA model op against its CPU reference (kernels/model_ops.h) on random inputs, with
+// bf16 tolerances: inputs are rounded to bf16 first so both sides see the same values.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "common/dtype.h"
+#include "kernels/device.h"
+#include "kernels/model_ops.h"
+
+#if KVCOMM_HAVE_CUDA
+#include "kernels/cuda/blas.h"
+#include "kernels/cuda/launchers.h"
+#endif
+
+namespace kvcomm::kernels {
+namespace {
+
+#if KVCOMM_HAVE_CUDA
+using cuda::bf16;
+
+#define REQUIRE_GPU() \
+  if (!CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU: " << CudaDeviceDescription()
+
+std::vector<float> RandomBf16Values(size_t n, uint32_t seed, float std = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0, std);
+  std::vector<float> v(n);
+  for (auto& x : v) x = BFloat16ToFloat(FloatToBFloat16(d(rng)));
+  return v;
+}
+
+// Device copies of host values, as bf16 or fp32.
+struct Dev {
+  DeviceBuffer buffer;
+  template <typename T>
+  T* as() { return reinterpret_cast<T*>(buffer.data()); }
+};
+Dev ToDeviceBf16(const std::vector<float>& v) {
+  std::vector<uint16_t> bits(v.size());
+  for (size_t i = 0; i < v.size(); ++i) bits[i] = FloatToBFloat16(v[i]);
+  Dev d{std::move(DeviceBuffer::Allocate(bits.size() * 2)).value()};
+  EXPECT_TRUE(CopyHostToDevice(d.buffer.data(), bits.data(), bits.size() * 2).ok());
+  return d;
+}
+template <typename T>
+Dev ToDevice(const std::vector<T>& v) {
+  Dev d{std::move(DeviceBuffer::Allocate(v.size() * sizeof(T))).value()};
+  EXPECT_TRUE(CopyHostToDevice(d.buffer.data(), v.data(), v.size() * sizeof(T)).ok());
+  return d;
+}
+std::vector<float> FromDeviceBf16(const Dev& d, size_t n) {
+  std::vector<uint16_t> bits(n);
+  EXPECT_TRUE(CopyDeviceToHost(bits.data(), d.buffer.data(), n * 2).ok());
+  std::vector<float> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = BFloat16ToFloat(bits[i]);
+  return out;
+}
+std::vector<float> FromDeviceF32(const Dev& d, size_t n) {
+  std::vector<float> out(n);
+  EXPECT_TRUE(CopyDeviceToHost(out.data(), d.buffer.data(), n * 4).ok());
+  return out;
+}
+Dev Poisoned(size_t bytes) {
+  Dev d{std::move(DeviceBuffer::Allocate(bytes)).value()};
+  std::vector<uint8_t> poison(bytes, 0x7f);  // bf16 0x7f7f is a huge value; fp32 too
+  EXPECT_TRUE(CopyHostToDevice(d.buffer.data(), poison.data(), bytes).ok());
+  return d;
+}
+// |got - want| <= atol + rtol * |want| everywhere.
+void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, float rtol, float atol) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_LE(std::abs(got[i] - want[i]), atol + rtol * std::abs(want[i])) << "at " << i << ": " << got[i] << " vs " << want[i];
+  }
+}
+
+TEST(CudaModelOps, RmsNormMatchesCpu) {
+  REQUIRE_GPU();
+  for (int64_t dim : {32, 4096}) {
+    auto x = RandomBf16Values(5 * dim, 1), w = RandomBf16Values(dim, 2);
+    std::vector<float> want(x.size());
+    cpu::RmsNorm(x.data(), w.data(), 5, dim, 1e-5f, want.data());
+    Dev dx = ToDevice(x), dw = ToDeviceBf16(w), out = Poisoned(x.size() * 2);
+    ASSERT_EQ(cuda::LaunchRmsNorm(dx.as<float>(), dw.as<bf16>(), 5, dim, 1e-5f, out.as<bf16>(), nullptr), cudaSuccess);
+    ExpectClose(FromDeviceBf16(out, x.size()), want, 1.0f / 128, 1e-3f);
+  }
+}
+
+TEST(CudaModelOps, RopeMatchesCpuOnFusedQkvRows) {
+  REQUIRE_GPU();
+  const int64_t tokens = 7, heads = 4, kv_heads = 2, hd = 64, stride = (heads + 2 * kv_heads) * hd;
+  auto qkv = RandomBf16Values(tokens * stride, 3);
+  std::vector<int32_t> positions = {0, 1, 2, 100, 1000, 5000, 30000};
+  std::vector<float> inv_freq(hd / 2);
+  for (int64_t i = 0; i < hd / 2; ++i) inv_freq[i] = std::pow(10000.0f, -2.0f * i / hd);
+  std::vector<float> q(tokens * heads * hd), k(tokens * kv_heads * hd);
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::copy_n(qkv.begin() + t * stride, heads * hd, q.begin() + t * heads * hd);
+    std::copy_n(qkv.begin() + t * stride + heads * hd, kv_heads * hd, k.begin() + t * kv_heads * hd);
+  }
+  cpu::Rope(q.data(), positions, heads, hd, inv_freq);
+  cpu::Rope(k.data(), positions, kv_heads, hd, inv_freq);
+  Dev d = ToDeviceBf16(qkv), dpos = ToDevice(positions), dfreq = ToDevice(inv_freq);
+  ASSERT_EQ(cuda::LaunchRope(d.as<bf16>(), tokens, stride, heads, kv_heads, hd, dpos.as<int32_t>(), dfreq.as<float>(), nullptr),
+            cudaSuccess);
+  auto got = FromDeviceBf16(d, qkv.size());
+  std::vector<float> got_q, got_k;
+  for (int64_t t = 0; t < tokens; ++t) {
+    got_q.insert(got_q.end(), got.begin() + t * stride, got.begin() + t * stride + heads * hd);
+    got_k.insert(got_k.end(), got.begin() + t * stride + heads * hd, got.begin() + t * stride + (heads + kv_heads) * hd);
+  }
+  // fp32 angles on the GPU (as transformers) vs double on the CPU: at position 30000 the angle
+  // itself carries ~2e-3 absolute error.
+  ExpectClose(got_q, q, 1.0f / 64, 2e-2f);
+  ExpectClose(got_k, k, 1.0f / 64, 2e-2f);
+}
+
+TEST(CudaModelOps, SwiGluAndEmbeddingMatchCpu) {
+  REQUIRE_GPU();
+  const int64_t rows = 3, n = 1000;
+  auto gu = RandomBf16Values(rows * 2 * n, 4, 3.0f);
+  std::vector<float> gate(rows * n), up(rows * n), want(rows * n);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::copy_n(gu.begin() + r * 2 * n, n, gate.begin() + r * n);
+    std::copy_n(gu.begin() + r * 2 * n + n, n, up.begin() + r * n);
+  }
+  cpu::SwiGlu(gate.data(), up.data(), rows * n, want.data());
+  Dev d = ToDeviceBf16(gu), out = Poisoned(rows * n * 2);
+  ASSERT_EQ(cuda::LaunchSwiGlu(d.as<bf16>(), rows, n, out.as<bf16>(), nullptr), cudaSuccess);
+  ExpectClose(FromDeviceBf16(out, rows * n), want, 1.0f / 128, 1e-3f);
+
+  auto table = RandomBf16Values(50 * 16, 5);
+  std::vector<int32_t> ids = {3, 49, 0, 3};
+  std::vector<float> rows_want(ids.size() * 16);
+  cpu::Embedding(table.data(), ids, 16, rows_want.data());
+  Dev dt = ToDeviceBf16(table), di = ToDevice(ids), dout = Poisoned(rows_want.size() * 4);
+  ASSERT_EQ(cuda::LaunchEmbedding(dt.as<bf16>(), di.as<int32_t>(), 4, 16, dout.as<float>(), nullptr), cudaSuccess);
+  EXPECT_EQ(FromDeviceF32(dout, rows_want.size()), rows_want);
+}
+
+TEST(CudaModelOps, LinearMatchesCpu) {
+  REQUIRE_GPU();
+  auto blas = cuda::Blas::Create();
+  ASSERT_TRUE(blas.ok());
+  const int64_t rows = 9, in = 96, out = 40;
+  auto x = RandomBf16Values(rows * in, 6), w = RandomBf16Values(out * in, 7), residual = RandomBf16Values(rows * out, 8);
+  std::vector<float> want(rows * out);
+  cpu::Linear(x.data(), w.data(), nullptr, rows, in, out, want.data());
+  Dev dx = ToDeviceBf16(x), dw = ToDeviceBf16(w), dy = ToDevice(residual);
+  ASSERT_TRUE((*blas)->Linear(dx.as<bf16>(), dw.as<bf16>(), rows, in, out, dy.as<float>(), true, 1.0f).ok());
+  std::vector<float> want_acc(want);
+  for (size_t i = 0; i < want.size(); ++i) want_acc[i] += residual[i];
+  ExpectClose(FromDeviceF32(dy, want.size()), want_acc, 1e-4f, 1e-3f);
+}
+
+// Both attention paths (streaming, and GEMM + causal softmax) against the CPU reference.
+TEST(CudaModelOps, AttentionPathsMatchCpu) {
+  REQUIRE_GPU();
+  auto blas = cuda::Blas::Create();
+  ASSERT_TRUE(blas.ok());
+  const int64_t heads = 8, kv_heads = 2, hd = 128, capacity = 96, group = heads / kv_heads;
+  const int64_t stride = (heads + 2 * kv_heads) * hd;
+  const float scale = 1.0f / std::sqrt(128.0f);
+  for (auto [tokens, q_start] : {std::pair<int64_t, int64_t>{1, 70}, {3, 10}, {40, 0}, {33, 50}}) {
+    auto qkv = RandomBf16Values(tokens * stride, 9);
+    auto k = RandomBf16Values(kv_heads * capacity * hd, 10), v = RandomBf16Values(kv_heads * capacity * hd, 11);
+    std::vector<float> q(tokens * heads * hd), want(tokens * heads * hd);
+    for (int64_t t = 0; t < tokens; ++t) std::copy_n(qkv.begin() + t * stride, heads * hd, q.begin() + t * heads * hd);
+    cpu::Attention(q.data(), k.data(), v.data(), tokens, q_start, heads, kv_heads, hd, capacity, scale, want.data());
+    Dev dqkv = ToDeviceBf16(qkv), dk = ToDeviceBf16(k), dv = ToDeviceBf16(v);
+    Dev streaming = Poisoned(want.size() * 2);
+    ASSERT_EQ(cuda::LaunchAttentionStreaming(dqkv.as<bf16>(), stride, tokens, q_start, heads, kv_heads, hd, dk.as<bf16>(),
+                                             dv.as<bf16>(), capacity, scale, streaming.as<bf16>(), nullptr),
+              cudaSuccess);
+    ExpectClose(FromDeviceBf16(streaming, want.size()), want, 1.0f / 64, 2e-3f);
+
+    const int64_t ctx = q_start + tokens;
+    Dev q_heads = Poisoned(heads * tokens * hd * 2), o_heads = Poisoned(heads * tokens * hd * 2);
+    Dev scores = Poisoned(group * tokens * ctx * 4), probs = Poisoned(group * tokens * ctx * 2), out = Poisoned(want.size() * 2);
+    ASSERT_EQ(cuda::LaunchGatherQ(dqkv.as<bf16>(), stride, tokens, heads, hd, q_heads.as<bf16>(), nullptr), cudaSuccess);
+    for (int64_t g = 0; g < kv_heads; ++g) {
+      ASSERT_TRUE((*blas)->BatchedABt(q_heads.as<bf16>() + g * group * tokens * hd, tokens * hd, dk.as<bf16>() + g * capacity * hd,
+                                      0, scores.as<float>(), tokens * ctx, tokens, ctx, hd, hd, group).ok());
+      ASSERT_EQ(cuda::LaunchCausalSoftmax(scores.as<float>(), group, tokens, ctx, q_start, scale, probs.as<bf16>(), nullptr),
+                cudaSuccess);
+      ASSERT_TRUE((*blas)->BatchedAB(probs.as<bf16>(), tokens * ctx, dv.as<bf16>() + g * capacity * hd, 0,
+                                     o_heads.as<bf16>() + g * group * tokens * hd, tokens * hd, tokens, hd, ctx, group).ok());
+    }
+    ASSERT_EQ(cuda::LaunchScatterO(o_heads.as<bf16>(), tokens, heads, hd, out.as<bf16>(), nullptr), cudaSuccess);
+    ExpectClose(FromDeviceBf16(out, want.size()), want, 1.0f / 32, 5e-3f);
+  }
+}
+#endif  // KVCOMM_HAVE_CUDA
+
+TEST(CudaModelOps, BuildHasOrLacksTheCudaBackendAsConfigured) {
+#if KVCOMM_HAVE_CUDA
+  EXPECT_EQ(CudaAvailable(), CudaDeviceDescription().rfind("no CUDA", 0) != 0);
+#else
+  EXPECT_FALSE(CudaAvailable());
+#endif
+}
+
+}  // namespace
+}  // namespace kvcomm::kernels
