@@ -1,7 +1,8 @@
 // The CUDA backend: bf16 weights and KV cache in device memory, cuBLAS GEMMs with fp32
 // accumulation, an fp32 residual stream, and the kernels of kernels/cuda. Prefill runs in chunks;
 // attention over more than a few new tokens goes through batched GEMMs (scores, causal softmax,
-// probabilities x values) per kv head, decode through a streaming online-softmax kernel.
+// probabilities x values) per kv head; decode uses a split-key online-softmax kernel and GEMV for
+// the linear layers.
 #include <cmath>
 
 #include "agents/runtime/internal/engine.h"
@@ -183,7 +184,7 @@ class CudaEngine final : public Engine {
       auto* k_cache = reinterpret_cast<bf16*>(cache.device_keys(layer));
       auto* v_cache = reinterpret_cast<bf16*>(cache.device_values(layer));
       KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchRmsNorm(x, w.input_norm, n, hidden, eps, h, nullptr));
-      KVCOMM_RETURN_IF_ERROR(blas_->Linear(h, w.qkv, n, hidden, qkv_dim_, qkv, false));
+      KVCOMM_RETURN_IF_ERROR(Linear(h, w.qkv, n, hidden, qkv_dim_, qkv, false));
       if (w.qkv_bias != nullptr) KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchAddBias(qkv, w.qkv_bias, n, qkv_dim_, nullptr));
       KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchRope(qkv, n, qkv_dim_, heads, kv_heads, hd,
                                                  reinterpret_cast<int32_t*>(positions_d),
@@ -191,20 +192,31 @@ class CudaEngine final : public Engine {
       KVCOMM_CUDA_RETURN_IF_ERROR(
           cu::LaunchWriteKv(qkv, n, qkv_dim_, heads, kv_heads, hd, k_cache, v_cache, cache.capacity(), start, nullptr));
       KVCOMM_RETURN_IF_ERROR(Attention(qkv, n, start, k_cache, v_cache, cache.capacity(), scale, attn));
-      KVCOMM_RETURN_IF_ERROR(blas_->Linear(attn, w.o, n, q_dim, hidden, x, true, 1.0f));  // x += o
+      KVCOMM_RETURN_IF_ERROR(Linear(attn, w.o, n, q_dim, hidden, x, true, 1.0f));  // x += o
       KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchRmsNorm(x, w.post_norm, n, hidden, eps, h, nullptr));
-      KVCOMM_RETURN_IF_ERROR(blas_->Linear(h, w.gate_up, n, hidden, 2 * inter, gate_up, false));
+      KVCOMM_RETURN_IF_ERROR(Linear(h, w.gate_up, n, hidden, 2 * inter, gate_up, false));
       KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchSwiGlu(gate_up, n, inter, act, nullptr));
-      KVCOMM_RETURN_IF_ERROR(blas_->Linear(act, w.down, n, inter, hidden, x, true, 1.0f));  // x += down
+      KVCOMM_RETURN_IF_ERROR(Linear(act, w.down, n, inter, hidden, x, true, 1.0f));  // x += down
     }
     if (logit_rows == 0) return Status::Ok();
     const float* last = x + (n - logit_rows) * hidden;
     KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchRmsNorm(last, final_norm_, logit_rows, hidden, eps, h, nullptr));
     KVCOMM_ASSIGN_OR_RETURN(auto* logits_raw, logits_.Get(logit_rows * c_.vocab_size * 4));
-    KVCOMM_RETURN_IF_ERROR(blas_->Linear(h, lm_head_, logit_rows, hidden, c_.vocab_size, logits_raw, true));
+    KVCOMM_RETURN_IF_ERROR(Linear(h, lm_head_, logit_rows, hidden, c_.vocab_size, logits_raw, true));
     const size_t at = append ? logits->size() : 0;
     logits->resize(at + logit_rows * c_.vocab_size);
     return kernels::CopyDeviceToHost(logits->data() + at, logits_raw, logit_rows * c_.vocab_size * 4);
+  }
+
+  // Decode (one row) is memory-bound: a GEMV kernel streams the weights at close to HBM
+  // bandwidth, where cuBLAS picks a slower path for m = 1.
+  Status Linear(const bf16* x, const bf16* w, int64_t rows, int64_t in, int64_t out, void* y, bool y_fp32,
+                float beta = 0.0f) {
+    if (rows == 1 && in % 8 == 0) {
+      KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchGemv(w, x, in, out, y, y_fp32, beta, nullptr));
+      return Status::Ok();
+    }
+    return blas_->Linear(x, w, rows, in, out, y, y_fp32, beta);
   }
 
   Status Attention(const bf16* qkv, int64_t n, int64_t start, const bf16* k_cache, const bf16* v_cache,

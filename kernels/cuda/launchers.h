@@ -37,7 +37,7 @@ cudaError_t LaunchWriteKv(const bf16* qkv, int64_t tokens, int64_t row_stride, i
                           cudaStream_t stream);
 // out [tokens][n] = silu(gate_up[:, :n]) * gate_up[:, n:] for rows of 2n (bf16).
 cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t tokens, int64_t n, bf16* out, cudaStream_t stream);
-// Attention with one warp per (token, head), streaming over keys with an online softmax:
+// Attention with one block per (token, head) whose warps split the keys, online softmax:
 // the decode path and small batches. q from fused qkv rows; out [tokens][heads][hd] bf16.
 cudaError_t LaunchAttentionStreaming(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t q_start,
                                      int64_t heads, int64_t kv_heads, int64_t head_dim, const bf16* k_cache,
@@ -52,6 +52,10 @@ cudaError_t LaunchCausalSoftmax(const float* scores, int64_t heads, int64_t toke
                                 float scale, bf16* probs, cudaStream_t stream);
 cudaError_t LaunchScatterO(const bf16* o_heads, int64_t tokens, int64_t heads, int64_t head_dim, bf16* out,
                            cudaStream_t stream);
+// Single-row linear layer for decode: y[out] = w[out][in] . x[in] (bf16 in, fp32 math), written
+// as bf16, or as fp32 y = result + beta * y. Needs in % 8 == 0 and 16-byte aligned w and x.
+cudaError_t LaunchGemv(const bf16* w, const bf16* x, int64_t in, int64_t out, void* y, bool y_fp32, float beta,
+                       cudaStream_t stream);
 // y [rows][n] += bias [n] (bf16).
 cudaError_t LaunchAddBias(bf16* y, const bf16* bias, int64_t rows, int64_t n, cudaStream_t stream);
 // Deterministic pseudo-random normal(0, std) bf16 values from (seed, index): random weights.

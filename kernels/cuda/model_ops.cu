@@ -82,16 +82,17 @@ __global__ void SwiGluKernel(const bf16* gate_up, int64_t n, int64_t total, bf16
   }
 }
 
-// One warp per (token, head); each lane holds head_dim / 32 elements (head_dim <= 256).
+// One block per (token, head). Its warps split the visible keys (warp w takes keys w, w + W, ...),
+// each keeping an online softmax over its share; the warps' partial results are then merged.
+// Each lane holds head_dim / 32 elements (head_dim <= 256).
+constexpr int kStreamingWarps = 16;
+
 template <int kPerLane>
 __global__ void AttentionStreamingKernel(const bf16* qkv, int64_t row_stride, int64_t q_start, int64_t heads,
                                          int64_t kv_heads, int64_t head_dim, const bf16* k_cache,
-                                         const bf16* v_cache, int64_t capacity, float scale, bf16* out,
-                                         int64_t jobs) {
-  const int64_t job = (blockIdx.x * int64_t{blockDim.x} + threadIdx.x) / kWarp;
-  const int lane = threadIdx.x % kWarp;
-  if (job >= jobs) return;
-  const int64_t t = job / heads, h = job % heads, g = h / (heads / kv_heads);
+                                         const bf16* v_cache, int64_t capacity, float scale, bf16* out) {
+  const int64_t t = blockIdx.x / heads, h = blockIdx.x % heads, g = h / (heads / kv_heads);
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   float q[kPerLane], acc[kPerLane];
   const bf16* query = qkv + t * row_stride + h * head_dim;
   for (int e = 0; e < kPerLane; ++e) {
@@ -103,28 +104,45 @@ __global__ void AttentionStreamingKernel(const bf16* qkv, int64_t row_stride, in
   const bf16* values = v_cache + g * capacity * head_dim;
   float max_score = -INFINITY, denom = 0.f;
   const int64_t visible = q_start + t + 1;
-  for (int64_t j = 0; j < visible; ++j) {
-    float dot = 0.f;
-    for (int e = 0; e < kPerLane; ++e) {
+  for (int64_t j = warp; j < visible; j += kStreamingWarps) {
+    float k_row[kPerLane], v_row[kPerLane];
+    for (int e = 0; e < kPerLane; ++e) {  // issue both loads before any use
       const int64_t d = lane + e * kWarp;
-      if (d < head_dim) dot += q[e] * __bfloat162float(keys[j * head_dim + d]);
+      k_row[e] = d < head_dim ? __bfloat162float(keys[j * head_dim + d]) : 0.f;
+      v_row[e] = d < head_dim ? __bfloat162float(values[j * head_dim + d]) : 0.f;
     }
+    float dot = 0.f;
+    for (int e = 0; e < kPerLane; ++e) dot += q[e] * k_row[e];
     dot = WarpSum(dot);
     const float new_max = fmaxf(max_score, dot);
     const float correction = __expf(max_score - new_max);
     const float p = __expf(dot - new_max);
     denom = denom * correction + p;
-    for (int e = 0; e < kPerLane; ++e) {
-      const int64_t d = lane + e * kWarp;
-      const float v = d < head_dim ? __bfloat162float(values[j * head_dim + d]) : 0.f;
-      acc[e] = acc[e] * correction + p * v;
-    }
+    for (int e = 0; e < kPerLane; ++e) acc[e] = acc[e] * correction + p * v_row[e];
     max_score = new_max;
+  }
+  __shared__ float warp_max[kStreamingWarps], warp_denom[kStreamingWarps];
+  __shared__ float warp_acc[kStreamingWarps][kPerLane * kWarp];
+  if (lane == 0) {
+    warp_max[warp] = max_score;
+    warp_denom[warp] = denom;
+  }
+  for (int e = 0; e < kPerLane; ++e) warp_acc[warp][lane + e * kWarp] = acc[e];
+  __syncthreads();
+  if (warp != 0) return;
+  float global_max = -INFINITY;
+  for (int w = 0; w < kStreamingWarps; ++w) global_max = fmaxf(global_max, warp_max[w]);
+  float total = 0.f, merged[kPerLane] = {};
+  for (int w = 0; w < kStreamingWarps; ++w) {
+    if (warp_max[w] == -INFINITY) continue;  // a warp that saw no key
+    const float weight = __expf(warp_max[w] - global_max);
+    total += warp_denom[w] * weight;
+    for (int e = 0; e < kPerLane; ++e) merged[e] += warp_acc[w][lane + e * kWarp] * weight;
   }
   bf16* o = out + (t * heads + h) * head_dim;
   for (int e = 0; e < kPerLane; ++e) {
     const int64_t d = lane + e * kWarp;
-    if (d < head_dim) o[d] = __float2bfloat16_rn(acc[e] / denom);
+    if (d < head_dim) o[d] = __float2bfloat16_rn(merged[e] / total);
   }
 }
 
@@ -182,6 +200,38 @@ __global__ void CausalSoftmaxKernel(const float* scores, int64_t tokens, int64_t
   const float inv = 1.0f / shared[0];
   for (int64_t j = threadIdx.x; j < ctx; j += blockDim.x) {
     p[j] = __float2bfloat16_rn(j < visible ? __expf(s[j] * scale - max_score) * inv : 0.f);
+  }
+}
+
+// One warp per output row, 16-byte loads of w and x, several in flight per lane.
+template <bool kOutF32>
+__global__ void GemvKernel(const bf16* w, const bf16* x, int64_t in, int64_t out, void* y, float beta) {
+  const int64_t row = blockIdx.x * int64_t{blockDim.x / kWarp} + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (row >= out) return;
+  const uint4* w_row = reinterpret_cast<const uint4*>(w + row * in);
+  const uint4* x_vec = reinterpret_cast<const uint4*>(x);
+  const int64_t chunks = in / 8;
+  float acc = 0.f;
+#pragma unroll 4
+  for (int64_t i = lane; i < chunks; i += kWarp) {
+    const uint4 a = __ldg(w_row + i), b = __ldg(x_vec + i);
+    const __nv_bfloat162* a2 = reinterpret_cast<const __nv_bfloat162*>(&a);
+    const __nv_bfloat162* b2 = reinterpret_cast<const __nv_bfloat162*>(&b);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 fa = __bfloat1622float2(a2[j]), fb = __bfloat1622float2(b2[j]);
+      acc += fa.x * fb.x + fa.y * fb.y;
+    }
+  }
+  acc = WarpSum(acc);
+  if (lane == 0) {
+    if constexpr (kOutF32) {
+      float* out_row = static_cast<float*>(y) + row;
+      *out_row = acc + (beta != 0.f ? beta * *out_row : 0.f);
+    } else {
+      static_cast<bf16*>(y)[row] = __float2bfloat16_rn(acc);
+    }
   }
 }
 
@@ -248,13 +298,11 @@ cudaError_t LaunchAttentionStreaming(const bf16* qkv, int64_t row_stride, int64_
                                      int64_t heads, int64_t kv_heads, int64_t head_dim, const bf16* k_cache,
                                      const bf16* v_cache, int64_t capacity, float scale, bf16* out,
                                      cudaStream_t stream) {
-  const int64_t jobs = tokens * heads;
-  const int threads = 128;
-  const int blocks = static_cast<int>((jobs * kWarp + threads - 1) / threads);
-#define KVCOMM_ATTENTION_CASE(N)                                                                              \
-  AttentionStreamingKernel<N><<<blocks, threads, 0, stream>>>(qkv, row_stride, q_start, heads, kv_heads,      \
-                                                              head_dim, k_cache, v_cache, capacity, scale, out, \
-                                                              jobs)
+  const int64_t blocks = tokens * heads;
+  const int threads = kStreamingWarps * kWarp;
+#define KVCOMM_ATTENTION_CASE(N)                                                                             \
+  AttentionStreamingKernel<N><<<blocks, threads, 0, stream>>>(qkv, row_stride, q_start, heads, kv_heads,     \
+                                                              head_dim, k_cache, v_cache, capacity, scale, out)
   if (head_dim <= 32) KVCOMM_ATTENTION_CASE(1);
   else if (head_dim <= 64) KVCOMM_ATTENTION_CASE(2);
   else if (head_dim <= 128) KVCOMM_ATTENTION_CASE(4);
@@ -279,6 +327,19 @@ cudaError_t LaunchCausalSoftmax(const float* scores, int64_t heads, int64_t toke
 cudaError_t LaunchScatterO(const bf16* o_heads, int64_t tokens, int64_t heads, int64_t head_dim, bf16* out,
                            cudaStream_t stream) {
   ScatterOKernel<<<tokens, 256, 0, stream>>>(o_heads, tokens, heads, head_dim, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchGemv(const bf16* w, const bf16* x, int64_t in, int64_t out, void* y, bool y_fp32, float beta,
+                       cudaStream_t stream) {
+  if (in % 8 != 0) return cudaErrorInvalidValue;
+  const int threads = 256, rows_per_block = threads / kWarp;
+  const int blocks = static_cast<int>((out + rows_per_block - 1) / rows_per_block);
+  if (y_fp32) {
+    GemvKernel<true><<<blocks, threads, 0, stream>>>(w, x, in, out, y, beta);
+  } else {
+    GemvKernel<false><<<blocks, threads, 0, stream>>>(w, x, in, out, y, beta);
+  }
   return cudaGetLastError();
 }
 

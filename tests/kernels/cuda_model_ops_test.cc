@@ -140,6 +140,20 @@ TEST(CudaModelOps, SwiGluAndEmbeddingMatchCpu) {
   EXPECT_EQ(FromDeviceF32(dout, rows_want.size()), rows_want);
 }
 
+TEST(CudaModelOps, GemvMatchesCpuLinearForOneRow) {
+  REQUIRE_GPU();
+  const int64_t in = 4096, out = 300;
+  auto x = RandomBf16Values(in, 12), w = RandomBf16Values(out * in, 13), residual = RandomBf16Values(out, 14);
+  std::vector<float> want(out);
+  cpu::Linear(x.data(), w.data(), nullptr, 1, in, out, want.data());
+  Dev dx = ToDeviceBf16(x), dw = ToDeviceBf16(w), y16 = Poisoned(out * 2), y32 = ToDevice(residual);
+  ASSERT_EQ(cuda::LaunchGemv(dw.as<bf16>(), dx.as<bf16>(), in, out, y16.as<bf16>(), false, 0.f, nullptr), cudaSuccess);
+  ExpectClose(FromDeviceBf16(y16, out), want, 1.0f / 128, 1e-2f);
+  ASSERT_EQ(cuda::LaunchGemv(dw.as<bf16>(), dx.as<bf16>(), in, out, y32.as<float>(), true, 1.f, nullptr), cudaSuccess);
+  for (int64_t i = 0; i < out; ++i) want[i] += residual[i];
+  ExpectClose(FromDeviceF32(y32, out), want, 1e-4f, 5e-2f);
+}
+
 TEST(CudaModelOps, LinearMatchesCpu) {
   REQUIRE_GPU();
   auto blas = cuda::Blas::Create();
@@ -160,10 +174,10 @@ TEST(CudaModelOps, AttentionPathsMatchCpu) {
   REQUIRE_GPU();
   auto blas = cuda::Blas::Create();
   ASSERT_TRUE(blas.ok());
-  const int64_t heads = 8, kv_heads = 2, hd = 128, capacity = 96, group = heads / kv_heads;
+  const int64_t heads = 8, kv_heads = 2, hd = 128, capacity = 160, group = heads / kv_heads;
   const int64_t stride = (heads + 2 * kv_heads) * hd;
   const float scale = 1.0f / std::sqrt(128.0f);
-  for (auto [tokens, q_start] : {std::pair<int64_t, int64_t>{1, 70}, {3, 10}, {40, 0}, {33, 50}}) {
+  for (auto [tokens, q_start] : {std::pair<int64_t, int64_t>{1, 70}, {3, 10}, {40, 0}, {33, 50}, {96, 0}, {70, 25}}) {
     auto qkv = RandomBf16Values(tokens * stride, 9);
     auto k = RandomBf16Values(kv_heads * capacity * hd, 10), v = RandomBf16Values(kv_heads * capacity * hd, 11);
     std::vector<float> q(tokens * heads * hd), want(tokens * heads * hd);
