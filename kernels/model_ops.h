@@ -25,8 +25,9 @@ void SwiGlu(const float* gate, const float* up, int64_t n, float* out);
 void Embedding(const float* table, std::span<const int32_t> ids, int64_t dim, float* out);
 
 // Rotary embedding in the Hugging Face "rotate half" convention: for each token t, head h and
-// i < head_dim/2, the pair (x[i], x[i + head_dim/2]) is rotated by angle positions[t] * inv_freq[i].
-// x is [tokens][heads][head_dim], rotated in place. A negative angle (position) undoes it.
+// i < head_dim/2, the pair (x[i], x[i + head_dim/2]) is rotated by angle positions[t] *
+// inv_freq[i]. x is [tokens][heads][head_dim], rotated in place. A negative angle (position) undoes
+// it.
 void Rope(float* x, std::span<const int32_t> positions, int64_t heads, int64_t head_dim,
           std::span<const float> inv_freq);
 

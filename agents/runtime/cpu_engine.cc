@@ -19,15 +19,16 @@ class CpuEngine final : public Engine {
   Result<std::vector<float>> Forward(std::span<const int32_t> tokens, int64_t start, KvCache& cache,
                                      bool all_logits) override {
     const int64_t n = static_cast<int64_t>(tokens.size());
-    const int64_t hidden = c_.hidden_size, heads = c_.num_heads, kv_heads = c_.num_kv_heads, hd = c_.head_dim;
+    const int64_t hidden = c_.hidden_size, heads = c_.num_heads, kv_heads = c_.num_kv_heads,
+                  hd = c_.head_dim;
     const int64_t q_dim = heads * hd, kv_dim = kv_heads * hd, inter = c_.intermediate_size;
     const float eps = static_cast<float>(c_.rms_norm_eps);
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     std::vector<int32_t> positions(n);
     for (int64_t t = 0; t < n; ++t) positions[t] = static_cast<int32_t>(start + t);
 
-    std::vector<float> x(n * hidden), h(n * hidden), q(n * q_dim), k(n * kv_dim), v(n * kv_dim), attn(n * q_dim),
-        gate(n * inter), up(n * inter);
+    std::vector<float> x(n * hidden), h(n * hidden), q(n * q_dim), k(n * kv_dim), v(n * kv_dim),
+        attn(n * q_dim), gate(n * inter), up(n * inter);
     ops::Embedding(w_.embed.data(), tokens, hidden, x.data());
     for (int64_t layer = 0; layer < c_.num_layers; ++layer) {
       const LayerWeights& w = w_.layers[layer];
@@ -48,8 +49,8 @@ class CpuEngine final : public Engine {
           std::copy_n(v.data() + (t * kv_heads + g) * hd, hd, v_cache + to);
         }
       }
-      ops::Attention(q.data(), k_cache, v_cache, n, start, heads, kv_heads, hd, cache.capacity(), scale,
-                     attn.data());
+      ops::Attention(q.data(), k_cache, v_cache, n, start, heads, kv_heads, hd, cache.capacity(),
+                     scale, attn.data());
       ops::Linear(attn.data(), w.o.data(), nullptr, n, q_dim, hidden, h.data());
       ops::AddInPlace(x.data(), h.data(), n * hidden);
 
@@ -64,7 +65,8 @@ class CpuEngine final : public Engine {
     const float* last = x.data() + (n - rows) * hidden;
     ops::RmsNorm(last, w_.final_norm.data(), rows, hidden, eps, h.data());
     std::vector<float> logits(rows * c_.vocab_size);
-    ops::Linear(h.data(), w_.output_projection().data(), nullptr, rows, hidden, c_.vocab_size, logits.data());
+    ops::Linear(h.data(), w_.output_projection().data(), nullptr, rows, hidden, c_.vocab_size,
+                logits.data());
     return logits;
   }
 

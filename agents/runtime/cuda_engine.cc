@@ -17,7 +17,7 @@ namespace {
 namespace cu = kernels::cuda;
 using cu::bf16;
 
-constexpr int64_t kChunkTokens = 4096;     // prefill chunk
+constexpr int64_t kChunkTokens = 4096;      // prefill chunk
 constexpr int64_t kStreamingMaxTokens = 8;  // at most this many new tokens: streaming attention
 
 // A device buffer that grows on demand.
@@ -45,7 +45,8 @@ class CudaEngine final : public Engine {
 
   Status Init(const ModelWeights* weights, uint64_t seed) {
     KVCOMM_ASSIGN_OR_RETURN(blas_, cu::Blas::Create());
-    const int64_t hidden = c_.hidden_size, q_dim = c_.num_heads * c_.head_dim, kv_dim = c_.num_kv_heads * c_.head_dim;
+    const int64_t hidden = c_.hidden_size, q_dim = c_.num_heads * c_.head_dim,
+                  kv_dim = c_.num_kv_heads * c_.head_dim;
     qkv_dim_ = q_dim + 2 * kv_dim;
     const int64_t inter = c_.intermediate_size, vocab = c_.vocab_size;
     // Lay out every tensor in one arena; element offsets first, pointers once allocated.
@@ -76,7 +77,8 @@ class CudaEngine final : public Engine {
 
     const std::vector<float> inv_freq = c_.RopeInverseFrequencies();
     KVCOMM_ASSIGN_OR_RETURN(inv_freq_, kernels::DeviceBuffer::Allocate(inv_freq.size() * 4));
-    KVCOMM_RETURN_IF_ERROR(kernels::CopyHostToDevice(inv_freq_.data(), inv_freq.data(), inv_freq.size() * 4));
+    KVCOMM_RETURN_IF_ERROR(
+        kernels::CopyHostToDevice(inv_freq_.data(), inv_freq.data(), inv_freq.size() * 4));
     return weights != nullptr ? Upload(*weights) : FillRandom(seed);
   }
 
@@ -90,7 +92,8 @@ class CudaEngine final : public Engine {
       const int64_t chunk = std::min(kChunkTokens, n - done);
       const bool last = done + chunk == n;
       KVCOMM_RETURN_IF_ERROR(ForwardChunk(tokens.subspan(done, chunk), start + done, cache,
-                                          last ? (all_logits ? chunk : 1) : 0, &logits, all_logits));
+                                          last ? (all_logits ? chunk : 1) : 0, &logits,
+                                          all_logits));
       done += chunk;
     }
     return logits;
@@ -103,8 +106,9 @@ class CudaEngine final : public Engine {
       for (const auto* p : parts) {
         const size_t at = staging.size();
         staging.resize(at + p->size());
-        KVCOMM_RETURN_IF_ERROR(kernels::ConvertDType({const_cast<float*>(p->data()), DType::kF32, {int64_t(p->size())}},
-                                                     {staging.data() + at, DType::kBF16, {int64_t(p->size())}}));
+        KVCOMM_RETURN_IF_ERROR(kernels::ConvertDType(
+            {const_cast<float*>(p->data()), DType::kF32, {int64_t(p->size())}},
+            {staging.data() + at, DType::kBF16, {int64_t(p->size())}}));
       }
       return kernels::CopyHostToDevice(to, staging.data(), staging.size() * 2);
     };
@@ -114,7 +118,8 @@ class CudaEngine final : public Engine {
       LayerPtrs& p = layers_[i];
       KVCOMM_RETURN_IF_ERROR(put(p.input_norm, {&l.input_norm}));
       KVCOMM_RETURN_IF_ERROR(put(p.qkv, {&l.q, &l.k, &l.v}));
-      if (p.qkv_bias != nullptr) KVCOMM_RETURN_IF_ERROR(put(p.qkv_bias, {&l.q_bias, &l.k_bias, &l.v_bias}));
+      if (p.qkv_bias != nullptr)
+        KVCOMM_RETURN_IF_ERROR(put(p.qkv_bias, {&l.q_bias, &l.k_bias, &l.v_bias}));
       KVCOMM_RETURN_IF_ERROR(put(p.o, {&l.o}));
       KVCOMM_RETURN_IF_ERROR(put(p.post_norm, {&l.post_norm}));
       KVCOMM_RETURN_IF_ERROR(put(p.gate_up, {&l.gate, &l.up}));
@@ -126,7 +131,8 @@ class CudaEngine final : public Engine {
   }
 
   Status FillRandom(uint64_t seed) {
-    const int64_t hidden = c_.hidden_size, q_dim = c_.num_heads * c_.head_dim, inter = c_.intermediate_size;
+    const int64_t hidden = c_.hidden_size, q_dim = c_.num_heads * c_.head_dim,
+                  inter = c_.intermediate_size;
     uint64_t stream = seed * 1000;
     auto fill = [&](bf16* p, int64_t n, float std, float mean) -> Status {
       KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchFillRandom(p, n, ++stream, std, mean, nullptr));
@@ -143,18 +149,21 @@ class CudaEngine final : public Engine {
       KVCOMM_RETURN_IF_ERROR(fill(l.down, hidden * inter, 0.02f, 0));
     }
     KVCOMM_RETURN_IF_ERROR(fill(final_norm_, hidden, 0, 1));
-    if (lm_head_ != embed_) KVCOMM_RETURN_IF_ERROR(fill(lm_head_, c_.vocab_size * hidden, 0.02f, 0));
+    if (lm_head_ != embed_)
+      KVCOMM_RETURN_IF_ERROR(fill(lm_head_, c_.vocab_size * hidden, 0.02f, 0));
     KVCOMM_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
     return Status::Ok();
   }
 
   // One chunk through every layer; `logit_rows` of its last rows get logits (0: none).
-  Status ForwardChunk(std::span<const int32_t> tokens, int64_t start, KvCache& cache, int64_t logit_rows,
-                      std::vector<float>* logits, bool append) {
+  Status ForwardChunk(std::span<const int32_t> tokens, int64_t start, KvCache& cache,
+                      int64_t logit_rows, std::vector<float>* logits, bool append) {
     const int64_t n = static_cast<int64_t>(tokens.size());
-    const int64_t hidden = c_.hidden_size, heads = c_.num_heads, kv_heads = c_.num_kv_heads, hd = c_.head_dim;
+    const int64_t hidden = c_.hidden_size, heads = c_.num_heads, kv_heads = c_.num_kv_heads,
+                  hd = c_.head_dim;
     const int64_t q_dim = heads * hd, inter = c_.intermediate_size;
-    const float eps = static_cast<float>(c_.rms_norm_eps), scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const float eps = static_cast<float>(c_.rms_norm_eps),
+                scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
     std::vector<int32_t> positions(n);
     for (int64_t t = 0; t < n; ++t) positions[t] = static_cast<int32_t>(start + t);
@@ -178,20 +187,23 @@ class CudaEngine final : public Engine {
       act = reinterpret_cast<bf16*>(act_raw);
     }
 
-    KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchEmbedding(embed_, reinterpret_cast<int32_t*>(ids_d), n, hidden, x, nullptr));
+    KVCOMM_CUDA_RETURN_IF_ERROR(
+        cu::LaunchEmbedding(embed_, reinterpret_cast<int32_t*>(ids_d), n, hidden, x, nullptr));
     for (int64_t layer = 0; layer < c_.num_layers; ++layer) {
       const LayerPtrs& w = layers_[layer];
       auto* k_cache = reinterpret_cast<bf16*>(cache.device_keys(layer));
       auto* v_cache = reinterpret_cast<bf16*>(cache.device_values(layer));
       KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchRmsNorm(x, w.input_norm, n, hidden, eps, h, nullptr));
       KVCOMM_RETURN_IF_ERROR(Linear(h, w.qkv, n, hidden, qkv_dim_, qkv, false));
-      if (w.qkv_bias != nullptr) KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchAddBias(qkv, w.qkv_bias, n, qkv_dim_, nullptr));
-      KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchRope(qkv, n, qkv_dim_, heads, kv_heads, hd,
-                                                 reinterpret_cast<int32_t*>(positions_d),
-                                                 reinterpret_cast<float*>(inv_freq_.data()), nullptr));
-      KVCOMM_CUDA_RETURN_IF_ERROR(
-          cu::LaunchWriteKv(qkv, n, qkv_dim_, heads, kv_heads, hd, k_cache, v_cache, cache.capacity(), start, nullptr));
-      KVCOMM_RETURN_IF_ERROR(Attention(qkv, n, start, k_cache, v_cache, cache.capacity(), scale, attn));
+      if (w.qkv_bias != nullptr)
+        KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchAddBias(qkv, w.qkv_bias, n, qkv_dim_, nullptr));
+      KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchRope(
+          qkv, n, qkv_dim_, heads, kv_heads, hd, reinterpret_cast<int32_t*>(positions_d),
+          reinterpret_cast<float*>(inv_freq_.data()), nullptr));
+      KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchWriteKv(qkv, n, qkv_dim_, heads, kv_heads, hd, k_cache,
+                                                    v_cache, cache.capacity(), start, nullptr));
+      KVCOMM_RETURN_IF_ERROR(
+          Attention(qkv, n, start, k_cache, v_cache, cache.capacity(), scale, attn));
       KVCOMM_RETURN_IF_ERROR(Linear(attn, w.o, n, q_dim, hidden, x, true, 1.0f));  // x += o
       KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchRmsNorm(x, w.post_norm, n, hidden, eps, h, nullptr));
       KVCOMM_RETURN_IF_ERROR(Linear(h, w.gate_up, n, hidden, 2 * inter, gate_up, false));
@@ -200,18 +212,21 @@ class CudaEngine final : public Engine {
     }
     if (logit_rows == 0) return Status::Ok();
     const float* last = x + (n - logit_rows) * hidden;
-    KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchRmsNorm(last, final_norm_, logit_rows, hidden, eps, h, nullptr));
+    KVCOMM_CUDA_RETURN_IF_ERROR(
+        cu::LaunchRmsNorm(last, final_norm_, logit_rows, hidden, eps, h, nullptr));
     KVCOMM_ASSIGN_OR_RETURN(auto* logits_raw, logits_.Get(logit_rows * c_.vocab_size * 4));
-    KVCOMM_RETURN_IF_ERROR(Linear(h, lm_head_, logit_rows, hidden, c_.vocab_size, logits_raw, true));
+    KVCOMM_RETURN_IF_ERROR(
+        Linear(h, lm_head_, logit_rows, hidden, c_.vocab_size, logits_raw, true));
     const size_t at = append ? logits->size() : 0;
     logits->resize(at + logit_rows * c_.vocab_size);
-    return kernels::CopyDeviceToHost(logits->data() + at, logits_raw, logit_rows * c_.vocab_size * 4);
+    return kernels::CopyDeviceToHost(logits->data() + at, logits_raw,
+                                     logit_rows * c_.vocab_size * 4);
   }
 
   // Decode (one row) is memory-bound: a GEMV kernel streams the weights at close to HBM
   // bandwidth, where cuBLAS picks a slower path for m = 1.
-  Status Linear(const bf16* x, const bf16* w, int64_t rows, int64_t in, int64_t out, void* y, bool y_fp32,
-                float beta = 0.0f) {
+  Status Linear(const bf16* x, const bf16* w, int64_t rows, int64_t in, int64_t out, void* y,
+                bool y_fp32, float beta = 0.0f) {
     if (rows == 1 && in % 8 == 0) {
       KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchGemv(w, x, in, out, y, y_fp32, beta, nullptr));
       return Status::Ok();
@@ -219,12 +234,14 @@ class CudaEngine final : public Engine {
     return blas_->Linear(x, w, rows, in, out, y, y_fp32, beta);
   }
 
-  Status Attention(const bf16* qkv, int64_t n, int64_t start, const bf16* k_cache, const bf16* v_cache,
-                   int64_t capacity, float scale, bf16* out) {
-    const int64_t heads = c_.num_heads, kv_heads = c_.num_kv_heads, hd = c_.head_dim, group = heads / kv_heads;
+  Status Attention(const bf16* qkv, int64_t n, int64_t start, const bf16* k_cache,
+                   const bf16* v_cache, int64_t capacity, float scale, bf16* out) {
+    const int64_t heads = c_.num_heads, kv_heads = c_.num_kv_heads, hd = c_.head_dim,
+                  group = heads / kv_heads;
     if (n <= kStreamingMaxTokens) {
-      KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchAttentionStreaming(qkv, qkv_dim_, n, start, heads, kv_heads, hd, k_cache,
-                                                               v_cache, capacity, scale, out, nullptr));
+      KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchAttentionStreaming(qkv, qkv_dim_, n, start, heads,
+                                                               kv_heads, hd, k_cache, v_cache,
+                                                               capacity, scale, out, nullptr));
       return Status::Ok();
     }
     const int64_t ctx = start + n;  // keys visible to the last query
@@ -241,10 +258,12 @@ class CudaEngine final : public Engine {
       const bf16* q = q_heads + g * group * n * hd;
       const bf16* k = k_cache + g * capacity * hd;
       const bf16* v = v_cache + g * capacity * hd;
-      KVCOMM_RETURN_IF_ERROR(blas_->BatchedABt(q, n * hd, k, 0, scores, n * ctx, n, ctx, hd, hd, group));
-      KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchCausalSoftmax(scores, group, n, ctx, start, scale, probs, nullptr));
       KVCOMM_RETURN_IF_ERROR(
-          blas_->BatchedAB(probs, n * ctx, v, 0, o_heads + g * group * n * hd, n * hd, n, hd, ctx, group));
+          blas_->BatchedABt(q, n * hd, k, 0, scores, n * ctx, n, ctx, hd, hd, group));
+      KVCOMM_CUDA_RETURN_IF_ERROR(
+          cu::LaunchCausalSoftmax(scores, group, n, ctx, start, scale, probs, nullptr));
+      KVCOMM_RETURN_IF_ERROR(blas_->BatchedAB(probs, n * ctx, v, 0, o_heads + g * group * n * hd,
+                                              n * hd, n, hd, ctx, group));
     }
     KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchScatterO(o_heads, n, heads, hd, out, nullptr));
     return Status::Ok();
@@ -261,7 +280,8 @@ class CudaEngine final : public Engine {
 
 }  // namespace
 
-Result<std::unique_ptr<Engine>> MakeCudaEngine(const ModelConfig& config, const ModelWeights* weights, uint64_t seed) {
+Result<std::unique_ptr<Engine>> MakeCudaEngine(const ModelConfig& config,
+                                               const ModelWeights* weights, uint64_t seed) {
   if (!kernels::CudaAvailable()) {
     return Error(ErrorCode::kUnavailable, "no CUDA backend: {}", kernels::CudaDeviceDescription());
   }

@@ -4,7 +4,8 @@
 namespace kvcomm::runtime::internal {
 
 Result<std::unique_ptr<Engine>> MakeCudaEngine(const ModelConfig&, const ModelWeights*, uint64_t) {
-  return Status(ErrorCode::kUnavailable, "kvcomm was built without CUDA (KVCOMM_CUDA=OFF or no nvcc)");
+  return Status(ErrorCode::kUnavailable,
+                "kvcomm was built without CUDA (KVCOMM_CUDA=OFF or no nvcc)");
 }
 
 }  // namespace kvcomm::runtime::internal

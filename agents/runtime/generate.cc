@@ -30,11 +30,14 @@ int32_t Sampler::Sample(std::span<const float> logits) {
   }
   std::vector<int32_t> order(logits.size());
   std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
+  });
   // Keep the smallest prefix whose mass reaches top_p (always at least one token).
   size_t keep = 0;
   double mass = 0;
-  while (keep < order.size() && (keep == 0 || mass < options_.top_p * total)) mass += probs[order[keep++]];
+  while (keep < order.size() && (keep == 0 || mass < options_.top_p * total))
+    mass += probs[order[keep++]];
   std::uniform_real_distribution<double> uniform(0.0, mass);
   double pick = uniform(rng_);
   for (size_t i = 0; i < keep; ++i) {
@@ -44,8 +47,9 @@ int32_t Sampler::Sample(std::span<const float> logits) {
   return order[keep - 1];
 }
 
-Result<GenerateResult> Generate(const Model& model, const Tokenizer* tokenizer, std::span<const int32_t> prompt,
-                                KvCache& cache, const GenerateOptions& options) {
+Result<GenerateResult> Generate(const Model& model, const Tokenizer* tokenizer,
+                                std::span<const int32_t> prompt, KvCache& cache,
+                                const GenerateOptions& options) {
   KVCOMM_RETURN_IF_ERROR(options.sampling.Validate());
   if (options.max_new_tokens < 0) return InvalidArgument("max_new_tokens must be >= 0");
   if (!options.stop_strings.empty() && tokenizer == nullptr) {
@@ -64,7 +68,8 @@ Result<GenerateResult> Generate(const Model& model, const Tokenizer* tokenizer, 
   auto decode_start = Clock::now();
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     const int32_t next = sampler.Sample(logits);
-    if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), next) != options.stop_tokens.end()) {
+    if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), next) !=
+        options.stop_tokens.end()) {
       result.stop_reason = "stop_token";
       break;
     }

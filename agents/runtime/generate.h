@@ -42,15 +42,18 @@ struct GenerateResult {
   std::string text;             // decoded `tokens` (empty without a tokenizer)
   std::string stop_reason;      // "max_new_tokens", "stop_token", "stop_string", "context_full"
   int64_t prompt_tokens = 0;
-  double prefill_seconds = 0;   // time to first token
+  double prefill_seconds = 0;  // time to first token
   int64_t decode_tokens = 0;
   double decode_seconds = 0;
-  double DecodeTokensPerSecond() const { return decode_seconds > 0 ? decode_tokens / decode_seconds : 0; }
+  double DecodeTokensPerSecond() const {
+    return decode_seconds > 0 ? decode_tokens / decode_seconds : 0;
+  }
 };
 
 // Runs the prompt through `cache` (continuing after what it already holds) and generates.
 // `tokenizer` may be null when no stop strings are given.
-Result<GenerateResult> Generate(const Model& model, const Tokenizer* tokenizer, std::span<const int32_t> prompt,
-                                KvCache& cache, const GenerateOptions& options);
+Result<GenerateResult> Generate(const Model& model, const Tokenizer* tokenizer,
+                                std::span<const int32_t> prompt, KvCache& cache,
+                                const GenerateOptions& options);
 
 }  // namespace kvcomm::runtime

@@ -40,14 +40,17 @@ void KvCache::MarkValid(int64_t begin, int64_t end) {
   std::fill(valid_.begin() + begin, valid_.begin() + end, true);
 }
 
-void KvCache::Truncate(int64_t position) { std::fill(valid_.begin() + position, valid_.end(), false); }
+void KvCache::Truncate(int64_t position) {
+  std::fill(valid_.begin() + position, valid_.end(), false);
+}
 
 KvLayout KvCache::SegmentLayout(int64_t tokens, DType dtype) const {
   return KvLayout{static_cast<uint32_t>(layers_), static_cast<uint32_t>(kv_heads_),
                   static_cast<uint32_t>(tokens), static_cast<uint32_t>(head_dim_), dtype};
 }
 
-Status KvCache::ReadRows(int64_t layer, int kv, int64_t head, int64_t begin, int64_t end, float* out) const {
+Status KvCache::ReadRows(int64_t layer, int kv, int64_t head, int64_t begin, int64_t end,
+                         float* out) const {
   const int64_t offset = (head * capacity_ + begin) * head_dim_, n = (end - begin) * head_dim_;
   if (device_ == Device::kCpu) {
     const float* from = (kv == 0 ? keys(layer) : values(layer)) + offset;
@@ -60,21 +63,24 @@ Status KvCache::ReadRows(int64_t layer, int kv, int64_t head, int64_t begin, int
   return kernels::ConvertDType({staging.data(), DType::kBF16, {n}}, {out, DType::kF32, {n}});
 }
 
-Status KvCache::WriteRows(int64_t layer, int kv, int64_t head, int64_t begin, int64_t end, const float* in) {
+Status KvCache::WriteRows(int64_t layer, int kv, int64_t head, int64_t begin, int64_t end,
+                          const float* in) {
   const int64_t offset = (head * capacity_ + begin) * head_dim_, n = (end - begin) * head_dim_;
   if (device_ == Device::kCpu) {
     std::copy_n(in, n, (kv == 0 ? keys(layer) : values(layer)) + offset);
     return Status::Ok();
   }
   std::vector<uint16_t> staging(n);
-  KVCOMM_RETURN_IF_ERROR(kernels::ConvertDType({const_cast<float*>(in), DType::kF32, {n}}, {staging.data(), DType::kBF16, {n}}));
+  KVCOMM_RETURN_IF_ERROR(kernels::ConvertDType({const_cast<float*>(in), DType::kF32, {n}},
+                                               {staging.data(), DType::kBF16, {n}}));
   std::byte* to = (kv == 0 ? device_keys(layer) : device_values(layer)) + offset * 2;
   return kernels::CopyHostToDevice(to, staging.data(), n * 2);
 }
 
 Result<Blob> KvCache::Export(int64_t begin, int64_t end, DType dtype) const {
   if (begin < 0 || end > capacity_ || begin >= end) {
-    return InvalidArgument("export range [{}, {}) is not inside the cache's {} positions", begin, end, capacity_);
+    return InvalidArgument("export range [{}, {}) is not inside the cache's {} positions", begin,
+                           end, capacity_);
   }
   for (int64_t p = begin; p < end; ++p) {
     if (!valid_[p]) return InvalidArgument("cannot export position {}: it holds no KV yet", p);
@@ -89,26 +95,32 @@ Result<Blob> KvCache::Export(int64_t begin, int64_t end, DType dtype) const {
       for (int64_t h = 0; h < kv_heads_; ++h) {
         KVCOMM_RETURN_IF_ERROR(ReadRows(layer, kv, h, begin, end, rows.data()));
         std::byte* to = payload.data() + layout.Offset(layer, kv, h, 0);
-        KVCOMM_RETURN_IF_ERROR(kernels::ConvertDType({rows.data(), DType::kF32, {row}}, {to, dtype, {row}}));
+        KVCOMM_RETURN_IF_ERROR(
+            kernels::ConvertDType({rows.data(), DType::kF32, {row}}, {to, dtype, {row}}));
       }
     }
   }
   return Blob::FromVector(std::move(payload));
 }
 
-Status KvCache::Import(const KvLayout& layout, std::span<const std::byte> payload, int64_t position) {
+Status KvCache::Import(const KvLayout& layout, std::span<const std::byte> payload,
+                       int64_t position) {
   KVCOMM_RETURN_IF_ERROR(layout.Validate());
-  if (layout.num_layers != layers_ || layout.kv_heads != kv_heads_ || layout.head_dim != head_dim_) {
-    return InvalidArgument("segment {} does not fit this model ({} layers, {} kv heads, head dim {})",
-                           layout.ToString(), layers_, kv_heads_, head_dim_);
+  if (layout.num_layers != layers_ || layout.kv_heads != kv_heads_ ||
+      layout.head_dim != head_dim_) {
+    return InvalidArgument(
+        "segment {} does not fit this model ({} layers, {} kv heads, head dim {})",
+        layout.ToString(), layers_, kv_heads_, head_dim_);
   }
   if (payload.size() != layout.PayloadBytes()) {
-    return InvalidArgument("segment payload has {} bytes, its layout needs {}", payload.size(), layout.PayloadBytes());
+    return InvalidArgument("segment payload has {} bytes, its layout needs {}", payload.size(),
+                           layout.PayloadBytes());
   }
   const int64_t tokens = layout.tokens;
   if (position < 0 || position + tokens > capacity_) {
-    return InvalidArgument("segment of {} tokens at position {} does not fit a cache of {} positions", tokens,
-                           position, capacity_);
+    return InvalidArgument(
+        "segment of {} tokens at position {} does not fit a cache of {} positions", tokens,
+        position, capacity_);
   }
   const int64_t row = tokens * head_dim_;
   std::vector<float> rows(row);
@@ -117,7 +129,8 @@ Status KvCache::Import(const KvLayout& layout, std::span<const std::byte> payloa
       for (int64_t h = 0; h < kv_heads_; ++h) {
         const std::byte* from = payload.data() + layout.Offset(layer, kv, h, 0);
         KVCOMM_RETURN_IF_ERROR(
-            kernels::ConvertDType({const_cast<std::byte*>(from), layout.dtype, {row}}, {rows.data(), DType::kF32, {row}}));
+            kernels::ConvertDType({const_cast<std::byte*>(from), layout.dtype, {row}},
+                                  {rows.data(), DType::kF32, {row}}));
         KVCOMM_RETURN_IF_ERROR(WriteRows(layer, kv, h, position, position + tokens, rows.data()));
       }
     }

@@ -57,8 +57,10 @@ class KvCache {
  private:
   KvCache(const ModelConfig& config, int64_t capacity, Device device);
   // Copies one head's rows [begin, end) of layer/kv between the cache and an fp32 host buffer.
-  Status ReadRows(int64_t layer, int kv, int64_t head, int64_t begin, int64_t end, float* out) const;
-  Status WriteRows(int64_t layer, int kv, int64_t head, int64_t begin, int64_t end, const float* in);
+  Status ReadRows(int64_t layer, int kv, int64_t head, int64_t begin, int64_t end,
+                  float* out) const;
+  Status WriteRows(int64_t layer, int kv, int64_t head, int64_t begin, int64_t end,
+                   const float* in);
 
   Device device_;
   int64_t layers_, kv_heads_, head_dim_, capacity_;

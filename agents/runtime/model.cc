@@ -22,7 +22,8 @@ Result<std::unique_ptr<Model>> Model::Load(const std::string& model_dir, Device 
   return FromWeights(std::move(config), std::move(weights), device);
 }
 
-Result<std::unique_ptr<Model>> Model::FromWeights(ModelConfig config, ModelWeights weights, Device device) {
+Result<std::unique_ptr<Model>> Model::FromWeights(ModelConfig config, ModelWeights weights,
+                                                  Device device) {
   const Hash128 hash = weights.content_hash;
   std::unique_ptr<internal::Engine> engine;
   if (device == Device::kCpu) {
@@ -40,19 +41,21 @@ Result<std::unique_ptr<Model>> Model::RandomOnGpu(ModelConfig config, uint64_t s
   return std::unique_ptr<Model>(new Model(std::move(config), hash, std::move(engine)));
 }
 
-Result<std::vector<float>> Model::Forward(std::span<const int32_t> tokens, KvCache& cache, bool all_logits) const {
+Result<std::vector<float>> Model::Forward(std::span<const int32_t> tokens, KvCache& cache,
+                                          bool all_logits) const {
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t start = cache.length();
   if (n == 0) return InvalidArgument("Forward needs at least one token");
-  if (cache.device() != device()) return InvalidArgument("the cache lives on another device than the model");
+  if (cache.device() != device())
+    return InvalidArgument("the cache lives on another device than the model");
   if (start + n > cache.capacity()) {
-    return InvalidArgument("{} tokens after {} cached positions exceed the cache capacity {}", n, start,
-                           cache.capacity());
+    return InvalidArgument("{} tokens after {} cached positions exceed the cache capacity {}", n,
+                           start, cache.capacity());
   }
   for (int64_t p = start; p < start + n; ++p) {
     if (cache.IsValid(p)) {
-      return InvalidArgument("tokens for positions [{}, {}) overlap KV already in the cache at {}", start,
-                             start + n, p);
+      return InvalidArgument("tokens for positions [{}, {}) overlap KV already in the cache at {}",
+                             start, start + n, p);
     }
   }
   for (int32_t id : tokens) {

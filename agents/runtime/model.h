@@ -25,7 +25,8 @@ class Engine;
 class Model {
  public:
   // Loads config.json and the safetensors weights of a Hugging Face model directory.
-  static Result<std::unique_ptr<Model>> Load(const std::string& model_dir, Device device = Device::kCpu);
+  static Result<std::unique_ptr<Model>> Load(const std::string& model_dir,
+                                             Device device = Device::kCpu);
   static Result<std::unique_ptr<Model>> FromWeights(ModelConfig config, ModelWeights weights,
                                                     Device device = Device::kCpu);
   // Seeded random weights generated directly in device memory (real model shapes, no files).
@@ -35,7 +36,9 @@ class Model {
   const ModelConfig& config() const { return config_; }
   Device device() const;
   ModelFingerprint fingerprint() const { return fingerprint_; }
-  Result<KvCache> NewCache(int64_t capacity) const { return KvCache::Create(config_, capacity, device()); }
+  Result<KvCache> NewCache(int64_t capacity) const {
+    return KvCache::Create(config_, capacity, device());
+  }
 
   // Runs `tokens` at positions cache.length() .. cache.length() + n - 1, writing their K and V
   // into the cache (positions already valid after them are kept: imported segments). Returns

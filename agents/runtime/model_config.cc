@@ -2,10 +2,9 @@
 
 #include <cmath>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <numbers>
 #include <sstream>
-
-#include <nlohmann/json.hpp>
 
 namespace kvcomm::runtime {
 namespace {
@@ -56,7 +55,8 @@ Result<ModelConfig> ModelConfig::FromJson(const std::string& text, const std::st
   KVCOMM_RETURN_IF_ERROR(Read(j, "num_key_value_heads", &c.num_kv_heads, false, origin));
   c.head_dim = c.num_heads > 0 ? c.hidden_size / c.num_heads : 0;
   KVCOMM_RETURN_IF_ERROR(Read(j, "head_dim", &c.head_dim, false, origin));
-  KVCOMM_RETURN_IF_ERROR(Read(j, "max_position_embeddings", &c.max_position_embeddings, false, origin));
+  KVCOMM_RETURN_IF_ERROR(
+      Read(j, "max_position_embeddings", &c.max_position_embeddings, false, origin));
   KVCOMM_RETURN_IF_ERROR(Read(j, "rms_norm_eps", &c.rms_norm_eps, false, origin));
   KVCOMM_RETURN_IF_ERROR(Read(j, "rope_theta", &c.rope_theta, false, origin));
   KVCOMM_RETURN_IF_ERROR(Read(j, "tie_word_embeddings", &c.tie_word_embeddings, false, origin));
@@ -67,7 +67,8 @@ Result<ModelConfig> ModelConfig::FromJson(const std::string& text, const std::st
     return InvalidArgument("{}: mlp_bias = true is not supported", origin);
   }
   if (j.contains("hidden_act") && j["hidden_act"] != "silu") {
-    return InvalidArgument("{}: hidden_act {} is not supported (silu)", origin, j["hidden_act"].dump());
+    return InvalidArgument("{}: hidden_act {} is not supported (silu)", origin,
+                           j["hidden_act"].dump());
   }
   if (j.contains("sliding_window") && !j["sliding_window"].is_null() &&
       j.value("use_sliding_window", c.model_type == "mistral")) {
@@ -79,7 +80,8 @@ Result<ModelConfig> ModelConfig::FromJson(const std::string& text, const std::st
       c.eos_token_ids = {eos->get<int32_t>()};
     } else if (eos->is_array()) {
       for (const auto& id : *eos) {
-        if (!id.is_number_integer()) return InvalidArgument("{}: eos_token_id has a non-integer", origin);
+        if (!id.is_number_integer())
+          return InvalidArgument("{}: eos_token_id has a non-integer", origin);
         c.eos_token_ids.push_back(id.get<int32_t>());
       }
     }
@@ -87,15 +89,20 @@ Result<ModelConfig> ModelConfig::FromJson(const std::string& text, const std::st
   std::string dtype = "bfloat16";  // transformers 5 writes "dtype", earlier ones "torch_dtype"
   KVCOMM_RETURN_IF_ERROR(Read(j, "torch_dtype", &dtype, false, origin));
   KVCOMM_RETURN_IF_ERROR(Read(j, "dtype", &dtype, false, origin));
-  if (dtype == "bfloat16") c.dtype = DType::kBF16;
-  else if (dtype == "float16") c.dtype = DType::kF16;
-  else if (dtype == "float32") c.dtype = DType::kF32;
-  else return InvalidArgument("{}: torch_dtype '{}' is not supported", origin, dtype);
+  if (dtype == "bfloat16")
+    c.dtype = DType::kBF16;
+  else if (dtype == "float16")
+    c.dtype = DType::kF16;
+  else if (dtype == "float32")
+    c.dtype = DType::kF32;
+  else
+    return InvalidArgument("{}: torch_dtype '{}' is not supported", origin, dtype);
 
   if (auto layer_types = j.find("layer_types"); layer_types != j.end() && layer_types->is_array()) {
     for (const auto& type : *layer_types) {
       if (type != "full_attention") {
-        return InvalidArgument("{}: layer type {} is not supported (full_attention only)", origin, type.dump());
+        return InvalidArgument("{}: layer type {} is not supported (full_attention only)", origin,
+                               type.dump());
       }
     }
   }
@@ -103,7 +110,8 @@ Result<ModelConfig> ModelConfig::FromJson(const std::string& text, const std::st
   // top-level "rope_theta" and "rope_scaling".
   auto scaling = j.find("rope_parameters");
   if (scaling != j.end() && scaling->is_object()) {
-    KVCOMM_RETURN_IF_ERROR(Read(*scaling, "rope_theta", &c.rope_theta, false, origin + " rope_parameters"));
+    KVCOMM_RETURN_IF_ERROR(
+        Read(*scaling, "rope_theta", &c.rope_theta, false, origin + " rope_parameters"));
   } else {
     scaling = j.find("rope_scaling");
   }
@@ -114,14 +122,17 @@ Result<ModelConfig> ModelConfig::FromJson(const std::string& text, const std::st
     KVCOMM_RETURN_IF_ERROR(Read(*scaling, "rope_type", &type, false, origin + " rope scaling"));
     if (type != "default") {
       if (type != "linear" && type != "llama3") {
-        return InvalidArgument("{}: rope_scaling type '{}' is not supported (linear, llama3)", origin, type);
+        return InvalidArgument("{}: rope_scaling type '{}' is not supported (linear, llama3)",
+                               origin, type);
       }
       c.rope_scaling.type = type;
       const std::string where = origin + " rope scaling";
       KVCOMM_RETURN_IF_ERROR(Read(*scaling, "factor", &c.rope_scaling.factor, true, where));
       if (type == "llama3") {
-        KVCOMM_RETURN_IF_ERROR(Read(*scaling, "low_freq_factor", &c.rope_scaling.low_freq_factor, true, where));
-        KVCOMM_RETURN_IF_ERROR(Read(*scaling, "high_freq_factor", &c.rope_scaling.high_freq_factor, true, where));
+        KVCOMM_RETURN_IF_ERROR(
+            Read(*scaling, "low_freq_factor", &c.rope_scaling.low_freq_factor, true, where));
+        KVCOMM_RETURN_IF_ERROR(
+            Read(*scaling, "high_freq_factor", &c.rope_scaling.high_freq_factor, true, where));
         KVCOMM_RETURN_IF_ERROR(Read(*scaling, "original_max_position_embeddings",
                                     &c.rope_scaling.original_max_position_embeddings, true, where));
       }
@@ -145,8 +156,8 @@ Status ModelConfig::Validate() const {
   KVCOMM_RETURN_IF_ERROR(positive("head_dim", head_dim, 4096));
   KVCOMM_RETURN_IF_ERROR(positive("max_position_embeddings", max_position_embeddings, 1 << 24));
   if (num_heads % num_kv_heads != 0) {
-    return InvalidArgument("num_attention_heads {} is not a multiple of num_key_value_heads {}", num_heads,
-                           num_kv_heads);
+    return InvalidArgument("num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                           num_heads, num_kv_heads);
   }
   if (head_dim % 2 != 0) return InvalidArgument("head_dim {} must be even for RoPE", head_dim);
   if (!(rope_theta > 0)) return InvalidArgument("rope_theta must be positive");
@@ -187,8 +198,9 @@ std::vector<float> ModelConfig::RopeInverseFrequencies() const {
 ModelArchitecture ModelConfig::Architecture() const {
   std::string scaling;
   if (!rope_scaling.type.empty()) {
-    scaling = fmt::format("{}:{}:{}:{}:{}", rope_scaling.type, rope_scaling.factor, rope_scaling.low_freq_factor,
-                          rope_scaling.high_freq_factor, rope_scaling.original_max_position_embeddings);
+    scaling = fmt::format("{}:{}:{}:{}:{}", rope_scaling.type, rope_scaling.factor,
+                          rope_scaling.low_freq_factor, rope_scaling.high_freq_factor,
+                          rope_scaling.original_max_position_embeddings);
   }
   return ModelArchitecture{model_type,
                            static_cast<uint32_t>(num_layers),

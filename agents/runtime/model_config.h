@@ -38,7 +38,7 @@ struct ModelConfig {
   bool attention_bias = false;  // q/k/v projections have biases (Qwen2)
   int32_t bos_token_id = -1;    // -1: none
   std::vector<int32_t> eos_token_ids;
-  DType dtype = DType::kBF16;   // torch_dtype of the checkpoint
+  DType dtype = DType::kBF16;  // torch_dtype of the checkpoint
 
   // Parses config.json text; `origin` names the file in errors.
   static Result<ModelConfig> FromJson(const std::string& text, const std::string& origin);

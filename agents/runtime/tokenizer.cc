@@ -10,7 +10,8 @@ Tokenizer::~Tokenizer() = default;
 Result<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& model_path) {
   std::unique_ptr<Tokenizer> tokenizer(new Tokenizer());
   auto status = tokenizer->processor_->Load(model_path);
-  if (!status.ok()) return InvalidArgument("cannot load tokenizer '{}': {}", model_path, status.ToString());
+  if (!status.ok())
+    return InvalidArgument("cannot load tokenizer '{}': {}", model_path, status.ToString());
   return tokenizer;
 }
 
@@ -24,7 +25,8 @@ Result<std::vector<int32_t>> Tokenizer::Encode(const std::string& text) const {
 Result<std::string> Tokenizer::Decode(const std::vector<int32_t>& ids) const {
   std::vector<int> in(ids.begin(), ids.end());
   for (int id : in) {
-    if (id < 0 || id >= processor_->GetPieceSize()) return InvalidArgument("token id {} is outside the vocabulary", id);
+    if (id < 0 || id >= processor_->GetPieceSize())
+      return InvalidArgument("token id {} is outside the vocabulary", id);
   }
   std::string text;
   auto status = processor_->Decode(in, &text);

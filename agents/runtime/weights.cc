@@ -3,10 +3,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
-
-#include <nlohmann/json.hpp>
 
 #include "common/safetensors.h"
 #include "kernels/ops.h"
@@ -32,14 +31,17 @@ class TensorSource {
         return InvalidArgument("{}: no weight_map object", index.string());
       }
       for (auto& [name, file] : j["weight_map"].items()) {
-        if (!file.is_string()) return InvalidArgument("{}: '{}' maps to a non-string", index.string(), name);
+        if (!file.is_string())
+          return InvalidArgument("{}: '{}' maps to a non-string", index.string(), name);
         const std::string shard = file.get<std::string>();
         if (shard.find('/') != std::string::npos) {
-          return InvalidArgument("{}: shard name '{}' must be a plain file name", index.string(), shard);
+          return InvalidArgument("{}: shard name '{}' must be a plain file name", index.string(),
+                                 shard);
         }
         source.shard_of_[name] = shard;
         if (!source.files_.count(shard)) {
-          KVCOMM_ASSIGN_OR_RETURN(auto opened, SafetensorsFile::Open((fs::path(dir) / shard).string()));
+          KVCOMM_ASSIGN_OR_RETURN(auto opened,
+                                  SafetensorsFile::Open((fs::path(dir) / shard).string()));
           source.files_.emplace(shard, std::move(opened));
         }
       }
@@ -56,7 +58,8 @@ class TensorSource {
     std::string shard = shard_of_.count(name) ? shard_of_.at(name) : "model.safetensors";
     auto file = files_.find(shard);
     const SafetensorsTensor* tensor = file == files_.end() ? nullptr : file->second.Find(name);
-    if (tensor == nullptr) return InvalidArgument("checkpoint is missing tensor '{}' (looked in {})", name, shard);
+    if (tensor == nullptr)
+      return InvalidArgument("checkpoint is missing tensor '{}' (looked in {})", name, shard);
     return tensor;
   }
 
@@ -72,16 +75,18 @@ class Loader {
   Status Load(const std::string& name, std::vector<uint64_t> shape, std::vector<float>* out) {
     KVCOMM_ASSIGN_OR_RETURN(const SafetensorsTensor* t, source_.Find(name));
     if (t->shape != shape) {
-      return InvalidArgument("tensor '{}' has shape [{}], the config needs [{}]", name, fmt::join(t->shape, ", "),
-                             fmt::join(shape, ", "));
+      return InvalidArgument("tensor '{}' has shape [{}], the config needs [{}]", name,
+                             fmt::join(t->shape, ", "), fmt::join(shape, ", "));
     }
-    if (t->dtype == DType::kI32) return InvalidArgument("tensor '{}' is I32, expected a float type", name);
+    if (t->dtype == DType::kI32)
+      return InvalidArgument("tensor '{}' is I32, expected a float type", name);
     hasher_.AddString(name).AddBytes(t->data.span());
     uint64_t n = 1;
     for (uint64_t d : shape) n *= d;
     out->resize(n);
-    return kernels::ConvertDType({const_cast<std::byte*>(t->data.data()), t->dtype, {static_cast<int64_t>(n)}},
-                                 {out->data(), DType::kF32, {static_cast<int64_t>(n)}});
+    return kernels::ConvertDType(
+        {const_cast<std::byte*>(t->data.data()), t->dtype, {static_cast<int64_t>(n)}},
+        {out->data(), DType::kF32, {static_cast<int64_t>(n)}});
   }
   Hash128 hash() const { return hasher_.Finish(); }
 
@@ -95,8 +100,9 @@ class Loader {
 Result<ModelWeights> LoadWeights(const std::string& model_dir, const ModelConfig& c) {
   KVCOMM_ASSIGN_OR_RETURN(TensorSource source, TensorSource::Open(model_dir));
   Loader load(source);
-  const uint64_t hidden = c.hidden_size, q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim,
-                 inter = c.intermediate_size, vocab = c.vocab_size;
+  const uint64_t hidden = c.hidden_size, q_dim = c.num_heads * c.head_dim,
+                 kv_dim = c.num_kv_heads * c.head_dim, inter = c.intermediate_size,
+                 vocab = c.vocab_size;
   ModelWeights w;
   KVCOMM_RETURN_IF_ERROR(load.Load("model.embed_tokens.weight", {vocab, hidden}, &w.embed));
   w.layers.resize(c.num_layers);
@@ -113,7 +119,8 @@ Result<ModelWeights> LoadWeights(const std::string& model_dir, const ModelConfig
       KVCOMM_RETURN_IF_ERROR(load.Load(p + "self_attn.k_proj.bias", {kv_dim}, &l.k_bias));
       KVCOMM_RETURN_IF_ERROR(load.Load(p + "self_attn.v_proj.bias", {kv_dim}, &l.v_bias));
     }
-    KVCOMM_RETURN_IF_ERROR(load.Load(p + "post_attention_layernorm.weight", {hidden}, &l.post_norm));
+    KVCOMM_RETURN_IF_ERROR(
+        load.Load(p + "post_attention_layernorm.weight", {hidden}, &l.post_norm));
     KVCOMM_RETURN_IF_ERROR(load.Load(p + "mlp.gate_proj.weight", {inter, hidden}, &l.gate));
     KVCOMM_RETURN_IF_ERROR(load.Load(p + "mlp.up_proj.weight", {inter, hidden}, &l.up));
     KVCOMM_RETURN_IF_ERROR(load.Load(p + "mlp.down_proj.weight", {hidden, inter}, &l.down));
@@ -135,8 +142,8 @@ ModelWeights RandomWeights(const ModelConfig& c, uint64_t seed) {
     return v;
   };
   auto ones = [](uint64_t n) { return std::vector<float>(n, 1.0f); };
-  const uint64_t hidden = c.hidden_size, q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim,
-                 inter = c.intermediate_size;
+  const uint64_t hidden = c.hidden_size, q_dim = c.num_heads * c.head_dim,
+                 kv_dim = c.num_kv_heads * c.head_dim, inter = c.intermediate_size;
   ModelWeights w;
   w.embed = random(c.vocab_size * hidden);
   for (int64_t i = 0; i < c.num_layers; ++i) {

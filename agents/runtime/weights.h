@@ -13,11 +13,11 @@
 namespace kvcomm::runtime {
 
 struct LayerWeights {
-  std::vector<float> input_norm;          // [hidden]
-  std::vector<float> q, k, v, o;          // [heads*hd, hidden], [kv*hd, hidden] x2, [hidden, heads*hd]
+  std::vector<float> input_norm;  // [hidden]
+  std::vector<float> q, k, v, o;  // [heads*hd, hidden], [kv*hd, hidden] x2, [hidden, heads*hd]
   std::vector<float> q_bias, k_bias, v_bias;  // empty unless attention_bias
-  std::vector<float> post_norm;           // [hidden]
-  std::vector<float> gate, up, down;      // [inter, hidden] x2, [hidden, inter]
+  std::vector<float> post_norm;               // [hidden]
+  std::vector<float> gate, up, down;          // [inter, hidden] x2, [hidden, inter]
 };
 
 struct ModelWeights {
@@ -25,7 +25,7 @@ struct ModelWeights {
   std::vector<float> final_norm;  // [hidden]
   std::vector<float> lm_head;     // [vocab, hidden]; empty when tied to embed
   std::vector<LayerWeights> layers;
-  Hash128 content_hash;           // of every tensor's stored bytes, in load order
+  Hash128 content_hash;  // of every tensor's stored bytes, in load order
 
   const std::vector<float>& output_projection() const { return lm_head.empty() ? embed : lm_head; }
 };

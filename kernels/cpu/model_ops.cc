@@ -11,7 +11,8 @@
 
 namespace kvcomm::kernels::cpu {
 
-void RmsNorm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps, float* out) {
+void RmsNorm(const float* x, const float* weight, int64_t rows, int64_t dim, float eps,
+             float* out) {
   ParallelFor(rows, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float* in = x + r * dim;
@@ -27,11 +28,13 @@ void RmsNorm(const float* x, const float* weight, int64_t rows, int64_t dim, flo
 void Linear(const float* x, const float* w, const float* bias, int64_t rows, int64_t in_dim,
             int64_t out_dim, float* out) {
   if (bias != nullptr) {
-    for (int64_t r = 0; r < rows; ++r) std::memcpy(out + r * out_dim, bias, out_dim * sizeof(float));
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(out + r * out_dim, bias, out_dim * sizeof(float));
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
-              static_cast<int>(out_dim), static_cast<int>(in_dim), 1.0f, x, static_cast<int>(in_dim), w,
-              static_cast<int>(in_dim), bias != nullptr ? 1.0f : 0.0f, out, static_cast<int>(out_dim));
+              static_cast<int>(out_dim), static_cast<int>(in_dim), 1.0f, x,
+              static_cast<int>(in_dim), w, static_cast<int>(in_dim), bias != nullptr ? 1.0f : 0.0f,
+              out, static_cast<int>(out_dim));
 }
 
 void SwiGlu(const float* gate, const float* up, int64_t n, float* out) {

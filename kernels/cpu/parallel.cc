@@ -45,7 +45,8 @@ class Pool {
  private:
   void RunChunk(int index) {
     int64_t chunk = (n_ + threads_ - 1) / threads_;
-    int64_t begin = std::min<int64_t>(n_, index * chunk), end = std::min<int64_t>(n_, begin + chunk);
+    int64_t begin = std::min<int64_t>(n_, index * chunk),
+            end = std::min<int64_t>(n_, begin + chunk);
     inside_parallel_for = true;
     if (begin < end) (*fn_)(begin, end);
     inside_parallel_for = false;

@@ -21,44 +21,47 @@ cudaError_t LaunchConvertDType(const void* src, uint8_t src_dtype, void* dst, ui
                                int64_t n, cudaStream_t stream);
 
 // out[t] (fp32) = table[ids[t]] (bf16) for rows of `dim`.
-cudaError_t LaunchEmbedding(const bf16* table, const int32_t* ids, int64_t tokens, int64_t dim, float* out,
-                            cudaStream_t stream);
+cudaError_t LaunchEmbedding(const bf16* table, const int32_t* ids, int64_t tokens, int64_t dim,
+                            float* out, cudaStream_t stream);
 // out (bf16) = rmsnorm(x (fp32)) * weight (bf16), per row.
-cudaError_t LaunchRmsNorm(const float* x, const bf16* weight, int64_t rows, int64_t dim, float eps, bf16* out,
-                          cudaStream_t stream);
+cudaError_t LaunchRmsNorm(const float* x, const bf16* weight, int64_t rows, int64_t dim, float eps,
+                          bf16* out, cudaStream_t stream);
 // Rotates q [tokens][heads][hd] and k [tokens][kv_heads][hd] (bf16, rows of `row_stride`
 // elements, so they can be the q and k parts of a fused qkv row) in place, HF rotate-half.
-cudaError_t LaunchRope(bf16* qkv, int64_t tokens, int64_t row_stride, int64_t heads, int64_t kv_heads,
-                       int64_t head_dim, const int32_t* positions, const float* inv_freq, cudaStream_t stream);
+cudaError_t LaunchRope(bf16* qkv, int64_t tokens, int64_t row_stride, int64_t heads,
+                       int64_t kv_heads, int64_t head_dim, const int32_t* positions,
+                       const float* inv_freq, cudaStream_t stream);
 // Copies k and v of each token (bf16, inside fused qkv rows) into the cache
 // [kv_heads][capacity][hd] at positions start .. start + tokens - 1.
-cudaError_t LaunchWriteKv(const bf16* qkv, int64_t tokens, int64_t row_stride, int64_t heads, int64_t kv_heads,
-                          int64_t head_dim, bf16* k_cache, bf16* v_cache, int64_t capacity, int64_t start,
-                          cudaStream_t stream);
+cudaError_t LaunchWriteKv(const bf16* qkv, int64_t tokens, int64_t row_stride, int64_t heads,
+                          int64_t kv_heads, int64_t head_dim, bf16* k_cache, bf16* v_cache,
+                          int64_t capacity, int64_t start, cudaStream_t stream);
 // out [tokens][n] = silu(gate_up[:, :n]) * gate_up[:, n:] for rows of 2n (bf16).
-cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t tokens, int64_t n, bf16* out, cudaStream_t stream);
+cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t tokens, int64_t n, bf16* out,
+                         cudaStream_t stream);
 // Attention with one block per (token, head) whose warps split the keys, online softmax:
 // the decode path and small batches. q from fused qkv rows; out [tokens][heads][hd] bf16.
-cudaError_t LaunchAttentionStreaming(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t q_start,
-                                     int64_t heads, int64_t kv_heads, int64_t head_dim, const bf16* k_cache,
-                                     const bf16* v_cache, int64_t capacity, float scale, bf16* out,
-                                     cudaStream_t stream);
+cudaError_t LaunchAttentionStreaming(const bf16* qkv, int64_t row_stride, int64_t tokens,
+                                     int64_t q_start, int64_t heads, int64_t kv_heads,
+                                     int64_t head_dim, const bf16* k_cache, const bf16* v_cache,
+                                     int64_t capacity, float scale, bf16* out, cudaStream_t stream);
 // Prefill helpers around batched GEMMs: gather q into [heads][tokens][hd]; causal softmax of
 // fp32 scores [heads][tokens][ctx] (row t sees keys < q_start + t + 1) into bf16 probs;
 // scatter o [heads][tokens][hd] back to [tokens][heads][hd].
-cudaError_t LaunchGatherQ(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t heads, int64_t head_dim,
-                          bf16* q_heads, cudaStream_t stream);
-cudaError_t LaunchCausalSoftmax(const float* scores, int64_t heads, int64_t tokens, int64_t ctx, int64_t q_start,
-                                float scale, bf16* probs, cudaStream_t stream);
-cudaError_t LaunchScatterO(const bf16* o_heads, int64_t tokens, int64_t heads, int64_t head_dim, bf16* out,
-                           cudaStream_t stream);
+cudaError_t LaunchGatherQ(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t heads,
+                          int64_t head_dim, bf16* q_heads, cudaStream_t stream);
+cudaError_t LaunchCausalSoftmax(const float* scores, int64_t heads, int64_t tokens, int64_t ctx,
+                                int64_t q_start, float scale, bf16* probs, cudaStream_t stream);
+cudaError_t LaunchScatterO(const bf16* o_heads, int64_t tokens, int64_t heads, int64_t head_dim,
+                           bf16* out, cudaStream_t stream);
 // Single-row linear layer for decode: y[out] = w[out][in] . x[in] (bf16 in, fp32 math), written
 // as bf16, or as fp32 y = result + beta * y. Needs in % 8 == 0 and 16-byte aligned w and x.
-cudaError_t LaunchGemv(const bf16* w, const bf16* x, int64_t in, int64_t out, void* y, bool y_fp32, float beta,
-                       cudaStream_t stream);
+cudaError_t LaunchGemv(const bf16* w, const bf16* x, int64_t in, int64_t out, void* y, bool y_fp32,
+                       float beta, cudaStream_t stream);
 // y [rows][n] += bias [n] (bf16).
 cudaError_t LaunchAddBias(bf16* y, const bf16* bias, int64_t rows, int64_t n, cudaStream_t stream);
 // Deterministic pseudo-random normal(0, std) bf16 values from (seed, index): random weights.
-cudaError_t LaunchFillRandom(bf16* out, int64_t n, uint64_t seed, float std, float mean, cudaStream_t stream);
+cudaError_t LaunchFillRandom(bf16* out, int64_t n, uint64_t seed, float std, float mean,
+                             cudaStream_t stream);
 
 }  // namespace kvcomm::kernels::cuda

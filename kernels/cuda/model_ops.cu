@@ -9,17 +9,20 @@ namespace {
 constexpr int kWarp = 32;
 
 __device__ float WarpSum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  for (int offset = kWarp / 2; offset > 0; offset /= 2)
+    v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;
 }
 
 __global__ void EmbeddingKernel(const bf16* table, const int32_t* ids, int64_t dim, float* out) {
   const int64_t t = blockIdx.x;
   const bf16* row = table + int64_t{ids[t]} * dim;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) out[t * dim + i] = __bfloat162float(row[i]);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
+    out[t * dim + i] = __bfloat162float(row[i]);
 }
 
-__global__ void RmsNormKernel(const float* x, const bf16* weight, int64_t dim, float eps, bf16* out) {
+__global__ void RmsNormKernel(const float* x, const bf16* weight, int64_t dim, float eps,
+                              bf16* out) {
   const int64_t r = blockIdx.x;
   const float* in = x + r * dim;
   float sum = 0;
@@ -41,8 +44,8 @@ __global__ void RmsNormKernel(const float* x, const bf16* weight, int64_t dim, f
 }
 
 // One block per token; threads walk (head, i < hd/2) pairs of q and k.
-__global__ void RopeKernel(bf16* qkv, int64_t row_stride, int64_t heads, int64_t kv_heads, int64_t head_dim,
-                           const int32_t* positions, const float* inv_freq) {
+__global__ void RopeKernel(bf16* qkv, int64_t row_stride, int64_t heads, int64_t kv_heads,
+                           int64_t head_dim, const int32_t* positions, const float* inv_freq) {
   const int64_t t = blockIdx.x;
   const int64_t half = head_dim / 2;
   const float pos = static_cast<float>(positions[t]);
@@ -60,7 +63,8 @@ __global__ void RopeKernel(bf16* qkv, int64_t row_stride, int64_t heads, int64_t
 }
 
 __global__ void WriteKvKernel(const bf16* qkv, int64_t row_stride, int64_t heads, int64_t kv_heads,
-                              int64_t head_dim, bf16* k_cache, bf16* v_cache, int64_t capacity, int64_t start) {
+                              int64_t head_dim, bf16* k_cache, bf16* v_cache, int64_t capacity,
+                              int64_t start) {
   const int64_t t = blockIdx.x;
   const bf16* k = qkv + t * row_stride + heads * head_dim;
   const bf16* v = k + kv_heads * head_dim;
@@ -88,9 +92,10 @@ __global__ void SwiGluKernel(const bf16* gate_up, int64_t n, int64_t total, bf16
 constexpr int kStreamingWarps = 16;
 
 template <int kPerLane>
-__global__ void AttentionStreamingKernel(const bf16* qkv, int64_t row_stride, int64_t q_start, int64_t heads,
-                                         int64_t kv_heads, int64_t head_dim, const bf16* k_cache,
-                                         const bf16* v_cache, int64_t capacity, float scale, bf16* out) {
+__global__ void AttentionStreamingKernel(const bf16* qkv, int64_t row_stride, int64_t q_start,
+                                         int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                         const bf16* k_cache, const bf16* v_cache, int64_t capacity,
+                                         float scale, bf16* out) {
   const int64_t t = blockIdx.x / heads, h = blockIdx.x % heads, g = h / (heads / kv_heads);
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   float q[kPerLane], acc[kPerLane];
@@ -146,8 +151,8 @@ __global__ void AttentionStreamingKernel(const bf16* qkv, int64_t row_stride, in
   }
 }
 
-__global__ void GatherQKernel(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t heads, int64_t head_dim,
-                              bf16* q_heads) {
+__global__ void GatherQKernel(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t heads,
+                              int64_t head_dim, bf16* q_heads) {
   const int64_t t = blockIdx.x;
   for (int64_t e = threadIdx.x; e < heads * head_dim; e += blockDim.x) {
     const int64_t h = e / head_dim, d = e % head_dim;
@@ -155,7 +160,8 @@ __global__ void GatherQKernel(const bf16* qkv, int64_t row_stride, int64_t token
   }
 }
 
-__global__ void ScatterOKernel(const bf16* o_heads, int64_t tokens, int64_t heads, int64_t head_dim, bf16* out) {
+__global__ void ScatterOKernel(const bf16* o_heads, int64_t tokens, int64_t heads, int64_t head_dim,
+                               bf16* out) {
   const int64_t t = blockIdx.x;
   for (int64_t e = threadIdx.x; e < heads * head_dim; e += blockDim.x) {
     const int64_t h = e / head_dim, d = e % head_dim;
@@ -164,8 +170,8 @@ __global__ void ScatterOKernel(const bf16* o_heads, int64_t tokens, int64_t head
 }
 
 // One block per (head, token) row of scores.
-__global__ void CausalSoftmaxKernel(const float* scores, int64_t tokens, int64_t ctx, int64_t q_start, float scale,
-                                    bf16* probs) {
+__global__ void CausalSoftmaxKernel(const float* scores, int64_t tokens, int64_t ctx,
+                                    int64_t q_start, float scale, bf16* probs) {
   const int64_t row = blockIdx.x;  // h * tokens + t
   const int64_t t = row % tokens;
   const int64_t visible = q_start + t + 1;
@@ -173,21 +179,24 @@ __global__ void CausalSoftmaxKernel(const float* scores, int64_t tokens, int64_t
   bf16* p = probs + row * ctx;
   __shared__ float shared[32];
   float max_score = -INFINITY;
-  for (int64_t j = threadIdx.x; j < visible; j += blockDim.x) max_score = fmaxf(max_score, s[j] * scale);
+  for (int64_t j = threadIdx.x; j < visible; j += blockDim.x)
+    max_score = fmaxf(max_score, s[j] * scale);
   for (int offset = kWarp / 2; offset > 0; offset /= 2)
     max_score = fmaxf(max_score, __shfl_xor_sync(0xffffffffu, max_score, offset));
   if (threadIdx.x % kWarp == 0) shared[threadIdx.x / kWarp] = max_score;
   __syncthreads();
   if (threadIdx.x < kWarp) {
     float v = threadIdx.x < blockDim.x / kWarp ? shared[threadIdx.x] : -INFINITY;
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    for (int offset = kWarp / 2; offset > 0; offset /= 2)
+      v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
     if (threadIdx.x == 0) shared[0] = v;
   }
   __syncthreads();
   max_score = shared[0];
   __syncthreads();
   float sum = 0;
-  for (int64_t j = threadIdx.x; j < visible; j += blockDim.x) sum += __expf(s[j] * scale - max_score);
+  for (int64_t j = threadIdx.x; j < visible; j += blockDim.x)
+    sum += __expf(s[j] * scale - max_score);
   sum = WarpSum(sum);
   if (threadIdx.x % kWarp == 0) shared[threadIdx.x / kWarp] = sum;
   __syncthreads();
@@ -205,7 +214,8 @@ __global__ void CausalSoftmaxKernel(const float* scores, int64_t tokens, int64_t
 
 // One warp per output row, 16-byte loads of w and x, several in flight per lane.
 template <bool kOutF32>
-__global__ void GemvKernel(const bf16* w, const bf16* x, int64_t in, int64_t out, void* y, float beta) {
+__global__ void GemvKernel(const bf16* w, const bf16* x, int64_t in, int64_t out, void* y,
+                           float beta) {
   const int64_t row = blockIdx.x * int64_t{blockDim.x / kWarp} + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (row >= out) return;
@@ -250,7 +260,8 @@ __device__ uint64_t SplitMix64(uint64_t x) {
 }
 
 __global__ void FillRandomKernel(bf16* out, int64_t n, uint64_t seed, float std, float mean) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
     const uint64_t r = SplitMix64(seed * 0x100000001b3ull + static_cast<uint64_t>(i));
     const float u1 = ((r >> 40) + 1) * (1.0f / 16777217.0f);
     const float u2 = ((r >> 16) & 0xffffff) * (1.0f / 16777216.0f);
@@ -259,79 +270,91 @@ __global__ void FillRandomKernel(bf16* out, int64_t n, uint64_t seed, float std,
   }
 }
 
-int GridFor(int64_t n, int threads) { return static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 1 << 16)); }
+int GridFor(int64_t n, int threads) {
+  return static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 1 << 16));
+}
 
 }  // namespace
 
-cudaError_t LaunchEmbedding(const bf16* table, const int32_t* ids, int64_t tokens, int64_t dim, float* out,
-                            cudaStream_t stream) {
+cudaError_t LaunchEmbedding(const bf16* table, const int32_t* ids, int64_t tokens, int64_t dim,
+                            float* out, cudaStream_t stream) {
   EmbeddingKernel<<<tokens, 256, 0, stream>>>(table, ids, dim, out);
   return cudaGetLastError();
 }
 
-cudaError_t LaunchRmsNorm(const float* x, const bf16* weight, int64_t rows, int64_t dim, float eps, bf16* out,
-                          cudaStream_t stream) {
+cudaError_t LaunchRmsNorm(const float* x, const bf16* weight, int64_t rows, int64_t dim, float eps,
+                          bf16* out, cudaStream_t stream) {
   RmsNormKernel<<<rows, 256, 0, stream>>>(x, weight, dim, eps, out);
   return cudaGetLastError();
 }
 
-cudaError_t LaunchRope(bf16* qkv, int64_t tokens, int64_t row_stride, int64_t heads, int64_t kv_heads,
-                       int64_t head_dim, const int32_t* positions, const float* inv_freq, cudaStream_t stream) {
-  RopeKernel<<<tokens, 256, 0, stream>>>(qkv, row_stride, heads, kv_heads, head_dim, positions, inv_freq);
+cudaError_t LaunchRope(bf16* qkv, int64_t tokens, int64_t row_stride, int64_t heads,
+                       int64_t kv_heads, int64_t head_dim, const int32_t* positions,
+                       const float* inv_freq, cudaStream_t stream) {
+  RopeKernel<<<tokens, 256, 0, stream>>>(qkv, row_stride, heads, kv_heads, head_dim, positions,
+                                         inv_freq);
   return cudaGetLastError();
 }
 
-cudaError_t LaunchWriteKv(const bf16* qkv, int64_t tokens, int64_t row_stride, int64_t heads, int64_t kv_heads,
-                          int64_t head_dim, bf16* k_cache, bf16* v_cache, int64_t capacity, int64_t start,
-                          cudaStream_t stream) {
-  WriteKvKernel<<<tokens, 256, 0, stream>>>(qkv, row_stride, heads, kv_heads, head_dim, k_cache, v_cache, capacity,
-                                            start);
+cudaError_t LaunchWriteKv(const bf16* qkv, int64_t tokens, int64_t row_stride, int64_t heads,
+                          int64_t kv_heads, int64_t head_dim, bf16* k_cache, bf16* v_cache,
+                          int64_t capacity, int64_t start, cudaStream_t stream) {
+  WriteKvKernel<<<tokens, 256, 0, stream>>>(qkv, row_stride, heads, kv_heads, head_dim, k_cache,
+                                            v_cache, capacity, start);
   return cudaGetLastError();
 }
 
-cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t tokens, int64_t n, bf16* out, cudaStream_t stream) {
+cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t tokens, int64_t n, bf16* out,
+                         cudaStream_t stream) {
   SwiGluKernel<<<GridFor(tokens * n, 256), 256, 0, stream>>>(gate_up, n, tokens * n, out);
   return cudaGetLastError();
 }
 
-cudaError_t LaunchAttentionStreaming(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t q_start,
-                                     int64_t heads, int64_t kv_heads, int64_t head_dim, const bf16* k_cache,
-                                     const bf16* v_cache, int64_t capacity, float scale, bf16* out,
+cudaError_t LaunchAttentionStreaming(const bf16* qkv, int64_t row_stride, int64_t tokens,
+                                     int64_t q_start, int64_t heads, int64_t kv_heads,
+                                     int64_t head_dim, const bf16* k_cache, const bf16* v_cache,
+                                     int64_t capacity, float scale, bf16* out,
                                      cudaStream_t stream) {
   const int64_t blocks = tokens * heads;
   const int threads = kStreamingWarps * kWarp;
-#define KVCOMM_ATTENTION_CASE(N)                                                                             \
-  AttentionStreamingKernel<N><<<blocks, threads, 0, stream>>>(qkv, row_stride, q_start, heads, kv_heads,     \
-                                                              head_dim, k_cache, v_cache, capacity, scale, out)
-  if (head_dim <= 32) KVCOMM_ATTENTION_CASE(1);
-  else if (head_dim <= 64) KVCOMM_ATTENTION_CASE(2);
-  else if (head_dim <= 128) KVCOMM_ATTENTION_CASE(4);
-  else if (head_dim <= 256) KVCOMM_ATTENTION_CASE(8);
-  else return cudaErrorInvalidValue;
+#define KVCOMM_ATTENTION_CASE(N)                               \
+  AttentionStreamingKernel<N><<<blocks, threads, 0, stream>>>( \
+      qkv, row_stride, q_start, heads, kv_heads, head_dim, k_cache, v_cache, capacity, scale, out)
+  if (head_dim <= 32)
+    KVCOMM_ATTENTION_CASE(1);
+  else if (head_dim <= 64)
+    KVCOMM_ATTENTION_CASE(2);
+  else if (head_dim <= 128)
+    KVCOMM_ATTENTION_CASE(4);
+  else if (head_dim <= 256)
+    KVCOMM_ATTENTION_CASE(8);
+  else
+    return cudaErrorInvalidValue;
 #undef KVCOMM_ATTENTION_CASE
   return cudaGetLastError();
 }
 
-cudaError_t LaunchGatherQ(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t heads, int64_t head_dim,
-                          bf16* q_heads, cudaStream_t stream) {
+cudaError_t LaunchGatherQ(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t heads,
+                          int64_t head_dim, bf16* q_heads, cudaStream_t stream) {
   GatherQKernel<<<tokens, 256, 0, stream>>>(qkv, row_stride, tokens, heads, head_dim, q_heads);
   return cudaGetLastError();
 }
 
-cudaError_t LaunchCausalSoftmax(const float* scores, int64_t heads, int64_t tokens, int64_t ctx, int64_t q_start,
-                                float scale, bf16* probs, cudaStream_t stream) {
-  CausalSoftmaxKernel<<<heads * tokens, 256, 0, stream>>>(scores, tokens, ctx, q_start, scale, probs);
+cudaError_t LaunchCausalSoftmax(const float* scores, int64_t heads, int64_t tokens, int64_t ctx,
+                                int64_t q_start, float scale, bf16* probs, cudaStream_t stream) {
+  CausalSoftmaxKernel<<<heads * tokens, 256, 0, stream>>>(scores, tokens, ctx, q_start, scale,
+                                                          probs);
   return cudaGetLastError();
 }
 
-cudaError_t LaunchScatterO(const bf16* o_heads, int64_t tokens, int64_t heads, int64_t head_dim, bf16* out,
-                           cudaStream_t stream) {
+cudaError_t LaunchScatterO(const bf16* o_heads, int64_t tokens, int64_t heads, int64_t head_dim,
+                           bf16* out, cudaStream_t stream) {
   ScatterOKernel<<<tokens, 256, 0, stream>>>(o_heads, tokens, heads, head_dim, out);
   return cudaGetLastError();
 }
 
-cudaError_t LaunchGemv(const bf16* w, const bf16* x, int64_t in, int64_t out, void* y, bool y_fp32, float beta,
-                       cudaStream_t stream) {
+cudaError_t LaunchGemv(const bf16* w, const bf16* x, int64_t in, int64_t out, void* y, bool y_fp32,
+                       float beta, cudaStream_t stream) {
   if (in % 8 != 0) return cudaErrorInvalidValue;
   const int threads = 256, rows_per_block = threads / kWarp;
   const int blocks = static_cast<int>((out + rows_per_block - 1) / rows_per_block);
@@ -348,7 +371,8 @@ cudaError_t LaunchAddBias(bf16* y, const bf16* bias, int64_t rows, int64_t n, cu
   return cudaGetLastError();
 }
 
-cudaError_t LaunchFillRandom(bf16* out, int64_t n, uint64_t seed, float std, float mean, cudaStream_t stream) {
+cudaError_t LaunchFillRandom(bf16* out, int64_t n, uint64_t seed, float std, float mean,
+                             cudaStream_t stream) {
   FillRandomKernel<<<GridFor(n, 256), 256, 0, stream>>>(out, n, seed, std, mean);
   return cudaGetLastError();
 }

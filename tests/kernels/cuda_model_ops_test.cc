@@ -35,7 +35,9 @@ std::vector<float> RandomBf16Values(size_t n, uint32_t seed, float std = 1.0f) {
 struct Dev {
   DeviceBuffer buffer;
   template <typename T>
-  T* as() { return reinterpret_cast<T*>(buffer.data()); }
+  T* as() {
+    return reinterpret_cast<T*>(buffer.data());
+  }
 };
 Dev ToDeviceBf16(const std::vector<float>& v) {
   std::vector<uint16_t> bits(v.size());
@@ -69,10 +71,12 @@ Dev Poisoned(size_t bytes) {
   return d;
 }
 // |got - want| <= atol + rtol * |want| everywhere.
-void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, float rtol, float atol) {
+void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, float rtol,
+                 float atol) {
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) {
-    ASSERT_LE(std::abs(got[i] - want[i]), atol + rtol * std::abs(want[i])) << "at " << i << ": " << got[i] << " vs " << want[i];
+    ASSERT_LE(std::abs(got[i] - want[i]), atol + rtol * std::abs(want[i]))
+        << "at " << i << ": " << got[i] << " vs " << want[i];
   }
 }
 
@@ -83,7 +87,9 @@ TEST(CudaModelOps, RmsNormMatchesCpu) {
     std::vector<float> want(x.size());
     cpu::RmsNorm(x.data(), w.data(), 5, dim, 1e-5f, want.data());
     Dev dx = ToDevice(x), dw = ToDeviceBf16(w), out = Poisoned(x.size() * 2);
-    ASSERT_EQ(cuda::LaunchRmsNorm(dx.as<float>(), dw.as<bf16>(), 5, dim, 1e-5f, out.as<bf16>(), nullptr), cudaSuccess);
+    ASSERT_EQ(
+        cuda::LaunchRmsNorm(dx.as<float>(), dw.as<bf16>(), 5, dim, 1e-5f, out.as<bf16>(), nullptr),
+        cudaSuccess);
     ExpectClose(FromDeviceBf16(out, x.size()), want, 1.0f / 128, 1e-3f);
   }
 }
@@ -98,18 +104,21 @@ TEST(CudaModelOps, RopeMatchesCpuOnFusedQkvRows) {
   std::vector<float> q(tokens * heads * hd), k(tokens * kv_heads * hd);
   for (int64_t t = 0; t < tokens; ++t) {
     std::copy_n(qkv.begin() + t * stride, heads * hd, q.begin() + t * heads * hd);
-    std::copy_n(qkv.begin() + t * stride + heads * hd, kv_heads * hd, k.begin() + t * kv_heads * hd);
+    std::copy_n(qkv.begin() + t * stride + heads * hd, kv_heads * hd,
+                k.begin() + t * kv_heads * hd);
   }
   cpu::Rope(q.data(), positions, heads, hd, inv_freq);
   cpu::Rope(k.data(), positions, kv_heads, hd, inv_freq);
   Dev d = ToDeviceBf16(qkv), dpos = ToDevice(positions), dfreq = ToDevice(inv_freq);
-  ASSERT_EQ(cuda::LaunchRope(d.as<bf16>(), tokens, stride, heads, kv_heads, hd, dpos.as<int32_t>(), dfreq.as<float>(), nullptr),
+  ASSERT_EQ(cuda::LaunchRope(d.as<bf16>(), tokens, stride, heads, kv_heads, hd, dpos.as<int32_t>(),
+                             dfreq.as<float>(), nullptr),
             cudaSuccess);
   auto got = FromDeviceBf16(d, qkv.size());
   std::vector<float> got_q, got_k;
   for (int64_t t = 0; t < tokens; ++t) {
     got_q.insert(got_q.end(), got.begin() + t * stride, got.begin() + t * stride + heads * hd);
-    got_k.insert(got_k.end(), got.begin() + t * stride + heads * hd, got.begin() + t * stride + (heads + kv_heads) * hd);
+    got_k.insert(got_k.end(), got.begin() + t * stride + heads * hd,
+                 got.begin() + t * stride + (heads + kv_heads) * hd);
   }
   // fp32 angles on the GPU (as transformers) vs double on the CPU: at position 30000 the angle
   // itself carries ~2e-3 absolute error.
@@ -136,20 +145,27 @@ TEST(CudaModelOps, SwiGluAndEmbeddingMatchCpu) {
   std::vector<float> rows_want(ids.size() * 16);
   cpu::Embedding(table.data(), ids, 16, rows_want.data());
   Dev dt = ToDeviceBf16(table), di = ToDevice(ids), dout = Poisoned(rows_want.size() * 4);
-  ASSERT_EQ(cuda::LaunchEmbedding(dt.as<bf16>(), di.as<int32_t>(), 4, 16, dout.as<float>(), nullptr), cudaSuccess);
+  ASSERT_EQ(
+      cuda::LaunchEmbedding(dt.as<bf16>(), di.as<int32_t>(), 4, 16, dout.as<float>(), nullptr),
+      cudaSuccess);
   EXPECT_EQ(FromDeviceF32(dout, rows_want.size()), rows_want);
 }
 
 TEST(CudaModelOps, GemvMatchesCpuLinearForOneRow) {
   REQUIRE_GPU();
   const int64_t in = 4096, out = 300;
-  auto x = RandomBf16Values(in, 12), w = RandomBf16Values(out * in, 13), residual = RandomBf16Values(out, 14);
+  auto x = RandomBf16Values(in, 12), w = RandomBf16Values(out * in, 13),
+       residual = RandomBf16Values(out, 14);
   std::vector<float> want(out);
   cpu::Linear(x.data(), w.data(), nullptr, 1, in, out, want.data());
   Dev dx = ToDeviceBf16(x), dw = ToDeviceBf16(w), y16 = Poisoned(out * 2), y32 = ToDevice(residual);
-  ASSERT_EQ(cuda::LaunchGemv(dw.as<bf16>(), dx.as<bf16>(), in, out, y16.as<bf16>(), false, 0.f, nullptr), cudaSuccess);
+  ASSERT_EQ(
+      cuda::LaunchGemv(dw.as<bf16>(), dx.as<bf16>(), in, out, y16.as<bf16>(), false, 0.f, nullptr),
+      cudaSuccess);
   ExpectClose(FromDeviceBf16(y16, out), want, 1.0f / 128, 1e-2f);
-  ASSERT_EQ(cuda::LaunchGemv(dw.as<bf16>(), dx.as<bf16>(), in, out, y32.as<float>(), true, 1.f, nullptr), cudaSuccess);
+  ASSERT_EQ(
+      cuda::LaunchGemv(dw.as<bf16>(), dx.as<bf16>(), in, out, y32.as<float>(), true, 1.f, nullptr),
+      cudaSuccess);
   for (int64_t i = 0; i < out; ++i) want[i] += residual[i];
   ExpectClose(FromDeviceF32(y32, out), want, 1e-4f, 5e-2f);
 }
@@ -159,11 +175,14 @@ TEST(CudaModelOps, LinearMatchesCpu) {
   auto blas = cuda::Blas::Create();
   ASSERT_TRUE(blas.ok());
   const int64_t rows = 9, in = 96, out = 40;
-  auto x = RandomBf16Values(rows * in, 6), w = RandomBf16Values(out * in, 7), residual = RandomBf16Values(rows * out, 8);
+  auto x = RandomBf16Values(rows * in, 6), w = RandomBf16Values(out * in, 7),
+       residual = RandomBf16Values(rows * out, 8);
   std::vector<float> want(rows * out);
   cpu::Linear(x.data(), w.data(), nullptr, rows, in, out, want.data());
   Dev dx = ToDeviceBf16(x), dw = ToDeviceBf16(w), dy = ToDevice(residual);
-  ASSERT_TRUE((*blas)->Linear(dx.as<bf16>(), dw.as<bf16>(), rows, in, out, dy.as<float>(), true, 1.0f).ok());
+  ASSERT_TRUE((*blas)
+                  ->Linear(dx.as<bf16>(), dw.as<bf16>(), rows, in, out, dy.as<float>(), true, 1.0f)
+                  .ok());
   std::vector<float> want_acc(want);
   for (size_t i = 0; i < want.size(); ++i) want_acc[i] += residual[i];
   ExpectClose(FromDeviceF32(dy, want.size()), want_acc, 1e-4f, 1e-3f);
@@ -177,32 +196,48 @@ TEST(CudaModelOps, AttentionPathsMatchCpu) {
   const int64_t heads = 8, kv_heads = 2, hd = 128, capacity = 160, group = heads / kv_heads;
   const int64_t stride = (heads + 2 * kv_heads) * hd;
   const float scale = 1.0f / std::sqrt(128.0f);
-  for (auto [tokens, q_start] : {std::pair<int64_t, int64_t>{1, 70}, {3, 10}, {40, 0}, {33, 50}, {96, 0}, {70, 25}}) {
+  for (auto [tokens, q_start] :
+       {std::pair<int64_t, int64_t>{1, 70}, {3, 10}, {40, 0}, {33, 50}, {96, 0}, {70, 25}}) {
     auto qkv = RandomBf16Values(tokens * stride, 9);
-    auto k = RandomBf16Values(kv_heads * capacity * hd, 10), v = RandomBf16Values(kv_heads * capacity * hd, 11);
+    auto k = RandomBf16Values(kv_heads * capacity * hd, 10),
+         v = RandomBf16Values(kv_heads * capacity * hd, 11);
     std::vector<float> q(tokens * heads * hd), want(tokens * heads * hd);
-    for (int64_t t = 0; t < tokens; ++t) std::copy_n(qkv.begin() + t * stride, heads * hd, q.begin() + t * heads * hd);
-    cpu::Attention(q.data(), k.data(), v.data(), tokens, q_start, heads, kv_heads, hd, capacity, scale, want.data());
+    for (int64_t t = 0; t < tokens; ++t)
+      std::copy_n(qkv.begin() + t * stride, heads * hd, q.begin() + t * heads * hd);
+    cpu::Attention(q.data(), k.data(), v.data(), tokens, q_start, heads, kv_heads, hd, capacity,
+                   scale, want.data());
     Dev dqkv = ToDeviceBf16(qkv), dk = ToDeviceBf16(k), dv = ToDeviceBf16(v);
     Dev streaming = Poisoned(want.size() * 2);
-    ASSERT_EQ(cuda::LaunchAttentionStreaming(dqkv.as<bf16>(), stride, tokens, q_start, heads, kv_heads, hd, dk.as<bf16>(),
-                                             dv.as<bf16>(), capacity, scale, streaming.as<bf16>(), nullptr),
+    ASSERT_EQ(cuda::LaunchAttentionStreaming(dqkv.as<bf16>(), stride, tokens, q_start, heads,
+                                             kv_heads, hd, dk.as<bf16>(), dv.as<bf16>(), capacity,
+                                             scale, streaming.as<bf16>(), nullptr),
               cudaSuccess);
     ExpectClose(FromDeviceBf16(streaming, want.size()), want, 1.0f / 64, 2e-3f);
 
     const int64_t ctx = q_start + tokens;
     Dev q_heads = Poisoned(heads * tokens * hd * 2), o_heads = Poisoned(heads * tokens * hd * 2);
-    Dev scores = Poisoned(group * tokens * ctx * 4), probs = Poisoned(group * tokens * ctx * 2), out = Poisoned(want.size() * 2);
-    ASSERT_EQ(cuda::LaunchGatherQ(dqkv.as<bf16>(), stride, tokens, heads, hd, q_heads.as<bf16>(), nullptr), cudaSuccess);
+    Dev scores = Poisoned(group * tokens * ctx * 4), probs = Poisoned(group * tokens * ctx * 2),
+        out = Poisoned(want.size() * 2);
+    ASSERT_EQ(cuda::LaunchGatherQ(dqkv.as<bf16>(), stride, tokens, heads, hd, q_heads.as<bf16>(),
+                                  nullptr),
+              cudaSuccess);
     for (int64_t g = 0; g < kv_heads; ++g) {
-      ASSERT_TRUE((*blas)->BatchedABt(q_heads.as<bf16>() + g * group * tokens * hd, tokens * hd, dk.as<bf16>() + g * capacity * hd,
-                                      0, scores.as<float>(), tokens * ctx, tokens, ctx, hd, hd, group).ok());
-      ASSERT_EQ(cuda::LaunchCausalSoftmax(scores.as<float>(), group, tokens, ctx, q_start, scale, probs.as<bf16>(), nullptr),
+      ASSERT_TRUE((*blas)
+                      ->BatchedABt(q_heads.as<bf16>() + g * group * tokens * hd, tokens * hd,
+                                   dk.as<bf16>() + g * capacity * hd, 0, scores.as<float>(),
+                                   tokens * ctx, tokens, ctx, hd, hd, group)
+                      .ok());
+      ASSERT_EQ(cuda::LaunchCausalSoftmax(scores.as<float>(), group, tokens, ctx, q_start, scale,
+                                          probs.as<bf16>(), nullptr),
                 cudaSuccess);
-      ASSERT_TRUE((*blas)->BatchedAB(probs.as<bf16>(), tokens * ctx, dv.as<bf16>() + g * capacity * hd, 0,
-                                     o_heads.as<bf16>() + g * group * tokens * hd, tokens * hd, tokens, hd, ctx, group).ok());
+      ASSERT_TRUE((*blas)
+                      ->BatchedAB(probs.as<bf16>(), tokens * ctx, dv.as<bf16>() + g * capacity * hd,
+                                  0, o_heads.as<bf16>() + g * group * tokens * hd, tokens * hd,
+                                  tokens, hd, ctx, group)
+                      .ok());
     }
-    ASSERT_EQ(cuda::LaunchScatterO(o_heads.as<bf16>(), tokens, heads, hd, out.as<bf16>(), nullptr), cudaSuccess);
+    ASSERT_EQ(cuda::LaunchScatterO(o_heads.as<bf16>(), tokens, heads, hd, out.as<bf16>(), nullptr),
+              cudaSuccess);
     ExpectClose(FromDeviceBf16(out, want.size()), want, 1.0f / 32, 5e-3f);
   }
 }

@@ -25,7 +25,8 @@ TEST(ModelOps, RmsNormMatchesFormula) {
   for (int r = 0; r < 3; ++r) {
     double ms = 0;
     for (int i = 0; i < 10; ++i) ms += x[r * 10 + i] * x[r * 10 + i] / 10.0;
-    for (int i = 0; i < 10; ++i) EXPECT_NEAR(out[r * 10 + i], x[r * 10 + i] / std::sqrt(ms + 1e-5) * w[i], 1e-5);
+    for (int i = 0; i < 10; ++i)
+      EXPECT_NEAR(out[r * 10 + i], x[r * 10 + i] / std::sqrt(ms + 1e-5) * w[i], 1e-5);
   }
 }
 
@@ -63,10 +64,12 @@ TEST(ModelOps, RopeRotatesPairsAndANegativePositionUndoesIt) {
 
 TEST(ModelOps, AttentionMatchesNaiveCausalGqa) {
   const int64_t tokens = 3, q_start = 4, heads = 4, kv_heads = 2, hd = 5, stride = 10;
-  auto q = Random(tokens * heads * hd, 7), k = Random(kv_heads * stride * hd, 8), v = Random(kv_heads * stride * hd, 9);
+  auto q = Random(tokens * heads * hd, 7), k = Random(kv_heads * stride * hd, 8),
+       v = Random(kv_heads * stride * hd, 9);
   std::vector<float> out(tokens * heads * hd);
   const float scale = 1 / std::sqrt(5.0f);
-  Attention(q.data(), k.data(), v.data(), tokens, q_start, heads, kv_heads, hd, stride, scale, out.data());
+  Attention(q.data(), k.data(), v.data(), tokens, q_start, heads, kv_heads, hd, stride, scale,
+            out.data());
   for (int64_t t = 0; t < tokens; ++t) {
     for (int64_t h = 0; h < heads; ++h) {
       const int64_t g = h / (heads / kv_heads), visible = q_start + t + 1;
@@ -74,7 +77,8 @@ TEST(ModelOps, AttentionMatchesNaiveCausalGqa) {
       double total = 0;
       for (int64_t j = 0; j < visible; ++j) {
         double dot = 0;
-        for (int64_t d = 0; d < hd; ++d) dot += q[(t * heads + h) * hd + d] * k[(g * stride + j) * hd + d];
+        for (int64_t d = 0; d < hd; ++d)
+          dot += q[(t * heads + h) * hd + d] * k[(g * stride + j) * hd + d];
         p[j] = std::exp(dot * scale);
         total += p[j];
       }

@@ -11,8 +11,9 @@
 namespace kvcomm::runtime {
 namespace {
 
-#define REQUIRE_GPU() \
-  if (!kernels::CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU: " << kernels::CudaDeviceDescription()
+#define REQUIRE_GPU()            \
+  if (!kernels::CudaAvailable()) \
+  GTEST_SKIP() << "needs a CUDA GPU: " << kernels::CudaDeviceDescription()
 
 double RelativeError(const std::vector<float>& got, const float* want, size_t n) {
   double err = 0, ref = 0;
@@ -51,22 +52,28 @@ TEST(CudaRuntime, GoldenLogitsWithinBf16Tolerance) {
     for (size_t t = 0; t < ids.size(); ++t) {
       auto step = (*model)->Forward(std::span(&ids[t], 1), *stepwise);
       ASSERT_TRUE(step.ok());
-      EXPECT_LT(RelativeError(*step, expected + t * step->size(), step->size()), 3e-2) << name << " token " << t;
+      EXPECT_LT(RelativeError(*step, expected + t * step->size(), step->size()), 3e-2)
+          << name << " token " << t;
     }
   }
 }
 
 TEST(CudaRuntime, MatchesCpuOnARandomModelAndReusesExportedKvExactly) {
   REQUIRE_GPU();
-  auto config = ModelConfig::FromJson(R"({"model_type": "llama", "vocab_size": 512, "hidden_size": 256,
-      "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2})", "t");
+  auto config =
+      ModelConfig::FromJson(R"({"model_type": "llama", "vocab_size": 512, "hidden_size": 256,
+      "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2})",
+                            "t");
   ASSERT_TRUE(config.ok());
   // bf16-representable weights so both backends start from the same numbers.
   ModelWeights weights = RandomWeights(*config, 5);
-  auto round = [](std::vector<float>& v) { for (auto& x : v) x = BFloat16ToFloat(FloatToBFloat16(x * 5)); };
+  auto round = [](std::vector<float>& v) {
+    for (auto& x : v) x = BFloat16ToFloat(FloatToBFloat16(x * 5));
+  };
   round(weights.embed);
   round(weights.lm_head);
-  for (auto& l : weights.layers) for (auto* t : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) round(*t);
+  for (auto& l : weights.layers)
+    for (auto* t : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) round(*t);
   auto cpu = Model::FromWeights(*config, weights, Device::kCpu);
   auto gpu = Model::FromWeights(*config, weights, Device::kCuda);
   ASSERT_TRUE(cpu.ok() && gpu.ok()) << gpu.status().ToString();
@@ -106,7 +113,8 @@ TEST(CudaRuntime, MatchesCpuOnARandomModelAndReusesExportedKvExactly) {
   }
   // And the GPU cache exports into the CPU backend's cache.
   auto cpu_reused = (*cpu)->NewCache(512);
-  EXPECT_TRUE(cpu_reused->Import(cpu_reused->SegmentLayout(200, DType::kBF16), segment->span(), 100).ok());
+  EXPECT_TRUE(
+      cpu_reused->Import(cpu_reused->SegmentLayout(200, DType::kBF16), segment->span(), 100).ok());
 }
 
 }  // namespace

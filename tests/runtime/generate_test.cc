@@ -43,7 +43,8 @@ class TokenizerTest : public ::testing::Test {
     dir_ = new std::string(kvcomm::testing::TempDir("spm"));
     std::ofstream corpus(*dir_ + "/corpus.txt");
     for (int i = 0; i < 200; ++i) {
-      corpus << "Agent " << i % 7 << " reports that the code word is blue harbor number " << i << ".\n";
+      corpus << "Agent " << i % 7 << " reports that the code word is blue harbor number " << i
+             << ".\n";
       corpus << "The planner asks the coder to review the cache before the final answer.\n";
     }
     corpus.close();
@@ -75,8 +76,10 @@ TEST_F(TokenizerTest, EncodeDecodeRoundTripsIncludingUnseenBytes) {
 TEST_F(TokenizerTest, GenerationStopsAtTokensStringsAndBudget) {
   auto tok = Tokenizer::Load(*dir_ + "/tok.model");
   ASSERT_TRUE(tok.ok());
-  auto config = ModelConfig::FromJson(R"({"model_type": "llama", "vocab_size": 400, "hidden_size": 32,
-      "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4})", "t");
+  auto config =
+      ModelConfig::FromJson(R"({"model_type": "llama", "vocab_size": 400, "hidden_size": 32,
+      "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4})",
+                            "t");
   ASSERT_TRUE(config.ok());
   auto model = *Model::FromWeights(*config, RandomWeights(*config, 3));
   auto prompt = (*tok)->Encode("The planner asks");
@@ -96,8 +99,10 @@ TEST_F(TokenizerTest, GenerationStopsAtTokensStringsAndBudget) {
   auto stopped = Generate(*model, tok->get(), *prompt, again, options);
   ASSERT_TRUE(stopped.ok());
   EXPECT_EQ(stopped->stop_reason, "stop_token");
-  EXPECT_EQ(stopped->tokens.size(), static_cast<size_t>(std::find(first->tokens.begin(), first->tokens.end(),
-                                                                   first->tokens[3]) - first->tokens.begin()));
+  EXPECT_EQ(
+      stopped->tokens.size(),
+      static_cast<size_t>(std::find(first->tokens.begin(), first->tokens.end(), first->tokens[3]) -
+                          first->tokens.begin()));
 
   KvCache small = *model->NewCache(static_cast<int64_t>(prompt->size()) + 2);
   options.stop_tokens.clear();

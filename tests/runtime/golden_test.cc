@@ -28,7 +28,8 @@ TEST_P(GoldenTest, LogitsMatchTransformersInFloat32) {
   std::vector<int32_t> ids(ids_tensor->shape[0]);
   std::memcpy(ids.data(), ids_tensor->data.data(), ids.size() * 4);
   const int64_t vocab = (*model)->config().vocab_size;
-  ASSERT_EQ(logits_tensor->shape, (std::vector<uint64_t>{ids.size(), static_cast<uint64_t>(vocab)}));
+  ASSERT_EQ(logits_tensor->shape,
+            (std::vector<uint64_t>{ids.size(), static_cast<uint64_t>(vocab)}));
   const float* expected = reinterpret_cast<const float*>(logits_tensor->data.data());
 
   KvCache cache = *(*model)->NewCache(64);
@@ -40,11 +41,14 @@ TEST_P(GoldenTest, LogitsMatchTransformersInFloat32) {
     max_ref = std::max(max_ref, double{std::abs(expected[i])});
   }
   EXPECT_GT(max_ref, 0.1) << "golden logits are degenerate";
-  EXPECT_LT(max_err / max_ref, 1e-4) << "max abs error " << max_err << " of max |logit| " << max_ref;
+  EXPECT_LT(max_err / max_ref, 1e-4)
+      << "max abs error " << max_err << " of max |logit| " << max_ref;
   for (size_t t = 0; t < ids.size(); ++t) {  // same argmax at every position
     const float* ours = logits->data() + t * vocab;
     const float* theirs = expected + t * vocab;
-    EXPECT_EQ(std::max_element(ours, ours + vocab) - ours, std::max_element(theirs, theirs + vocab) - theirs) << t;
+    EXPECT_EQ(std::max_element(ours, ours + vocab) - ours,
+              std::max_element(theirs, theirs + vocab) - theirs)
+        << t;
   }
 }
 

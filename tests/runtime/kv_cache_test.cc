@@ -13,9 +13,11 @@ namespace kvcomm::runtime {
 namespace {
 
 std::unique_ptr<Model> TinyModel(const std::string& type = "llama") {
-  auto config = ModelConfig::FromJson(R"({"model_type": ")" + type + R"(", "vocab_size": 97, "hidden_size": 48,
+  auto config = ModelConfig::FromJson(
+      R"({"model_type": ")" + type + R"(", "vocab_size": 97, "hidden_size": 48,
       "intermediate_size": 96, "num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 2,
-      "torch_dtype": "float32"})", "test");
+      "torch_dtype": "float32"})",
+      "test");
   EXPECT_TRUE(config.ok()) << config.status().ToString();
   return *Model::FromWeights(*config, RandomWeights(*config, 7));
 }
@@ -66,7 +68,8 @@ TEST(KvCache, ImportBeyondTheComputedPrefixLeavesAGapThatForwardFills) {
   ASSERT_TRUE(gapped.Import(gapped.SegmentLayout(8, DType::kF32), tail_kv->span(), 16).ok());
   EXPECT_EQ(gapped.length(), 0);
   // Overlapping the imported segment is refused; computing exactly the gap is fine.
-  EXPECT_EQ(model->Forward(std::span(ids).first(20), gapped).status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(model->Forward(std::span(ids).first(20), gapped).status().code(),
+            ErrorCode::kInvalidArgument);
   ASSERT_TRUE(model->Forward(std::span(ids).first(16), gapped).ok());
   EXPECT_EQ(gapped.length(), 24);
   // The cache now equals the fully computed one, so the next token's logits agree exactly.
@@ -105,9 +108,11 @@ TEST(KvCache, BadImportsAndExportsAreRefused) {
   KvLayout wrong = cache.SegmentLayout(4, DType::kF32);
   wrong.kv_heads = 3;
   EXPECT_FALSE(cache.Import(wrong, bytes, 0).ok());
-  EXPECT_FALSE(cache.Import(cache.SegmentLayout(4, DType::kF32), std::span(bytes).first(8), 0).ok());
+  EXPECT_FALSE(
+      cache.Import(cache.SegmentLayout(4, DType::kF32), std::span(bytes).first(8), 0).ok());
   const int32_t bad_token = 1000;
-  EXPECT_EQ(model->Forward(std::span(&bad_token, 1), cache).status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(model->Forward(std::span(&bad_token, 1), cache).status().code(),
+            ErrorCode::kInvalidArgument);
 }
 
 }  // namespace

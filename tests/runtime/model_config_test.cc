@@ -11,7 +11,8 @@ namespace {
 std::string Config(const std::string& extra = "", const std::string& model_type = "llama") {
   return R"({"model_type": ")" + model_type + R"(", "vocab_size": 100, "hidden_size": 64,
             "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 2)" + extra + "}";
+            "num_key_value_heads": 2)" +
+         extra + "}";
 }
 
 TEST(ModelConfig, ParsesAMinimalLlamaConfigWithDefaults) {
@@ -42,14 +43,16 @@ TEST(ModelConfig, UnsupportedOrBrokenConfigsNameTheProblem) {
   for (const auto& c : cases) {
     auto parsed = ModelConfig::FromJson(c.json, "config.json");
     ASSERT_FALSE(parsed.ok()) << c.json;
-    EXPECT_NE(parsed.status().message().find(c.mentions), std::string::npos) << parsed.status().ToString();
+    EXPECT_NE(parsed.status().message().find(c.mentions), std::string::npos)
+        << parsed.status().ToString();
   }
 }
 
 TEST(ModelConfig, Llama3RopeScalingFollowsTheFormula) {
-  auto c = ModelConfig::FromJson(Config(R"(, "rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3",
+  auto c = ModelConfig::FromJson(
+      Config(R"(, "rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3",
       "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})"),
-                                 "config.json");
+      "config.json");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   auto inv_freq = c->RopeInverseFrequencies();
   ASSERT_EQ(inv_freq.size(), 8u);
@@ -59,7 +62,8 @@ TEST(ModelConfig, Llama3RopeScalingFollowsTheFormula) {
     if (wavelen < 8192 / 4.0) {
       EXPECT_NEAR(inv_freq[i], base, base * 1e-6) << i;  // high frequencies untouched
     } else if (wavelen > 8192 / 1.0) {
-      EXPECT_NEAR(inv_freq[i], base / 8, base * 1e-6) << i;  // low frequencies divided by the factor
+      EXPECT_NEAR(inv_freq[i], base / 8, base * 1e-6)
+          << i;  // low frequencies divided by the factor
     } else {
       EXPECT_LT(inv_freq[i], base);
       EXPECT_GT(inv_freq[i], base / 8);

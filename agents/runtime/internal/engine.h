@@ -17,13 +17,14 @@ class Engine {
   virtual Device device() const = 0;
   // Computes `tokens` at positions start .. start + n - 1 (already checked to be free and inside
   // the cache, with valid KV before them) and returns the logits of the last token, or of all.
-  virtual Result<std::vector<float>> Forward(std::span<const int32_t> tokens, int64_t start, KvCache& cache,
-                                             bool all_logits) = 0;
+  virtual Result<std::vector<float>> Forward(std::span<const int32_t> tokens, int64_t start,
+                                             KvCache& cache, bool all_logits) = 0;
 };
 
 std::unique_ptr<Engine> MakeCpuEngine(const ModelConfig& config, ModelWeights weights);
 // Uploads `weights` as bf16, or, if null, fills device memory with seeded random weights
 // (normal, std 0.02; norms 1) without touching host memory. kUnavailable without CUDA.
-Result<std::unique_ptr<Engine>> MakeCudaEngine(const ModelConfig& config, const ModelWeights* weights, uint64_t seed);
+Result<std::unique_ptr<Engine>> MakeCudaEngine(const ModelConfig& config,
+                                               const ModelWeights* weights, uint64_t seed);
 
 }  // namespace kvcomm::runtime::internal
