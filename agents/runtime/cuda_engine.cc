@@ -1,8 +1,8 @@
 // The CUDA backend: bf16 weights and KV cache in device memory, cuBLAS GEMMs with fp32
 // accumulation, an fp32 residual stream, and the kernels of kernels/cuda. Prefill runs in chunks;
-// attention over more than a few new tokens goes through batched GEMMs (scores, causal softmax,
-// probabilities x values) per kv head; decode uses a split-key online-softmax kernel and GEMV for
-// the linear layers.
+// attention over more than a few new tokens runs on tensor cores (flash attention, head_dim 128)
+// or else through batched GEMMs (scores, causal softmax, probabilities x values) per kv head;
+// decode uses a split-key online-softmax kernel and GEMV for the linear layers.
 #include <cmath>
 
 #include "agents/runtime/internal/engine.h"
@@ -242,6 +242,11 @@ class CudaEngine final : public Engine {
       KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchAttentionStreaming(qkv, qkv_dim_, n, start, heads,
                                                                kv_heads, hd, k_cache, v_cache,
                                                                capacity, scale, out, nullptr));
+      return Status::Ok();
+    }
+    if (cu::FlashAttentionSupports(hd)) {
+      KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchFlashAttention(qkv, qkv_dim_, n, start, heads, kv_heads, hd, k_cache,
+                                                           v_cache, capacity, scale, out, nullptr));
       return Status::Ok();
     }
     const int64_t ctx = start + n;  // keys visible to the last query

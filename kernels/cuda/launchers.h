@@ -45,7 +45,14 @@ cudaError_t LaunchAttentionStreaming(const bf16* qkv, int64_t row_stride, int64_
                                      int64_t q_start, int64_t heads, int64_t kv_heads,
                                      int64_t head_dim, const bf16* k_cache, const bf16* v_cache,
                                      int64_t capacity, float scale, bf16* out, cudaStream_t stream);
-// Prefill helpers around batched GEMMs: gather q into [heads][tokens][hd]; causal softmax of
+// Prefill attention on tensor cores (FlashAttention-2 style: online softmax, scores kept on
+// chip). Same arguments and result as LaunchAttentionStreaming; head_dim 128 only (see
+// FlashAttentionSupports).
+bool FlashAttentionSupports(int64_t head_dim);
+cudaError_t LaunchFlashAttention(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t q_start, int64_t heads,
+                                 int64_t kv_heads, int64_t head_dim, const bf16* k_cache, const bf16* v_cache,
+                                 int64_t capacity, float scale, bf16* out, cudaStream_t stream);
+// Prefill helpers around batched GEMMs (any head_dim): gather q into [heads][tokens][hd]; causal softmax of
 // fp32 scores [heads][tokens][ctx] (row t sees keys < q_start + t + 1) into bf16 probs;
 // scatter o [heads][tokens][hd] back to [tokens][heads][hd].
 cudaError_t LaunchGatherQ(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t heads,
