@@ -14,6 +14,29 @@ __device__ float WarpSum(float v) {
   return v;
 }
 
+struct SumOp {
+  __device__ float operator()(float a, float b) const { return a + b; }
+};
+struct MaxOp {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+// Reduces one value per thread over the whole block (blockDim.x a multiple of 32, at most
+// 1024); every thread gets the result.
+template <typename Op>
+__device__ float BlockReduce(float value, Op op, float identity) {
+  __shared__ float partial[32];
+  for (int offset = kWarp / 2; offset > 0; offset /= 2)
+    value = op(value, __shfl_xor_sync(0xffffffffu, value, offset));
+  __syncthreads();  // partial[] may still be read by a previous call
+  if (threadIdx.x % kWarp == 0) partial[threadIdx.x / kWarp] = value;
+  __syncthreads();
+  value = threadIdx.x % kWarp < blockDim.x / kWarp ? partial[threadIdx.x % kWarp] : identity;
+  for (int offset = kWarp / 2; offset > 0; offset /= 2)
+    value = op(value, __shfl_xor_sync(0xffffffffu, value, offset));
+  return value;
+}
+
 __global__ void EmbeddingKernel(const bf16* table, const int32_t* ids, int64_t dim, float* out) {
   const int64_t t = blockIdx.x;
   const bf16* row = table + int64_t{ids[t]} * dim;
@@ -27,17 +50,8 @@ __global__ void RmsNormKernel(const float* x, const bf16* weight, int64_t dim, f
   const float* in = x + r * dim;
   float sum = 0;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) sum += in[i] * in[i];
-  __shared__ float partial[32];
-  sum = WarpSum(sum);
-  if (threadIdx.x % kWarp == 0) partial[threadIdx.x / kWarp] = sum;
-  __syncthreads();
-  if (threadIdx.x < kWarp) {
-    float v = threadIdx.x < blockDim.x / kWarp ? partial[threadIdx.x] : 0.f;
-    v = WarpSum(v);
-    if (threadIdx.x == 0) partial[0] = v;
-  }
-  __syncthreads();
-  const float inv = rsqrtf(partial[0] / dim + eps);
+  sum = BlockReduce(sum, SumOp(), 0.f);
+  const float inv = rsqrtf(sum / dim + eps);
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
     out[r * dim + i] = __float2bfloat16_rn(in[i] * inv * __bfloat162float(weight[i]));
   }
@@ -177,36 +191,15 @@ __global__ void CausalSoftmaxKernel(const float* scores, int64_t tokens, int64_t
   const int64_t visible = q_start + t + 1;
   const float* s = scores + row * ctx;
   bf16* p = probs + row * ctx;
-  __shared__ float shared[32];
   float max_score = -INFINITY;
   for (int64_t j = threadIdx.x; j < visible; j += blockDim.x)
     max_score = fmaxf(max_score, s[j] * scale);
-  for (int offset = kWarp / 2; offset > 0; offset /= 2)
-    max_score = fmaxf(max_score, __shfl_xor_sync(0xffffffffu, max_score, offset));
-  if (threadIdx.x % kWarp == 0) shared[threadIdx.x / kWarp] = max_score;
-  __syncthreads();
-  if (threadIdx.x < kWarp) {
-    float v = threadIdx.x < blockDim.x / kWarp ? shared[threadIdx.x] : -INFINITY;
-    for (int offset = kWarp / 2; offset > 0; offset /= 2)
-      v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
-    if (threadIdx.x == 0) shared[0] = v;
-  }
-  __syncthreads();
-  max_score = shared[0];
-  __syncthreads();
+  max_score = BlockReduce(max_score, MaxOp(), -INFINITY);
   float sum = 0;
   for (int64_t j = threadIdx.x; j < visible; j += blockDim.x)
     sum += __expf(s[j] * scale - max_score);
-  sum = WarpSum(sum);
-  if (threadIdx.x % kWarp == 0) shared[threadIdx.x / kWarp] = sum;
-  __syncthreads();
-  if (threadIdx.x < kWarp) {
-    float v = threadIdx.x < blockDim.x / kWarp ? shared[threadIdx.x] : 0.f;
-    v = WarpSum(v);
-    if (threadIdx.x == 0) shared[0] = v;
-  }
-  __syncthreads();
-  const float inv = 1.0f / shared[0];
+  sum = BlockReduce(sum, SumOp(), 0.f);
+  const float inv = 1.0f / sum;
   for (int64_t j = threadIdx.x; j < ctx; j += blockDim.x) {
     p[j] = __float2bfloat16_rn(j < visible ? __expf(s[j] * scale - max_score) * inv : 0.f);
   }
