@@ -65,6 +65,12 @@ cudaError_t LaunchScatterO(const bf16* o_heads, int64_t tokens, int64_t heads, i
 // as bf16, or as fp32 y = result + beta * y. Needs in % 8 == 0 and 16-byte aligned w and x.
 cudaError_t LaunchGemv(const bf16* w, const bf16* x, int64_t in, int64_t out, void* y, bool y_fp32,
                        float beta, cudaStream_t stream);
+// kernels/realign.h on the GPU: bf16 base / deltas / out, fp32 weights and inv_freq, int32
+// positions, all in device memory.
+cudaError_t LaunchRealignKv(int64_t layers, int64_t kv_heads, int64_t tokens, int64_t head_dim, int64_t anchors,
+                            int64_t first_blended_layer, const bf16* base, const int32_t* base_positions,
+                            const int32_t* target_positions, const float* inv_freq, const bf16* deltas,
+                            const float* key_weights, const float* value_weights, bf16* out, cudaStream_t stream);
 // y [rows][n] += bias [n] (bf16).
 cudaError_t LaunchAddBias(bf16* y, const bf16* bias, int64_t rows, int64_t n, cudaStream_t stream);
 // Deterministic pseudo-random normal(0, std) bf16 values from (seed, index): random weights.

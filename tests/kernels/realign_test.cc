@@ -1,0 +1,129 @@
+// The realignment kernel: formula checks on the CPU reference, CUDA against CPU.
+#include "kernels/realign.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "common/dtype.h"
+#include "kernels/device.h"
+#include "kernels/model_ops.h"
+#if KVCOMM_HAVE_CUDA
+#include "kernels/cuda/launchers.h"
+#endif
+
+namespace kvcomm::kernels {
+namespace {
+
+std::vector<float> Random(size_t n, uint32_t seed, bool bf16 = false) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0, 1);
+  std::vector<float> v(n);
+  for (auto& x : v) x = bf16 ? BFloat16ToFloat(FloatToBFloat16(d(rng))) : d(rng);
+  return v;
+}
+
+std::vector<float> InvFreq(int64_t head_dim) {
+  std::vector<float> f(head_dim / 2);
+  for (size_t i = 0; i < f.size(); ++i) f[i] = std::pow(10000.0f, -2.0f * i / head_dim);
+  return f;
+}
+
+TEST(RealignCpu, WithoutAnchorsKeysMoveToTheTargetPositionsAndValuesStay) {
+  RealignShape s{2, 2, 5, 16, 0, 1};
+  const auto inv_freq = InvFreq(16);
+  auto neutral = Random(s.SegmentElements(), 1);  // keys "at position 0"
+  std::vector<int32_t> from = {3, 4, 5, 6, 7}, to = {100, 101, 102, 103, 2000};
+  // base = keys rotated to `from`; expected = the same keys rotated to `to`.
+  auto base = neutral, expected = neutral;
+  for (int64_t layer = 0; layer < 2; ++layer) {
+    for (int64_t h = 0; h < 2; ++h) {
+      float* kb = base.data() + ((layer * 2 + 0) * 2 + h) * 5 * 16;
+      float* ke = expected.data() + ((layer * 2 + 0) * 2 + h) * 5 * 16;
+      cpu::Rope(kb, from, 1, 16, inv_freq);
+      cpu::Rope(ke, to, 1, 16, inv_freq);
+    }
+  }
+  std::vector<float> out(base.size());
+  cpu::RealignKv(s, base.data(), from, to, inv_freq, nullptr, nullptr, nullptr, out.data());
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], expected[i], 2e-4) << i;
+}
+
+TEST(RealignCpu, BlendsWeightedDeviationsFromTheFirstBlendedLayerOn) {
+  // head_dim 2, positions 0 (no rotation): out = base + sum_a w[a][t] * delta_a on layer 1 only.
+  RealignShape s{2, 1, 2, 2, 2, 1};
+  std::vector<float> base(s.SegmentElements(), 1.0f);
+  std::vector<float> deltas(2 * s.SegmentElements());
+  for (size_t i = 0; i < deltas.size(); ++i) deltas[i] = i < base.size() ? 10.0f : 100.0f;
+  std::vector<float> wk = {0.5f, 0.25f, 0.5f, 0.75f},
+                     wv = {0.0f, 1.0f, 1.0f, 0.0f};  // [anchor][token]
+  std::vector<int32_t> zero = {0, 0};
+  std::vector<float> out(base.size());
+  cpu::RealignKv(s, base.data(), zero, zero, InvFreq(2), deltas.data(), wk.data(), wv.data(),
+                 out.data());
+  // Layer 0 (elements 0..7) untouched.
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(out[i], 1.0f);
+  // Layer 1 K, token 0: 1 + 0.5*10 + 0.5*100; token 1: 1 + 0.25*10 + 0.75*100.
+  EXPECT_FLOAT_EQ(out[8], 56.0f);
+  EXPECT_FLOAT_EQ(out[10], 78.5f);
+  // Layer 1 V, token 0: 1 + 0*10 + 1*100; token 1: 1 + 1*10 + 0*100.
+  EXPECT_FLOAT_EQ(out[12], 101.0f);
+  EXPECT_FLOAT_EQ(out[14], 11.0f);
+}
+
+#if KVCOMM_HAVE_CUDA
+TEST(RealignCuda, MatchesCpuOnRandomSegments) {
+  if (!CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU: " << CudaDeviceDescription();
+  RealignShape s{4, 2, 37, 128, 3, 1};
+  const auto inv_freq = InvFreq(128);
+  auto base = Random(s.SegmentElements(), 2, true),
+       deltas = Random(3 * s.SegmentElements(), 3, true);
+  auto wk = Random(3 * 37, 4), wv = Random(3 * 37, 5);
+  std::vector<int32_t> from(37), to(37);
+  for (int t = 0; t < 37; ++t) {
+    from[t] = 5 + t;
+    to[t] = 700 + t;
+  }
+  std::vector<float> want(base.size());
+  cpu::RealignKv(s, base.data(), from, to, inv_freq, deltas.data(), wk.data(), wv.data(),
+                 want.data());
+
+  auto upload = [](const void* data, size_t bytes) {
+    auto buffer = std::move(DeviceBuffer::Allocate(bytes)).value();
+    EXPECT_TRUE(CopyHostToDevice(buffer.data(), data, bytes).ok());
+    return buffer;
+  };
+  auto to_bf16 = [](const std::vector<float>& v) {
+    std::vector<uint16_t> bits(v.size());
+    for (size_t i = 0; i < v.size(); ++i) bits[i] = FloatToBFloat16(v[i]);
+    return bits;
+  };
+  auto base16 = to_bf16(base), deltas16 = to_bf16(deltas);
+  auto d_base = upload(base16.data(), base16.size() * 2),
+       d_deltas = upload(deltas16.data(), deltas16.size() * 2);
+  auto d_from = upload(from.data(), from.size() * 4), d_to = upload(to.data(), to.size() * 4);
+  auto d_freq = upload(inv_freq.data(), inv_freq.size() * 4);
+  auto d_wk = upload(wk.data(), wk.size() * 4), d_wv = upload(wv.data(), wv.size() * 4);
+  std::vector<uint16_t> poison(base.size(), 0x7f7f);
+  auto d_out = upload(poison.data(), poison.size() * 2);
+  using cuda::bf16;
+  ASSERT_EQ(
+      cuda::LaunchRealignKv(
+          s.layers, s.kv_heads, s.tokens, s.head_dim, s.anchors, s.first_blended_layer,
+          reinterpret_cast<bf16*>(d_base.data()), reinterpret_cast<int32_t*>(d_from.data()),
+          reinterpret_cast<int32_t*>(d_to.data()), reinterpret_cast<float*>(d_freq.data()),
+          reinterpret_cast<bf16*>(d_deltas.data()), reinterpret_cast<float*>(d_wk.data()),
+          reinterpret_cast<float*>(d_wv.data()), reinterpret_cast<bf16*>(d_out.data()), nullptr),
+      cudaSuccess);
+  std::vector<uint16_t> got(base.size());
+  ASSERT_TRUE(CopyDeviceToHost(got.data(), d_out.data(), got.size() * 2).ok());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(BFloat16ToFloat(got[i]), want[i], std::abs(want[i]) / 64 + 2e-2) << i;
+  }
+}
+#endif
+
+}  // namespace
+}  // namespace kvcomm::kernels
