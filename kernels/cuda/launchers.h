@@ -66,7 +66,7 @@ cudaError_t LaunchScatterO(const bf16* o_heads, int64_t tokens, int64_t heads, i
 cudaError_t LaunchGemv(const bf16* w, const bf16* x, int64_t in, int64_t out, void* y, bool y_fp32,
                        float beta, cudaStream_t stream);
 // kernels/realign.h on the GPU: bf16 base / deltas / out, fp32 weights and inv_freq, int32
-// positions, all in device memory.
+// positions, all in device memory. 16-byte accesses: head_dim % 16 == 0, arrays 16-byte aligned.
 cudaError_t LaunchRealignKv(int64_t layers, int64_t kv_heads, int64_t tokens, int64_t head_dim, int64_t anchors,
                             int64_t first_blended_layer, const bf16* base, const int32_t* base_positions,
                             const int32_t* target_positions, const float* inv_freq, const bf16* deltas,

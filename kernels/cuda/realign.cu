@@ -1,48 +1,79 @@
-// CUDA version of kernels/realign.h (bf16 segments, fp32 math): one pass over base and deltas,
-// each thread one (row, i < head_dim / 2) RoPE pair.
+// CUDA version of kernels/realign.h (bf16 segments, fp32 math): one pass over base and deltas
+// with 16-byte accesses. Needs head_dim % 16 == 0 and 16-byte aligned arrays.
 #include "kernels/cuda/launchers.h"
 
 namespace kvcomm::kernels::cuda {
 namespace {
 
+constexpr int kPairsPerThread = 8;  // one 16-byte load from each half of the row
+
+__device__ __forceinline__ void LoadBf16x8(const bf16* p, float (&v)[kPairsPerThread]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+  for (int j = 0; j < 4; ++j) {
+    const float2 f = __bfloat1622float2(pairs[j]);
+    v[2 * j] = f.x;
+    v[2 * j + 1] = f.y;
+  }
+}
+
+// Each thread takes 8 RoPE pairs (i .. i + 7 with i + half .. i + half + 7) of one row.
 __global__ void RealignKernel(int64_t layers, int64_t kv_heads, int64_t tokens, int64_t head_dim,
                               int64_t anchors, int64_t first_blended_layer, const bf16* base,
                               const int32_t* base_positions, const int32_t* target_positions,
                               const float* inv_freq, const bf16* deltas, const float* key_weights,
                               const float* value_weights, bf16* out) {
-  const int64_t half = head_dim / 2, rows = layers * 2 * kv_heads * tokens,
-                segment = rows * head_dim;
-  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < rows * half;
+  const int64_t half = head_dim / 2, groups = half / kPairsPerThread;
+  const int64_t rows = layers * 2 * kv_heads * tokens, segment = rows * head_dim;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < rows * groups;
        idx += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t r = idx / half, i = idx % half;
+    const int64_t r = idx / groups, i = (idx % groups) * kPairsPerThread;
     const int64_t t = r % tokens, layer = r / (2 * kv_heads * tokens);
     const bool is_key = (r / (kv_heads * tokens)) % 2 == 0;
     const int64_t lo = r * head_dim + i, hi = lo + half;
-    float a = __bfloat162float(base[lo]), b = __bfloat162float(base[hi]);
+    float a[kPairsPerThread], b[kPairsPerThread];
+    LoadBf16x8(base + lo, a);
+    LoadBf16x8(base + hi, b);
     if (is_key) {
-      float s, c;
-      sincosf(-static_cast<float>(base_positions[t]) * inv_freq[i], &s, &c);
-      const float ua = a * c - b * s, ub = b * c + a * s;
-      a = ua;
-      b = ub;
+      for (int j = 0; j < kPairsPerThread; ++j) {
+        float sn, c;
+        sincosf(-static_cast<float>(base_positions[t]) * inv_freq[i + j], &sn, &c);
+        const float ua = a[j] * c - b[j] * sn, ub = b[j] * c + a[j] * sn;
+        a[j] = ua;
+        b[j] = ub;
+      }
     }
     if (layer >= first_blended_layer) {
       const float* weights = is_key ? key_weights : value_weights;
       for (int64_t k = 0; k < anchors; ++k) {
         const float w = weights[k * tokens + t];
-        a += w * __bfloat162float(deltas[k * segment + lo]);
-        b += w * __bfloat162float(deltas[k * segment + hi]);
+        float da[kPairsPerThread], db[kPairsPerThread];
+        LoadBf16x8(deltas + k * segment + lo, da);
+        LoadBf16x8(deltas + k * segment + hi, db);
+        for (int j = 0; j < kPairsPerThread; ++j) {
+          a[j] += w * da[j];
+          b[j] += w * db[j];
+        }
       }
     }
     if (is_key) {
-      float s, c;
-      sincosf(static_cast<float>(target_positions[t]) * inv_freq[i], &s, &c);
-      const float ra = a * c - b * s, rb = b * c + a * s;
-      a = ra;
-      b = rb;
+      for (int j = 0; j < kPairsPerThread; ++j) {
+        float sn, c;
+        sincosf(static_cast<float>(target_positions[t]) * inv_freq[i + j], &sn, &c);
+        const float ra = a[j] * c - b[j] * sn, rb = b[j] * c + a[j] * sn;
+        a[j] = ra;
+        b[j] = rb;
+      }
     }
-    out[lo] = __float2bfloat16_rn(a);
-    out[hi] = __float2bfloat16_rn(b);
+    uint4 out_lo, out_hi;
+    __nv_bfloat162* lo_pairs = reinterpret_cast<__nv_bfloat162*>(&out_lo);
+    __nv_bfloat162* hi_pairs = reinterpret_cast<__nv_bfloat162*>(&out_hi);
+    for (int j = 0; j < 4; ++j) {
+      lo_pairs[j] = __floats2bfloat162_rn(a[2 * j], a[2 * j + 1]);
+      hi_pairs[j] = __floats2bfloat162_rn(b[2 * j], b[2 * j + 1]);
+    }
+    *reinterpret_cast<uint4*>(out + lo) = out_lo;
+    *reinterpret_cast<uint4*>(out + hi) = out_hi;
   }
 }
 
