@@ -126,6 +126,7 @@ DaemonConfig DaemonConfig::Defaults() {
 
 Status DaemonConfig::Validate() const {
   KVCOMM_RETURN_IF_ERROR(server.Validate());
+  KVCOMM_RETURN_IF_ERROR(anchors.Validate());
   return store.Validate();
 }
 
@@ -173,6 +174,27 @@ Status DaemonConfig::MergeTomlFile(const std::string& path) {
           store.data_dir = *d;
         } else {
           return error(fmt::format("store.{}", s), "is not a known setting");
+        }
+      }
+    } else if (k == "anchors") {
+      const toml::table* t = node.as_table();
+      if (t == nullptr) return error(k, "must be a table");
+      for (const auto& [akey, anode] : *t) {
+        std::string_view a = akey.str();
+        const std::string name = fmt::format("anchors.{}", a);
+        if (a == "capacity" || a == "eviction_window") {
+          auto i = anode.value<int64_t>();
+          if (!i || *i <= 0 || *i > 1'000'000) return error(name, "must be a positive integer");
+          (a == "capacity" ? anchors.capacity : anchors.eviction_window) =
+              static_cast<uint32_t>(*i);
+        } else if (a == "entropy_threshold" || a == "top_p" || a == "temperature") {
+          auto d = anode.value<double>();
+          if (!d) return error(name, "must be a number");
+          (a == "entropy_threshold" ? anchors.entropy_threshold
+           : a == "top_p"           ? anchors.top_p
+                                    : anchors.temperature) = *d;
+        } else {
+          return error(name, "is not a known setting");
         }
       }
     } else {

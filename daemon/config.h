@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "daemon/anchor_pool.h"
 #include "kvstore/store.h"
 
 namespace kvcomm::daemon {
@@ -23,6 +24,7 @@ struct ServerConfig {
 struct DaemonConfig {
   ServerConfig server;
   kvstore::StoreOptions store;
+  AnchorPoolConfig anchors;
 
   // Defaults: an ipc:// socket in the runtime directory and a data directory in the user's
   // state directory.

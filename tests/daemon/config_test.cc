@@ -57,6 +57,8 @@ TEST(DaemonConfig, TheShippedExampleConfigIsValid) {
   EXPECT_TRUE(config.Validate().ok());
   EXPECT_EQ(config.store.host_capacity_bytes, 4ull << 30);
   EXPECT_EQ(config.store.disk_capacity_bytes, 100ull << 30);
+  EXPECT_EQ(config.anchors.capacity, 20u);
+  EXPECT_DOUBLE_EQ(config.anchors.entropy_threshold, 0.3);
 }
 
 TEST(DaemonConfig, BadSettingsAreNamed) {
@@ -70,6 +72,7 @@ TEST(DaemonConfig, BadSettingsAreNamed) {
       {"[store]\npersist = \"yes\"", "store.persist"},
       {"[store]\ncolour = 1", "store.colour"},
       {"workers = -3", "workers"},
+      {"[anchors]\ntop_p = \"most\"", "anchors.top_p"},
       {"this is not toml", "kvcommd.toml"},
   };
   for (const auto& c : cases) {
@@ -94,6 +97,9 @@ TEST(DaemonConfig, ValidateRejectsBadValues) {
   config = DaemonConfig::Defaults();
   config.store.data_dir.clear();
   EXPECT_FALSE(config.Validate().ok());
+  config = DaemonConfig::Defaults();
+  config.anchors.eviction_window = config.anchors.capacity + 1;
+  EXPECT_NE(config.Validate().message().find("eviction window"), std::string::npos);
 }
 
 }  // namespace
