@@ -135,6 +135,40 @@ BlendWeights PlaceholderWeights(const KvView& candidate, const std::vector<KvVie
   return weights;
 }
 
+std::vector<float> FollowingSegmentWeights(const KvView& candidate,
+                                           const std::vector<KvView>& anchors, double temperature) {
+  const KvLayout& l = candidate.layout;
+  const size_t n = anchors.size();
+  const size_t channels = size_t{l.num_layers} * 2 * l.kv_heads * l.head_dim;
+  // squared[anchor][channel], channel = ((layer * 2 + kv) * kv_heads + head) * head_dim + d.
+  std::vector<double> squared(n * channels);
+  for (size_t a = 0; a < n; ++a) {
+    assert(SameShape(l, anchors[a].layout) && anchors[a].layout.tokens >= l.tokens);
+    for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+      for (uint32_t kv = 0; kv < 2; ++kv) {
+        for (uint32_t h = 0; h < l.kv_heads; ++h) {
+          double* row = squared.data() + a * channels +
+                        ((size_t{layer} * 2 + kv) * l.kv_heads + h) * l.head_dim;
+          for (uint32_t t = 0; t < l.tokens; ++t) {
+            const float* x = candidate.data + l.Offset(layer, kv, h, t) / sizeof(float);
+            const float* y =
+                anchors[a].data + anchors[a].layout.Offset(layer, kv, h, t) / sizeof(float);
+            for (uint32_t d = 0; d < l.head_dim; ++d) row[d] += double(x[d] - y[d]) * (x[d] - y[d]);
+          }
+        }
+      }
+    }
+  }
+  std::vector<float> weights(n * channels);
+  std::vector<double> column(n);
+  for (size_t c = 0; c < channels; ++c) {
+    for (size_t a = 0; a < n; ++a) column[a] = std::sqrt(squared[a * channels + c]);
+    const std::vector<double> w = SoftmaxOfNegative(column, temperature);
+    for (size_t a = 0; a < n; ++a) weights[a * channels + c] = static_cast<float>(w[a]);
+  }
+  return weights;
+}
+
 std::vector<size_t> AnchorSlot::CandidatesFor(uint32_t tokens) const {
   std::vector<size_t> out;
   for (size_t i = 0; i < anchors_.size(); ++i) {

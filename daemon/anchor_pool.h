@@ -60,6 +60,13 @@ struct BlendWeights {
 BlendWeights PlaceholderWeights(const KvView& candidate, const std::vector<KvView>& anchors,
                                 double temperature);
 
+// Blend weights for the template segment that follows the placeholder, per channel:
+// [anchor][layer][K|V][kv_head][head_dim], softmax over anchors of
+// -||base(P) - base(anchor)||_2 / temperature, the norm taken along the placeholder's tokens.
+// (That segment's tokens differ from the placeholder's, so its weights cannot be per token.)
+std::vector<float> FollowingSegmentWeights(const KvView& candidate,
+                                           const std::vector<KvView>& anchors, double temperature);
+
 // One placeholder slot's anchors, oldest first.
 class AnchorSlot {
  public:

@@ -100,6 +100,25 @@ TEST(AnchorPool, PlaceholderWeightsFollowTheFormula) {
   EXPECT_NEAR(w.value[0 * 2 + 1], 0.5, 1e-6);
 }
 
+TEST(AnchorPool, FollowingSegmentWeightsArePerChannelL2AlongTokens) {
+  auto p = Segment(2, 1);
+  KvLayout layout{2, 1, 2, 4, DType::kF32};
+  auto a0 = p, a1 = p;
+  // Channel (layer 1, V, head 0, dim 2): anchor 0 differs by 3 and 4 at tokens 0 and 1 (L2 5),
+  // anchor 1 by 1 at token 0 (L2 1). Every other channel is identical: equal weights.
+  a0[layout.Offset(1, 1, 0, 0) / 4 + 2] += 3.f;
+  a0[layout.Offset(1, 1, 0, 1) / 4 + 2] += 4.f;
+  a1[layout.Offset(1, 1, 0, 0) / 4 + 2] += 1.f;
+  auto w = FollowingSegmentWeights(View(p, 2), {View(a0, 2), View(a1, 2)}, 2.0);
+  const size_t channels = 2 * 2 * 1 * 4, channel = ((1 * 2 + 1) * 1 + 0) * 4 + 2;
+  ASSERT_EQ(w.size(), 2 * channels);
+  const double e0 = std::exp(-5.0 / 2), e1 = std::exp(-1.0 / 2);
+  EXPECT_NEAR(w[channel], e0 / (e0 + e1), 1e-6);
+  EXPECT_NEAR(w[channels + channel], e1 / (e0 + e1), 1e-6);
+  EXPECT_NEAR(w[0], 0.5, 1e-6);
+  EXPECT_NEAR(w[channels + 0], 0.5, 1e-6);
+}
+
 TEST(AnchorSlot, AtCapacityEvictsTheLeastActivatedOfTheOldest) {
   AnchorPoolConfig config;
   config.capacity = 6;
