@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
     auto* copy_src = Alloc(keep, moved / 2);
     auto* copy_dst = Alloc(keep, moved / 2);
     const double kernel_ms = TimeMs(repeat, [&] {
-      cuda::LaunchRealignKv(layers, kv_heads, tokens, head_dim, anchors, 1, base, positions,
+      cuda::LaunchRealignKv(layers, kv_heads, tokens, head_dim, anchors, 1, false, base, positions,
                             positions, inv_freq, deltas, weights, weights, out, nullptr);
     });
     // A copy of moved/2 bytes reads and writes `moved` bytes in total.

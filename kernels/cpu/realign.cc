@@ -33,9 +33,14 @@ void RealignKv(const RealignShape& s, const float* base, std::span<const int32_t
       if (layer >= s.first_blended_layer) {
         const float* weights = is_key ? key_weights : value_weights;
         for (int64_t a = 0; a < s.anchors; ++a) {
-          const float w = weights[a * s.tokens + t];
           const float* d = deltas + a * segment + r * s.head_dim;
-          for (int64_t i = 0; i < s.head_dim; ++i) row[i] += w * d[i];
+          if (s.per_channel_weights) {  // channel row (layer, kv, head) = r / tokens
+            const float* w = weights + a * s.Channels() + (r / s.tokens) * s.head_dim;
+            for (int64_t i = 0; i < s.head_dim; ++i) row[i] += w[i] * d[i];
+          } else {
+            const float w = weights[a * s.tokens + t];
+            for (int64_t i = 0; i < s.head_dim; ++i) row[i] += w * d[i];
+          }
         }
       }
       float* o = out + r * s.head_dim;

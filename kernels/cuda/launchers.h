@@ -49,11 +49,12 @@ cudaError_t LaunchAttentionStreaming(const bf16* qkv, int64_t row_stride, int64_
 // chip). Same arguments and result as LaunchAttentionStreaming; head_dim 128 only (see
 // FlashAttentionSupports).
 bool FlashAttentionSupports(int64_t head_dim);
-cudaError_t LaunchFlashAttention(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t q_start, int64_t heads,
-                                 int64_t kv_heads, int64_t head_dim, const bf16* k_cache, const bf16* v_cache,
-                                 int64_t capacity, float scale, bf16* out, cudaStream_t stream);
-// Prefill helpers around batched GEMMs (any head_dim): gather q into [heads][tokens][hd]; causal softmax of
-// fp32 scores [heads][tokens][ctx] (row t sees keys < q_start + t + 1) into bf16 probs;
+cudaError_t LaunchFlashAttention(const bf16* qkv, int64_t row_stride, int64_t tokens,
+                                 int64_t q_start, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                 const bf16* k_cache, const bf16* v_cache, int64_t capacity,
+                                 float scale, bf16* out, cudaStream_t stream);
+// Prefill helpers around batched GEMMs (any head_dim): gather q into [heads][tokens][hd]; causal
+// softmax of fp32 scores [heads][tokens][ctx] (row t sees keys < q_start + t + 1) into bf16 probs;
 // scatter o [heads][tokens][hd] back to [tokens][heads][hd].
 cudaError_t LaunchGatherQ(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t heads,
                           int64_t head_dim, bf16* q_heads, cudaStream_t stream);
@@ -67,10 +68,12 @@ cudaError_t LaunchGemv(const bf16* w, const bf16* x, int64_t in, int64_t out, vo
                        float beta, cudaStream_t stream);
 // kernels/realign.h on the GPU: bf16 base / deltas / out, fp32 weights and inv_freq, int32
 // positions, all in device memory. 16-byte accesses: head_dim % 16 == 0, arrays 16-byte aligned.
-cudaError_t LaunchRealignKv(int64_t layers, int64_t kv_heads, int64_t tokens, int64_t head_dim, int64_t anchors,
-                            int64_t first_blended_layer, const bf16* base, const int32_t* base_positions,
-                            const int32_t* target_positions, const float* inv_freq, const bf16* deltas,
-                            const float* key_weights, const float* value_weights, bf16* out, cudaStream_t stream);
+cudaError_t LaunchRealignKv(int64_t layers, int64_t kv_heads, int64_t tokens, int64_t head_dim,
+                            int64_t anchors, int64_t first_blended_layer, bool per_channel_weights,
+                            const bf16* base, const int32_t* base_positions,
+                            const int32_t* target_positions, const float* inv_freq,
+                            const bf16* deltas, const float* key_weights,
+                            const float* value_weights, bf16* out, cudaStream_t stream);
 // y [rows][n] += bias [n] (bf16).
 cudaError_t LaunchAddBias(bf16* y, const bf16* bias, int64_t rows, int64_t n, cudaStream_t stream);
 // Deterministic pseudo-random normal(0, std) bf16 values from (seed, index): random weights.

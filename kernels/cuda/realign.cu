@@ -19,7 +19,8 @@ __device__ __forceinline__ void LoadBf16x8(const bf16* p, float (&v)[kPairsPerTh
 
 // Each thread takes 8 RoPE pairs (i .. i + 7 with i + half .. i + half + 7) of one row.
 __global__ void RealignKernel(int64_t layers, int64_t kv_heads, int64_t tokens, int64_t head_dim,
-                              int64_t anchors, int64_t first_blended_layer, const bf16* base,
+                              int64_t anchors, int64_t first_blended_layer,
+                              bool per_channel_weights, const bf16* base,
                               const int32_t* base_positions, const int32_t* target_positions,
                               const float* inv_freq, const bf16* deltas, const float* key_weights,
                               const float* value_weights, bf16* out) {
@@ -45,14 +46,23 @@ __global__ void RealignKernel(int64_t layers, int64_t kv_heads, int64_t tokens, 
     }
     if (layer >= first_blended_layer) {
       const float* weights = is_key ? key_weights : value_weights;
+      const int64_t channels = layers * 2 * kv_heads * head_dim;
       for (int64_t k = 0; k < anchors; ++k) {
-        const float w = weights[k * tokens + t];
         float da[kPairsPerThread], db[kPairsPerThread];
         LoadBf16x8(deltas + k * segment + lo, da);
         LoadBf16x8(deltas + k * segment + hi, db);
-        for (int j = 0; j < kPairsPerThread; ++j) {
-          a[j] += w * da[j];
-          b[j] += w * db[j];
+        if (per_channel_weights) {  // channel row (layer, kv, head) = r / tokens
+          const float* w = weights + k * channels + (r / tokens) * head_dim;
+          for (int j = 0; j < kPairsPerThread; ++j) {
+            a[j] += w[i + j] * da[j];
+            b[j] += w[i + half + j] * db[j];
+          }
+        } else {
+          const float w = weights[k * tokens + t];
+          for (int j = 0; j < kPairsPerThread; ++j) {
+            a[j] += w * da[j];
+            b[j] += w * db[j];
+          }
         }
       }
     }
@@ -80,17 +90,18 @@ __global__ void RealignKernel(int64_t layers, int64_t kv_heads, int64_t tokens, 
 }  // namespace
 
 cudaError_t LaunchRealignKv(int64_t layers, int64_t kv_heads, int64_t tokens, int64_t head_dim,
-                            int64_t anchors, int64_t first_blended_layer, const bf16* base,
-                            const int32_t* base_positions, const int32_t* target_positions,
-                            const float* inv_freq, const bf16* deltas, const float* key_weights,
+                            int64_t anchors, int64_t first_blended_layer, bool per_channel_weights,
+                            const bf16* base, const int32_t* base_positions,
+                            const int32_t* target_positions, const float* inv_freq,
+                            const bf16* deltas, const float* key_weights,
                             const float* value_weights, bf16* out, cudaStream_t stream) {
   const int64_t pairs = layers * 2 * kv_heads * tokens * (head_dim / 2);
   const int threads = 256;
   const int blocks = static_cast<int>(
       (pairs + threads - 1) / threads < 65536 ? (pairs + threads - 1) / threads : 65536);
   RealignKernel<<<blocks, threads, 0, stream>>>(
-      layers, kv_heads, tokens, head_dim, anchors, first_blended_layer, base, base_positions,
-      target_positions, inv_freq, deltas, key_weights, value_weights, out);
+      layers, kv_heads, tokens, head_dim, anchors, first_blended_layer, per_channel_weights, base,
+      base_positions, target_positions, inv_freq, deltas, key_weights, value_weights, out);
   return cudaGetLastError();
 }
 

@@ -73,14 +73,32 @@ TEST(RealignCpu, BlendsWeightedDeviationsFromTheFirstBlendedLayerOn) {
   EXPECT_FLOAT_EQ(out[14], 11.0f);
 }
 
+TEST(RealignCpu, PerChannelWeightsScaleEachDimension) {
+  // head_dim 2, one head, one token, positions 0: each layer-1 channel gets w[0][ch] * 10.
+  RealignShape s{2, 1, 1, 2, 1, 1, true};
+  std::vector<float> base(s.SegmentElements(), 1.0f), deltas(s.SegmentElements(), 10.0f);
+  std::vector<float> weights(s.Channels());  // [anchor 0][layer][K|V][head 0][dim]
+  for (size_t c = 0; c < weights.size(); ++c) weights[c] = 0.1f * static_cast<float>(c);
+  std::vector<int32_t> zero = {0};
+  std::vector<float> out(base.size());
+  cpu::RealignKv(s, base.data(), zero, zero, InvFreq(2), deltas.data(), weights.data(),
+                 weights.data(), out.data());
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(out[i], 1.0f);  // layer 0 untouched
+  // Layer 1: channels 4..7 are K dim 0, K dim 1, V dim 0, V dim 1 (one token, so elements too).
+  for (int c = 4; c < 8; ++c) EXPECT_NEAR(out[c], 1.0f + 0.1f * c * 10.0f, 1e-5) << c;
+}
+
 #if KVCOMM_HAVE_CUDA
-TEST(RealignCuda, MatchesCpuOnRandomSegments) {
+class RealignCuda : public ::testing::TestWithParam<bool> {};
+
+TEST_P(RealignCuda, MatchesCpuOnRandomSegments) {
   if (!CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU: " << CudaDeviceDescription();
-  RealignShape s{4, 2, 37, 128, 3, 1};
+  RealignShape s{4, 2, 37, 128, 3, 1, GetParam()};
   const auto inv_freq = InvFreq(128);
   auto base = Random(s.SegmentElements(), 2, true),
        deltas = Random(3 * s.SegmentElements(), 3, true);
-  auto wk = Random(3 * 37, 4), wv = Random(3 * 37, 5);
+  const size_t weight_count = s.per_channel_weights ? 3 * s.Channels() : 3 * 37;
+  auto wk = Random(weight_count, 4), wv = s.per_channel_weights ? wk : Random(weight_count, 5);
   std::vector<int32_t> from(37), to(37);
   for (int t = 0; t < 37; ++t) {
     from[t] = 5 + t;
@@ -109,20 +127,22 @@ TEST(RealignCuda, MatchesCpuOnRandomSegments) {
   std::vector<uint16_t> poison(base.size(), 0x7f7f);
   auto d_out = upload(poison.data(), poison.size() * 2);
   using cuda::bf16;
-  ASSERT_EQ(
-      cuda::LaunchRealignKv(
-          s.layers, s.kv_heads, s.tokens, s.head_dim, s.anchors, s.first_blended_layer,
-          reinterpret_cast<bf16*>(d_base.data()), reinterpret_cast<int32_t*>(d_from.data()),
-          reinterpret_cast<int32_t*>(d_to.data()), reinterpret_cast<float*>(d_freq.data()),
-          reinterpret_cast<bf16*>(d_deltas.data()), reinterpret_cast<float*>(d_wk.data()),
-          reinterpret_cast<float*>(d_wv.data()), reinterpret_cast<bf16*>(d_out.data()), nullptr),
-      cudaSuccess);
+  ASSERT_EQ(cuda::LaunchRealignKv(
+                s.layers, s.kv_heads, s.tokens, s.head_dim, s.anchors, s.first_blended_layer,
+                s.per_channel_weights, reinterpret_cast<bf16*>(d_base.data()),
+                reinterpret_cast<int32_t*>(d_from.data()), reinterpret_cast<int32_t*>(d_to.data()),
+                reinterpret_cast<float*>(d_freq.data()), reinterpret_cast<bf16*>(d_deltas.data()),
+                reinterpret_cast<float*>(d_wk.data()), reinterpret_cast<float*>(d_wv.data()),
+                reinterpret_cast<bf16*>(d_out.data()), nullptr),
+            cudaSuccess);
   std::vector<uint16_t> got(base.size());
   ASSERT_TRUE(CopyDeviceToHost(got.data(), d_out.data(), got.size() * 2).ok());
   for (size_t i = 0; i < got.size(); ++i) {
     ASSERT_NEAR(BFloat16ToFloat(got[i]), want[i], std::abs(want[i]) / 64 + 2e-2) << i;
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(WeightLayouts, RealignCuda, ::testing::Values(false, true));
 #endif
 
 }  // namespace
