@@ -1,28 +1,20 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <random>
 
 #include "kernels/device.h"
 #include "kernels/ops.h"
+#include "tests/kernels/random_values.h"
 
 namespace kvcomm::kernels {
 namespace {
-
-std::vector<float> RandomFloats(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.f, 3.f);
-  std::vector<float> out(n);
-  for (auto& x : out) x = dist(rng);
-  return out;
-}
 
 float RoundingError(DType d) {
   return d == DType::kBF16 ? 0x1p-8f : d == DType::kF16 ? 0x1p-11f : 0.f;
 }
 
 TEST(ConvertDTypeCpu, MatchesScalarConversionsForEveryPair) {
-  const auto src = RandomFloats(1000, 1);
+  const auto src = kvcomm::testing::RandomNormal(1000, 1, 3.f);
   for (DType from : {DType::kF32, DType::kF16, DType::kBF16}) {
     std::vector<std::byte> a(src.size() * DTypeSize(from));
     ASSERT_TRUE(ConvertDType({const_cast<float*>(src.data()), DType::kF32, {1000}},
@@ -54,7 +46,7 @@ TEST(ConvertDType, RejectsMismatchedShapesAndIntegerTypes) {
 TEST(ConvertDTypeCuda, MatchesCpuReferenceOnRandomInputs) {
   if (!CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU: " << CudaDeviceDescription();
   for (size_t n : {1ul, 1000ul, 1ul << 20}) {
-    const auto src = RandomFloats(n, static_cast<uint32_t>(n));
+    const auto src = kvcomm::testing::RandomNormal(n, static_cast<uint32_t>(n), 3.f);
     for (DType to : {DType::kF16, DType::kBF16, DType::kF32}) {
       const size_t out_bytes = n * DTypeSize(to);
       std::vector<std::byte> expected(out_bytes);

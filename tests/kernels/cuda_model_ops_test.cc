@@ -3,11 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 
 #include "common/dtype.h"
 #include "kernels/device.h"
 #include "kernels/model_ops.h"
+#include "tests/kernels/random_values.h"
 
 #if KVCOMM_HAVE_CUDA
 #include "kernels/cuda/blas.h"
@@ -22,14 +22,6 @@ using cuda::bf16;
 
 #define REQUIRE_GPU() \
   if (!CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU: " << CudaDeviceDescription()
-
-std::vector<float> RandomBf16Values(size_t n, uint32_t seed, float std = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0, std);
-  std::vector<float> v(n);
-  for (auto& x : v) x = BFloat16ToFloat(FloatToBFloat16(d(rng)));
-  return v;
-}
 
 // Device copies of host values, as bf16 or fp32.
 struct Dev {
@@ -83,7 +75,8 @@ void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, 
 TEST(CudaModelOps, RmsNormMatchesCpu) {
   REQUIRE_GPU();
   for (int64_t dim : {32, 4096}) {
-    auto x = RandomBf16Values(5 * dim, 1), w = RandomBf16Values(dim, 2);
+    auto x = kvcomm::testing::RandomNormal(5 * dim, 1, 1.0f, true),
+         w = kvcomm::testing::RandomNormal(dim, 2, 1.0f, true);
     std::vector<float> want(x.size());
     cpu::RmsNorm(x.data(), w.data(), 5, dim, 1e-5f, want.data());
     Dev dx = ToDevice(x), dw = ToDeviceBf16(w), out = Poisoned(x.size() * 2);
@@ -97,7 +90,7 @@ TEST(CudaModelOps, RmsNormMatchesCpu) {
 TEST(CudaModelOps, RopeMatchesCpuOnFusedQkvRows) {
   REQUIRE_GPU();
   const int64_t tokens = 7, heads = 4, kv_heads = 2, hd = 64, stride = (heads + 2 * kv_heads) * hd;
-  auto qkv = RandomBf16Values(tokens * stride, 3);
+  auto qkv = kvcomm::testing::RandomNormal(tokens * stride, 3, 1.0f, true);
   std::vector<int32_t> positions = {0, 1, 2, 100, 1000, 5000, 30000};
   std::vector<float> inv_freq(hd / 2);
   for (int64_t i = 0; i < hd / 2; ++i) inv_freq[i] = std::pow(10000.0f, -2.0f * i / hd);
@@ -129,7 +122,7 @@ TEST(CudaModelOps, RopeMatchesCpuOnFusedQkvRows) {
 TEST(CudaModelOps, SwiGluAndEmbeddingMatchCpu) {
   REQUIRE_GPU();
   const int64_t rows = 3, n = 1000;
-  auto gu = RandomBf16Values(rows * 2 * n, 4, 3.0f);
+  auto gu = kvcomm::testing::RandomNormal(rows * 2 * n, 4, 3.0f, true);
   std::vector<float> gate(rows * n), up(rows * n), want(rows * n);
   for (int64_t r = 0; r < rows; ++r) {
     std::copy_n(gu.begin() + r * 2 * n, n, gate.begin() + r * n);
@@ -140,7 +133,7 @@ TEST(CudaModelOps, SwiGluAndEmbeddingMatchCpu) {
   ASSERT_EQ(cuda::LaunchSwiGlu(d.as<bf16>(), rows, n, out.as<bf16>(), nullptr), cudaSuccess);
   ExpectClose(FromDeviceBf16(out, rows * n), want, 1.0f / 128, 1e-3f);
 
-  auto table = RandomBf16Values(50 * 16, 5);
+  auto table = kvcomm::testing::RandomNormal(50 * 16, 5, 1.0f, true);
   std::vector<int32_t> ids = {3, 49, 0, 3};
   std::vector<float> rows_want(ids.size() * 16);
   cpu::Embedding(table.data(), ids, 16, rows_want.data());
@@ -154,8 +147,9 @@ TEST(CudaModelOps, SwiGluAndEmbeddingMatchCpu) {
 TEST(CudaModelOps, GemvMatchesCpuLinearForOneRow) {
   REQUIRE_GPU();
   const int64_t in = 4096, out = 300;
-  auto x = RandomBf16Values(in, 12), w = RandomBf16Values(out * in, 13),
-       residual = RandomBf16Values(out, 14);
+  auto x = kvcomm::testing::RandomNormal(in, 12, 1.0f, true),
+       w = kvcomm::testing::RandomNormal(out * in, 13, 1.0f, true),
+       residual = kvcomm::testing::RandomNormal(out, 14, 1.0f, true);
   std::vector<float> want(out);
   cpu::Linear(x.data(), w.data(), nullptr, 1, in, out, want.data());
   Dev dx = ToDeviceBf16(x), dw = ToDeviceBf16(w), y16 = Poisoned(out * 2), y32 = ToDevice(residual);
@@ -175,8 +169,9 @@ TEST(CudaModelOps, LinearMatchesCpu) {
   auto blas = cuda::Blas::Create();
   ASSERT_TRUE(blas.ok());
   const int64_t rows = 9, in = 96, out = 40;
-  auto x = RandomBf16Values(rows * in, 6), w = RandomBf16Values(out * in, 7),
-       residual = RandomBf16Values(rows * out, 8);
+  auto x = kvcomm::testing::RandomNormal(rows * in, 6, 1.0f, true),
+       w = kvcomm::testing::RandomNormal(out * in, 7, 1.0f, true),
+       residual = kvcomm::testing::RandomNormal(rows * out, 8, 1.0f, true);
   std::vector<float> want(rows * out);
   cpu::Linear(x.data(), w.data(), nullptr, rows, in, out, want.data());
   Dev dx = ToDeviceBf16(x), dw = ToDeviceBf16(w), dy = ToDevice(residual);
@@ -198,9 +193,9 @@ TEST(CudaModelOps, AttentionPathsMatchCpu) {
   const float scale = 1.0f / std::sqrt(128.0f);
   for (auto [tokens, q_start] :
        {std::pair<int64_t, int64_t>{1, 70}, {3, 10}, {40, 0}, {33, 50}, {96, 0}, {70, 25}}) {
-    auto qkv = RandomBf16Values(tokens * stride, 9);
-    auto k = RandomBf16Values(kv_heads * capacity * hd, 10),
-         v = RandomBf16Values(kv_heads * capacity * hd, 11);
+    auto qkv = kvcomm::testing::RandomNormal(tokens * stride, 9, 1.0f, true);
+    auto k = kvcomm::testing::RandomNormal(kv_heads * capacity * hd, 10, 1.0f, true),
+         v = kvcomm::testing::RandomNormal(kv_heads * capacity * hd, 11, 1.0f, true);
     std::vector<float> q(tokens * heads * hd), want(tokens * heads * hd);
     for (int64_t t = 0; t < tokens; ++t)
       std::copy_n(qkv.begin() + t * stride, heads * hd, q.begin() + t * heads * hd);

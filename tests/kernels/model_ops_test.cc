@@ -4,22 +4,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 #include <vector>
+
+#include "tests/kernels/random_values.h"
 
 namespace kvcomm::kernels::cpu {
 namespace {
 
-std::vector<float> Random(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0, 1);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
 TEST(ModelOps, RmsNormMatchesFormula) {
-  auto x = Random(3 * 10, 1), w = Random(10, 2);
+  auto x = kvcomm::testing::RandomNormal(3 * 10, 1), w = kvcomm::testing::RandomNormal(10, 2);
   std::vector<float> out(30);
   RmsNorm(x.data(), w.data(), 3, 10, 1e-5f, out.data());
   for (int r = 0; r < 3; ++r) {
@@ -31,7 +24,8 @@ TEST(ModelOps, RmsNormMatchesFormula) {
 }
 
 TEST(ModelOps, LinearMatchesNaiveLoopsWithAndWithoutBias) {
-  auto x = Random(5 * 7, 3), w = Random(4 * 7, 4), b = Random(4, 5);
+  auto x = kvcomm::testing::RandomNormal(5 * 7, 3), w = kvcomm::testing::RandomNormal(4 * 7, 4),
+       b = kvcomm::testing::RandomNormal(4, 5);
   std::vector<float> out(20), out_bias(20);
   Linear(x.data(), w.data(), nullptr, 5, 7, 4, out.data());
   Linear(x.data(), w.data(), b.data(), 5, 7, 4, out_bias.data());
@@ -47,7 +41,7 @@ TEST(ModelOps, LinearMatchesNaiveLoopsWithAndWithoutBias) {
 
 TEST(ModelOps, RopeRotatesPairsAndANegativePositionUndoesIt) {
   const int64_t heads = 3, hd = 8;
-  auto x = Random(2 * heads * hd, 6);
+  auto x = kvcomm::testing::RandomNormal(2 * heads * hd, 6);
   std::vector<float> inv_freq = {1.0f, 0.1f, 0.01f, 0.001f};
   auto y = x;
   std::vector<int32_t> pos = {5, 1000};
@@ -64,8 +58,9 @@ TEST(ModelOps, RopeRotatesPairsAndANegativePositionUndoesIt) {
 
 TEST(ModelOps, AttentionMatchesNaiveCausalGqa) {
   const int64_t tokens = 3, q_start = 4, heads = 4, kv_heads = 2, hd = 5, stride = 10;
-  auto q = Random(tokens * heads * hd, 7), k = Random(kv_heads * stride * hd, 8),
-       v = Random(kv_heads * stride * hd, 9);
+  auto q = kvcomm::testing::RandomNormal(tokens * heads * hd, 7),
+       k = kvcomm::testing::RandomNormal(kv_heads * stride * hd, 8),
+       v = kvcomm::testing::RandomNormal(kv_heads * stride * hd, 9);
   std::vector<float> out(tokens * heads * hd);
   const float scale = 1 / std::sqrt(5.0f);
   Attention(q.data(), k.data(), v.data(), tokens, q_start, heads, kv_heads, hd, stride, scale,

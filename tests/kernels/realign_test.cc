@@ -4,26 +4,18 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 #include <vector>
 
 #include "common/dtype.h"
 #include "kernels/device.h"
 #include "kernels/model_ops.h"
+#include "tests/kernels/random_values.h"
 #if KVCOMM_HAVE_CUDA
 #include "kernels/cuda/launchers.h"
 #endif
 
 namespace kvcomm::kernels {
 namespace {
-
-std::vector<float> Random(size_t n, uint32_t seed, bool bf16 = false) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0, 1);
-  std::vector<float> v(n);
-  for (auto& x : v) x = bf16 ? BFloat16ToFloat(FloatToBFloat16(d(rng))) : d(rng);
-  return v;
-}
 
 std::vector<float> InvFreq(int64_t head_dim) {
   std::vector<float> f(head_dim / 2);
@@ -34,7 +26,7 @@ std::vector<float> InvFreq(int64_t head_dim) {
 TEST(RealignCpu, WithoutAnchorsKeysMoveToTheTargetPositionsAndValuesStay) {
   RealignShape s{2, 2, 5, 16, 0, 1};
   const auto inv_freq = InvFreq(16);
-  auto neutral = Random(s.SegmentElements(), 1);  // keys "at position 0"
+  auto neutral = kvcomm::testing::RandomNormal(s.SegmentElements(), 1);  // keys "at position 0"
   std::vector<int32_t> from = {3, 4, 5, 6, 7}, to = {100, 101, 102, 103, 2000};
   // base = keys rotated to `from`; expected = the same keys rotated to `to`.
   auto base = neutral, expected = neutral;
@@ -95,10 +87,11 @@ TEST_P(RealignCuda, MatchesCpuOnRandomSegments) {
   if (!CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU: " << CudaDeviceDescription();
   RealignShape s{4, 2, 37, 128, 3, 1, GetParam()};
   const auto inv_freq = InvFreq(128);
-  auto base = Random(s.SegmentElements(), 2, true),
-       deltas = Random(3 * s.SegmentElements(), 3, true);
+  auto base = kvcomm::testing::RandomNormal(s.SegmentElements(), 2, 1.0f, true),
+       deltas = kvcomm::testing::RandomNormal(3 * s.SegmentElements(), 3, 1.0f, true);
   const size_t weight_count = s.per_channel_weights ? 3 * s.Channels() : 3 * 37;
-  auto wk = Random(weight_count, 4), wv = s.per_channel_weights ? wk : Random(weight_count, 5);
+  auto wk = kvcomm::testing::RandomNormal(weight_count, 4),
+       wv = s.per_channel_weights ? wk : kvcomm::testing::RandomNormal(weight_count, 5);
   std::vector<int32_t> from(37), to(37);
   for (int t = 0; t < 37; ++t) {
     from[t] = 5 + t;
