@@ -99,6 +99,20 @@ TEST(KvCache, Bf16ExportRoundTripsWithinBf16Precision) {
   }
 }
 
+TEST(KvCache, TruncateDropsTheTailAndForwardRecomputesItIdentically) {
+  auto model = TinyModel();
+  const auto ids = Tokens(16, 4);
+  KvCache cache = *model->NewCache(32);
+  ASSERT_TRUE(model->Forward(std::span(ids).first(10), cache).ok());
+  auto expected = model->Forward(std::span(ids).subspan(10), cache, true);
+  ASSERT_TRUE(expected.ok());
+  cache.Truncate(10);
+  EXPECT_EQ(cache.length(), 10);
+  auto again = model->Forward(std::span(ids).subspan(10), cache, true);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, *expected);
+}
+
 TEST(KvCache, BadImportsAndExportsAreRefused) {
   auto model = TinyModel();
   KvCache cache = *model->NewCache(16);
