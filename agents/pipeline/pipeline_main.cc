@@ -1,0 +1,117 @@
+// kvcomm-pipeline: runs multi-agent tasks (bench/tasks format) on a model and scores them.
+//   kvcomm-pipeline --model DIR --tasks FILE [--tasks FILE ...] [--templates FILE] [--limit N]
+//                   [--device cpu|cuda] [--json OUT]
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "agents/pipeline/runner.h"
+
+using namespace kvcomm;
+using namespace kvcomm::pipeline;
+
+namespace {
+
+int Fail(const Status& s) {
+  std::fprintf(stderr, "kvcomm-pipeline: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+struct TypeTotals {
+  int64_t tasks = 0, correct = 0, turns = 0, prompt_tokens = 0;
+  double prefill_seconds = 0, seconds = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kvcomm-pipeline: run multi-agent tasks on a model and score the answers"};
+  std::string model_dir, templates_path, device = "cpu", json_path;
+  std::vector<std::string> task_files;
+  int64_t limit = 0;
+  RunOptions options;
+  app.add_option("--model", model_dir,
+                 "model directory (config.json, *.safetensors, tokenizer.model)")
+      ->required();
+  app.add_option("--tasks", task_files, "task file (JSON lines); repeatable")->required();
+  app.add_option("--templates", templates_path,
+                 "prompt templates (default: templates.toml beside the first task file)");
+  app.add_option("--limit", limit, "first N tasks of each file (0 = all)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--max-reply-tokens", options.max_reply_tokens, "tokens per reply at most")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--json", json_path, "write every task's replies and the totals here");
+  CLI11_PARSE(app, argc, argv);
+  if (templates_path.empty())
+    templates_path =
+        (std::filesystem::path(task_files[0]).parent_path() / "templates.toml").string();
+
+  auto templates = LoadTemplates(templates_path);
+  if (!templates.ok()) return Fail(templates.status());
+  auto model = runtime::Model::Load(
+      model_dir, device == "cuda" ? runtime::Device::kCuda : runtime::Device::kCpu);
+  if (!model.ok()) return Fail(model.status());
+  auto tokenizer =
+      runtime::Tokenizer::Load((std::filesystem::path(model_dir) / "tokenizer.model").string());
+  if (!tokenizer.ok()) return Fail(tokenizer.status());
+  DenseRunner runner(**model, **tokenizer, *templates, options);
+
+  std::map<std::string, TypeTotals> totals;
+  nlohmann::json results = nlohmann::json::array();
+  for (const auto& file : task_files) {
+    auto tasks = LoadTasks(file, *templates, limit);
+    if (!tasks.ok()) return Fail(tasks.status());
+    for (const Task& task : *tasks) {
+      auto run = runner.Run(task);
+      if (!run.ok()) return Fail(run.status());
+      TypeTotals& t = totals[task.type];
+      t.tasks += 1;
+      t.correct += run->correct;
+      nlohmann::json replies = nlohmann::json::array();
+      for (const auto& turn : run->turns) {
+        t.turns += 1;
+        t.prompt_tokens += turn.prompt_tokens;
+        t.prefill_seconds += turn.prefill_seconds;
+        t.seconds += turn.seconds;
+        replies.push_back(turn.reply);
+      }
+      results.push_back({{"id", task.id},
+                         {"type", task.type},
+                         {"replies", replies},
+                         {"answer", task.answer},
+                         {"correct", run->correct}});
+    }
+  }
+
+  std::printf("%-14s %6s %9s %6s %12s %12s\n", "type", "tasks", "accuracy", "turns", "prompt tok",
+              "TTFT/turn");
+  nlohmann::json summary = nlohmann::json::object();
+  for (const auto& [type, t] : totals) {
+    const double accuracy = static_cast<double>(t.correct) / t.tasks;
+    std::printf("%-14s %6lld %8.1f%% %6lld %12.0f %9.1f ms\n", type.c_str(),
+                static_cast<long long>(t.tasks), 100 * accuracy, static_cast<long long>(t.turns),
+                static_cast<double>(t.prompt_tokens) / t.turns, 1e3 * t.prefill_seconds / t.turns);
+    summary[type] = {{"tasks", t.tasks},
+                     {"correct", t.correct},
+                     {"accuracy", accuracy},
+                     {"turns", t.turns},
+                     {"mean_prompt_tokens", double(t.prompt_tokens) / t.turns},
+                     {"mean_ttft_ms", 1e3 * t.prefill_seconds / t.turns}};
+  }
+  if (!json_path.empty()) {
+    std::ofstream out(json_path);
+    out << nlohmann::json{{"model", model_dir},
+                          {"device", device},
+                          {"mode", "dense"},
+                          {"summary", summary},
+                          {"tasks", results}}
+               .dump(1)
+        << "\n";
+    if (!out) return Fail(Error(ErrorCode::kInternal, "cannot write '{}'", json_path));
+  }
+  return 0;
+}
