@@ -1,6 +1,7 @@
 // kvcomm-pipeline: runs multi-agent tasks (bench/tasks format) on a model and scores them.
 //   kvcomm-pipeline --model DIR --tasks FILE [--tasks FILE ...] [--templates FILE] [--limit N]
-//                   [--device cpu|cuda] [--json OUT]
+//                   [--device cpu|cuda] [--mode dense|prefix] [--endpoint E] [--namespace NS]
+//                   [--json OUT]
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -21,7 +22,7 @@ int Fail(const Status& s) {
 }
 
 struct TypeTotals {
-  int64_t tasks = 0, correct = 0, turns = 0, prompt_tokens = 0;
+  int64_t tasks = 0, correct = 0, turns = 0, prompt_tokens = 0, reused_tokens = 0, fallbacks = 0;
   double prefill_seconds = 0, seconds = 0;
 };
 
@@ -29,7 +30,9 @@ struct TypeTotals {
 
 int main(int argc, char** argv) {
   CLI::App app{"kvcomm-pipeline: run multi-agent tasks on a model and score the answers"};
-  std::string model_dir, templates_path, device = "cpu", json_path;
+  std::string model_dir, templates_path, device = "cpu", json_path, mode_name = "dense";
+  client::ClientOptions daemon_options;
+  daemon_options.client_name = "kvcomm-pipeline";
   std::vector<std::string> task_files;
   int64_t limit = 0;
   RunOptions options;
@@ -44,8 +47,18 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--max-reply-tokens", options.max_reply_tokens, "tokens per reply at most")
       ->check(CLI::Range(1, 4096));
+  app.add_option("--mode", mode_name,
+                 "dense (full prefill), prefix (exact prefix reuse via kvcommd) or naive (also "
+                 "placeholders, positionally realigned)")
+      ->check(CLI::IsMember({"dense", "prefix", "naive"}));
+  app.add_option("--endpoint", daemon_options.endpoint,
+                 "kvcommd endpoint (default: the usual one)");
+  app.add_option("--namespace", daemon_options.name_space, "kvcommd namespace")
+      ->default_val("kvcomm-pipeline");
   app.add_option("--json", json_path, "write every task's replies and the totals here");
   CLI11_PARSE(app, argc, argv);
+  RunOptions run_options = options;
+  run_options.mode = *ParseMode(mode_name);
   if (templates_path.empty())
     templates_path =
         (std::filesystem::path(task_files[0]).parent_path() / "templates.toml").string();
@@ -58,7 +71,14 @@ int main(int argc, char** argv) {
   auto tokenizer =
       runtime::Tokenizer::Load((std::filesystem::path(model_dir) / "tokenizer.model").string());
   if (!tokenizer.ok()) return Fail(tokenizer.status());
-  DenseRunner runner(**model, **tokenizer, *templates, options);
+  std::unique_ptr<client::Client> daemon;
+  if (run_options.mode != Mode::kDense) {
+    daemon_options.model = (*model)->fingerprint();
+    auto connected = client::Client::Connect(daemon_options);
+    if (!connected.ok()) return Fail(connected.status());
+    daemon = std::move(*connected);
+  }
+  PipelineRunner runner(**model, **tokenizer, *templates, run_options, daemon.get());
 
   std::map<std::string, TypeTotals> totals;
   nlohmann::json results = nlohmann::json::array();
@@ -75,9 +95,14 @@ int main(int argc, char** argv) {
       for (const auto& turn : run->turns) {
         t.turns += 1;
         t.prompt_tokens += turn.prompt_tokens;
+        t.reused_tokens += turn.reused_tokens;
+        t.fallbacks += turn.fallback;
         t.prefill_seconds += turn.prefill_seconds;
         t.seconds += turn.seconds;
         replies.push_back(turn.reply);
+        if (turn.fallback)
+          std::fprintf(stderr, "kvcomm-pipeline: %s: ran dense: %s\n", task.id.c_str(),
+                       turn.fallback_reason.c_str());
       }
       results.push_back({{"id", task.id},
                          {"type", task.type},
@@ -87,26 +112,31 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("%-14s %6s %9s %6s %12s %12s\n", "type", "tasks", "accuracy", "turns", "prompt tok",
-              "TTFT/turn");
+  std::printf("mode %s on %s\n", mode_name.c_str(), device.c_str());
+  std::printf("%-14s %6s %9s %6s %11s %8s %10s %12s\n", "type", "tasks", "accuracy", "turns",
+              "prompt tok", "reused", "fallbacks", "TTFT/turn");
   nlohmann::json summary = nlohmann::json::object();
   for (const auto& [type, t] : totals) {
     const double accuracy = static_cast<double>(t.correct) / t.tasks;
-    std::printf("%-14s %6lld %8.1f%% %6lld %12.0f %9.1f ms\n", type.c_str(),
+    const double reuse = static_cast<double>(t.reused_tokens) / t.prompt_tokens;
+    std::printf("%-14s %6lld %8.1f%% %6lld %11.0f %7.1f%% %10lld %9.1f ms\n", type.c_str(),
                 static_cast<long long>(t.tasks), 100 * accuracy, static_cast<long long>(t.turns),
-                static_cast<double>(t.prompt_tokens) / t.turns, 1e3 * t.prefill_seconds / t.turns);
+                static_cast<double>(t.prompt_tokens) / t.turns, 100 * reuse,
+                static_cast<long long>(t.fallbacks), 1e3 * t.prefill_seconds / t.turns);
     summary[type] = {{"tasks", t.tasks},
                      {"correct", t.correct},
                      {"accuracy", accuracy},
                      {"turns", t.turns},
-                     {"mean_prompt_tokens", double(t.prompt_tokens) / t.turns},
+                     {"mean_prompt_tokens", static_cast<double>(t.prompt_tokens) / t.turns},
+                     {"reuse_rate", reuse},
+                     {"fallbacks", t.fallbacks},
                      {"mean_ttft_ms", 1e3 * t.prefill_seconds / t.turns}};
   }
   if (!json_path.empty()) {
     std::ofstream out(json_path);
     out << nlohmann::json{{"model", model_dir},
                           {"device", device},
-                          {"mode", "dense"},
+                          {"mode", mode_name},
                           {"summary", summary},
                           {"tasks", results}}
                .dump(1)

@@ -1,21 +1,31 @@
 #include "agents/pipeline/runner.h"
 
+#include <algorithm>
+#include <cassert>
 #include <chrono>
 
 #include "agents/runtime/generate.h"
 
 namespace kvcomm::pipeline {
 
-DenseRunner::DenseRunner(const runtime::Model& model, const runtime::Tokenizer& tokenizer,
-                         const TemplateSet& templates, RunOptions options)
+PipelineRunner::PipelineRunner(const runtime::Model& model, const runtime::Tokenizer& tokenizer,
+                               const TemplateSet& templates, RunOptions options,
+                               client::Client* daemon)
     : model_(model),
       tokenizer_(tokenizer),
       templates_(templates),
       options_(options),
-      bos_(model.config().bos_token_id >= 0 ? model.config().bos_token_id : tokenizer.bos_id()) {}
+      bos_(model.config().bos_token_id >= 0 ? model.config().bos_token_id : tokenizer.bos_id()) {
+  assert(options.mode == Mode::kDense || daemon != nullptr);
+  if (options.mode != Mode::kDense) {
+    reuse_.emplace(*daemon, model.config(), model.fingerprint(),
+                   model.device() == runtime::Device::kCpu ? DType::kF32 : DType::kBF16,
+                   options.mode);
+  }
+}
 
-Result<TurnResult> DenseRunner::RunTurn(const std::vector<PromptSegment>& segments,
-                                        const Task& task) const {
+Result<TurnResult> PipelineRunner::RunTurn(const std::vector<PromptSegment>& segments,
+                                           const Task& task) {
   KVCOMM_ASSIGN_OR_RETURN(auto prompt, TokenizePrompt(tokenizer_, bos_, segments));
   const int64_t needed = static_cast<int64_t>(prompt.tokens.size()) + options_.max_reply_tokens;
   if (needed > model_.config().max_position_embeddings) {
@@ -32,18 +42,76 @@ Result<TurnResult> DenseRunner::RunTurn(const std::vector<PromptSegment>& segmen
   generate.stop_tokens = model_.config().eos_token_ids;
   if (generate.stop_tokens.empty() && tokenizer_.eos_id() >= 0)
     generate.stop_tokens.push_back(tokenizer_.eos_id());
-  const auto start = std::chrono::steady_clock::now();
-  KVCOMM_ASSIGN_OR_RETURN(auto out,
-                          runtime::Generate(model_, &tokenizer_, prompt.tokens, cache, generate));
+  using Clock = std::chrono::steady_clock;
+  auto seconds_since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
   TurnResult turn;
+  turn.prompt_tokens = static_cast<int64_t>(prompt.tokens.size());
+  const auto spans = SegmentSpans(prompt, segments);
+  std::vector<bool> imported(spans.size(), false);
+  const auto start = Clock::now();
+  if (reuse_) {
+    auto result = reuse_->Import(prompt, spans, cache);
+    if (result.ok()) {
+      imported = std::move(*result);
+    } else {
+      turn.fallback = true;
+      turn.fallback_reason = result.status().ToString();
+      cache.Truncate(0);
+    }
+  }
+  KVCOMM_ASSIGN_OR_RETURN(auto last_run, ComputeGaps(prompt, spans, imported, cache));
+  for (size_t i = 0; i < spans.size(); ++i)
+    if (imported[i]) turn.reused_tokens += spans[i].tokens();
+  if (imported.back()) turn.reused_tokens -= 1;  // recomputed for the first reply token
+  const double gaps_seconds = seconds_since(start);
+  KVCOMM_ASSIGN_OR_RETURN(auto out,
+                          runtime::Generate(model_, &tokenizer_, last_run, cache, generate));
   turn.reply = out.text;
-  turn.prompt_tokens = out.prompt_tokens;
-  turn.prefill_seconds = out.prefill_seconds;
-  turn.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  turn.prefill_seconds = gaps_seconds + out.prefill_seconds;
+  turn.seconds = seconds_since(start);
+  if (reuse_ && !turn.fallback) {
+    const auto store_start = Clock::now();
+    if (Status stored = reuse_->Store(prompt, spans, imported, cache); !stored.ok()) {
+      turn.fallback = true;
+      turn.fallback_reason = stored.ToString();
+    }
+    turn.store_seconds = seconds_since(store_start);
+  }
   return turn;
 }
 
-Result<TaskResult> DenseRunner::Run(const Task& task) const {
+Result<std::span<const int32_t>> PipelineRunner::ComputeGaps(const TokenizedPrompt& prompt,
+                                                             const std::vector<SegmentSpan>& spans,
+                                                             const std::vector<bool>& imported,
+                                                             runtime::KvCache& cache) const {
+  std::span<const int32_t> tokens(prompt.tokens);
+  const int64_t total = static_cast<int64_t>(tokens.size());
+  std::vector<std::pair<int64_t, int64_t>> runs;  // [begin, end) of spans to compute
+  for (size_t i = 0; i < spans.size();) {
+    if (imported[i]) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < spans.size() && !imported[j]) ++j;
+    runs.emplace_back(spans[i].begin, spans[j - 1].end);
+    i = j;
+  }
+  // The reply's first token needs the last prompt token's logits: recompute that token.
+  if (imported.back()) {
+    cache.Truncate(total - 1);
+    runs.emplace_back(total - 1, total);
+  }
+  for (size_t r = 0; r + 1 < runs.size(); ++r) {
+    auto run = tokens.subspan(runs[r].first, runs[r].second - runs[r].first);
+    KVCOMM_RETURN_IF_ERROR(model_.Forward(run, cache).status());
+  }
+  return tokens.subspan(runs.back().first, runs.back().second - runs.back().first);
+}
+
+Result<TaskResult> PipelineRunner::Run(const Task& task) {
   auto tmpl = templates_.find(task.template_id);
   if (tmpl == templates_.end())
     return InvalidArgument("task '{}': unknown template '{}'", task.id, task.template_id);

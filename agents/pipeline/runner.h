@@ -1,12 +1,15 @@
 // Runs a task's agents in their scheduled order on one model and scores the final reply.
-// This is the `dense` mode (every turn prefilled in full): the reference the reuse modes are
-// measured against.
+// Modes (segment_reuse.h): `dense` prefills every turn in full (the reference the reuse modes
+// are measured against); `prefix` and `naive` import what kvcommd holds and store what they
+// computed. A turn whose daemon calls fail runs dense and is counted as a fallback; it never
+// fails the task.
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "agents/pipeline/prompt.h"
+#include "agents/pipeline/segment_reuse.h"
 #include "agents/pipeline/task.h"
 #include "agents/runtime/model.h"
 #include "agents/runtime/tokenizer.h"
@@ -15,14 +18,19 @@ namespace kvcomm::pipeline {
 
 struct RunOptions {
   int64_t max_reply_tokens = 24;  // an agent replies with one short line
+  Mode mode = Mode::kDense;
 };
 
 struct TurnResult {
   int agent = 0;
   std::string reply;
   int64_t prompt_tokens = 0;
-  double prefill_seconds = 0;  // time to first token
+  int64_t reused_tokens = 0;  // imported from kvcommd instead of computed
+  bool fallback = false;      // the daemon failed this turn: it ran dense
+  std::string fallback_reason;
+  double prefill_seconds = 0;  // time to first token: fetching reused KV + prefill
   double seconds = 0;          // prefill + decode
+  double store_seconds = 0;    // storing the computed segments afterwards
 };
 
 struct TaskResult {
@@ -33,20 +41,29 @@ struct TaskResult {
   bool correct = false;
 };
 
-class DenseRunner {
+class PipelineRunner {
  public:
-  DenseRunner(const runtime::Model& model, const runtime::Tokenizer& tokenizer,
-              const TemplateSet& templates, RunOptions options = {});
-  Result<TaskResult> Run(const Task& task) const;
+  // `daemon` is needed by the reuse modes (and must outlive the runner).
+  PipelineRunner(const runtime::Model& model, const runtime::Tokenizer& tokenizer,
+                 const TemplateSet& templates, RunOptions options = {},
+                 client::Client* daemon = nullptr);
+  Result<TaskResult> Run(const Task& task);
 
  private:
-  Result<TurnResult> RunTurn(const std::vector<PromptSegment>& prompt, const Task& task) const;
+  Result<TurnResult> RunTurn(const std::vector<PromptSegment>& prompt, const Task& task);
+  // Computes the spans not imported, in order, all but the last run of them; returns the
+  // tokens of that last run (what generation starts from).
+  Result<std::span<const int32_t>> ComputeGaps(const TokenizedPrompt& prompt,
+                                               const std::vector<SegmentSpan>& spans,
+                                               const std::vector<bool>& imported,
+                                               runtime::KvCache& cache) const;
 
   const runtime::Model& model_;
   const runtime::Tokenizer& tokenizer_;
   const TemplateSet& templates_;
   RunOptions options_;
   int32_t bos_;
+  std::optional<SegmentReuse> reuse_;
 };
 
 }  // namespace kvcomm::pipeline

@@ -1,0 +1,150 @@
+// The pipeline runner's `prefix` mode against a real kvcommd, with the shipped model on CPU:
+// replies equal `dense` exactly, what another turn computed is reused, and a daemon that goes
+// away turns into counted dense fallbacks, not failures.
+#include <gtest/gtest.h>
+
+#include "agents/pipeline/runner.h"
+#include "tests/integration/daemon_fixture.h"
+
+namespace kvcomm::testing {
+namespace {
+
+using namespace kvcomm::pipeline;
+
+const std::string kSuite = KVCOMM_SOURCE_DIR "/bench/tasks";
+const std::string kModel = KVCOMM_SOURCE_DIR "/models/kvcomm-tiny";
+
+class PipelineReuseTest : public DaemonFixture {
+ protected:
+  void SetUp() override {
+    DaemonFixture::SetUp();
+    auto templates = LoadTemplates(kSuite + "/templates.toml");
+    ASSERT_TRUE(templates.ok());
+    templates_ = *templates;
+    auto model = runtime::Model::Load(kModel);
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    model_ = std::move(*model);
+    auto tokenizer = runtime::Tokenizer::Load(kModel + "/tokenizer.model");
+    ASSERT_TRUE(tokenizer.ok());
+    tokenizer_ = std::move(*tokenizer);
+    // Tasks in `rounds` topology: an agent's second-round prompt extends its first one.
+    auto tasks = LoadTasks(kSuite + "/fact_relay.jsonl", templates_, 12);
+    ASSERT_TRUE(tasks.ok());
+    for (const Task& t : *tasks)
+      if (t.topology == Topology::kRounds && tasks_.size() < 3) tasks_.push_back(t);
+    ASSERT_EQ(tasks_.size(), 3u);
+  }
+
+  std::unique_ptr<client::Client> ConnectAsModel(const std::string& name_space = "pipeline") {
+    client::ClientOptions options;
+    options.endpoint = config_.server.endpoint;
+    options.name_space = name_space;
+    options.model = model_->fingerprint();
+    options.timeout = std::chrono::milliseconds(2000);
+    auto client = client::Client::Connect(options);
+    EXPECT_TRUE(client.ok()) << client.status().ToString();
+    return client.ok() ? std::move(client).value() : nullptr;
+  }
+
+  std::vector<TaskResult> RunAll(PipelineRunner& runner) {
+    std::vector<TaskResult> results;
+    for (const Task& task : tasks_) {
+      auto run = runner.Run(task);
+      EXPECT_TRUE(run.ok()) << run.status().ToString();
+      if (run.ok()) results.push_back(std::move(*run));
+    }
+    return results;
+  }
+
+  static void ExpectSameReplies(const std::vector<TaskResult>& a,
+                                const std::vector<TaskResult>& b) {
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      ASSERT_EQ(a[i].turns.size(), b[i].turns.size());
+      for (size_t t = 0; t < a[i].turns.size(); ++t)
+        EXPECT_EQ(a[i].turns[t].reply, b[i].turns[t].reply) << a[i].task_id << " turn " << t;
+    }
+  }
+
+  static int64_t Sum(const std::vector<TaskResult>& results, int64_t TurnResult::*field) {
+    int64_t total = 0;
+    for (const auto& r : results)
+      for (const auto& t : r.turns) total += t.*field;
+    return total;
+  }
+
+  TemplateSet templates_;
+  std::unique_ptr<runtime::Model> model_;
+  std::unique_ptr<runtime::Tokenizer> tokenizer_;
+  std::vector<Task> tasks_;
+};
+
+TEST_F(PipelineReuseTest, PrefixModeRepliesEqualDenseAndReuseWhatWasComputed) {
+  PipelineRunner dense(*model_, *tokenizer_, templates_);
+  const auto reference = RunAll(dense);
+
+  auto daemon = ConnectAsModel();
+  ASSERT_NE(daemon, nullptr);
+  PipelineRunner prefix(*model_, *tokenizer_, templates_, {.mode = Mode::kPrefix}, daemon.get());
+  const auto first = RunAll(prefix);
+  ExpectSameReplies(reference, first);
+  // Second-round turns start with their agent's first-round prompt: that part is reused.
+  const int64_t first_reused = Sum(first, &TurnResult::reused_tokens);
+  EXPECT_GT(first_reused, 0);
+  for (const auto& r : first)
+    for (const auto& t : r.turns) EXPECT_FALSE(t.fallback) << t.fallback_reason;
+
+  // The same tasks again: every prompt is stored, so all but the last token is reused.
+  const auto second = RunAll(prefix);
+  ExpectSameReplies(reference, second);
+  for (const auto& r : second)
+    for (const auto& t : r.turns) EXPECT_EQ(t.reused_tokens, t.prompt_tokens - 1) << r.task_id;
+  EXPECT_GT(Sum(second, &TurnResult::reused_tokens), 2 * first_reused);
+}
+
+TEST_F(PipelineReuseTest, NaiveModeAlsoReusesPlaceholdersComputedByOtherAgents) {
+  auto prefix_daemon = ConnectAsModel("prefix");
+  auto naive_daemon = ConnectAsModel("naive");
+  ASSERT_TRUE(prefix_daemon && naive_daemon);
+  PipelineRunner prefix(*model_, *tokenizer_, templates_, {.mode = Mode::kPrefix},
+                        prefix_daemon.get());
+  PipelineRunner naive(*model_, *tokenizer_, templates_, {.mode = Mode::kNaive},
+                       naive_daemon.get());
+  const auto exact = RunAll(prefix);
+  const auto realigned = RunAll(naive);
+  for (const auto& r : realigned)
+    for (const auto& t : r.turns) EXPECT_FALSE(t.fallback) << t.fallback_reason;
+  // Every agent after the first finds the shared question (computed by the first agent at
+  // another offset, since agents' headers differ) and earlier agents' messages.
+  for (const auto& r : realigned)
+    for (size_t t = 1; t < r.turns.size(); ++t) EXPECT_GT(r.turns[t].reused_tokens, 0) << r.task_id;
+  EXPECT_GT(Sum(realigned, &TurnResult::reused_tokens), Sum(exact, &TurnResult::reused_tokens));
+  // The very first turn has nothing to reuse: it is a dense turn.
+  PipelineRunner dense(*model_, *tokenizer_, templates_);
+  auto reference = dense.Run(tasks_[0]);
+  ASSERT_TRUE(reference.ok());
+  EXPECT_EQ(realigned[0].turns[0].reply, reference->turns[0].reply);
+  EXPECT_EQ(realigned[0].turns[0].reused_tokens, 0);
+}
+
+TEST_F(PipelineReuseTest, LosingTheDaemonFallsBackToDenseAndSaysSo) {
+  PipelineRunner dense(*model_, *tokenizer_, templates_);
+  const auto reference = RunAll(dense);
+  auto daemon = ConnectAsModel();
+  ASSERT_NE(daemon, nullptr);
+  daemon->set_timeout(std::chrono::milliseconds(200));
+  PipelineRunner prefix(*model_, *tokenizer_, templates_, {.mode = Mode::kPrefix}, daemon.get());
+  StopDaemon();
+  const auto results = RunAll(prefix);
+  ExpectSameReplies(reference, results);
+  for (const auto& r : results) {
+    for (const auto& t : r.turns) {
+      EXPECT_TRUE(t.fallback);
+      EXPECT_EQ(t.reused_tokens, 0);
+      EXPECT_NE(t.fallback_reason.find("Unavailable"), std::string::npos) << t.fallback_reason;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvcomm::testing
