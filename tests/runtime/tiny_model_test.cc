@@ -80,7 +80,8 @@ TEST(TinyModel, ConfigIsTheShippedLlama) {
 TEST(TinyModel, TokenizerMatchesTheOneTransformersRanWith) {
   auto tokenizer = Tokenizer::Load(kModelDir + "/tokenizer.model");
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status().ToString();
-  for (const auto& c : Golden()["cases"]) {
+  const auto golden = Golden();
+  for (const auto& c : golden["cases"]) {
     auto ids = (*tokenizer)->Encode(c["prompt"].get<std::string>());
     ASSERT_TRUE(ids.ok());
     ids->insert(ids->begin(), (*tokenizer)->bos_id());
@@ -102,7 +103,8 @@ TEST(TinyModel, CpuAndCudaGenerateTheSameTokens) {
   auto cpu = Model::Load(kModelDir, Device::kCpu);
   auto cuda = Model::Load(kModelDir, Device::kCuda);
   ASSERT_TRUE(cpu.ok() && cuda.ok());
-  for (const auto& c : Golden()["cases"]) {
+  const auto golden = Golden();
+  for (const auto& c : golden["cases"]) {
     const auto prompt = c["prompt_ids"].get<std::vector<int32_t>>();
     const size_t stable = StablePrefix(c);
     auto on_cpu = Greedy(**cpu, prompt, 64), on_cuda = Greedy(**cuda, prompt, 64);
