@@ -100,9 +100,9 @@ int main(int argc, char** argv) {
         t.prefill_seconds += turn.prefill_seconds;
         t.seconds += turn.seconds;
         replies.push_back(turn.reply);
-        if (turn.fallback)
-          std::fprintf(stderr, "kvcomm-pipeline: %s: ran dense: %s\n", task.id.c_str(),
-                       turn.fallback_reason.c_str());
+        if (turn.fallback || turn.store_failed)
+          std::fprintf(stderr, "kvcomm-pipeline: %s: %s: %s\n", task.id.c_str(),
+                       turn.fallback ? "ran dense" : "KV not stored", turn.daemon_error.c_str());
       }
       results.push_back({{"id", task.id},
                          {"type", task.type},

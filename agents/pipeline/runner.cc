@@ -57,7 +57,7 @@ Result<TurnResult> PipelineRunner::RunTurn(const std::vector<PromptSegment>& seg
       imported = std::move(*result);
     } else {
       turn.fallback = true;
-      turn.fallback_reason = result.status().ToString();
+      turn.daemon_error = result.status().ToString();
       cache.Truncate(0);
     }
   }
@@ -74,8 +74,8 @@ Result<TurnResult> PipelineRunner::RunTurn(const std::vector<PromptSegment>& seg
   if (reuse_ && !turn.fallback) {
     const auto store_start = Clock::now();
     if (Status stored = reuse_->Store(prompt, spans, imported, cache); !stored.ok()) {
-      turn.fallback = true;
-      turn.fallback_reason = stored.ToString();
+      turn.store_failed = true;
+      turn.daemon_error = stored.ToString();
     }
     turn.store_seconds = seconds_since(store_start);
   }

@@ -1,7 +1,7 @@
 // Runs a task's agents in their scheduled order on one model and scores the final reply.
 // Modes (segment_reuse.h): `dense` prefills every turn in full (the reference the reuse modes
 // are measured against); `prefix` and `naive` import what kvcommd holds and store what they
-// computed. A turn whose daemon calls fail runs dense and is counted as a fallback; it never
+// computed. A turn whose daemon fetch fails runs dense and is counted as a fallback; it never
 // fails the task.
 #pragma once
 
@@ -25,9 +25,10 @@ struct TurnResult {
   int agent = 0;
   std::string reply;
   int64_t prompt_tokens = 0;
-  int64_t reused_tokens = 0;  // imported from kvcommd instead of computed
-  bool fallback = false;      // the daemon failed this turn: it ran dense
-  std::string fallback_reason;
+  int64_t reused_tokens = 0;   // imported from kvcommd instead of computed
+  bool fallback = false;       // fetching from the daemon failed: the turn ran dense
+  bool store_failed = false;   // storing the turn's KV in the daemon failed
+  std::string daemon_error;    // why, for either
   double prefill_seconds = 0;  // time to first token: fetching reused KV + prefill
   double seconds = 0;          // prefill + decode
   double store_seconds = 0;    // storing the computed segments afterwards

@@ -92,7 +92,7 @@ TEST_F(PipelineReuseTest, PrefixModeRepliesEqualDenseAndReuseWhatWasComputed) {
   const int64_t first_reused = Sum(first, &TurnResult::reused_tokens);
   EXPECT_GT(first_reused, 0);
   for (const auto& r : first)
-    for (const auto& t : r.turns) EXPECT_FALSE(t.fallback) << t.fallback_reason;
+    for (const auto& t : r.turns) EXPECT_FALSE(t.fallback || t.store_failed) << t.daemon_error;
 
   // The same tasks again: every prompt is stored, so all but the last token is reused.
   const auto second = RunAll(prefix);
@@ -113,7 +113,7 @@ TEST_F(PipelineReuseTest, NaiveModeAlsoReusesPlaceholdersComputedByOtherAgents) 
   const auto exact = RunAll(prefix);
   const auto realigned = RunAll(naive);
   for (const auto& r : realigned)
-    for (const auto& t : r.turns) EXPECT_FALSE(t.fallback) << t.fallback_reason;
+    for (const auto& t : r.turns) EXPECT_FALSE(t.fallback || t.store_failed) << t.daemon_error;
   // Every agent after the first finds the shared question (computed by the first agent at
   // another offset, since agents' headers differ) and earlier agents' messages.
   for (const auto& r : realigned)
@@ -141,7 +141,7 @@ TEST_F(PipelineReuseTest, LosingTheDaemonFallsBackToDenseAndSaysSo) {
     for (const auto& t : r.turns) {
       EXPECT_TRUE(t.fallback);
       EXPECT_EQ(t.reused_tokens, 0);
-      EXPECT_NE(t.fallback_reason.find("Unavailable"), std::string::npos) << t.fallback_reason;
+      EXPECT_NE(t.daemon_error.find("Unavailable"), std::string::npos) << t.daemon_error;
     }
   }
 }
