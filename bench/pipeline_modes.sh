@@ -2,7 +2,8 @@
 # Runs the task suite in several pipeline modes against one fresh kvcommd and compares them:
 #   bench/pipeline_modes.sh OUT_DIR DEVICE LIMIT MODE...      e.g. /tmp/m cuda 0 dense prefix naive
 # Each mode gets its own namespace, so no mode reuses another's segments. Writes OUT_DIR/MODE.json
-# (kvcomm-pipeline --json) and prints each mode's table plus agreement of final answers with dense.
+# (kvcomm-pipeline --json) and prints each mode's table (reuse modes with --fidelity: next-token KL
+# and K/V error against a full prefill) plus agreement of final answers with dense.
 set -euo pipefail
 out=$1 device=$2 limit=$3
 shift 3
@@ -16,9 +17,11 @@ daemon=$!
 tasks=()
 for type in fact_relay aggregation rag long_context; do tasks+=(--tasks "bench/tasks/$type.jsonl"); done
 for mode in "$@"; do
+  fidelity=()
+  [[ $mode != dense ]] && fidelity=(--fidelity)  # KL and K/V error against a full prefill
   "$bin/kvcomm-pipeline" --model models/kvcomm-tiny "${tasks[@]}" --limit "$limit" \
     --device "$device" --mode "$mode" --endpoint "ipc://$work/kvcommd.sock" \
-    --namespace "modes-$mode" --json "$out/$mode.json"
+    --namespace "modes-$mode" --json "$out/$mode.json" "${fidelity[@]}"
 done
 python3 - "$out" "$@" <<'PY'
 import json, sys

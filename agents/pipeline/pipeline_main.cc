@@ -24,6 +24,8 @@ int Fail(const Status& s) {
 struct TypeTotals {
   int64_t tasks = 0, correct = 0, turns = 0, prompt_tokens = 0, reused_tokens = 0, fallbacks = 0;
   double prefill_seconds = 0, seconds = 0;
+  int64_t measured = 0;  // turns with fidelity numbers
+  double kl = 0, kv_error = 0;
 };
 
 }  // namespace
@@ -55,6 +57,9 @@ int main(int argc, char** argv) {
                  "kvcommd endpoint (default: the usual one)");
   app.add_option("--namespace", daemon_options.name_space, "kvcommd namespace")
       ->default_val("kvcomm-pipeline");
+  app.add_flag("--fidelity", options.measure_fidelity,
+               "reuse modes: also prefill every turn in full and report next-token KL and K/V "
+               "error of the reused KV");
   app.add_option("--json", json_path, "write every task's replies and the totals here");
   CLI11_PARSE(app, argc, argv);
   RunOptions run_options = options;
@@ -100,6 +105,11 @@ int main(int argc, char** argv) {
         t.prefill_seconds += turn.prefill_seconds;
         t.seconds += turn.seconds;
         replies.push_back(turn.reply);
+        if (turn.next_token_kl >= 0) {
+          t.measured += 1;
+          t.kl += turn.next_token_kl;
+          t.kv_error += turn.kv_relative_error;
+        }
         if (turn.fallback || turn.store_failed)
           std::fprintf(stderr, "kvcomm-pipeline: %s: %s: %s\n", task.id.c_str(),
                        turn.fallback ? "ran dense" : "KV not stored", turn.daemon_error.c_str());
@@ -123,12 +133,21 @@ int main(int argc, char** argv) {
                 static_cast<long long>(t.tasks), 100 * accuracy, static_cast<long long>(t.turns),
                 static_cast<double>(t.prompt_tokens) / t.turns, 100 * reuse,
                 static_cast<long long>(t.fallbacks), 1e3 * t.prefill_seconds / t.turns);
+    if (t.measured > 0) {
+      std::printf(
+          "%14s fidelity over %lld reusing turns: next-token KL %.4f nats, K/V relative "
+          "error %.4f\n",
+          "", static_cast<long long>(t.measured), t.kl / t.measured, t.kv_error / t.measured);
+    }
     summary[type] = {{"tasks", t.tasks},
                      {"correct", t.correct},
                      {"accuracy", accuracy},
                      {"turns", t.turns},
                      {"mean_prompt_tokens", static_cast<double>(t.prompt_tokens) / t.turns},
                      {"reuse_rate", reuse},
+                     {"fidelity_turns", t.measured},
+                     {"mean_next_token_kl", t.measured ? t.kl / t.measured : 0.0},
+                     {"mean_kv_relative_error", t.measured ? t.kv_error / t.measured : 0.0},
                      {"fallbacks", t.fallbacks},
                      {"mean_ttft_ms", 1e3 * t.prefill_seconds / t.turns}};
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cassert>
 #include <chrono>
+#include <cmath>
 
 #include "agents/runtime/generate.h"
 
@@ -39,6 +40,7 @@ Result<TurnResult> PipelineRunner::RunTurn(const std::vector<PromptSegment>& seg
   runtime::GenerateOptions generate;
   generate.max_new_tokens = options_.max_reply_tokens;
   generate.stop_strings = {"\n"};
+  generate.keep_prompt_logits = options_.measure_fidelity;
   generate.stop_tokens = model_.config().eos_token_ids;
   if (generate.stop_tokens.empty() && tokenizer_.eos_id() >= 0)
     generate.stop_tokens.push_back(tokenizer_.eos_id());
@@ -71,6 +73,9 @@ Result<TurnResult> PipelineRunner::RunTurn(const std::vector<PromptSegment>& seg
   turn.reply = out.text;
   turn.prefill_seconds = gaps_seconds + out.prefill_seconds;
   turn.seconds = seconds_since(start);
+  if (options_.measure_fidelity && turn.reused_tokens > 0)
+    KVCOMM_RETURN_IF_ERROR(
+        MeasureFidelity(prompt, spans, imported, cache, out.prompt_logits, turn));
   if (reuse_ && !turn.fallback) {
     const auto store_start = Clock::now();
     if (Status stored = reuse_->Store(prompt, spans, imported, cache); !stored.ok()) {
@@ -109,6 +114,49 @@ Result<std::span<const int32_t>> PipelineRunner::ComputeGaps(const TokenizedProm
     KVCOMM_RETURN_IF_ERROR(model_.Forward(run, cache).status());
   }
   return tokens.subspan(runs.back().first, runs.back().second - runs.back().first);
+}
+
+Status PipelineRunner::MeasureFidelity(const TokenizedPrompt& prompt,
+                                       const std::vector<SegmentSpan>& spans,
+                                       const std::vector<bool>& imported,
+                                       const runtime::KvCache& cache,
+                                       const std::vector<float>& logits, TurnResult& turn) const {
+  KVCOMM_ASSIGN_OR_RETURN(auto dense_cache, model_.NewCache(cache.capacity()));
+  KVCOMM_ASSIGN_OR_RETURN(auto dense_logits, model_.Forward(prompt.tokens, dense_cache));
+  turn.next_token_kl = KlDivergence(dense_logits, logits);
+  double error = 0, norm = 0;
+  for (size_t i = 0; i < spans.size(); ++i) {
+    if (!imported[i]) continue;
+    // The last prompt token is recomputed for the reply, so it is not compared.
+    const int64_t end = std::min(spans[i].end, static_cast<int64_t>(prompt.tokens.size()) - 1);
+    if (end <= spans[i].begin) continue;
+    KVCOMM_ASSIGN_OR_RETURN(auto reused, cache.Export(spans[i].begin, end, DType::kF32));
+    KVCOMM_ASSIGN_OR_RETURN(auto dense, dense_cache.Export(spans[i].begin, end, DType::kF32));
+    const float* a = reinterpret_cast<const float*>(reused.data());
+    const float* b = reinterpret_cast<const float*>(dense.data());
+    for (size_t k = 0; k < reused.size() / sizeof(float); ++k) {
+      error += (double{a[k]} - b[k]) * (double{a[k]} - b[k]);
+      norm += double{b[k]} * b[k];
+    }
+  }
+  turn.kv_relative_error = norm > 0 ? std::sqrt(error / norm) : 0;
+  return Status();
+}
+
+double KlDivergence(std::span<const float> reference_logits, std::span<const float> logits) {
+  assert(reference_logits.size() == logits.size());
+  auto log_softmax = [](std::span<const float> x) {
+    const double top = *std::max_element(x.begin(), x.end());
+    double sum = 0;
+    for (float v : x) sum += std::exp(v - top);
+    std::vector<double> out(x.size());
+    for (size_t i = 0; i < x.size(); ++i) out[i] = x[i] - top - std::log(sum);
+    return out;
+  };
+  const auto p = log_softmax(reference_logits), q = log_softmax(logits);
+  double kl = 0;
+  for (size_t i = 0; i < p.size(); ++i) kl += std::exp(p[i]) * (p[i] - q[i]);
+  return std::max(kl, 0.0);
 }
 
 Result<TaskResult> PipelineRunner::Run(const Task& task) {

@@ -19,6 +19,8 @@ namespace kvcomm::pipeline {
 struct RunOptions {
   int64_t max_reply_tokens = 24;  // an agent replies with one short line
   Mode mode = Mode::kDense;
+  // Reuse modes: also prefill each turn in full and compare (costs a dense prefill per turn).
+  bool measure_fidelity = false;
 };
 
 struct TurnResult {
@@ -32,6 +34,11 @@ struct TurnResult {
   double prefill_seconds = 0;  // time to first token: fetching reused KV + prefill
   double seconds = 0;          // prefill + decode
   double store_seconds = 0;    // storing the computed segments afterwards
+  // With measure_fidelity, on turns that imported KV (else -1): KL(dense || reuse) of the
+  // first reply token's distribution, and ||KV_reuse - KV_dense|| / ||KV_dense|| over the
+  // imported tokens, all layers.
+  double next_token_kl = -1;
+  double kv_relative_error = -1;
 };
 
 struct TaskResult {
@@ -41,6 +48,9 @@ struct TaskResult {
   std::string final_reply;
   bool correct = false;
 };
+
+// KL(P || Q) in nats between the distributions softmax(reference_logits) and softmax(logits).
+double KlDivergence(std::span<const float> reference_logits, std::span<const float> logits);
 
 class PipelineRunner {
  public:
@@ -52,6 +62,10 @@ class PipelineRunner {
 
  private:
   Result<TurnResult> RunTurn(const std::vector<PromptSegment>& prompt, const Task& task);
+  // Fills next_token_kl and kv_relative_error of `turn` against a full prefill of `prompt`.
+  Status MeasureFidelity(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
+                         const std::vector<bool>& imported, const runtime::KvCache& cache,
+                         const std::vector<float>& logits, TurnResult& turn) const;
   // Computes the spans not imported, in order, all but the last run of them; returns the
   // tokens of that last run (what generation starts from).
   Result<std::span<const int32_t>> ComputeGaps(const TokenizedPrompt& prompt,

@@ -63,6 +63,7 @@ Result<GenerateResult> Generate(const Model& model, const Tokenizer* tokenizer,
   auto start = Clock::now();
   KVCOMM_ASSIGN_OR_RETURN(std::vector<float> logits, model.Forward(prompt, cache));
   result.prefill_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (options.keep_prompt_logits) result.prompt_logits = logits;
   result.stop_reason = "max_new_tokens";
 
   auto decode_start = Clock::now();

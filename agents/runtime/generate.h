@@ -35,6 +35,7 @@ struct GenerateOptions {
   SamplingOptions sampling;
   std::vector<int32_t> stop_tokens;       // generation ends after emitting one (not included)
   std::vector<std::string> stop_strings;  // generation ends when the text contains one (cut there)
+  bool keep_prompt_logits = false;        // return the last prompt token's logits
 };
 
 struct GenerateResult {
@@ -42,7 +43,8 @@ struct GenerateResult {
   std::string text;             // decoded `tokens` (empty without a tokenizer)
   std::string stop_reason;      // "max_new_tokens", "stop_token", "stop_string", "context_full"
   int64_t prompt_tokens = 0;
-  double prefill_seconds = 0;  // time to first token
+  double prefill_seconds = 0;        // time to first token
+  std::vector<float> prompt_logits;  // [vocab] after the prompt, if keep_prompt_logits
   int64_t decode_tokens = 0;
   double decode_seconds = 0;
   double DecodeTokensPerSecond() const {

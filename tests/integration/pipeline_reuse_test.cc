@@ -85,7 +85,8 @@ TEST_F(PipelineReuseTest, PrefixModeRepliesEqualDenseAndReuseWhatWasComputed) {
 
   auto daemon = ConnectAsModel();
   ASSERT_NE(daemon, nullptr);
-  PipelineRunner prefix(*model_, *tokenizer_, templates_, {.mode = Mode::kPrefix}, daemon.get());
+  PipelineRunner prefix(*model_, *tokenizer_, templates_,
+                        {.mode = Mode::kPrefix, .measure_fidelity = true}, daemon.get());
   const auto first = RunAll(prefix);
   ExpectSameReplies(reference, first);
   // Second-round turns start with their agent's first-round prompt: that part is reused.
@@ -97,6 +98,14 @@ TEST_F(PipelineReuseTest, PrefixModeRepliesEqualDenseAndReuseWhatWasComputed) {
   // The same tasks again: every prompt is stored, so all but the last token is reused.
   const auto second = RunAll(prefix);
   ExpectSameReplies(reference, second);
+  // Exact reuse on CPU (fp32 segments): the reused KV and the next-token distribution are
+  // those of a full prefill.
+  for (const auto& r : second) {
+    for (const auto& t : r.turns) {
+      EXPECT_NEAR(t.kv_relative_error, 0.0, 1e-6) << r.task_id;
+      EXPECT_NEAR(t.next_token_kl, 0.0, 1e-6) << r.task_id;
+    }
+  }
   for (const auto& r : second)
     for (const auto& t : r.turns) EXPECT_EQ(t.reused_tokens, t.prompt_tokens - 1) << r.task_id;
   EXPECT_GT(Sum(second, &TurnResult::reused_tokens), 2 * first_reused);
@@ -108,8 +117,8 @@ TEST_F(PipelineReuseTest, NaiveModeAlsoReusesPlaceholdersComputedByOtherAgents) 
   ASSERT_TRUE(prefix_daemon && naive_daemon);
   PipelineRunner prefix(*model_, *tokenizer_, templates_, {.mode = Mode::kPrefix},
                         prefix_daemon.get());
-  PipelineRunner naive(*model_, *tokenizer_, templates_, {.mode = Mode::kNaive},
-                       naive_daemon.get());
+  PipelineRunner naive(*model_, *tokenizer_, templates_,
+                       {.mode = Mode::kNaive, .measure_fidelity = true}, naive_daemon.get());
   const auto exact = RunAll(prefix);
   const auto realigned = RunAll(naive);
   for (const auto& r : realigned)
@@ -119,6 +128,13 @@ TEST_F(PipelineReuseTest, NaiveModeAlsoReusesPlaceholdersComputedByOtherAgents) 
   for (const auto& r : realigned)
     for (size_t t = 1; t < r.turns.size(); ++t) EXPECT_GT(r.turns[t].reused_tokens, 0) << r.task_id;
   EXPECT_GT(Sum(realigned, &TurnResult::reused_tokens), Sum(exact, &TurnResult::reused_tokens));
+  // Placeholders keep the context they were computed in: their KV is measurably off (from
+  // layer 1 on), but close.
+  double worst = 0;
+  for (const auto& r : realigned)
+    for (const auto& t : r.turns) worst = std::max(worst, t.kv_relative_error);
+  EXPECT_GT(worst, 1e-3);
+  EXPECT_LT(worst, 1.0);
   // The very first turn has nothing to reuse: it is a dense turn.
   PipelineRunner dense(*model_, *tokenizer_, templates_);
   auto reference = dense.Run(tasks_[0]);
