@@ -62,8 +62,7 @@ int main(int argc, char** argv) {
                "error of the reused KV");
   app.add_option("--json", json_path, "write every task's replies and the totals here");
   CLI11_PARSE(app, argc, argv);
-  RunOptions run_options = options;
-  run_options.mode = *ParseMode(mode_name);
+  options.mode = *ParseMode(mode_name);  // CLI11 already checked the name
   if (templates_path.empty())
     templates_path =
         (std::filesystem::path(task_files[0]).parent_path() / "templates.toml").string();
@@ -77,13 +76,13 @@ int main(int argc, char** argv) {
       runtime::Tokenizer::Load((std::filesystem::path(model_dir) / "tokenizer.model").string());
   if (!tokenizer.ok()) return Fail(tokenizer.status());
   std::unique_ptr<client::Client> daemon;
-  if (run_options.mode != Mode::kDense) {
+  if (options.mode != Mode::kDense) {
     daemon_options.model = (*model)->fingerprint();
     auto connected = client::Client::Connect(daemon_options);
     if (!connected.ok()) return Fail(connected.status());
     daemon = std::move(*connected);
   }
-  PipelineRunner runner(**model, **tokenizer, *templates, run_options, daemon.get());
+  PipelineRunner runner(**model, **tokenizer, *templates, options, daemon.get());
 
   std::map<std::string, TypeTotals> totals;
   nlohmann::json results = nlohmann::json::array();

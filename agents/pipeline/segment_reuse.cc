@@ -64,9 +64,8 @@ Result<std::vector<bool>> SegmentReuse::Import(const TokenizedPrompt& prompt,
   KVCOMM_ASSIGN_OR_RETURN(auto found, client_.Lookup(keys));
   size_t i = 0;
   for (; i < spans.size() && found[i].found; ++i) {
-    KVCOMM_ASSIGN_OR_RETURN(auto segment, client_.Get(keys[i].first));
-    if (segment.info.layout.tokens != static_cast<uint32_t>(spans[i].tokens()))
-      return Error(ErrorCode::kInternal, "kvcommd returned a segment of the wrong length");
+    KVCOMM_ASSIGN_OR_RETURN(auto segment,
+                            Fetch(keys[i].first, client::KeyKind::kContext, spans[i]));
     KVCOMM_RETURN_IF_ERROR(
         cache.Import(segment.info.layout, segment.payload.span(), spans[i].begin));
     imported[i] = true;
@@ -79,24 +78,31 @@ Result<std::vector<bool>> SegmentReuse::Import(const TokenizedPrompt& prompt,
   return imported;
 }
 
+Result<client::SegmentData> SegmentReuse::Fetch(const SegmentKey& key, client::KeyKind kind,
+                                                const SegmentSpan& span) {
+  KVCOMM_ASSIGN_OR_RETURN(auto segment, client_.Get(key, kind));
+  if (segment.info.layout.tokens != static_cast<uint32_t>(span.tokens()))
+    return Error(ErrorCode::kInternal, "kvcommd returned a segment of the wrong length");
+  return segment;
+}
+
 Result<bool> SegmentReuse::ImportRealigned(const TokenizedPrompt& prompt, const SegmentSpan& span,
                                            runtime::KvCache& cache) {
   std::span<const int32_t> ids = std::span(prompt.tokens).subspan(span.begin, span.tokens());
   const SegmentKey key = ComputeContentKey(model_, client_.options().name_space, ids);
-  KVCOMM_ASSIGN_OR_RETURN(auto found, client_.Lookup({{key, client::KeyKind::kContent}}));
-  if (!found[0].found) return false;
-  KVCOMM_ASSIGN_OR_RETURN(auto segment, client_.Get(key, client::KeyKind::kContent));
-  KvLayout layout = segment.info.layout;
-  if (layout.tokens != static_cast<uint32_t>(span.tokens()))
-    return Error(ErrorCode::kInternal, "kvcommd returned a segment of the wrong length");
+  // One round trip: a miss comes back as NotFound, which only means "compute it here".
+  auto segment = Fetch(key, client::KeyKind::kContent, span);
+  if (!segment.ok() && segment.status().code() == ErrorCode::kNotFound) return false;
+  KVCOMM_RETURN_IF_ERROR(segment.status());
+  KvLayout layout = segment->info.layout;
 
   std::vector<float> base(layout.PayloadBytes() / DTypeSize(layout.dtype));
   const int64_t n = static_cast<int64_t>(base.size());
   KVCOMM_RETURN_IF_ERROR(
-      kernels::ConvertDType({const_cast<std::byte*>(segment.payload.data()), layout.dtype, {n}},
+      kernels::ConvertDType({const_cast<std::byte*>(segment->payload.data()), layout.dtype, {n}},
                             {base.data(), DType::kF32, {n}}));
   std::vector<int32_t> from(span.tokens()), to(span.tokens());
-  std::iota(from.begin(), from.end(), segment.info.first_position);
+  std::iota(from.begin(), from.end(), segment->info.first_position);
   std::iota(to.begin(), to.end(), static_cast<int32_t>(span.begin));
   std::vector<float> realigned(base.size());
   const kernels::RealignShape shape{layout.num_layers, layout.kv_heads, layout.tokens,

@@ -46,6 +46,9 @@ class SegmentReuse {
 
  private:
   SegmentKey ContextKey(const TokenizedPrompt& prompt, const SegmentSpan& span) const;
+  // Gets a segment and checks it covers `span`'s token count.
+  Result<client::SegmentData> Fetch(const SegmentKey& key, client::KeyKind kind,
+                                    const SegmentSpan& span);
   // A placeholder computed elsewhere, re-rotated to `span`'s positions; false if none stored.
   Result<bool> ImportRealigned(const TokenizedPrompt& prompt, const SegmentSpan& span,
                                runtime::KvCache& cache);
