@@ -27,7 +27,9 @@ struct AnchorPoolConfig {
   uint32_t eviction_window = 5;    // eviction looks at this many oldest anchors
   double entropy_threshold = 0.3;  // reuse only if H <= threshold * log2(#candidates)
   double top_p = 0.9;              // anchors in this much weight mass are credited
-  double temperature = 1.0;        // softmax temperature of the blend weights
+  // Softmax temperature of the blend weights. KVCOMM uses 1; on models/kvcomm-tiny 0.1 gave
+  // lower next-token KL (bench/RESULTS.md), as the weights then follow the closest anchor.
+  double temperature = 0.1;
   Status Validate() const;
 };
 

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "daemon/internal/convert.h"
+#include "daemon/internal/reuse_wire.h"
 #include "schemas/kvcomm.capnp.h"
 #include "schemas/wire.h"
 
@@ -46,9 +47,13 @@ Status ExpectPayloadFrames(const Call& call, size_t count, std::string_view requ
 
 class RequestDispatch {
  public:
-  RequestDispatch(kvstore::TieredStore& store, SessionTable& sessions, DaemonCounters& counters,
-                  const ServerConfig& config)
-      : store_(store), sessions_(sessions), counters_(counters), config_(config) {}
+  RequestDispatch(kvstore::TieredStore& store, AnchorService& anchors, SessionTable& sessions,
+                  DaemonCounters& counters, const ServerConfig& config)
+      : store_(store),
+        anchors_(anchors),
+        sessions_(sessions),
+        counters_(counters),
+        config_(config) {}
 
   Status Dispatch(Call& call) {
     switch (call.request.which()) {
@@ -60,8 +65,7 @@ class RequestDispatch {
         return Status::Ok();
       case Request::STATS:
         KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "Stats"));
-        FillStats(call.reply.initStats(), store_.Stats(), counters_, sessions_.size());
-        return Status::Ok();
+        return Stats(call);
       case Request::PUT:
         return Put(call);
       case Request::GET:
@@ -72,6 +76,12 @@ class RequestDispatch {
         return Delete(call);
       case Request::LIST:
         return List(call);
+      case Request::PLAN_PROMPT:
+        return PlanPrompt(call);
+      case Request::REPORT_ACTUAL:
+        return ReportActual(call);
+      case Request::LIST_ANCHORS:
+        return ListAnchors(call);
     }
     return InvalidArgument("unknown request type {}", static_cast<int>(call.request.which()));
   }
@@ -246,7 +256,50 @@ class RequestDispatch {
     return Status::Ok();
   }
 
+  Status Stats(Call& call) {
+    auto stats = call.reply.initStats();
+    FillStats(stats, store_.Stats(), counters_, sessions_.size());
+    const auto reuse = anchors_.Stats();
+    internal::FillReuseCounters(stats.initReuse(static_cast<unsigned>(reuse.size())), reuse);
+    return Status::Ok();
+  }
+
+  Result<Session> RequireModelSession(const Call& call, std::string_view request_name) {
+    KVCOMM_ASSIGN_OR_RETURN(Session session, RequireSession(call));
+    if (!session.model) {
+      return Error(ErrorCode::kPermissionDenied,
+                   "{} needs a session with a model fingerprint; say Hello with one", request_name);
+    }
+    return session;
+  }
+
+  Status PlanPrompt(Call& call) {
+    KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "PlanPrompt"));
+    KVCOMM_ASSIGN_OR_RETURN(Session session, RequireModelSession(call, "PlanPrompt"));
+    KVCOMM_ASSIGN_OR_RETURN(auto input, internal::ReadPlanInput(call.request.getPlanPrompt()));
+    KVCOMM_ASSIGN_OR_RETURN(auto plans, anchors_.Plan(ScopeOf(session), input));
+    internal::FillPlanResult(call.reply.initPlan(), plans, call.payload_out);
+    return Status::Ok();
+  }
+
+  Status ReportActual(Call& call) {
+    KVCOMM_ASSIGN_OR_RETURN(Session session, RequireModelSession(call, "ReportActual"));
+    KVCOMM_ASSIGN_OR_RETURN(auto input,
+                            internal::ReadActualInput(call.request.getReportActual(), call.frames));
+    KVCOMM_RETURN_IF_ERROR(anchors_.ReportActual(ScopeOf(session), input));
+    call.reply.setReportActual();
+    return Status::Ok();
+  }
+
+  Status ListAnchors(Call& call) {
+    KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "ListAnchors"));
+    KVCOMM_ASSIGN_OR_RETURN(Session session, RequireSession(call));
+    internal::FillAnchorListing(call.reply.initAnchors(), anchors_.List(ScopeOf(session)));
+    return Status::Ok();
+  }
+
   kvstore::TieredStore& store_;
+  AnchorService& anchors_;
   SessionTable& sessions_;
   DaemonCounters& counters_;
   const ServerConfig& config_;
@@ -278,7 +331,7 @@ std::vector<zmq::message_t> RequestHandler::Handle(std::string_view routing_id,
       reply.setId(id);
       Call call{routing_id, frames, request, reply, payload_out};
       status = words.status().ok()
-                   ? RequestDispatch(store_, sessions_, counters_, config_).Dispatch(call)
+                   ? RequestDispatch(store_, anchors_, sessions_, counters_, config_).Dispatch(call)
                    : words.status();
     } catch (const kj::Exception& e) {
       status = Error(ErrorCode::kMalformedMessage, "request is not a valid kvcomm message: {}",

@@ -10,6 +10,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "daemon/anchor_service.h"
 #include "daemon/config.h"
 #include "daemon/counters.h"
 #include "daemon/sessions.h"
@@ -19,9 +20,13 @@ namespace kvcomm::daemon {
 
 class RequestHandler {
  public:
-  RequestHandler(kvstore::TieredStore& store, SessionTable& sessions, DaemonCounters& counters,
-                 const ServerConfig& config)
-      : store_(store), sessions_(sessions), counters_(counters), config_(config) {}
+  RequestHandler(kvstore::TieredStore& store, AnchorService& anchors, SessionTable& sessions,
+                 DaemonCounters& counters, const ServerConfig& config)
+      : store_(store),
+        anchors_(anchors),
+        sessions_(sessions),
+        counters_(counters),
+        config_(config) {}
 
   // `frames` excludes the routing id. The reply's first frame is the Cap'n Proto Reply.
   std::vector<zmq::message_t> Handle(std::string_view routing_id,
@@ -29,6 +34,7 @@ class RequestHandler {
 
  private:
   kvstore::TieredStore& store_;
+  AnchorService& anchors_;
   SessionTable& sessions_;
   DaemonCounters& counters_;
   const ServerConfig& config_;

@@ -28,8 +28,10 @@ Result<std::unique_ptr<Server>> Server::Start(const DaemonConfig& config) {
   std::unique_ptr<Server> server(new Server(config));
   KVCOMM_ASSIGN_OR_RETURN(server->store_, kvstore::TieredStore::Open(config.store));
   server->sessions_ = std::make_unique<SessionTable>(config.server.max_sessions);
-  server->handler_ = std::make_unique<RequestHandler>(*server->store_, *server->sessions_,
-                                                      server->counters_, server->config_.server);
+  server->anchors_ = std::make_unique<AnchorService>(*server->store_, config.anchors);
+  server->handler_ =
+      std::make_unique<RequestHandler>(*server->store_, *server->anchors_, *server->sessions_,
+                                       server->counters_, server->config_.server);
   KVCOMM_RETURN_IF_ERROR(PrepareEndpoint(config.server.endpoint));
   try {
     server->frontend_ = zmq::socket_t(server->context_, zmq::socket_type::router);

@@ -17,6 +17,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "daemon/anchor_service.h"
 #include "daemon/config.h"
 #include "daemon/counters.h"
 #include "daemon/request_handler.h"
@@ -38,6 +39,7 @@ class Server {
 
   const std::string& endpoint() const { return config_.server.endpoint; }
   kvstore::TieredStore& store() { return *store_; }
+  const AnchorService& anchors() const { return *anchors_; }
   const DaemonCounters& counters() const { return counters_; }
 
  private:
@@ -49,6 +51,7 @@ class Server {
   std::unique_ptr<kvstore::TieredStore> store_;
   DaemonCounters counters_;
   std::unique_ptr<SessionTable> sessions_;
+  std::unique_ptr<AnchorService> anchors_;
   std::unique_ptr<RequestHandler> handler_;
   zmq::context_t context_;
   zmq::socket_t frontend_;

@@ -208,6 +208,106 @@ struct StatsResult {
   uptimeSeconds @10 :Float64;
   requests @11 :UInt64;
   sessions @12 :UInt64;
+  reuse @13 :List(ReuseCounter);   # KVCOMM reuse, per namespace, agent and placeholder slot
+}
+
+# ---- KVCOMM reuse (../shared/KVCOMM.md) ----
+#
+# An agent's prompt is sent as segments, all its tokens in order from position 0: template
+# segments (the agent's own text) and placeholders (content shared between agents: the input,
+# documents, other agents' messages), each placeholder named by its slot. Per segment kvcommd
+# answers EXACT (stored with the very same preceding tokens), REALIGNED (assembled from the
+# placeholder's base KV and the slot's anchors) or PREFILL (the agent computes it; with
+# reportActual it then sends ReportActual so the placeholder becomes an anchor).
+# base(P) of a placeholder is the segment stored for its tokens right after `basePrefix`
+# (e.g. [BOS]); agents store it before planning.
+
+enum SegmentRole {
+  template @0;
+  placeholder @1;
+}
+
+enum ReuseDecision {
+  exact @0;
+  realigned @1;
+  prefill @2;
+}
+
+# What kvcommd needs to know about the model to realign: its KV geometry (tokens ignored; dtype
+# is the one wanted back), its RoPE inverse frequencies (headDim / 2 of them), and the tokens
+# bases are computed after.
+struct ReuseModel {
+  shape @0 :KvShape;
+  ropeInvFreq @1 :List(Float32);
+  basePrefix @2 :List(Int32);
+}
+
+struct PlanSegment {
+  role @0 :SegmentRole;
+  slot @1 :Text;                   # placeholders only
+  tokenIds @2 :List(Int32);
+}
+
+struct PlanPrompt {
+  agent @0 :Text;                  # deltas are recorded per agent (template + role)
+  model @1 :ReuseModel;
+  segments @2 :List(PlanSegment);
+}
+
+struct SegmentPlan {
+  decision @0 :ReuseDecision;
+  reportActual @1 :Bool;
+  tensorIndex @2 :Int32;           # the frame holding its KV (exact, realigned), -1 if none
+}
+
+# Frames 1..n hold the KV of the exact and realigned segments, described by `tensors`.
+struct PlanResult {
+  segments @0 :List(SegmentPlan);
+  tensors @1 :List(TensorDesc);
+}
+
+# The actual KV of a placeholder the plan asked about (frame 1) and of the template segment
+# right after it (frame 2, absent when followingTokens is empty), from a prefill in the
+# agent's prompt. Keys rotated at their positions there.
+struct ReportActual {
+  agent @0 :Text;
+  slot @1 :Text;
+  model @2 :ReuseModel;
+  placeholderTokens @3 :List(Int32);
+  placeholderPosition @4 :Int32;
+  followingTokens @5 :List(Int32);
+  followingPosition @6 :Int32;
+  tensors @7 :List(TensorDesc);
+}
+
+struct AnchorEntry {
+  baseKey @0 :Key128;
+  tokens @1 :UInt32;
+  activations @2 :UInt64;
+  agents @3 :List(Text);           # agents whose deltas it holds
+}
+
+struct AnchorSlotListing {
+  slot @0 :Text;
+  anchors @1 :List(AnchorEntry);   # oldest first
+}
+
+struct AnchorListing {
+  slots @0 :List(AnchorSlotListing);
+}
+
+struct ReuseCounter {
+  namespace @0 :Text;
+  agent @1 :Text;
+  slot @2 :Text;                   # "" for template segments
+  tokensRequested @3 :UInt64;
+  tokensExact @4 :UInt64;
+  tokensRealigned @5 :UInt64;
+  tokensPrefill @6 :UInt64;
+  anchorsCreated @7 :UInt64;
+  anchorsEvicted @8 :UInt64;
+  bytesMoved @9 :UInt64;
+  realignSeconds @10 :Float64;
 }
 
 struct Request {
@@ -221,6 +321,9 @@ struct Request {
     list @6 :ListSegments;
     stats @7 :Void;
     ping @8 :Void;
+    planPrompt @9 :PlanPrompt;
+    reportActual @10 :ReportActual;
+    listAnchors @11 :Void;
   }
 }
 
@@ -236,5 +339,8 @@ struct Reply {
     list @7 :ListResult;
     stats @8 :StatsResult;
     pong @9 :Void;
+    plan @10 :PlanResult;
+    reportActual @11 :Void;
+    anchors @12 :AnchorListing;
   }
 }

@@ -94,12 +94,72 @@ struct TierStats {
   uint64_t segments = 0, bytes = 0, capacity_bytes = 0, hits = 0, misses = 0;
 };
 
+// Reuse counters of kvcommd's anchor service (one per namespace, agent and slot).
+struct ReuseCounter {
+  std::string name_space, agent, slot;  // slot "" for template segments
+  uint64_t tokens_requested = 0, tokens_exact = 0, tokens_realigned = 0, tokens_prefill = 0;
+  uint64_t anchors_created = 0, anchors_evicted = 0, bytes_moved = 0;
+  double realign_seconds = 0;
+};
+
 struct DaemonStats {
   std::vector<TierStats> tiers;
   uint64_t puts = 0, gets = 0, promotions = 0, demotions = 0, evictions = 0, corrupt_records = 0;
   uint64_t bytes_in = 0, bytes_out = 0, requests = 0, sessions = 0;
   double uptime_seconds = 0;
   std::vector<std::pair<ErrorCode, uint64_t>> errors;
+  std::vector<ReuseCounter> reuse;
+};
+
+// KVCOMM reuse (schemas/kvcomm.capnp, "KVCOMM reuse"): what kvcommd needs to know of the model.
+struct ReuseModel {
+  KvLayout geometry;  // layers, kv heads, head dim; dtype of the KV wanted back; tokens unused
+  std::vector<float> rope_inv_freq;
+  std::vector<int32_t> base_prefix;  // tokens a placeholder's base is computed after
+};
+
+struct PlanSegment {
+  bool placeholder = false;
+  std::string slot;  // placeholders only
+  std::vector<int32_t> token_ids;
+};
+
+struct PlanRequest {
+  std::string agent;
+  ReuseModel model;
+  std::vector<PlanSegment> segments;  // the whole prompt, from position 0
+};
+
+enum class ReuseDecision : uint8_t { kExact = 0, kRealigned = 1, kPrefill = 2 };
+std::string_view ReuseDecisionName(ReuseDecision decision);
+
+struct SegmentPlan {
+  ReuseDecision decision = ReuseDecision::kPrefill;
+  bool report_actual = false;  // prefill it, then ReportActual: it becomes an anchor
+  KvLayout layout;             // exact and realigned: the KV in `payload`
+  Blob payload;
+};
+
+struct ActualReport {
+  std::string agent, slot;
+  ReuseModel model;
+  std::vector<int32_t> placeholder_tokens;
+  int32_t placeholder_position = 0;
+  Blob placeholder_kv;                    // model.geometry with the placeholder's tokens
+  std::vector<int32_t> following_tokens;  // the template segment after it; may be empty
+  int32_t following_position = 0;
+  Blob following_kv;
+};
+
+struct AnchorInfo {
+  SegmentKey base_key;
+  uint32_t tokens = 0;
+  uint64_t activations = 0;
+  std::vector<std::string> agents;
+};
+struct AnchorSlotInfo {
+  std::string slot;
+  std::vector<AnchorInfo> anchors;
 };
 
 class Client {
@@ -118,6 +178,10 @@ class Client {
   Status Remove(const SegmentKey& context_key);
   Result<ListPage> List(std::optional<SegmentKey> start_after, uint32_t limit);
   Result<DaemonStats> Stats();
+  // KVCOMM: one plan per segment of the prompt, with the KV of exact and realigned ones.
+  Result<std::vector<SegmentPlan>> PlanPrompt(const PlanRequest& request);
+  Status ReportActual(const ActualReport& report);
+  Result<std::vector<AnchorSlotInfo>> ListAnchors();
 
   void set_timeout(std::chrono::milliseconds timeout) { options_.timeout = timeout; }
   const ClientOptions& options() const { return options_; }

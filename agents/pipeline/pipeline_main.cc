@@ -1,7 +1,7 @@
 // kvcomm-pipeline: runs multi-agent tasks (bench/tasks format) on a model and scores them.
 //   kvcomm-pipeline --model DIR --tasks FILE [--tasks FILE ...] [--templates FILE] [--limit N]
-//                   [--device cpu|cuda] [--mode dense|prefix] [--endpoint E] [--namespace NS]
-//                   [--json OUT]
+//                   [--device cpu|cuda] [--mode dense|prefix|naive|kvcomm] [--endpoint E]
+//                   [--namespace NS] [--fidelity] [--json OUT]
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -23,6 +23,8 @@ int Fail(const Status& s) {
 
 struct TypeTotals {
   int64_t tasks = 0, correct = 0, turns = 0, prompt_tokens = 0, reused_tokens = 0, fallbacks = 0;
+  int64_t placeholder_tokens = 0, reused_placeholder_tokens = 0, realigned_tokens = 0;
+  int64_t anchor_turns = 0;
   double prefill_seconds = 0, seconds = 0;
   int64_t measured = 0;  // turns with fidelity numbers
   double kl = 0, kv_error = 0;
@@ -50,9 +52,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-reply-tokens", options.max_reply_tokens, "tokens per reply at most")
       ->check(CLI::Range(1, 4096));
   app.add_option("--mode", mode_name,
-                 "dense (full prefill), prefix (exact prefix reuse via kvcommd) or naive (also "
-                 "placeholders, positionally realigned)")
-      ->check(CLI::IsMember({"dense", "prefix", "naive"}));
+                 "dense (full prefill), prefix (exact prefix reuse via kvcommd), naive (also "
+                 "placeholders, positionally realigned) or kvcomm (placeholders realigned with "
+                 "anchors by kvcommd)")
+      ->check(CLI::IsMember({"dense", "prefix", "naive", "kvcomm"}));
   app.add_option("--endpoint", daemon_options.endpoint,
                  "kvcommd endpoint (default: the usual one)");
   app.add_option("--namespace", daemon_options.name_space, "kvcommd namespace")
@@ -95,15 +98,27 @@ int main(int argc, char** argv) {
       TypeTotals& t = totals[task.type];
       t.tasks += 1;
       t.correct += run->correct;
-      nlohmann::json replies = nlohmann::json::array();
+      nlohmann::json replies = nlohmann::json::array(), turns = nlohmann::json::array();
       for (const auto& turn : run->turns) {
         t.turns += 1;
         t.prompt_tokens += turn.prompt_tokens;
         t.reused_tokens += turn.reused_tokens;
+        t.placeholder_tokens += turn.placeholder_tokens;
+        t.reused_placeholder_tokens += turn.reused_placeholder_tokens;
+        t.realigned_tokens += turn.realigned_tokens;
+        t.anchor_turns += turn.made_anchors;
         t.fallbacks += turn.fallback;
         t.prefill_seconds += turn.prefill_seconds;
         t.seconds += turn.seconds;
         replies.push_back(turn.reply);
+        turns.push_back({{"agent", turn.agent},
+                         {"prompt_tokens", turn.prompt_tokens},
+                         {"reused_tokens", turn.reused_tokens},
+                         {"realigned_tokens", turn.realigned_tokens},
+                         {"made_anchors", turn.made_anchors},
+                         {"next_token_kl", turn.next_token_kl},
+                         {"kv_relative_error", turn.kv_relative_error},
+                         {"ttft_ms", 1e3 * turn.prefill_seconds}});
         if (turn.next_token_kl >= 0) {
           t.measured += 1;
           t.kl += turn.next_token_kl;
@@ -116,22 +131,31 @@ int main(int argc, char** argv) {
       results.push_back({{"id", task.id},
                          {"type", task.type},
                          {"replies", replies},
+                         {"turns", turns},
                          {"answer", task.answer},
                          {"correct", run->correct}});
     }
   }
 
   std::printf("mode %s on %s\n", mode_name.c_str(), device.c_str());
-  std::printf("%-14s %6s %9s %6s %11s %8s %10s %12s\n", "type", "tasks", "accuracy", "turns",
-              "prompt tok", "reused", "fallbacks", "TTFT/turn");
+  std::printf("%-14s %6s %9s %6s %11s %8s %9s %10s %8s %10s %12s\n", "type", "tasks", "accuracy",
+              "turns", "prompt tok", "reused", "realigned", "ph reused", "anchor t", "fallbacks",
+              "TTFT/turn");
   nlohmann::json summary = nlohmann::json::object();
   for (const auto& [type, t] : totals) {
     const double accuracy = static_cast<double>(t.correct) / t.tasks;
     const double reuse = static_cast<double>(t.reused_tokens) / t.prompt_tokens;
-    std::printf("%-14s %6lld %8.1f%% %6lld %11.0f %7.1f%% %10lld %9.1f ms\n", type.c_str(),
-                static_cast<long long>(t.tasks), 100 * accuracy, static_cast<long long>(t.turns),
-                static_cast<double>(t.prompt_tokens) / t.turns, 100 * reuse,
-                static_cast<long long>(t.fallbacks), 1e3 * t.prefill_seconds / t.turns);
+    const double realigned = static_cast<double>(t.realigned_tokens) / t.prompt_tokens;
+    const double placeholder_reuse =
+        t.placeholder_tokens
+            ? static_cast<double>(t.reused_placeholder_tokens) / t.placeholder_tokens
+            : 0.0;
+    std::printf("%-14s %6lld %8.1f%% %6lld %11.0f %7.1f%% %8.1f%% %9.1f%% %8lld %10lld %9.1f ms\n",
+                type.c_str(), static_cast<long long>(t.tasks), 100 * accuracy,
+                static_cast<long long>(t.turns), static_cast<double>(t.prompt_tokens) / t.turns,
+                100 * reuse, 100 * realigned, 100 * placeholder_reuse,
+                static_cast<long long>(t.anchor_turns), static_cast<long long>(t.fallbacks),
+                1e3 * t.prefill_seconds / t.turns);
     if (t.measured > 0) {
       std::printf(
           "%14s fidelity over %lld reusing turns: next-token KL %.4f nats, K/V relative "
@@ -144,6 +168,9 @@ int main(int argc, char** argv) {
                      {"turns", t.turns},
                      {"mean_prompt_tokens", static_cast<double>(t.prompt_tokens) / t.turns},
                      {"reuse_rate", reuse},
+                     {"realigned_rate", realigned},
+                     {"placeholder_reuse_rate", placeholder_reuse},
+                     {"anchor_turns", t.anchor_turns},
                      {"fidelity_turns", t.measured},
                      {"mean_next_token_kl", t.measured ? t.kl / t.measured : 0.0},
                      {"mean_kv_relative_error", t.measured ? t.kv_error / t.measured : 0.0},

@@ -17,18 +17,20 @@ std::vector<PromptSegment> RenderPrompt(const PromptTemplate& tmpl, const AgentS
                                         const Task& task, const std::vector<Message>& messages) {
   const RoleText& role = tmpl.roles.at(agent.role);  // ParseTask checked the role exists
   std::vector<PromptSegment> segments;
-  auto text = [&](std::string s) { segments.push_back({SegmentKind::kText, std::move(s)}); };
+  auto text = [&](std::string s) { segments.push_back({SegmentKind::kText, std::move(s), ""}); };
   text(Substitute(role.header, "{name}", agent.name));
   if (!agent.notes.empty()) text(tmpl.notes + agent.notes + "\n");
   text(tmpl.input);
-  segments.push_back({SegmentKind::kInput, task.input + "\n"});
+  segments.push_back({SegmentKind::kInput, task.input + "\n", "input"});
   for (size_t i = 0; i < task.documents.size(); ++i) {
     text(Substitute(tmpl.document, "{index}", std::to_string(i + 1)));
-    segments.push_back({SegmentKind::kDocument, task.documents[i] + "\n"});
+    segments.push_back(
+        {SegmentKind::kDocument, task.documents[i] + "\n", "document." + std::to_string(i + 1)});
   }
   for (const Message& m : messages) {
     text(Substitute(tmpl.message, "{name}", m.author));
-    segments.push_back({SegmentKind::kMessage, m.text + "\n"});
+    segments.push_back(
+        {SegmentKind::kMessage, m.text + "\n", "message." + std::to_string(m.author_index)});
   }
   text(role.instruction + tmpl.cue);
   return segments;

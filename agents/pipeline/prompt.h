@@ -18,11 +18,15 @@ enum class SegmentKind { kText, kInput, kDocument, kMessage };
 struct PromptSegment {
   SegmentKind kind = SegmentKind::kText;
   std::string text;
+  // Placeholders: what the content is in the pipeline ("input", "document.2", "message.3" for
+  // a message of the task's agent 3), the same in every agent's prompt. Empty for text.
+  std::string slot;
 };
 
 struct Message {
   std::string author;
   std::string text;
+  int author_index = 0;  // the author's index among the task's agents
 };
 
 // The rendering rules of bench/tasks/templates.toml (header, notes, input, documents, messages,

@@ -8,6 +8,13 @@
 #include "agents/runtime/generate.h"
 
 namespace kvcomm::pipeline {
+namespace {
+
+// What a placeholder's base KV is computed after (with BOS): a label line like the ones that
+// precede placeholders in prompts.
+constexpr const char* kBaseLeadIn = "Text:\n";
+
+}  // namespace
 
 PipelineRunner::PipelineRunner(const runtime::Model& model, const runtime::Tokenizer& tokenizer,
                                const TemplateSet& templates, RunOptions options,
@@ -19,14 +26,20 @@ PipelineRunner::PipelineRunner(const runtime::Model& model, const runtime::Token
       bos_(model.config().bos_token_id >= 0 ? model.config().bos_token_id : tokenizer.bos_id()) {
   assert(options.mode == Mode::kDense || daemon != nullptr);
   if (options.mode != Mode::kDense) {
-    reuse_.emplace(*daemon, model.config(), model.fingerprint(),
+    std::vector<int32_t> base_prefix{bos_};
+    if (options.mode == Mode::kKvcomm) {
+      auto lead = tokenizer.Encode(kBaseLeadIn);
+      assert(lead.ok());
+      base_prefix.insert(base_prefix.end(), lead->begin(), lead->end());
+    }
+    reuse_.emplace(*daemon, model,
                    model.device() == runtime::Device::kCpu ? DType::kF32 : DType::kBF16,
-                   options.mode);
+                   options.mode, std::move(base_prefix));
   }
 }
 
 Result<TurnResult> PipelineRunner::RunTurn(const std::vector<PromptSegment>& segments,
-                                           const Task& task) {
+                                           const Task& task, int agent) {
   KVCOMM_ASSIGN_OR_RETURN(auto prompt, TokenizePrompt(tokenizer_, bos_, segments));
   const int64_t needed = static_cast<int64_t>(prompt.tokens.size()) + options_.max_reply_tokens;
   if (needed > model_.config().max_position_embeddings) {
@@ -50,11 +63,15 @@ Result<TurnResult> PipelineRunner::RunTurn(const std::vector<PromptSegment>& seg
   };
   TurnResult turn;
   turn.prompt_tokens = static_cast<int64_t>(prompt.tokens.size());
-  const auto spans = SegmentSpans(prompt, segments);
-  std::vector<bool> imported(spans.size(), false);
+  // Slots and deltas are per template: the same agent text surrounds them in every task.
+  const auto spans = SegmentSpans(prompt, segments, task.template_id + "/");
+  const AgentSpec& spec = task.agents[agent];
+  const std::string agent_name = task.template_id + "/" + spec.role + "." + std::to_string(agent);
+  ImportResult imported;
+  imported.source.assign(spans.size(), SpanSource::kComputed);
   const auto start = Clock::now();
   if (reuse_) {
-    auto result = reuse_->Import(prompt, spans, cache);
+    auto result = reuse_->Import(prompt, spans, agent_name, cache);
     if (result.ok()) {
       imported = std::move(*result);
     } else {
@@ -64,9 +81,18 @@ Result<TurnResult> PipelineRunner::RunTurn(const std::vector<PromptSegment>& seg
     }
   }
   KVCOMM_ASSIGN_OR_RETURN(auto last_run, ComputeGaps(prompt, spans, imported, cache));
-  for (size_t i = 0; i < spans.size(); ++i)
-    if (imported[i]) turn.reused_tokens += spans[i].tokens();
-  if (imported.back()) turn.reused_tokens -= 1;  // recomputed for the first reply token
+  for (size_t i = 0; i < spans.size(); ++i) {
+    // The last prompt token is recomputed for the first reply token.
+    const int64_t reused =
+        imported.imported(i) ? spans[i].tokens() - (i + 1 == spans.size() ? 1 : 0) : 0;
+    turn.reused_tokens += reused;
+    if (imported.source[i] == SpanSource::kRealigned) turn.realigned_tokens += reused;
+    if (spans[i].placeholder()) {
+      turn.placeholder_tokens += spans[i].tokens();
+      turn.reused_placeholder_tokens += reused;
+    }
+  }
+  turn.made_anchors = !imported.report.empty();
   const double gaps_seconds = seconds_since(start);
   KVCOMM_ASSIGN_OR_RETURN(auto out,
                           runtime::Generate(model_, &tokenizer_, last_run, cache, generate));
@@ -78,7 +104,9 @@ Result<TurnResult> PipelineRunner::RunTurn(const std::vector<PromptSegment>& seg
         MeasureFidelity(prompt, spans, imported, cache, out.prompt_logits, turn));
   if (reuse_ && !turn.fallback) {
     const auto store_start = Clock::now();
-    if (Status stored = reuse_->Store(prompt, spans, imported, cache); !stored.ok()) {
+    Status stored = reuse_->Store(prompt, spans, imported, cache);
+    if (stored.ok()) stored = reuse_->Report(prompt, spans, imported, agent_name, cache);
+    if (!stored.ok()) {
       turn.store_failed = true;
       turn.daemon_error = stored.ToString();
     }
@@ -89,23 +117,23 @@ Result<TurnResult> PipelineRunner::RunTurn(const std::vector<PromptSegment>& seg
 
 Result<std::span<const int32_t>> PipelineRunner::ComputeGaps(const TokenizedPrompt& prompt,
                                                              const std::vector<SegmentSpan>& spans,
-                                                             const std::vector<bool>& imported,
+                                                             const ImportResult& imported,
                                                              runtime::KvCache& cache) const {
   std::span<const int32_t> tokens(prompt.tokens);
   const int64_t total = static_cast<int64_t>(tokens.size());
   std::vector<std::pair<int64_t, int64_t>> runs;  // [begin, end) of spans to compute
   for (size_t i = 0; i < spans.size();) {
-    if (imported[i]) {
+    if (imported.imported(i)) {
       ++i;
       continue;
     }
     size_t j = i;
-    while (j < spans.size() && !imported[j]) ++j;
+    while (j < spans.size() && !imported.imported(j)) ++j;
     runs.emplace_back(spans[i].begin, spans[j - 1].end);
     i = j;
   }
   // The reply's first token needs the last prompt token's logits: recompute that token.
-  if (imported.back()) {
+  if (imported.imported(spans.size() - 1)) {
     cache.Truncate(total - 1);
     runs.emplace_back(total - 1, total);
   }
@@ -118,15 +146,14 @@ Result<std::span<const int32_t>> PipelineRunner::ComputeGaps(const TokenizedProm
 
 Status PipelineRunner::MeasureFidelity(const TokenizedPrompt& prompt,
                                        const std::vector<SegmentSpan>& spans,
-                                       const std::vector<bool>& imported,
-                                       const runtime::KvCache& cache,
+                                       const ImportResult& imported, const runtime::KvCache& cache,
                                        const std::vector<float>& logits, TurnResult& turn) const {
   KVCOMM_ASSIGN_OR_RETURN(auto dense_cache, model_.NewCache(cache.capacity()));
   KVCOMM_ASSIGN_OR_RETURN(auto dense_logits, model_.Forward(prompt.tokens, dense_cache));
   turn.next_token_kl = KlDivergence(dense_logits, logits);
   double error = 0, norm = 0;
   for (size_t i = 0; i < spans.size(); ++i) {
-    if (!imported[i]) continue;
+    if (!imported.imported(i)) continue;
     // The last prompt token is recomputed for the reply, so it is not compared.
     const int64_t end = std::min(spans[i].end, static_cast<int64_t>(prompt.tokens.size()) - 1);
     if (end <= spans[i].begin) continue;
@@ -166,10 +193,12 @@ Result<TaskResult> PipelineRunner::Run(const Task& task) {
   TaskResult result{task.id, task.type, {}, {}, false};
   for (const Turn& turn : Schedule(task)) {
     std::vector<Message> messages;
-    for (int seen : turn.sees)
-      messages.push_back({task.agents[result.turns[seen].agent].name, result.turns[seen].reply});
+    for (int seen : turn.sees) {
+      const int author = result.turns[seen].agent;
+      messages.push_back({task.agents[author].name, result.turns[seen].reply, author});
+    }
     auto segments = RenderPrompt(tmpl->second, task.agents[turn.agent], task, messages);
-    KVCOMM_ASSIGN_OR_RETURN(auto turn_result, RunTurn(segments, task));
+    KVCOMM_ASSIGN_OR_RETURN(auto turn_result, RunTurn(segments, task, turn.agent));
     turn_result.agent = turn.agent;
     result.turns.push_back(std::move(turn_result));
   }

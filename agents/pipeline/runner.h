@@ -27,9 +27,13 @@ struct TurnResult {
   int agent = 0;
   std::string reply;
   int64_t prompt_tokens = 0;
-  int64_t reused_tokens = 0;   // imported from kvcommd instead of computed
+  int64_t reused_tokens = 0;              // imported from kvcommd instead of computed
+  int64_t realigned_tokens = 0;           // of those, realigned (not exact)
+  int64_t placeholder_tokens = 0;         // input, documents, messages
+  int64_t reused_placeholder_tokens = 0;  // of those, imported
+  bool made_anchors = false;   // kvcomm: the turn prefilled and reported placeholders' KV
   bool fallback = false;       // fetching from the daemon failed: the turn ran dense
-  bool store_failed = false;   // storing the turn's KV in the daemon failed
+  bool store_failed = false;   // storing (or reporting) the turn's KV in the daemon failed
   std::string daemon_error;    // why, for either
   double prefill_seconds = 0;  // time to first token: fetching reused KV + prefill
   double seconds = 0;          // prefill + decode
@@ -61,16 +65,17 @@ class PipelineRunner {
   Result<TaskResult> Run(const Task& task);
 
  private:
-  Result<TurnResult> RunTurn(const std::vector<PromptSegment>& prompt, const Task& task);
+  // `agent` is the task's agent index.
+  Result<TurnResult> RunTurn(const std::vector<PromptSegment>& prompt, const Task& task, int agent);
   // Fills next_token_kl and kv_relative_error of `turn` against a full prefill of `prompt`.
   Status MeasureFidelity(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
-                         const std::vector<bool>& imported, const runtime::KvCache& cache,
+                         const ImportResult& imported, const runtime::KvCache& cache,
                          const std::vector<float>& logits, TurnResult& turn) const;
   // Computes the spans not imported, in order, all but the last run of them; returns the
   // tokens of that last run (what generation starts from).
   Result<std::span<const int32_t>> ComputeGaps(const TokenizedPrompt& prompt,
                                                const std::vector<SegmentSpan>& spans,
-                                               const std::vector<bool>& imported,
+                                               const ImportResult& imported,
                                                runtime::KvCache& cache) const;
 
   const runtime::Model& model_;

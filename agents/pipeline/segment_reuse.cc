@@ -1,5 +1,6 @@
 #include "agents/pipeline/segment_reuse.h"
 
+#include <cassert>
 #include <numeric>
 
 #include "kernels/ops.h"
@@ -11,7 +12,8 @@ Result<Mode> ParseMode(std::string_view name) {
   if (name == "dense") return Mode::kDense;
   if (name == "prefix") return Mode::kPrefix;
   if (name == "naive") return Mode::kNaive;
-  return InvalidArgument("unknown mode '{}' (dense, prefix or naive)", name);
+  if (name == "kvcomm") return Mode::kKvcomm;
+  return InvalidArgument("unknown mode '{}' (dense, prefix, naive or kvcomm)", name);
 }
 
 std::string_view ModeName(Mode mode) {
@@ -22,42 +24,53 @@ std::string_view ModeName(Mode mode) {
       return "prefix";
     case Mode::kNaive:
       return "naive";
+    case Mode::kKvcomm:
+      return "kvcomm";
   }
   return "?";
 }
 
 std::vector<SegmentSpan> SegmentSpans(const TokenizedPrompt& prompt,
-                                      const std::vector<PromptSegment>& segments) {
+                                      const std::vector<PromptSegment>& segments,
+                                      const std::string& slot_prefix) {
   std::vector<SegmentSpan> spans;
   const auto& begins = prompt.segment_begin;
   for (size_t i = 0; i < begins.size(); ++i) {
     const int64_t begin = i == 0 ? 0 : begins[i];
     const int64_t end =
         i + 1 < begins.size() ? begins[i + 1] : static_cast<int64_t>(prompt.tokens.size());
-    if (end > begin) spans.push_back({begin, end, segments[i].kind});
+    if (end <= begin) continue;
+    const auto& segment = segments[i];
+    spans.push_back({begin, end, segment.kind,
+                     segment.kind == SegmentKind::kText ? "" : slot_prefix + segment.slot});
   }
   return spans;
 }
 
-SegmentReuse::SegmentReuse(client::Client& client, const runtime::ModelConfig& config,
-                           ModelFingerprint model, DType dtype, Mode mode)
+SegmentReuse::SegmentReuse(client::Client& client, const runtime::Model& model, DType dtype,
+                           Mode mode, std::vector<int32_t> base_prefix)
     : client_(client),
       model_(model),
       dtype_(dtype),
       mode_(mode),
-      inv_freq_(config.RopeInverseFrequencies()) {}
+      inv_freq_(model.config().RopeInverseFrequencies()),
+      base_prefix_(std::move(base_prefix)) {
+  assert(mode != Mode::kKvcomm || !base_prefix_.empty());
+}
 
 SegmentKey SegmentReuse::ContextKey(const TokenizedPrompt& prompt, const SegmentSpan& span) const {
   std::span<const int32_t> tokens(prompt.tokens);
-  return ComputeContextKey(model_, client_.options().name_space,
+  return ComputeContextKey(model_.fingerprint(), client_.options().name_space,
                            TokenPrefixHash(tokens.first(span.begin)),
                            tokens.subspan(span.begin, span.tokens()));
 }
 
-Result<std::vector<bool>> SegmentReuse::Import(const TokenizedPrompt& prompt,
-                                               const std::vector<SegmentSpan>& spans,
-                                               runtime::KvCache& cache) {
-  std::vector<bool> imported(spans.size(), false);
+Result<ImportResult> SegmentReuse::Import(const TokenizedPrompt& prompt,
+                                          const std::vector<SegmentSpan>& spans,
+                                          const std::string& agent, runtime::KvCache& cache) {
+  if (mode_ == Mode::kKvcomm) return ImportPlanned(prompt, spans, agent, cache);
+  ImportResult result;
+  result.source.assign(spans.size(), SpanSource::kComputed);
   std::vector<std::pair<SegmentKey, client::KeyKind>> keys;
   for (const auto& span : spans)
     keys.emplace_back(ContextKey(prompt, span), client::KeyKind::kContext);
@@ -68,14 +81,15 @@ Result<std::vector<bool>> SegmentReuse::Import(const TokenizedPrompt& prompt,
                             Fetch(keys[i].first, client::KeyKind::kContext, spans[i]));
     KVCOMM_RETURN_IF_ERROR(
         cache.Import(segment.info.layout, segment.payload.span(), spans[i].begin));
-    imported[i] = true;
+    result.source[i] = SpanSource::kExact;
   }
-  if (mode_ != Mode::kNaive) return imported;
+  if (mode_ != Mode::kNaive) return result;
   for (; i < spans.size(); ++i) {
-    if (spans[i].kind == SegmentKind::kText) continue;
-    KVCOMM_ASSIGN_OR_RETURN(imported[i], ImportRealigned(prompt, spans[i], cache));
+    if (!spans[i].placeholder()) continue;
+    KVCOMM_ASSIGN_OR_RETURN(bool realigned, ImportRealigned(prompt, spans[i], cache));
+    if (realigned) result.source[i] = SpanSource::kRealigned;
   }
-  return imported;
+  return result;
 }
 
 Result<client::SegmentData> SegmentReuse::Fetch(const SegmentKey& key, client::KeyKind kind,
@@ -89,7 +103,7 @@ Result<client::SegmentData> SegmentReuse::Fetch(const SegmentKey& key, client::K
 Result<bool> SegmentReuse::ImportRealigned(const TokenizedPrompt& prompt, const SegmentSpan& span,
                                            runtime::KvCache& cache) {
   std::span<const int32_t> ids = std::span(prompt.tokens).subspan(span.begin, span.tokens());
-  const SegmentKey key = ComputeContentKey(model_, client_.options().name_space, ids);
+  const SegmentKey key = ComputeContentKey(model_.fingerprint(), client_.options().name_space, ids);
   // One round trip: a miss comes back as NotFound, which only means "compute it here".
   auto segment = Fetch(key, client::KeyKind::kContent, span);
   if (!segment.ok() && segment.status().code() == ErrorCode::kNotFound) return false;
@@ -114,20 +128,118 @@ Result<bool> SegmentReuse::ImportRealigned(const TokenizedPrompt& prompt, const 
   return true;
 }
 
+Status SegmentReuse::PutSpan(const TokenizedPrompt& prompt, const SegmentSpan& span,
+                             const runtime::KvCache& cache) {
+  std::span<const int32_t> tokens(prompt.tokens);
+  client::PutRequest put;
+  put.layout = cache.SegmentLayout(span.tokens(), dtype_);
+  KVCOMM_ASSIGN_OR_RETURN(put.payload, cache.Export(span.begin, span.end, dtype_));
+  auto ids = tokens.subspan(span.begin, span.tokens());
+  put.token_ids.assign(ids.begin(), ids.end());
+  put.first_position = static_cast<int32_t>(span.begin);
+  put.prefix_hash = TokenPrefixHash(tokens.first(span.begin));
+  return client_.Put(put).status();
+}
+
 Status SegmentReuse::Store(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
-                           const std::vector<bool>& imported, const runtime::KvCache& cache) {
+                           const ImportResult& imported, const runtime::KvCache& cache) {
+  for (size_t i = 0; i < spans.size(); ++i) {
+    if (imported.source[i] == SpanSource::kRealigned) break;
+    if (imported.source[i] == SpanSource::kComputed)
+      KVCOMM_RETURN_IF_ERROR(PutSpan(prompt, spans[i], cache));
+  }
+  return Status();
+}
+
+client::ReuseModel SegmentReuse::ReuseModel() const {
+  const auto& c = model_.config();
+  const KvLayout geometry{static_cast<uint32_t>(c.num_layers),
+                          static_cast<uint32_t>(c.num_kv_heads), 0,
+                          static_cast<uint32_t>(c.head_dim), dtype_};
+  return {geometry, inv_freq_, base_prefix_};
+}
+
+Status SegmentReuse::EnsureBases(const TokenizedPrompt& prompt,
+                                 const std::vector<SegmentSpan>& spans) {
+  const Hash128 prefix_hash = TokenPrefixHash(base_prefix_);
+  std::vector<size_t> placeholders;
+  std::vector<std::pair<SegmentKey, client::KeyKind>> keys;
   std::span<const int32_t> tokens(prompt.tokens);
   for (size_t i = 0; i < spans.size(); ++i) {
-    if (imported[i]) continue;
-    const auto& span = spans[i];
-    client::PutRequest put;
-    put.layout = cache.SegmentLayout(span.tokens(), dtype_);
-    KVCOMM_ASSIGN_OR_RETURN(put.payload, cache.Export(span.begin, span.end, dtype_));
+    if (!spans[i].placeholder()) continue;
+    placeholders.push_back(i);
+    keys.emplace_back(
+        ComputeContextKey(model_.fingerprint(), client_.options().name_space, prefix_hash,
+                          tokens.subspan(spans[i].begin, spans[i].tokens())),
+        client::KeyKind::kContext);
+  }
+  if (keys.empty()) return Status();
+  KVCOMM_ASSIGN_OR_RETURN(auto found, client_.Lookup(keys));
+  for (size_t k = 0; k < placeholders.size(); ++k) {
+    if (found[k].found) continue;
+    const SegmentSpan& span = spans[placeholders[k]];
+    TokenizedPrompt base{base_prefix_, {}};
+    base.tokens.insert(base.tokens.end(), tokens.begin() + span.begin, tokens.begin() + span.end);
+    KVCOMM_ASSIGN_OR_RETURN(auto cache, model_.NewCache(static_cast<int64_t>(base.tokens.size())));
+    KVCOMM_RETURN_IF_ERROR(model_.Forward(base.tokens, cache).status());
+    const int64_t first = static_cast<int64_t>(base_prefix_.size());
+    KVCOMM_RETURN_IF_ERROR(
+        PutSpan(base, {first, first + span.tokens(), span.kind, span.slot}, cache));
+  }
+  return Status();
+}
+
+Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
+                                                 const std::vector<SegmentSpan>& spans,
+                                                 const std::string& agent,
+                                                 runtime::KvCache& cache) {
+  KVCOMM_RETURN_IF_ERROR(EnsureBases(prompt, spans));
+  client::PlanRequest request{agent, ReuseModel(), {}};
+  std::span<const int32_t> tokens(prompt.tokens);
+  for (const auto& span : spans) {
     auto ids = tokens.subspan(span.begin, span.tokens());
-    put.token_ids.assign(ids.begin(), ids.end());
-    put.first_position = static_cast<int32_t>(span.begin);
-    put.prefix_hash = TokenPrefixHash(tokens.first(span.begin));
-    KVCOMM_RETURN_IF_ERROR(client_.Put(put).status());
+    request.segments.push_back({span.placeholder(), span.slot, {ids.begin(), ids.end()}});
+  }
+  KVCOMM_ASSIGN_OR_RETURN(auto plans, client_.PlanPrompt(request));
+  ImportResult result;
+  result.source.assign(spans.size(), SpanSource::kComputed);
+  for (size_t i = 0; i < spans.size(); ++i)
+    if (plans[i].report_actual) result.report.push_back(i);
+  // A turn that makes anchors computes everything not exact, so what it reports is the true KV.
+  const bool exact_only = !result.report.empty();
+  for (size_t i = 0; i < spans.size(); ++i) {
+    const auto& plan = plans[i];
+    if (plan.decision == client::ReuseDecision::kPrefill) continue;
+    if (exact_only && plan.decision != client::ReuseDecision::kExact) continue;
+    KVCOMM_RETURN_IF_ERROR(cache.Import(plan.layout, plan.payload.span(), spans[i].begin));
+    result.source[i] = plan.decision == client::ReuseDecision::kExact ? SpanSource::kExact
+                                                                      : SpanSource::kRealigned;
+  }
+  return result;
+}
+
+Status SegmentReuse::Report(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
+                            const ImportResult& imported, const std::string& agent,
+                            const runtime::KvCache& cache) {
+  std::span<const int32_t> tokens(prompt.tokens);
+  for (size_t i : imported.report) {
+    const SegmentSpan& span = spans[i];
+    client::ActualReport report;
+    report.agent = agent;
+    report.slot = span.slot;
+    report.model = ReuseModel();
+    auto ids = tokens.subspan(span.begin, span.tokens());
+    report.placeholder_tokens.assign(ids.begin(), ids.end());
+    report.placeholder_position = static_cast<int32_t>(span.begin);
+    KVCOMM_ASSIGN_OR_RETURN(report.placeholder_kv, cache.Export(span.begin, span.end, dtype_));
+    if (i + 1 < spans.size() && !spans[i + 1].placeholder()) {
+      const SegmentSpan& next = spans[i + 1];
+      auto next_ids = tokens.subspan(next.begin, next.tokens());
+      report.following_tokens.assign(next_ids.begin(), next_ids.end());
+      report.following_position = static_cast<int32_t>(next.begin);
+      KVCOMM_ASSIGN_OR_RETURN(report.following_kv, cache.Export(next.begin, next.end, dtype_));
+    }
+    KVCOMM_RETURN_IF_ERROR(client_.ReportActual(report));
   }
   return Status();
 }

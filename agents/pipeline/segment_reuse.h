@@ -1,11 +1,16 @@
-// The agent side of reuse through kvcommd. Every segment a turn computes is stored under its
-// context key (hash of everything before it + its tokens; the daemon also indexes its content).
-// Before prefilling, a turn imports what it can:
+// The agent side of reuse through kvcommd. Every segment a turn computes in its true context is
+// stored under its context key (hash of everything before it + its tokens; the daemon also
+// indexes its content). Before prefilling, a turn imports what it can:
 //   prefix: the longest run of leading segments stored with the very same preceding tokens
 //           (exact: same tokens, same positions, same context);
 //   naive:  that, plus any placeholder (input, document, message) whose content was computed
 //           anywhere before, its keys re-rotated from where it was computed to where it sits
-//           now (positional realignment only; its context stays the one it was computed in).
+//           now (positional realignment only; its context stays the one it was computed in);
+//   kvcomm: kvcommd plans the prompt (../shared/KVCOMM.md): exact segments, placeholders and
+//           the template segments after them realigned from the placeholder's base KV plus
+//           the anchors' deltas, and prefill for the rest. The agent stores the bases (a
+//           placeholder's KV right after BOS) and, when the plan asks, prefills in full and
+//           reports the actual KV so the placeholder becomes an anchor.
 // The turn then computes the segments that were not imported, in order, over the imported KV.
 #pragma once
 
@@ -15,10 +20,11 @@
 #include "agents/client/client.h"
 #include "agents/pipeline/prompt.h"
 #include "agents/runtime/kv_cache.h"
+#include "agents/runtime/model.h"
 
 namespace kvcomm::pipeline {
 
-enum class Mode { kDense, kPrefix, kNaive };
+enum class Mode { kDense, kPrefix, kNaive, kKvcomm };
 Result<Mode> ParseMode(std::string_view name);
 std::string_view ModeName(Mode mode);
 
@@ -26,23 +32,45 @@ std::string_view ModeName(Mode mode);
 struct SegmentSpan {
   int64_t begin = 0, end = 0;
   SegmentKind kind = SegmentKind::kText;
+  std::string slot;  // placeholders: the segment's slot, prefixed by `slot_prefix`
   int64_t tokens() const { return end - begin; }
+  bool placeholder() const { return kind != SegmentKind::kText; }
 };
 std::vector<SegmentSpan> SegmentSpans(const TokenizedPrompt& prompt,
-                                      const std::vector<PromptSegment>& segments);
+                                      const std::vector<PromptSegment>& segments,
+                                      const std::string& slot_prefix = "");
+
+enum class SpanSource { kComputed, kExact, kRealigned };
+
+struct ImportResult {
+  std::vector<SpanSource> source;  // per span
+  std::vector<size_t> report;      // kvcomm: placeholder spans whose actual KV is asked for
+  bool imported(size_t span) const { return source[span] != SpanSource::kComputed; }
+};
 
 class SegmentReuse {
  public:
   // `dtype`: what segments travel and rest as (F32 keeps CPU reuse exact; BF16 for CUDA).
-  SegmentReuse(client::Client& client, const runtime::ModelConfig& config, ModelFingerprint model,
-               DType dtype, Mode mode);
+  // `base_prefix`: kvcomm computes a placeholder's base KV right after these tokens (BOS and a
+  // short neutral lead-in, so the placeholder's first token is not the one right after BOS,
+  // whose KV is unlike that of any token in context).
+  SegmentReuse(client::Client& client, const runtime::Model& model, DType dtype, Mode mode,
+               std::vector<int32_t> base_prefix = {});
 
-  // Imports reusable segments into an empty `cache`; returns, per span, whether it was.
-  Result<std::vector<bool>> Import(const TokenizedPrompt& prompt,
-                                   const std::vector<SegmentSpan>& spans, runtime::KvCache& cache);
-  // Stores the spans that were not imported, read from `cache` (which holds the whole prompt).
+  // Imports reusable segments into an empty `cache`. `agent` names the agent (kvcomm records
+  // anchor deltas per agent).
+  Result<ImportResult> Import(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
+                              const std::string& agent, runtime::KvCache& cache);
+  // Stores the computed spans that saw only exact KV before them, read from `cache` (which
+  // holds the whole prompt). A span computed after realigned KV is not stored: its KV is
+  // not the one of its context.
   Status Store(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
-               const std::vector<bool>& imported, const runtime::KvCache& cache);
+               const ImportResult& imported, const runtime::KvCache& cache);
+  // kvcomm: sends the actual KV of the spans the plan asked about (and of the template span
+  // after each).
+  Status Report(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
+                const ImportResult& imported, const std::string& agent,
+                const runtime::KvCache& cache);
 
  private:
   SegmentKey ContextKey(const TokenizedPrompt& prompt, const SegmentSpan& span) const;
@@ -52,12 +80,21 @@ class SegmentReuse {
   // A placeholder computed elsewhere, re-rotated to `span`'s positions; false if none stored.
   Result<bool> ImportRealigned(const TokenizedPrompt& prompt, const SegmentSpan& span,
                                runtime::KvCache& cache);
+  Result<ImportResult> ImportPlanned(const TokenizedPrompt& prompt,
+                                     const std::vector<SegmentSpan>& spans,
+                                     const std::string& agent, runtime::KvCache& cache);
+  // Stores base(P) (P's KV right after the prompt's first token) of placeholders that lack one.
+  Status EnsureBases(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans);
+  client::ReuseModel ReuseModel() const;
+  Status PutSpan(const TokenizedPrompt& prompt, const SegmentSpan& span,
+                 const runtime::KvCache& cache);
 
   client::Client& client_;
-  ModelFingerprint model_;
+  const runtime::Model& model_;
   DType dtype_;
   Mode mode_;
   std::vector<float> inv_freq_;
+  std::vector<int32_t> base_prefix_;
 };
 
 }  // namespace kvcomm::pipeline

@@ -21,7 +21,8 @@ class RequestHandlerTest : public ::testing::Test {
     options.host_capacity_bytes = 1 << 20;
     store_ = std::move(kvstore::TieredStore::Open(options)).value();
     config_.max_request_bytes = 64 * 1024;
-    handler_ = std::make_unique<RequestHandler>(*store_, sessions_, counters_, config_);
+    anchors_ = std::make_unique<AnchorService>(*store_, AnchorPoolConfig{});
+    handler_ = std::make_unique<RequestHandler>(*store_, *anchors_, sessions_, counters_, config_);
   }
 
   // Sends the request and returns the decoded reply's error code (kOk for a result).
@@ -73,6 +74,7 @@ class RequestHandlerTest : public ::testing::Test {
   }
 
   std::unique_ptr<kvstore::TieredStore> store_;
+  std::unique_ptr<AnchorService> anchors_;
   SessionTable sessions_{16};
   DaemonCounters counters_;
   ServerConfig config_;

@@ -1,6 +1,7 @@
-// The pipeline runner's `prefix` mode against a real kvcommd, with the shipped model on CPU:
-// replies equal `dense` exactly, what another turn computed is reused, and a daemon that goes
-// away turns into counted dense fallbacks, not failures.
+// The pipeline runner's reuse modes against a real kvcommd, with the shipped model on CPU:
+// `prefix` replies equal `dense` exactly, `naive` reuses what other agents computed, `kvcomm`
+// workers share one anchor pool and get realigned KV, and a daemon that goes away turns into
+// counted dense fallbacks, not failures.
 #include <gtest/gtest.h>
 
 #include "agents/pipeline/runner.h"
@@ -141,6 +142,55 @@ TEST_F(PipelineReuseTest, NaiveModeAlsoReusesPlaceholdersComputedByOtherAgents) 
   ASSERT_TRUE(reference.ok());
   EXPECT_EQ(realigned[0].turns[0].reply, reference->turns[0].reply);
   EXPECT_EQ(realigned[0].turns[0].reused_tokens, 0);
+}
+
+TEST_F(PipelineReuseTest, KvcommWorkersShareAnchorsGetRealignedKvAndKeepAnswers) {
+  auto tasks = LoadTasks(kSuite + "/fact_relay.jsonl", templates_, 12);
+  ASSERT_TRUE(tasks.ok());
+  PipelineRunner dense(*model_, *tokenizer_, templates_);
+  // Two workers, each with its own connection, take turns on the tasks.
+  auto daemon_a = ConnectAsModel("kvcomm"), daemon_b = ConnectAsModel("kvcomm");
+  ASSERT_TRUE(daemon_a && daemon_b);
+  const RunOptions options{.mode = Mode::kKvcomm, .measure_fidelity = true};
+  PipelineRunner worker_a(*model_, *tokenizer_, templates_, options, daemon_a.get());
+  PipelineRunner worker_b(*model_, *tokenizer_, templates_, options, daemon_b.get());
+  int dense_correct = 0, kvcomm_correct = 0, same_answers = 0;
+  int64_t realigned = 0, anchor_turns = 0;
+  for (size_t i = 0; i < tasks->size(); ++i) {
+    auto reference = dense.Run((*tasks)[i]);
+    auto run = (i % 2 ? worker_b : worker_a).Run((*tasks)[i]);
+    ASSERT_TRUE(reference.ok() && run.ok()) << run.status().ToString();
+    dense_correct += reference->correct;
+    kvcomm_correct += run->correct;
+    same_answers += reference->final_reply == run->final_reply;
+    for (const auto& t : run->turns) {
+      EXPECT_FALSE(t.fallback || t.store_failed) << t.daemon_error;
+      realigned += t.realigned_tokens;
+      anchor_turns += t.made_anchors;
+      if (t.realigned_tokens > 0) {
+        EXPECT_LT(t.kv_relative_error, 0.5);
+      }
+    }
+  }
+  EXPECT_GT(anchor_turns, 0);
+  EXPECT_GT(realigned, 0) << "no placeholder was realigned from anchors";
+  EXPECT_GE(kvcomm_correct, dense_correct - 1);
+  EXPECT_GE(same_answers, static_cast<int>(tasks->size()) - 2);
+
+  // The daemon's view: anchors with both workers' agents, and realigned tokens counted.
+  auto slots = daemon_a->ListAnchors();
+  ASSERT_TRUE(slots.ok()) << slots.status().ToString();
+  EXPECT_FALSE(slots->empty());
+  auto stats = daemon_b->Stats();
+  ASSERT_TRUE(stats.ok());
+  uint64_t served = 0, created = 0;
+  for (const auto& c : stats->reuse) {
+    EXPECT_EQ(c.name_space, "kvcomm");
+    served += c.tokens_realigned;
+    created += c.anchors_created;
+  }
+  EXPECT_GE(static_cast<int64_t>(served), realigned);
+  EXPECT_GT(created, 0u);
 }
 
 TEST_F(PipelineReuseTest, LosingTheDaemonFallsBackToDenseAndSaysSo) {

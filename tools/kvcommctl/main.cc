@@ -1,7 +1,8 @@
 // kvcommctl: inspect and use a running kvcommd from the command line.
 //
 //   kvcommctl [--endpoint E] [--namespace N] [--timeout-ms T] COMMAND
-//     ping | stats [--json] | ls [--json] | put FILE | get KEY OUT [--content] | rm KEY
+//     ping | stats [--json] | anchors [--json] | ls [--json] | put FILE | get KEY OUT [--content]
+//     | rm KEY
 //
 // Exit status 0 on success; otherwise 1 with a one-line reason on stderr.
 #include <CLI/CLI.hpp>
@@ -55,6 +56,75 @@ json InfoJson(const SegmentInfo& s) {
           {"tier", TierName(s.tier)}};
 }
 
+double ReuseRate(const ReuseCounter& c) {
+  return c.tokens_requested
+             ? static_cast<double>(c.tokens_exact + c.tokens_realigned) / c.tokens_requested
+             : 0.0;
+}
+
+json ReuseJson(const std::vector<ReuseCounter>& counters) {
+  json out = json::array();
+  for (const auto& c : counters) {
+    out.push_back({{"namespace", c.name_space},
+                   {"agent", c.agent},
+                   {"slot", c.slot},
+                   {"tokens_requested", c.tokens_requested},
+                   {"tokens_exact", c.tokens_exact},
+                   {"tokens_realigned", c.tokens_realigned},
+                   {"tokens_prefill", c.tokens_prefill},
+                   {"reuse_rate", ReuseRate(c)},
+                   {"anchors_created", c.anchors_created},
+                   {"anchors_evicted", c.anchors_evicted},
+                   {"bytes_moved", c.bytes_moved},
+                   {"realign_seconds", c.realign_seconds}});
+  }
+  return out;
+}
+
+void PrintReuse(const std::vector<ReuseCounter>& counters) {
+  if (counters.empty()) return;
+  constexpr auto kRow =
+      "{:<18} {:<28} {:<26} {:>9} {:>8} {:>9} {:>8} {:>6} {:>5} {:>5} {:>9} {:>9}\n";
+  fmt::print("\nKVCOMM reuse (tokens)\n");
+  fmt::print(kRow, "namespace", "agent", "slot", "requested", "exact", "realigned", "prefill",
+             "reuse", "anch+", "anch-", "moved", "realign");
+  for (const auto& c : counters) {
+    fmt::print(kRow, c.name_space, c.agent, c.slot.empty() ? "(template)" : c.slot,
+               c.tokens_requested, c.tokens_exact, c.tokens_realigned, c.tokens_prefill,
+               fmt::format("{:.1f}%", 100 * ReuseRate(c)), c.anchors_created, c.anchors_evicted,
+               HumanBytes(c.bytes_moved), fmt::format("{:.1f}ms", 1e3 * c.realign_seconds));
+  }
+}
+
+int Anchors(Client& client, bool as_json) {
+  auto slots = client.ListAnchors();
+  if (!slots.ok()) return Fail(slots.status());
+  if (as_json) {
+    json out = json::array();
+    for (const auto& slot : *slots) {
+      json anchors = json::array();
+      for (const auto& a : slot.anchors) {
+        anchors.push_back({{"base_key", a.base_key.ToHex()},
+                           {"tokens", a.tokens},
+                           {"activations", a.activations},
+                           {"agents", a.agents}});
+      }
+      out.push_back({{"slot", slot.slot}, {"anchors", anchors}});
+    }
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  for (const auto& slot : *slots) {
+    fmt::print("slot {} ({} anchors, oldest first)\n", slot.slot, slot.anchors.size());
+    for (const auto& a : slot.anchors) {
+      fmt::print("  {}  {:>6} tokens  {:>6} activations  agents: {}\n", a.base_key.ToHex(),
+                 a.tokens, a.activations, fmt::join(a.agents, ", "));
+    }
+  }
+  fmt::print("{} slots in namespace '{}'\n", slots->size(), client.options().name_space);
+  return 0;
+}
+
 int Stats(Client& client, bool as_json) {
   auto stats = client.Stats();
   if (!stats.ok()) return Fail(stats.status());
@@ -82,7 +152,8 @@ int Stats(Client& client, bool as_json) {
                 {"requests", stats->requests},
                 {"sessions", stats->sessions},
                 {"uptime_seconds", stats->uptime_seconds},
-                {"errors", errors}};
+                {"errors", errors},
+                {"reuse", ReuseJson(stats->reuse)}};
     std::cout << out.dump(2) << "\n";
     return 0;
   }
@@ -103,6 +174,7 @@ int Stats(Client& client, bool as_json) {
   for (const auto& [code, n] : stats->errors)
     errors += fmt::format("  {} {}", ErrorCodeName(code), n);
   fmt::print("errors{}\n", errors.empty() ? "  none" : errors);
+  PrintReuse(stats->reuse);
   return 0;
 }
 
@@ -155,6 +227,8 @@ int main(int argc, char** argv) {
   auto* ping = app.add_subcommand("ping", "check that kvcommd answers");
   auto* stats = app.add_subcommand("stats", "print daemon and tier statistics");
   stats->add_flag("--json", json_out, "machine-readable output");
+  auto* anchors = app.add_subcommand("anchors", "list the KVCOMM anchor pools of the namespace");
+  anchors->add_flag("--json", json_out, "machine-readable output");
   auto* ls = app.add_subcommand("ls", "list the segments of the namespace");
   ls->add_flag("--json", json_out, "machine-readable output");
   auto* put =
@@ -199,6 +273,7 @@ int main(int argc, char** argv) {
   }
   if (stats->parsed()) return Stats(client, json_out);
   if (ls->parsed()) return List(client, json_out);
+  if (anchors->parsed()) return Anchors(client, json_out);
   if (put->parsed()) {
     auto info = client.Put(segment_file->segment);
     if (!info.ok()) return Fail(info.status());

@@ -1,0 +1,32 @@
+// fp32 KV arithmetic for the anchor service: segments are decoded to fp32 host arrays in the
+// segment layout ([layer][K|V][kv_heads][tokens][head_dim]), combined, and encoded back.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "common/blob.h"
+#include "common/kv_layout.h"
+#include "common/status.h"
+
+namespace kvcomm::daemon {
+
+// A segment's KV as fp32 (layout.dtype is F32).
+struct KvF32 {
+  KvLayout layout;
+  std::vector<float> data;
+};
+
+Result<KvF32> DecodeKv(const KvLayout& layout, std::span<const std::byte> payload);
+// Encodes to `dtype` (a fresh blob).
+Result<Blob> EncodeKv(const KvF32& kv, DType dtype);
+// The first `tokens` tokens of every (layer, K|V, head) row.
+KvF32 FirstTokens(const KvF32& kv, uint32_t tokens);
+// Keys rotated back to position 0 (RoPE removed) from `first_position` onwards; values as they
+// are. Differences of such arrays do not depend on where the segments were computed.
+KvF32 PositionFree(const KvF32& kv, int32_t first_position, std::span<const float> inv_freq);
+// a - b, same layout.
+KvF32 Subtract(const KvF32& a, const KvF32& b);
+
+}  // namespace kvcomm::daemon

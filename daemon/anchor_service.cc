@@ -1,0 +1,469 @@
+#include "daemon/anchor_service.h"
+
+#include <chrono>
+#include <cmath>
+#include <numeric>
+
+#include "kernels/realign.h"
+
+namespace kvcomm::daemon {
+namespace {
+
+constexpr size_t kMaxNameBytes = 256;
+constexpr size_t kMaxSegments = 4096;
+constexpr size_t kMaxBasePrefix = 4096;
+
+Status ValidateName(std::string_view name, std::string_view what) {
+  if (name.empty() || name.size() > kMaxNameBytes)
+    return InvalidArgument("{} must have 1..{} bytes, got {}", what, kMaxNameBytes, name.size());
+  return Status::Ok();
+}
+
+Status ValidateTokens(const std::vector<int32_t>& tokens, std::string_view what) {
+  if (tokens.empty() || tokens.size() > KvLayout::kMaxTokens)
+    return InvalidArgument("{} must have 1..{} tokens, got {}", what, KvLayout::kMaxTokens,
+                           tokens.size());
+  return Status::Ok();
+}
+
+KvLayout WithTokens(KvLayout layout, size_t tokens, DType dtype) {
+  layout.tokens = static_cast<uint32_t>(tokens);
+  layout.dtype = dtype;
+  return layout;
+}
+
+Hash128 TokensHash(std::span<const int32_t> tokens) {
+  Hasher128 h;
+  for (int32_t t : tokens) h.AddU64(static_cast<uint32_t>(t));
+  return h.Finish();
+}
+
+// Keys of the segments the service writes. They never collide with token-derived keys, so a
+// delta is never served as a placeholder's KV.
+SegmentKey DerivedKey(const kvstore::Scope& scope, std::string_view kind, std::string_view slot,
+                      const Hash128& anchor_base, std::string_view agent,
+                      const Hash128& segment_tokens) {
+  return Hasher128()
+      .AddString("kvcomm.anchor-service")
+      .AddString(kind)
+      .AddHash(*scope.model)
+      .AddString(scope.name_space)
+      .AddString(slot)
+      .AddHash(anchor_base)
+      .AddString(agent)
+      .AddHash(segment_tokens)
+      .Finish();
+}
+SegmentKey DeltaKey(const kvstore::Scope& scope, std::string_view slot, const Hash128& base,
+                    std::string_view agent) {
+  return DerivedKey(scope, "placeholder-delta", slot, base, agent, {});
+}
+SegmentKey FollowingDeltaKey(const kvstore::Scope& scope, std::string_view slot,
+                             const Hash128& base, std::string_view agent,
+                             std::span<const int32_t> following) {
+  return DerivedKey(scope, "following-delta", slot, base, agent, TokensHash(following));
+}
+SegmentKey FollowingBaseKey(const kvstore::Scope& scope, std::string_view slot,
+                            std::string_view agent, std::span<const int32_t> following) {
+  return DerivedKey(scope, "following-base", slot, {}, agent, TokensHash(following));
+}
+
+std::vector<int32_t> Positions(int32_t first, size_t count) {
+  std::vector<int32_t> out(count);
+  std::iota(out.begin(), out.end(), first);
+  return out;
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+Status ReuseModel::Validate() const {
+  KVCOMM_RETURN_IF_ERROR(WithTokens(geometry, 1, geometry.dtype).Validate());
+  if (geometry.head_dim % 2 != 0)
+    return InvalidArgument("head dim must be even for RoPE, got {}", geometry.head_dim);
+  if (inv_freq.size() != geometry.head_dim / 2) {
+    return InvalidArgument("ropeInvFreq has {} entries, head dim {} needs {}", inv_freq.size(),
+                           geometry.head_dim, geometry.head_dim / 2);
+  }
+  for (float f : inv_freq) {
+    if (!std::isfinite(f) || f <= 0)
+      return InvalidArgument("ropeInvFreq entries must be finite and positive, got {}", f);
+  }
+  if (base_prefix.size() > kMaxBasePrefix)
+    return InvalidArgument("basePrefix has {} tokens, at most {}", base_prefix.size(),
+                           kMaxBasePrefix);
+  return Status::Ok();
+}
+
+Status PlanInput::Validate() const {
+  KVCOMM_RETURN_IF_ERROR(ValidateName(agent, "agent name"));
+  KVCOMM_RETURN_IF_ERROR(model.Validate());
+  if (segments.empty() || segments.size() > kMaxSegments)
+    return InvalidArgument("a plan needs 1..{} segments, got {}", kMaxSegments, segments.size());
+  uint64_t total = 0;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    const auto& s = segments[i];
+    KVCOMM_RETURN_IF_ERROR(ValidateTokens(s.tokens, fmt::format("segment {}", i)));
+    if (s.placeholder)
+      KVCOMM_RETURN_IF_ERROR(ValidateName(s.slot, fmt::format("segment {} slot", i)));
+    total += s.tokens.size();
+  }
+  if (total > KvLayout::kMaxTokens)
+    return InvalidArgument("a plan of {} tokens exceeds {}", total, KvLayout::kMaxTokens);
+  return Status::Ok();
+}
+
+Status ActualInput::Validate() const {
+  KVCOMM_RETURN_IF_ERROR(ValidateName(agent, "agent name"));
+  KVCOMM_RETURN_IF_ERROR(ValidateName(slot, "slot"));
+  KVCOMM_RETURN_IF_ERROR(model.Validate());
+  KVCOMM_RETURN_IF_ERROR(ValidateTokens(placeholder_tokens, "placeholderTokens"));
+  if (placeholder_position < 0 || following_position < 0)
+    return InvalidArgument("positions must not be negative");
+  const auto p_layout = WithTokens(model.geometry, placeholder_tokens.size(), model.geometry.dtype);
+  if (placeholder_kv.size() != p_layout.PayloadBytes())
+    return InvalidArgument("placeholder KV has {} bytes, {} needs {}", placeholder_kv.size(),
+                           p_layout.ToString(), p_layout.PayloadBytes());
+  if (following_tokens.empty()) {
+    if (following_kv.size() != 0) return InvalidArgument("following KV without followingTokens");
+    return Status::Ok();
+  }
+  const auto t_layout = WithTokens(model.geometry, following_tokens.size(), model.geometry.dtype);
+  if (following_kv.size() != t_layout.PayloadBytes())
+    return InvalidArgument("following KV has {} bytes, {} needs {}", following_kv.size(),
+                           t_layout.ToString(), t_layout.PayloadBytes());
+  return Status::Ok();
+}
+
+// Per-plan state: where each segment sits, and the statistics the plan adds.
+class AnchorService::PlanContext {
+ public:
+  PlanContext(const kvstore::Scope& scope, const PlanInput& input) : scope(scope), input(input) {}
+  ReuseCounter& Counter(const std::string& slot) {
+    auto& c = counters[slot];
+    c.name_space = scope.name_space;
+    c.agent = input.agent;
+    c.slot = slot;
+    return c;
+  }
+  const kvstore::Scope& scope;
+  const PlanInput& input;
+  std::map<std::string, ReuseCounter> counters;
+};
+
+AnchorService::SlotState& AnchorService::Slot(const kvstore::Scope& scope,
+                                              const std::string& slot) {
+  std::lock_guard lock(slots_mutex_);
+  auto& state = slots_[{scope.name_space, *scope.model, slot}];
+  if (!state) state = std::make_unique<SlotState>(config_);
+  return *state;
+}
+
+Result<std::optional<KvF32>> AnchorService::Load(const kvstore::Scope& scope, const SegmentKey& key,
+                                                 const KvLayout& geometry,
+                                                 int32_t* first_position) {
+  auto segment = store_.Get(key, kvstore::KeyKind::kContext, scope);
+  if (!segment.ok()) {
+    if (segment.status().code() == ErrorCode::kNotFound) return std::optional<KvF32>();
+    return segment.status();
+  }
+  const KvLayout& l = segment->meta.layout;
+  if (l.num_layers != geometry.num_layers || l.kv_heads != geometry.kv_heads ||
+      l.head_dim != geometry.head_dim) {
+    return InvalidArgument("stored segment {} has KV shape {}, the request's model has {}",
+                           key.ToHex(), l.ToString(), geometry.ToString());
+  }
+  if (first_position) *first_position = segment->meta.first_position;
+  KVCOMM_ASSIGN_OR_RETURN(auto kv, DecodeKv(l, segment->payload.span()));
+  return std::optional<KvF32>(std::move(kv));
+}
+
+Status AnchorService::PutDerived(const kvstore::Scope& scope, const SegmentKey& key,
+                                 const KvF32& kv, int32_t first_position) {
+  kvstore::SegmentMeta meta;
+  meta.context_key = key;
+  meta.content_key = Hasher128().AddString("kvcomm.derived-content").AddHash(key).Finish();
+  meta.fingerprint = *scope.model;
+  meta.name_space = scope.name_space;
+  meta.layout = kv.layout;
+  meta.first_position = first_position;
+  KVCOMM_ASSIGN_OR_RETURN(Blob payload, EncodeKv(kv, DType::kF32));
+  meta.payload_bytes = payload.size();
+  meta.checksum = Checksum64(payload.span());
+  return store_.Put(std::move(meta), std::move(payload)).status();
+}
+
+void AnchorService::ReleaseAnchor(const kvstore::Scope& scope, const AnchorSlot::Anchor& anchor) {
+  // Its deltas are only reachable through the pool; the base is an ordinary segment and stays.
+  for (const auto& [agent, deltas] : anchor.deltas) {
+    (void)store_.Delete(deltas.placeholder, scope);
+    if (!deltas.following.IsZero()) (void)store_.Delete(deltas.following, scope);
+  }
+}
+
+Result<std::vector<SegmentPlanOutput>> AnchorService::Plan(const kvstore::Scope& scope,
+                                                           const PlanInput& input) {
+  KVCOMM_RETURN_IF_ERROR(input.Validate());
+  PlanContext context(scope, input);
+  std::vector<SegmentPlanOutput> out;
+  std::vector<int32_t> preceding;
+  std::optional<Blend> blend;  // of the placeholder just before, if realigned
+  for (const auto& segment : input.segments) {
+    const int32_t position = static_cast<int32_t>(preceding.size());
+    const SegmentKey context_key = ComputeContextKey(*scope.model, scope.name_space,
+                                                     TokenPrefixHash(preceding), segment.tokens);
+    const std::string counter_slot = segment.placeholder ? segment.slot : "";
+    ReuseCounter& counter = context.Counter(counter_slot);
+    counter.tokens_requested += segment.tokens.size();
+    std::optional<Blend> next_blend;
+    SegmentPlanOutput plan;
+    KVCOMM_ASSIGN_OR_RETURN(auto exact, Load(scope, context_key, input.model.geometry));
+    if (exact) {
+      plan.decision = Decision::kExact;
+      plan.layout = WithTokens(exact->layout, exact->layout.tokens, input.model.geometry.dtype);
+      KVCOMM_ASSIGN_OR_RETURN(plan.kv, EncodeKv(*exact, plan.layout.dtype));
+    } else if (segment.placeholder) {
+      KVCOMM_ASSIGN_OR_RETURN(plan, PlanPlaceholder(context, segment, position, next_blend));
+    } else if (blend && &segment != &input.segments.back()) {
+      // The prompt's final segment is the agent's own suffix: prefilled, never estimated, as
+      // its KV is where the answer forms (blending it would carry the anchors' answers).
+      KVCOMM_ASSIGN_OR_RETURN(plan, PlanFollowing(context, segment, position, *blend));
+    }
+    if (plan.decision != Decision::kPrefill && plan.layout.tokens != segment.tokens.size())
+      return Error(ErrorCode::kInternal, "planned KV of {} tokens for a segment of {}",
+                   plan.layout.tokens, segment.tokens.size());
+    ReuseCounter& c = context.Counter(counter_slot);
+    (plan.decision == Decision::kExact       ? c.tokens_exact
+     : plan.decision == Decision::kRealigned ? c.tokens_realigned
+                                             : c.tokens_prefill) += segment.tokens.size();
+    c.bytes_moved += plan.kv.size();
+    out.push_back(std::move(plan));
+    blend = std::move(next_blend);
+    preceding.insert(preceding.end(), segment.tokens.begin(), segment.tokens.end());
+  }
+  for (const auto& [slot, counter] : context.counters) stats_.Add(counter);
+  return out;
+}
+
+Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
+                                                         const PlanSegmentInput& segment,
+                                                         int32_t position,
+                                                         std::optional<Blend>& blend) {
+  const auto& scope = context.scope;
+  const auto& model = context.input.model;
+  const std::string& agent = context.input.agent;
+  const SegmentKey base_key = ComputeContextKey(*scope.model, scope.name_space,
+                                                TokenPrefixHash(model.base_prefix), segment.tokens);
+  SegmentPlanOutput plan;  // prefill unless decided otherwise
+  KVCOMM_ASSIGN_OR_RETURN(auto base, Load(scope, base_key, model.geometry));
+  if (!base) return plan;  // no base: nothing to realign from, and no anchor can be made
+  const uint32_t tokens = static_cast<uint32_t>(segment.tokens.size());
+
+  // Which anchors to blend, decided under the slot's lock on copies of the records.
+  std::vector<AnchorSlot::Anchor> chosen;
+  {
+    SlotState& slot = Slot(scope, segment.slot);
+    std::lock_guard lock(slot.mutex);
+    const auto& anchors = slot.pool.anchors();
+    for (size_t i = 0; i < anchors.size(); ++i) {
+      if (anchors[i].base != base_key) continue;
+      // This very content is an anchor: its own delta for this agent is the exact correction.
+      if (!anchors[i].deltas.contains(agent)) {
+        plan.report_actual = true;
+        return plan;
+      }
+      slot.pool.Credit({i});
+      chosen.push_back(anchors[i]);
+    }
+    if (chosen.empty()) {
+      std::vector<size_t> candidates;
+      for (size_t i : slot.pool.CandidatesFor(tokens))
+        if (anchors[i].deltas.contains(agent)) candidates.push_back(i);
+      std::vector<KvF32> bases;
+      std::vector<size_t> loaded;
+      for (size_t i : candidates) {
+        KVCOMM_ASSIGN_OR_RETURN(auto b, Load(scope, anchors[i].base, model.geometry));
+        if (!b) continue;  // its base left the store: it cannot be used
+        bases.push_back(std::move(*b));
+        loaded.push_back(i);
+      }
+      std::vector<KvView> views;
+      for (const auto& b : bases) views.push_back({b.data.data(), b.layout});
+      const ReuseDecision decision = DecideReuse({base->data.data(), base->layout}, views, config_);
+      if (decision.prefill) {
+        auto evicted = slot.pool.Add({base_key, tokens, 0, {}});
+        ReuseCounter& c = context.Counter(segment.slot);
+        ++c.anchors_created;
+        if (evicted) {
+          ++c.anchors_evicted;
+          ReleaseAnchor(scope, *evicted);
+        }
+        plan.report_actual = true;
+        return plan;
+      }
+      std::vector<size_t> credited;
+      for (size_t k : decision.credited) credited.push_back(loaded[k]);
+      slot.pool.Credit(credited);
+      for (size_t i : loaded) chosen.push_back(anchors[i]);
+      blend.emplace(Blend{segment.slot, {}, {}, std::move(bases)});
+    }
+  }
+  if (!blend) blend.emplace(Blend{segment.slot, {}, {}, {*base}});
+
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<float> deltas;
+  for (const auto& anchor : chosen) {
+    KVCOMM_ASSIGN_OR_RETURN(auto delta,
+                            Load(scope, anchor.deltas.at(agent).placeholder, model.geometry));
+    if (!delta || delta->layout.tokens < tokens) {
+      blend.reset();
+      return plan;  // a delta left the store: compute instead
+    }
+    const KvF32 first = FirstTokens(*delta, tokens);
+    deltas.insert(deltas.end(), first.data.begin(), first.data.end());
+  }
+  std::vector<KvView> views;
+  for (const auto& b : blend->anchor_bases) views.push_back({b.data.data(), b.layout});
+  const BlendWeights weights =
+      PlaceholderWeights({base->data.data(), base->layout}, views, config_.temperature);
+  const KvLayout& g = base->layout;
+  const kernels::RealignShape shape{g.num_layers, g.kv_heads, tokens, g.head_dim,
+                                    static_cast<int64_t>(chosen.size())};
+  KvF32 realigned{g, std::vector<float>(base->data.size())};
+  kernels::cpu::RealignKv(shape, base->data.data(),
+                          Positions(static_cast<int32_t>(model.base_prefix.size()), tokens),
+                          Positions(position, tokens), model.inv_freq, deltas.data(),
+                          weights.key.data(), weights.value.data(), realigned.data.data());
+  context.Counter(segment.slot).realign_seconds += SecondsSince(start);
+  plan.decision = Decision::kRealigned;
+  plan.layout = WithTokens(g, tokens, model.geometry.dtype);
+  KVCOMM_ASSIGN_OR_RETURN(plan.kv, EncodeKv(realigned, plan.layout.dtype));
+  blend->base = std::move(*base);
+  blend->anchors = std::move(chosen);
+  return plan;
+}
+
+Result<SegmentPlanOutput> AnchorService::PlanFollowing(PlanContext& context,
+                                                       const PlanSegmentInput& segment,
+                                                       int32_t position, const Blend& blend) {
+  const auto& scope = context.scope;
+  const auto& model = context.input.model;
+  const std::string& agent = context.input.agent;
+  SegmentPlanOutput plan;
+  int32_t base_position = 0;
+  KVCOMM_ASSIGN_OR_RETURN(auto base,
+                          Load(scope, FollowingBaseKey(scope, blend.slot, agent, segment.tokens),
+                               model.geometry, &base_position));
+  if (!base) return plan;
+  // Anchors that saw this agent's very template segment after them.
+  std::vector<float> deltas;
+  std::vector<KvView> views;
+  for (size_t a = 0; a < blend.anchors.size(); ++a) {
+    KVCOMM_ASSIGN_OR_RETURN(
+        auto delta,
+        Load(scope,
+             FollowingDeltaKey(scope, blend.slot, blend.anchors[a].base, agent, segment.tokens),
+             model.geometry));
+    if (!delta || delta->layout.tokens != segment.tokens.size()) continue;
+    deltas.insert(deltas.end(), delta->data.begin(), delta->data.end());
+    views.push_back({blend.anchor_bases[a].data.data(), blend.anchor_bases[a].layout});
+  }
+  if (views.empty()) return plan;
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<float> weights = FollowingSegmentWeights(
+      {blend.base.data.data(), blend.base.layout}, views, config_.temperature);
+  const KvLayout& g = base->layout;
+  kernels::RealignShape shape{g.num_layers, g.kv_heads, g.tokens, g.head_dim,
+                              static_cast<int64_t>(views.size())};
+  shape.per_channel_weights = true;
+  KvF32 realigned{g, std::vector<float>(base->data.size())};
+  kernels::cpu::RealignKv(shape, base->data.data(), Positions(base_position, g.tokens),
+                          Positions(position, g.tokens), model.inv_freq, deltas.data(),
+                          weights.data(), weights.data(), realigned.data.data());
+  context.Counter("").realign_seconds += SecondsSince(start);
+  plan.decision = Decision::kRealigned;
+  plan.layout = WithTokens(g, g.tokens, model.geometry.dtype);
+  KVCOMM_ASSIGN_OR_RETURN(plan.kv, EncodeKv(realigned, plan.layout.dtype));
+  return plan;
+}
+
+Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInput& input) {
+  KVCOMM_RETURN_IF_ERROR(input.Validate());
+  const auto& model = input.model;
+  const SegmentKey base_key = ComputeContextKey(
+      *scope.model, scope.name_space, TokenPrefixHash(model.base_prefix), input.placeholder_tokens);
+  KVCOMM_ASSIGN_OR_RETURN(auto base, Load(scope, base_key, model.geometry));
+  if (!base) {
+    return Status(ErrorCode::kNotFound,
+                  "no base segment for the reported placeholder (store it before planning)");
+  }
+  const KvLayout p_layout =
+      WithTokens(model.geometry, input.placeholder_tokens.size(), model.geometry.dtype);
+  if (base->layout.tokens != p_layout.tokens)
+    return Error(ErrorCode::kDataLoss, "base segment {} has {} tokens, the placeholder {}",
+                 base_key.ToHex(), base->layout.tokens, p_layout.tokens);
+  KVCOMM_ASSIGN_OR_RETURN(auto actual, DecodeKv(p_layout, input.placeholder_kv.span()));
+  AnchorSlot::AgentDeltas deltas;
+  deltas.placeholder = DeltaKey(scope, input.slot, base_key, input.agent);
+  const int32_t base_position = static_cast<int32_t>(model.base_prefix.size());
+  KVCOMM_RETURN_IF_ERROR(
+      PutDerived(scope, deltas.placeholder,
+                 Subtract(PositionFree(actual, input.placeholder_position, model.inv_freq),
+                          PositionFree(*base, base_position, model.inv_freq)),
+                 0));
+  if (!input.following_tokens.empty()) {
+    const KvLayout t_layout =
+        WithTokens(model.geometry, input.following_tokens.size(), model.geometry.dtype);
+    KVCOMM_ASSIGN_OR_RETURN(auto following, DecodeKv(t_layout, input.following_kv.span()));
+    const SegmentKey t_base_key =
+        FollowingBaseKey(scope, input.slot, input.agent, input.following_tokens);
+    int32_t t_base_position = input.following_position;
+    KVCOMM_ASSIGN_OR_RETURN(auto t_base, Load(scope, t_base_key, model.geometry, &t_base_position));
+    if (!t_base) {
+      // The agent's first report of this segment becomes its base (its own delta is zero).
+      KVCOMM_RETURN_IF_ERROR(PutDerived(scope, t_base_key, following, input.following_position));
+      t_base = following;
+    }
+    deltas.following =
+        FollowingDeltaKey(scope, input.slot, base_key, input.agent, input.following_tokens);
+    KVCOMM_RETURN_IF_ERROR(
+        PutDerived(scope, deltas.following,
+                   Subtract(PositionFree(following, input.following_position, model.inv_freq),
+                            PositionFree(*t_base, t_base_position, model.inv_freq)),
+                   0));
+  }
+  SlotState& slot = Slot(scope, input.slot);
+  bool recorded = false;
+  {
+    std::lock_guard lock(slot.mutex);
+    recorded = slot.pool.SetDeltas(base_key, input.agent, deltas);
+  }
+  ReuseCounter counter{scope.name_space, input.agent, input.slot};
+  counter.bytes_moved = input.placeholder_kv.size() + input.following_kv.size();
+  stats_.Add(counter);
+  if (!recorded) {
+    // The anchor was evicted while the agent prefilled: its deltas have no use.
+    (void)store_.Delete(deltas.placeholder, scope);
+    if (!deltas.following.IsZero()) (void)store_.Delete(deltas.following, scope);
+    return Error(ErrorCode::kNotFound, "the placeholder is no longer an anchor of slot '{}'",
+                 input.slot);
+  }
+  return Status::Ok();
+}
+
+std::vector<SlotListing> AnchorService::List(const kvstore::Scope& scope) const {
+  std::vector<SlotListing> out;
+  std::lock_guard lock(slots_mutex_);
+  for (const auto& [key, state] : slots_) {
+    const auto& [name_space, model, slot] = key;
+    if (name_space != scope.name_space || (scope.model && *scope.model != model)) continue;
+    std::lock_guard slot_lock(state->mutex);
+    out.push_back({slot, state->pool.anchors()});
+  }
+  return out;
+}
+
+}  // namespace kvcomm::daemon

@@ -1,0 +1,121 @@
+// The KVCOMM anchor service of kvcommd (../shared/KVCOMM.md): plans an agent's prompt segment
+// by segment (EXACT / REALIGNED / PREFILL), assembles realigned KV from a placeholder's base and
+// the anchors of its slot, and records the deltas agents report after a prefill.
+//
+// Storage: bases are ordinary segments (a placeholder's KV right after the model's base prefix,
+// stored by agents under its context key); deltas and the agents' template-segment bases are
+// segments the service writes under derived keys, so they tier and persist like any segment.
+// The pools themselves (which anchors, activations) are kept in memory, per namespace, model
+// and slot.
+//
+// Thread-safe: each slot has its own lock; KV arithmetic runs outside the locks.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "daemon/anchor_kv.h"
+#include "daemon/anchor_pool.h"
+#include "daemon/reuse_stats.h"
+#include "kvstore/store.h"
+
+namespace kvcomm::daemon {
+
+struct ReuseModel {
+  KvLayout geometry;  // layers, kv heads, head dim; dtype: what KV is sent back as
+  std::vector<float> inv_freq;
+  std::vector<int32_t> base_prefix;  // the tokens bases are computed after
+  Status Validate() const;
+};
+
+struct PlanSegmentInput {
+  bool placeholder = false;
+  std::string slot;  // placeholders only
+  std::vector<int32_t> tokens;
+};
+
+struct PlanInput {
+  std::string agent;
+  ReuseModel model;
+  std::vector<PlanSegmentInput> segments;  // the whole prompt, from position 0
+  Status Validate() const;
+};
+
+enum class Decision { kExact, kRealigned, kPrefill };
+
+struct SegmentPlanOutput {
+  Decision decision = Decision::kPrefill;
+  bool report_actual = false;
+  KvLayout layout;  // of `kv`, for exact and realigned
+  Blob kv;
+};
+
+struct ActualInput {
+  std::string agent, slot;
+  ReuseModel model;
+  std::vector<int32_t> placeholder_tokens;
+  int32_t placeholder_position = 0;
+  Blob placeholder_kv;  // layout: model.geometry with placeholder_tokens.size() tokens
+  std::vector<int32_t> following_tokens;  // empty: none
+  int32_t following_position = 0;
+  Blob following_kv;
+  Status Validate() const;
+};
+
+struct SlotListing {
+  std::string slot;
+  std::vector<AnchorSlot::Anchor> anchors;
+};
+
+class AnchorService {
+ public:
+  AnchorService(kvstore::TieredStore& store, AnchorPoolConfig config)
+      : store_(store), config_(config) {}
+
+  // `scope.model` must be set. One answer per input segment.
+  Result<std::vector<SegmentPlanOutput>> Plan(const kvstore::Scope& scope, const PlanInput& input);
+  Status ReportActual(const kvstore::Scope& scope, const ActualInput& input);
+  std::vector<SlotListing> List(const kvstore::Scope& scope) const;
+  std::vector<ReuseCounter> Stats() const { return stats_.Snapshot(); }
+
+ private:
+  struct SlotState {
+    explicit SlotState(const AnchorPoolConfig& config) : pool(config) {}
+    std::mutex mutex;
+    AnchorSlot pool;
+  };
+  // The anchors a realigned placeholder was blended from, kept for the template segment after it.
+  struct Blend {
+    std::string slot;
+    KvF32 base;
+    std::vector<AnchorSlot::Anchor> anchors;
+    std::vector<KvF32> anchor_bases;
+  };
+  class PlanContext;
+
+  SlotState& Slot(const kvstore::Scope& scope, const std::string& slot);
+  // Decides a placeholder; fills `blend` when it is realigned.
+  Result<SegmentPlanOutput> PlanPlaceholder(PlanContext& context, const PlanSegmentInput& segment,
+                                            int32_t position, std::optional<Blend>& blend);
+  Result<SegmentPlanOutput> PlanFollowing(PlanContext& context, const PlanSegmentInput& segment,
+                                          int32_t position, const Blend& blend);
+  // The stored segment as fp32, or nullopt if absent.
+  Result<std::optional<KvF32>> Load(const kvstore::Scope& scope, const SegmentKey& key,
+                                    const KvLayout& geometry, int32_t* first_position = nullptr);
+  Status PutDerived(const kvstore::Scope& scope, const SegmentKey& key, const KvF32& kv,
+                    int32_t first_position);
+  void ReleaseAnchor(const kvstore::Scope& scope, const AnchorSlot::Anchor& anchor);
+
+  kvstore::TieredStore& store_;
+  AnchorPoolConfig config_;
+  ReuseStats stats_;
+  mutable std::mutex slots_mutex_;
+  // (namespace, model, slot) -> pool
+  std::map<std::tuple<std::string, Hash128, std::string>, std::unique_ptr<SlotState>> slots_;
+};
+
+}  // namespace kvcomm::daemon

@@ -1,0 +1,23 @@
+// Wire conversions of the KVCOMM reuse requests (PlanPrompt, ReportActual, ListAnchors and the
+// reuse counters of Stats). Readers validate everything that arrives; daemon-only.
+#pragma once
+
+#include <vector>
+#include <zmq.hpp>
+
+#include "daemon/anchor_service.h"
+#include "schemas/kvcomm.capnp.h"
+
+namespace kvcomm::daemon::internal {
+
+Result<PlanInput> ReadPlanInput(proto::PlanPrompt::Reader plan);
+// `frames[0]` is the Cap'n Proto frame; the KV frames follow.
+Result<ActualInput> ReadActualInput(proto::ReportActual::Reader report,
+                                    std::vector<zmq::message_t>& frames);
+void FillPlanResult(proto::PlanResult::Builder out, std::vector<SegmentPlanOutput>& plans,
+                    std::vector<zmq::message_t>& payload_out);
+void FillAnchorListing(proto::AnchorListing::Builder out, const std::vector<SlotListing>& slots);
+void FillReuseCounters(capnp::List<proto::ReuseCounter>::Builder out,
+                       const std::vector<ReuseCounter>& counters);
+
+}  // namespace kvcomm::daemon::internal

@@ -1,0 +1,276 @@
+// The anchor service on a real (in-memory) store: plans, anchors made from reports, realigned
+// KV checked against the rotation reference, reuse with several anchors, eviction, bad input.
+#include "daemon/anchor_service.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "kernels/realign.h"
+
+namespace kvcomm::daemon {
+namespace {
+
+constexpr uint32_t kLayers = 3, kHeads = 2, kDim = 8;
+const std::vector<int32_t> kBasePrefix = {1, 2};
+
+KvLayout Geometry(uint32_t tokens) { return {kLayers, kHeads, tokens, kDim, DType::kF32}; }
+
+KvF32 Random(uint32_t tokens, uint32_t seed) {
+  KvF32 kv{Geometry(tokens), std::vector<float>(Geometry(tokens).PayloadBytes() / 4)};
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0, 1);
+  for (auto& x : kv.data) x = normal(rng);
+  return kv;
+}
+
+std::vector<float> InvFreq() {
+  std::vector<float> f(kDim / 2);
+  for (uint32_t i = 0; i < f.size(); ++i) f[i] = std::pow(10000.f, -2.f * i / kDim);
+  return f;
+}
+
+// `kv` moved from positions first.. to target.., plus `delta` (position-free) on layers >= 1.
+KvF32 Moved(const KvF32& kv, int32_t first, int32_t target,
+            const std::vector<float>* delta = nullptr) {
+  const uint32_t n = kv.layout.tokens;
+  std::vector<int32_t> from(n), to(n);
+  std::iota(from.begin(), from.end(), first);
+  std::iota(to.begin(), to.end(), target);
+  kernels::RealignShape shape{kLayers, kHeads, n, kDim, delta ? 1 : 0};
+  std::vector<float> weights(n, 1.f);
+  KvF32 out{kv.layout, std::vector<float>(kv.data.size())};
+  kernels::cpu::RealignKv(shape, kv.data.data(), from, to, InvFreq(),
+                          delta ? delta->data() : nullptr, weights.data(), weights.data(),
+                          out.data.data());
+  return out;
+}
+
+void ExpectNear(std::span<const std::byte> bytes, const KvF32& expected) {
+  ASSERT_EQ(bytes.size(), expected.data.size() * 4);
+  const float* got = reinterpret_cast<const float*>(bytes.data());
+  double worst = 0;
+  for (size_t i = 0; i < expected.data.size(); ++i)
+    worst = std::max(worst, std::abs(double{got[i]} - expected.data[i]));
+  EXPECT_LT(worst, 1e-4);
+}
+
+std::vector<int32_t> Tokens(int32_t first, int32_t count) {
+  std::vector<int32_t> t(count);
+  std::iota(t.begin(), t.end(), first);
+  return t;
+}
+
+class AnchorServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kvstore::StoreOptions options;
+    options.persist = false;
+    options.host_capacity_bytes = 64 << 20;
+    store_ = std::move(kvstore::TieredStore::Open(options)).value();
+    config_.capacity = 3;
+    config_.eviction_window = 2;
+    service_ = std::make_unique<AnchorService>(*store_, config_);
+    model_.geometry = Geometry(0);
+    model_.inv_freq = InvFreq();
+    model_.base_prefix = kBasePrefix;
+  }
+
+  // Stores base(P): the placeholder's KV right after the base prefix, as agents do.
+  void PutBase(const std::vector<int32_t>& tokens, const KvF32& kv) {
+    kvstore::SegmentMeta meta;
+    meta.context_key =
+        ComputeContextKey(*scope_.model, scope_.name_space, TokenPrefixHash(kBasePrefix), tokens);
+    meta.content_key = ComputeContentKey(*scope_.model, scope_.name_space, tokens);
+    meta.fingerprint = *scope_.model;
+    meta.name_space = scope_.name_space;
+    meta.layout = kv.layout;
+    meta.token_ids = tokens;
+    meta.first_position = static_cast<int32_t>(kBasePrefix.size());
+    Blob payload = Blob::FromVector(std::vector<std::byte>(
+        reinterpret_cast<const std::byte*>(kv.data.data()),
+        reinterpret_cast<const std::byte*>(kv.data.data() + kv.data.size())));
+    meta.payload_bytes = payload.size();
+    meta.checksum = Checksum64(payload.span());
+    ASSERT_TRUE(store_->Put(std::move(meta), std::move(payload)).ok());
+  }
+
+  // A prompt: `lead` template tokens, the placeholder, a following template segment, a final one.
+  PlanInput Prompt(const std::string& agent, int32_t lead,
+                   const std::vector<int32_t>& placeholder) {
+    PlanInput input{agent, model_, {}};
+    input.segments.push_back({false, "", Tokens(100, lead)});
+    input.segments.push_back({true, "slot", placeholder});
+    input.segments.push_back({false, "", {200, 201, 202}});
+    input.segments.push_back({false, "", {300}});
+    return input;
+  }
+
+  std::vector<SegmentPlanOutput> Plan(const PlanInput& input) {
+    auto plan = service_->Plan(scope_, input);
+    EXPECT_TRUE(plan.ok()) << plan.status().ToString();
+    return plan.ok() ? std::move(*plan) : std::vector<SegmentPlanOutput>(input.segments.size());
+  }
+
+  Status Report(const std::string& agent, const std::vector<int32_t>& placeholder, int32_t position,
+                const KvF32& actual, const KvF32& following) {
+    ActualInput input{
+        agent,    "slot", model_,          placeholder,
+        position, {},     {200, 201, 202}, position + static_cast<int32_t>(placeholder.size()),
+        {}};
+    input.placeholder_kv = *EncodeKv(actual, DType::kF32);
+    input.following_kv = *EncodeKv(following, DType::kF32);
+    return service_->ReportActual(scope_, input);
+  }
+
+  // Makes `placeholder` an anchor of agent "a" whose actual KV is its base plus `delta`.
+  void MakeAnchor(const std::vector<int32_t>& placeholder, const KvF32& base,
+                  const std::vector<float>& delta) {
+    auto plan = Plan(Prompt("a", 5, placeholder));
+    ASSERT_EQ(plan[1].decision, Decision::kPrefill);
+    ASSERT_TRUE(plan[1].report_actual);
+    const auto actual = Moved(base, 2, 5, &delta);
+    ASSERT_TRUE(Report("a", placeholder, 5, actual, Random(3, 99)).ok());
+  }
+
+  std::unique_ptr<kvstore::TieredStore> store_;
+  AnchorPoolConfig config_;
+  std::unique_ptr<AnchorService> service_;
+  ReuseModel model_;
+  kvstore::Scope scope_{"ns", Hash128{7, 7}};
+};
+
+TEST_F(AnchorServiceTest, AnAnchorsOwnDeltasReproduceItsActualKvAtANewPosition) {
+  const auto p = Tokens(10, 4);
+  const KvF32 base = Random(4, 1);
+  PutBase(p, base);
+  auto first = Plan(Prompt("a", 5, p));
+  ASSERT_EQ(first.size(), 4u);
+  for (const auto& s : first) EXPECT_EQ(s.decision, Decision::kPrefill);
+  EXPECT_TRUE(first[1].report_actual);  // an empty pool: the placeholder becomes an anchor
+  EXPECT_FALSE(first[0].report_actual);
+
+  const KvF32 actual = Random(4, 2), following = Random(3, 3);
+  ASSERT_TRUE(Report("a", p, 5, actual, following).ok());
+
+  // Two tokens further on: the placeholder and the segment after it come back realigned.
+  auto second = Plan(Prompt("a", 7, p));
+  ASSERT_EQ(second[1].decision, Decision::kRealigned);
+  ASSERT_EQ(second[2].decision, Decision::kRealigned);
+  EXPECT_EQ(second[3].decision, Decision::kPrefill);  // the agent's final suffix, always computed
+  KvF32 expected = Moved(actual, 5, 7);
+  // Layer 0 is never blended: it is the base, moved (it depends on token and position only).
+  const KvF32 base_moved = Moved(base, 2, 7);
+  const size_t layer0 = Geometry(4).Offset(1, 0, 0, 0) / 4;
+  std::copy_n(base_moved.data.begin(), layer0, expected.data.begin());
+  ExpectNear(second[1].kv.span(), expected);
+  ExpectNear(second[2].kv.span(), Moved(following, 9, 11));
+
+  const auto stats = service_->Stats();
+  uint64_t realigned = 0, created = 0;
+  for (const auto& c : stats) {
+    realigned += c.tokens_realigned;
+    created += c.anchors_created;
+  }
+  EXPECT_EQ(realigned, 4u + 3u);
+  EXPECT_EQ(created, 1u);
+}
+
+TEST_F(AnchorServiceTest, ANewPlaceholderIsBaseMovedPlusTheAnchorsDeltas) {
+  // Both anchors deviate from their bases by the same delta, so any blend of them is it.
+  std::vector<float> delta(Geometry(6).PayloadBytes() / 4);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0, 0.3f);
+  for (auto& x : delta) x = normal(rng);
+  const KvF32 base1 = Random(6, 11), base2 = Random(6, 12);
+  PutBase(Tokens(20, 6), base1);
+  PutBase(Tokens(30, 6), base2);
+  MakeAnchor(Tokens(20, 6), base1, delta);
+  MakeAnchor(Tokens(30, 6), base2, delta);
+
+  // A shorter placeholder, close to the first anchor.
+  KvF32 base3 = Random(4, 13);
+  for (uint32_t r = 0; r < kLayers * 2 * kHeads; ++r)
+    for (uint32_t i = 0; i < 4 * kDim; ++i)
+      base3.data[r * 4 * kDim + i] =
+          base1.data[r * 6 * kDim + i] + 0.01f * base3.data[r * 4 * kDim + i];
+  PutBase(Tokens(40, 4), base3);
+  auto plan = Plan(Prompt("a", 9, Tokens(40, 4)));
+  ASSERT_EQ(plan[1].decision, Decision::kRealigned);
+  EXPECT_FALSE(plan[1].report_actual);
+  std::vector<float> delta4 = FirstTokens({Geometry(6), delta}, 4).data;
+  KvF32 expected = Moved(base3, 2, 9, &delta4);
+  ExpectNear(plan[1].kv.span(), expected);
+
+  // Another agent has no deltas for these anchors: it computes, and reports.
+  auto other = Plan(Prompt("b", 9, Tokens(40, 4)));
+  EXPECT_EQ(other[1].decision, Decision::kPrefill);
+  EXPECT_TRUE(other[1].report_actual);
+}
+
+TEST_F(AnchorServiceTest, APlaceholderWithoutABaseIsPrefilledAndNeverAnAnchor) {
+  auto plan = Plan(Prompt("a", 5, Tokens(50, 3)));
+  EXPECT_EQ(plan[1].decision, Decision::kPrefill);
+  EXPECT_FALSE(plan[1].report_actual);
+  EXPECT_EQ(service_->List(scope_).size(), 0u);
+  Status report = Report("a", Tokens(50, 3), 5, Random(3, 1), Random(3, 2));
+  EXPECT_EQ(report.code(), ErrorCode::kNotFound) << report.ToString();
+}
+
+TEST_F(AnchorServiceTest, AFullPoolEvictsTheLeastActivatedOfTheOldestAndDropsItsDeltas) {
+  // Each placeholder is longer than every anchor before it, so none can stand in for it (too
+  // short): each one becomes an anchor.
+  std::vector<KvF32> bases;
+  for (uint32_t i = 0; i < 4; ++i) {
+    bases.push_back(Random(3 + i, 60 + i));
+    PutBase(Tokens(1000 + 10 * i, 3 + i), bases.back());
+  }
+  const uint64_t segments_before = store_->Stats().tiers[0].segments;
+  for (uint32_t i = 0; i < 3; ++i) {
+    MakeAnchor(Tokens(1000 + 10 * i, 3 + i), bases[i],
+               std::vector<float>(Geometry(3 + i).PayloadBytes() / 4, 0.1f));
+  }
+  // 3 anchors, each with a placeholder delta and a following delta, and one following base.
+  EXPECT_EQ(store_->Stats().tiers[0].segments, segments_before + 3 * 2 + 1);
+  auto plan = Plan(Prompt("a", 5, Tokens(1030, 6)));
+  ASSERT_EQ(plan[1].decision, Decision::kPrefill);
+  ASSERT_TRUE(plan[1].report_actual);
+  auto slots = service_->List(scope_);
+  ASSERT_EQ(slots.size(), 1u);
+  ASSERT_EQ(slots[0].anchors.size(), 3u);
+  const SegmentKey oldest = ComputeContextKey(*scope_.model, scope_.name_space,
+                                              TokenPrefixHash(kBasePrefix), Tokens(1000, 3));
+  for (const auto& a : slots[0].anchors) EXPECT_NE(a.base, oldest);
+  EXPECT_EQ(store_->Stats().tiers[0].segments, segments_before + 2 * 2 + 1);
+  uint64_t evicted = 0;
+  for (const auto& c : service_->Stats()) evicted += c.anchors_evicted;
+  EXPECT_EQ(evicted, 1u);
+}
+
+TEST_F(AnchorServiceTest, BadInputIsRefusedWithAReason) {
+  PlanInput input = Prompt("a", 5, Tokens(10, 4));
+  input.model.inv_freq.pop_back();
+  auto plan = service_->Plan(scope_, input);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_NE(plan.status().message().find("ropeInvFreq"), std::string::npos);
+
+  input = Prompt("", 5, Tokens(10, 4));
+  EXPECT_EQ(service_->Plan(scope_, input).status().code(), ErrorCode::kInvalidArgument);
+  input = Prompt("a", 5, Tokens(10, 4));
+  input.segments[1].slot.clear();
+  EXPECT_NE(service_->Plan(scope_, input).status().message().find("slot"), std::string::npos);
+  input = Prompt("a", 5, Tokens(10, 4));
+  input.segments[2].tokens.clear();
+  EXPECT_EQ(service_->Plan(scope_, input).status().code(), ErrorCode::kInvalidArgument);
+
+  ActualInput report{"a", "slot", model_, Tokens(10, 4), 5, {}, {}, 0, {}};
+  report.placeholder_kv = *EncodeKv(Random(3, 1), DType::kF32);  // 3 tokens of KV for 4
+  auto status = service_->ReportActual(scope_, report);
+  EXPECT_EQ(status.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("placeholder KV"), std::string::npos) << status.ToString();
+}
+
+}  // namespace
+}  // namespace kvcomm::daemon
