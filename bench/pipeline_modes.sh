@@ -2,7 +2,7 @@
 # Runs the task suite in several pipeline modes against one fresh kvcommd and compares them:
 #   bench/pipeline_modes.sh OUT_DIR DEVICE LIMIT MODE...      e.g. /tmp/m cuda 0 dense prefix naive
 # Each mode gets its own namespace, so no mode reuses another's segments. Writes OUT_DIR/MODE.json
-# (kvcomm-pipeline --json) and prints each mode's table (reuse modes with --fidelity: next-token KL
+# (kvcomm-pipeline --json) and OUT_DIR/kvcommd_stats.json, and prints each mode's table (reuse modes with --fidelity: next-token KL
 # and K/V error against a full prefill) plus agreement of final answers with dense.
 set -euo pipefail
 out=$1 device=$2 limit=$3
@@ -23,6 +23,7 @@ for mode in "$@"; do
     --device "$device" --mode "$mode" --endpoint "ipc://$work/kvcommd.sock" \
     --namespace "modes-$mode" --json "$out/$mode.json" "${fidelity[@]}"
 done
+"$bin/kvcommctl" --endpoint "ipc://$work/kvcommd.sock" stats --json >"$out/kvcommd_stats.json"
 python3 - "$out" "$@" <<'PY'
 import json, sys
 out, modes = sys.argv[1], sys.argv[2:]

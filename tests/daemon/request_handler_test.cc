@@ -173,5 +173,88 @@ TEST_F(RequestHandlerTest, ExtraPayloadFramesOnAPingAreRefused) {
   EXPECT_EQ(counters_.errors(ErrorCode::kInvalidArgument), 1u);
 }
 
+// A PlanPrompt request for one template and one placeholder segment; `mutate` may damage it.
+std::vector<zmq::message_t> PlanPrompt(
+    const std::function<void(proto::PlanPrompt::Builder)>& mutate = {}) {
+  capnp::MallocMessageBuilder message;
+  auto plan = message.initRoot<proto::Request>().initPlanPrompt();
+  plan.setAgent("agent");
+  auto model = plan.initModel();
+  auto shape = model.initShape();
+  shape.setNumLayers(2);
+  shape.setKvHeads(2);
+  shape.setHeadDim(8);
+  shape.setDtype(proto::DType::F32);
+  auto freq = model.initRopeInvFreq(4);
+  for (unsigned i = 0; i < 4; ++i) freq.set(i, 1.f / static_cast<float>(i + 1));
+  model.initBasePrefix(1).set(0, 1);
+  auto segments = plan.initSegments(2);
+  segments[0].initTokenIds(3).set(0, 1);
+  segments[1].setRole(proto::SegmentRole::PLACEHOLDER);
+  segments[1].setSlot("input");
+  segments[1].initTokenIds(2).set(0, 5);
+  if (mutate) mutate(plan);
+  std::vector<zmq::message_t> frames;
+  frames.push_back(wire::ToFrame(message));
+  return frames;
+}
+
+TEST_F(RequestHandlerTest, PlanPromptAnswersEverySegmentAndRefusesBadPlans) {
+  ASSERT_EQ(Send(Hello()), ErrorCode::kOk);
+  std::vector<zmq::message_t> reply;
+  ASSERT_EQ(Send(PlanPrompt(), nullptr, &reply), ErrorCode::kOk);
+  {
+    wire::AlignedFrame aligned(reply[0]);
+    capnp::FlatArrayMessageReader reader(aligned.words());
+    auto plan = reader.getRoot<proto::Reply>().getPlan();
+    ASSERT_EQ(plan.getSegments().size(), 2u);
+    // Nothing stored: both are computed by the agent; no base, so no anchor either.
+    for (auto s : plan.getSegments()) {
+      EXPECT_EQ(s.getDecision(), proto::ReuseDecision::PREFILL);
+      EXPECT_FALSE(s.getReportActual());
+      EXPECT_EQ(s.getTensorIndex(), -1);
+    }
+  }
+  std::string message;
+  EXPECT_EQ(Send(PlanPrompt([](auto p) { p.getModel().initRopeInvFreq(3); }), &message),
+            ErrorCode::kInvalidArgument);
+  EXPECT_NE(message.find("ropeInvFreq"), std::string::npos) << message;
+  EXPECT_EQ(Send(PlanPrompt([](auto p) { p.getSegments()[1].setSlot(""); }), &message),
+            ErrorCode::kInvalidArgument);
+  EXPECT_NE(message.find("slot"), std::string::npos) << message;
+  EXPECT_EQ(Send(PlanPrompt([](auto p) { p.getModel().getShape().setHeadDim(0); })),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Send(PlanPrompt([](auto p) { p.setAgent(""); })), ErrorCode::kInvalidArgument);
+}
+
+TEST_F(RequestHandlerTest, ReportActualWithMissingOrDamagedKvIsRefused) {
+  ASSERT_EQ(Send(Hello()), ErrorCode::kOk);
+  capnp::MallocMessageBuilder message;
+  auto report = message.initRoot<proto::Request>().initReportActual();
+  report.setAgent("agent");
+  report.setSlot("input");
+  auto model = report.initModel();
+  auto shape = model.initShape();
+  shape.setNumLayers(2);
+  shape.setKvHeads(2);
+  shape.setHeadDim(8);
+  auto freq = model.initRopeInvFreq(4);
+  for (unsigned i = 0; i < 4; ++i) freq.set(i, 1.f);
+  report.initPlaceholderTokens(2);
+  KvLayout layout{2, 2, 2, 8, DType::kF32};
+  std::vector<std::byte> kv(layout.PayloadBytes(), std::byte{1});
+  wire::DescribeKvTensor(report.initTensors(1)[0], layout, Checksum64(kv) + 1);  // wrong
+  std::vector<zmq::message_t> frames;
+  frames.push_back(wire::ToFrame(message));
+  std::string error;
+  EXPECT_EQ(Send(std::move(frames), &error), ErrorCode::kInvalidArgument);  // no KV frame
+  EXPECT_NE(error.find("KV frames"), std::string::npos) << error;
+  frames.clear();
+  frames.push_back(wire::ToFrame(message));
+  frames.emplace_back(kv.data(), kv.size());
+  EXPECT_NE(Send(std::move(frames), &error), ErrorCode::kOk);
+  EXPECT_NE(error.find("checksum"), std::string::npos) << error;
+}
+
 }  // namespace
 }  // namespace kvcomm::daemon
