@@ -58,6 +58,9 @@ Status AnchorPoolConfig::Validate() const {
     return InvalidArgument("anchor top_p must be in (0, 1], got {}", top_p);
   if (!(temperature > 0))
     return InvalidArgument("anchor temperature must be positive, got {}", temperature);
+  if (!(max_relative_distance >= 0))
+    return InvalidArgument("anchor max_relative_distance must be >= 0, got {}",
+                           max_relative_distance);
   return Status::Ok();
 }
 
@@ -88,7 +91,18 @@ ReuseDecision DecideReuse(const KvView& candidate, const std::vector<KvView>& an
     if (w > 0) decision.entropy -= w * std::log2(w);
   }
   decision.limit = config.entropy_threshold * std::log2(static_cast<double>(candidates.size()));
+  double squared_norm = 0;
+  ForEachRow(candidate, candidate, tokens,
+             [&](const float* a, const float*, uint32_t kv, uint32_t) {
+               if (kv == 0) return;
+               for (uint32_t d = 0; d < candidate.layout.head_dim; ++d)
+                 squared_norm += double{a[d]} * a[d];
+             });
+  decision.relative_distance =
+      *std::min_element(distances.begin(), distances.end()) / std::sqrt(squared_norm + 1e-30);
   if (decision.entropy > decision.limit) return decision;
+  if (config.max_relative_distance > 0 && decision.relative_distance > config.max_relative_distance)
+    return decision;
 
   decision.prefill = false;
   std::vector<size_t> order(candidates.size());

@@ -30,6 +30,12 @@ struct AnchorPoolConfig {
   // Softmax temperature of the blend weights. KVCOMM uses 1; on models/kvcomm-tiny 0.1 gave
   // lower next-token KL (bench/RESULTS.md), as the weights then follow the closest anchor.
   double temperature = 0.1;
+  // Reuse also needs the closest candidate within this relative distance of the new
+  // placeholder (||V_P - V_anchor|| / ||V_P|| over the placeholder's tokens); 0: no limit.
+  // KVCOMM's entropy rule alone asks only whether one anchor stands out, not whether it is
+  // close; on models/kvcomm-tiny without this limit reuse cost up to 6 accuracy points
+  // (bench/RESULTS.md).
+  double max_relative_distance = 1.0;
   Status Validate() const;
 };
 
@@ -44,6 +50,7 @@ struct ReuseDecision {
   std::vector<size_t> credited;  // indices (into the anchors given) to credit one activation
   double entropy = 0;            // of the softmax over -||dV||, in bits
   double limit = 0;              // threshold * log2(#candidates)
+  double relative_distance = 0;  // of the closest candidate
 };
 
 // KVCOMM's decision for a new placeholder: candidates are anchors with at least as many tokens;

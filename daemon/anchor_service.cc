@@ -1,5 +1,7 @@
 #include "daemon/anchor_service.h"
 
+#include <spdlog/spdlog.h>
+
 #include <chrono>
 #include <cmath>
 #include <numeric>
@@ -293,6 +295,11 @@ Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
       std::vector<KvView> views;
       for (const auto& b : bases) views.push_back({b.data.data(), b.layout});
       const ReuseDecision decision = DecideReuse({base->data.data(), base->layout}, views, config_);
+      spdlog::debug(
+          "slot '{}' agent '{}': {} candidates, entropy {:.3f} (limit {:.3f}), "
+          "closest relative distance {:.3f}: {}",
+          segment.slot, agent, views.size(), decision.entropy, decision.limit,
+          decision.relative_distance, decision.prefill ? "prefill" : "reuse");
       if (decision.prefill) {
         auto evicted = slot.pool.Add({base_key, tokens, 0, {}});
         ReuseCounter& c = context.Counter(segment.slot);

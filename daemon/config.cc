@@ -187,12 +187,14 @@ Status DaemonConfig::MergeTomlFile(const std::string& path) {
           if (!i || *i <= 0 || *i > 1'000'000) return error(name, "must be a positive integer");
           (a == "capacity" ? anchors.capacity : anchors.eviction_window) =
               static_cast<uint32_t>(*i);
-        } else if (a == "entropy_threshold" || a == "top_p" || a == "temperature") {
+        } else if (a == "entropy_threshold" || a == "top_p" || a == "temperature" ||
+                   a == "max_relative_distance") {
           auto d = anode.value<double>();
           if (!d) return error(name, "must be a number");
           (a == "entropy_threshold" ? anchors.entropy_threshold
            : a == "top_p"           ? anchors.top_p
-                                    : anchors.temperature) = *d;
+           : a == "temperature"     ? anchors.temperature
+                                    : anchors.max_relative_distance) = *d;
         } else {
           return error(name, "is not a known setting");
         }

@@ -48,6 +48,22 @@ TEST(AnchorPool, ACloseAnchorGivesLowEntropyAndReuseAndIsCredited) {
   EXPECT_EQ(decision.credited, std::vector<size_t>{1});
 }
 
+TEST(AnchorPool, TheClosestAnchorMustBeWithinTheRelativeDistanceLimit) {
+  AnchorPoolConfig config;
+  auto p = Segment(8, 1);
+  auto near = p;
+  for (auto& x : near) x *= 1.05f;  // 5% away
+  auto far = Segment(8, 5, 10.f);
+  auto decision = DecideReuse(View(p, 8), {View(near, 8), View(far, 8)}, config);
+  EXPECT_FALSE(decision.prefill);
+  EXPECT_NEAR(decision.relative_distance, 0.05, 1e-4);
+  config.max_relative_distance = 0.04;  // the standout anchor is still not close enough
+  EXPECT_TRUE(DecideReuse(View(p, 8), {View(near, 8), View(far, 8)}, config).prefill);
+  config.max_relative_distance = 0;  // no limit: KVCOMM's entropy rule alone
+  auto unrelated = Segment(8, 7, 3.f);
+  EXPECT_FALSE(DecideReuse(View(p, 8), {View(unrelated, 8), View(far, 8)}, config).prefill);
+}
+
 TEST(AnchorPool, EquidistantAnchorsGiveMaximumEntropyAndPrefill) {
   AnchorPoolConfig config;
   auto p = Segment(8, 1);
