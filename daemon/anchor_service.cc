@@ -153,7 +153,7 @@ class AnchorService::PlanContext {
   }
   const kvstore::Scope& scope;
   const PlanInput& input;
-  std::map<std::string, ReuseCounter> counters;
+  std::map<std::string, ReuseCounter> counters;  // node-based: references stay valid
 };
 
 AnchorService::SlotState& AnchorService::Slot(const kvstore::Scope& scope,
@@ -237,11 +237,10 @@ Result<std::vector<SegmentPlanOutput>> AnchorService::Plan(const kvstore::Scope&
     if (plan.decision != Decision::kPrefill && plan.layout.tokens != segment.tokens.size())
       return Error(ErrorCode::kInternal, "planned KV of {} tokens for a segment of {}",
                    plan.layout.tokens, segment.tokens.size());
-    ReuseCounter& c = context.Counter(counter_slot);
-    (plan.decision == Decision::kExact       ? c.tokens_exact
-     : plan.decision == Decision::kRealigned ? c.tokens_realigned
-                                             : c.tokens_prefill) += segment.tokens.size();
-    c.bytes_moved += plan.kv.size();
+    (plan.decision == Decision::kExact       ? counter.tokens_exact
+     : plan.decision == Decision::kRealigned ? counter.tokens_realigned
+                                             : counter.tokens_prefill) += segment.tokens.size();
+    counter.bytes_moved += plan.kv.size();
     out.push_back(std::move(plan));
     blend = std::move(next_blend);
     preceding.insert(preceding.end(), segment.tokens.begin(), segment.tokens.end());

@@ -173,13 +173,8 @@ TEST_F(RequestHandlerTest, ExtraPayloadFramesOnAPingAreRefused) {
   EXPECT_EQ(counters_.errors(ErrorCode::kInvalidArgument), 1u);
 }
 
-// A PlanPrompt request for one template and one placeholder segment; `mutate` may damage it.
-std::vector<zmq::message_t> PlanPrompt(
-    const std::function<void(proto::PlanPrompt::Builder)>& mutate = {}) {
-  capnp::MallocMessageBuilder message;
-  auto plan = message.initRoot<proto::Request>().initPlanPrompt();
-  plan.setAgent("agent");
-  auto model = plan.initModel();
+// A model of 2 layers, 2 kv heads, head dim 8 (fp32) with valid RoPE frequencies.
+void FillModel(proto::ReuseModel::Builder model) {
   auto shape = model.initShape();
   shape.setNumLayers(2);
   shape.setKvHeads(2);
@@ -188,6 +183,15 @@ std::vector<zmq::message_t> PlanPrompt(
   auto freq = model.initRopeInvFreq(4);
   for (unsigned i = 0; i < 4; ++i) freq.set(i, 1.f / static_cast<float>(i + 1));
   model.initBasePrefix(1).set(0, 1);
+}
+
+// A PlanPrompt request for one template and one placeholder segment; `mutate` may damage it.
+std::vector<zmq::message_t> PlanPrompt(
+    const std::function<void(proto::PlanPrompt::Builder)>& mutate = {}) {
+  capnp::MallocMessageBuilder message;
+  auto plan = message.initRoot<proto::Request>().initPlanPrompt();
+  plan.setAgent("agent");
+  FillModel(plan.initModel());
   auto segments = plan.initSegments(2);
   segments[0].initTokenIds(3).set(0, 1);
   segments[1].setRole(proto::SegmentRole::PLACEHOLDER);
@@ -233,13 +237,7 @@ TEST_F(RequestHandlerTest, ReportActualWithMissingOrDamagedKvIsRefused) {
   auto report = message.initRoot<proto::Request>().initReportActual();
   report.setAgent("agent");
   report.setSlot("input");
-  auto model = report.initModel();
-  auto shape = model.initShape();
-  shape.setNumLayers(2);
-  shape.setKvHeads(2);
-  shape.setHeadDim(8);
-  auto freq = model.initRopeInvFreq(4);
-  for (unsigned i = 0; i < 4; ++i) freq.set(i, 1.f);
+  FillModel(report.initModel());
   report.initPlaceholderTokens(2);
   KvLayout layout{2, 2, 2, 8, DType::kF32};
   std::vector<std::byte> kv(layout.PayloadBytes(), std::byte{1});
