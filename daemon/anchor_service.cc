@@ -164,12 +164,12 @@ AnchorService::SlotState& AnchorService::Slot(const kvstore::Scope& scope,
   return *state;
 }
 
-Result<std::optional<KvF32>> AnchorService::Load(const kvstore::Scope& scope, const SegmentKey& key,
-                                                 const KvLayout& geometry,
-                                                 int32_t* first_position) {
+Result<std::optional<kvstore::Segment>> AnchorService::Fetch(const kvstore::Scope& scope,
+                                                             const SegmentKey& key,
+                                                             const KvLayout& geometry) {
   auto segment = store_.Get(key, kvstore::KeyKind::kContext, scope);
   if (!segment.ok()) {
-    if (segment.status().code() == ErrorCode::kNotFound) return std::optional<KvF32>();
+    if (segment.status().code() == ErrorCode::kNotFound) return std::optional<kvstore::Segment>();
     return segment.status();
   }
   const KvLayout& l = segment->meta.layout;
@@ -178,8 +178,16 @@ Result<std::optional<KvF32>> AnchorService::Load(const kvstore::Scope& scope, co
     return InvalidArgument("stored segment {} has KV shape {}, the request's model has {}",
                            key.ToHex(), l.ToString(), geometry.ToString());
   }
+  return std::optional<kvstore::Segment>(std::move(*segment));
+}
+
+Result<std::optional<KvF32>> AnchorService::Load(const kvstore::Scope& scope, const SegmentKey& key,
+                                                 const KvLayout& geometry,
+                                                 int32_t* first_position) {
+  KVCOMM_ASSIGN_OR_RETURN(auto segment, Fetch(scope, key, geometry));
+  if (!segment) return std::optional<KvF32>();
   if (first_position) *first_position = segment->meta.first_position;
-  KVCOMM_ASSIGN_OR_RETURN(auto kv, DecodeKv(l, segment->payload.span()));
+  KVCOMM_ASSIGN_OR_RETURN(auto kv, DecodeKv(segment->meta.layout, segment->payload.span()));
   return std::optional<KvF32>(std::move(kv));
 }
 
@@ -222,11 +230,17 @@ Result<std::vector<SegmentPlanOutput>> AnchorService::Plan(const kvstore::Scope&
     counter.tokens_requested += segment.tokens.size();
     std::optional<Blend> next_blend;
     SegmentPlanOutput plan;
-    KVCOMM_ASSIGN_OR_RETURN(auto exact, Load(scope, context_key, input.model.geometry));
+    KVCOMM_ASSIGN_OR_RETURN(auto exact, Fetch(scope, context_key, input.model.geometry));
     if (exact) {
       plan.decision = Decision::kExact;
-      plan.layout = WithTokens(exact->layout, exact->layout.tokens, input.model.geometry.dtype);
-      KVCOMM_ASSIGN_OR_RETURN(plan.kv, EncodeKv(*exact, plan.layout.dtype));
+      const KvLayout& stored = exact->meta.layout;
+      plan.layout = WithTokens(stored, stored.tokens, input.model.geometry.dtype);
+      if (stored.dtype == plan.layout.dtype) {
+        plan.kv = exact->payload;  // as stored, without a copy
+      } else {
+        KVCOMM_ASSIGN_OR_RETURN(auto kv, DecodeKv(stored, exact->payload.span()));
+        KVCOMM_ASSIGN_OR_RETURN(plan.kv, EncodeKv(kv, plan.layout.dtype));
+      }
     } else if (segment.placeholder) {
       KVCOMM_ASSIGN_OR_RETURN(plan, PlanPlaceholder(context, segment, position, next_blend));
     } else if (blend && &segment != &input.segments.back()) {

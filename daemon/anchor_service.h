@@ -103,7 +103,10 @@ class AnchorService {
                                             int32_t position, std::optional<Blend>& blend);
   Result<SegmentPlanOutput> PlanFollowing(PlanContext& context, const PlanSegmentInput& segment,
                                           int32_t position, const Blend& blend);
-  // The stored segment as fp32, or nullopt if absent.
+  // The stored segment (checked against the request's KV geometry), or nullopt if absent.
+  Result<std::optional<kvstore::Segment>> Fetch(const kvstore::Scope& scope, const SegmentKey& key,
+                                                const KvLayout& geometry);
+  // The same as fp32.
   Result<std::optional<KvF32>> Load(const kvstore::Scope& scope, const SegmentKey& key,
                                     const KvLayout& geometry, int32_t* first_position = nullptr);
   Status PutDerived(const kvstore::Scope& scope, const SegmentKey& key, const KvF32& kv,

@@ -26,11 +26,12 @@ PipelineRunner::PipelineRunner(const runtime::Model& model, const runtime::Token
       bos_(model.config().bos_token_id >= 0 ? model.config().bos_token_id : tokenizer.bos_id()) {
   assert(options.mode == Mode::kDense || daemon != nullptr);
   if (options.mode != Mode::kDense) {
-    std::vector<int32_t> base_prefix{bos_};
+    std::vector<int32_t> base_prefix;  // only kvcomm computes bases
     if (options.mode == Mode::kKvcomm) {
       auto lead = tokenizer.Encode(kBaseLeadIn);
-      assert(lead.ok());
-      base_prefix.insert(base_prefix.end(), lead->begin(), lead->end());
+      assert(lead.ok());  // a fixed ASCII line always encodes
+      base_prefix.push_back(bos_);
+      if (lead.ok()) base_prefix.insert(base_prefix.end(), lead->begin(), lead->end());
     }
     reuse_.emplace(*daemon, model,
                    model.device() == runtime::Device::kCpu ? DType::kF32 : DType::kBF16,

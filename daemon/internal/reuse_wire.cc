@@ -21,9 +21,8 @@ Result<ReuseModel> ReadModel(proto::ReuseModel::Reader in) {
   auto shape = in.getShape();
   const auto dtype = static_cast<uint32_t>(shape.getDtype());
   if (!IsValidDType(dtype)) return InvalidArgument("unknown dtype {}", dtype);
-  model.geometry = {shape.getNumLayers(), shape.getKvHeads(), 1, shape.getHeadDim(),
+  model.geometry = {shape.getNumLayers(), shape.getKvHeads(), 0, shape.getHeadDim(),
                     static_cast<DType>(dtype)};
-  model.geometry.tokens = 0;
   auto freq = in.getRopeInvFreq();
   if (freq.size() > KvLayout::kMaxHeadDim)
     return InvalidArgument("ropeInvFreq has {} entries", freq.size());

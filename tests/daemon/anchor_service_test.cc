@@ -210,6 +210,26 @@ TEST_F(AnchorServiceTest, ANewPlaceholderIsBaseMovedPlusTheAnchorsDeltas) {
   EXPECT_TRUE(other[1].report_actual);
 }
 
+TEST_F(AnchorServiceTest, ASegmentStoredAfterTheSameTokensIsExactInAnyDtype) {
+  const auto p = Tokens(10, 4);
+  const KvF32 base = Random(4, 1);
+  PutBase(p, base);  // stored right after kBasePrefix: a prompt starting so has it exactly
+  PlanInput input{"a", model_, {{false, "", kBasePrefix}, {true, "slot", p}}};
+  auto plan = Plan(input);
+  EXPECT_EQ(plan[0].decision, Decision::kPrefill);
+  ASSERT_EQ(plan[1].decision, Decision::kExact);
+  EXPECT_FALSE(plan[1].report_actual);
+  ExpectNear(plan[1].kv.span(), base);
+  input.model.geometry.dtype = DType::kBF16;
+  plan = Plan(input);
+  ASSERT_EQ(plan[1].decision, Decision::kExact);
+  ASSERT_EQ(plan[1].layout.dtype, DType::kBF16);
+  auto back = DecodeKv(plan[1].layout, plan[1].kv.span());
+  ASSERT_TRUE(back.ok());
+  for (size_t i = 0; i < base.data.size(); ++i)
+    EXPECT_NEAR(back->data[i], base.data[i], 1e-2 * std::abs(base.data[i]) + 1e-6);
+}
+
 TEST_F(AnchorServiceTest, APlaceholderWithoutABaseIsPrefilledAndNeverAnAnchor) {
   auto plan = Plan(Prompt("a", 5, Tokens(50, 3)));
   EXPECT_EQ(plan[1].decision, Decision::kPrefill);
