@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 
 namespace kvcomm {
 
@@ -15,6 +16,37 @@ std::string DefaultEndpoint() {
                         ? std::string(runtime) + "/kvcomm"
                         : fmt::format("/tmp/kvcomm-{}", ::getuid());
   return "ipc://" + dir + "/kvcommd.sock";
+}
+
+Status ValidateEndpoint(const std::string& endpoint) {
+  if (endpoint.rfind("ipc://", 0) == 0) {
+    if (endpoint.size() <= 6) return InvalidArgument("endpoint '{}' has no socket path", endpoint);
+    if (endpoint.size() - 6 > 100) {
+      return InvalidArgument("endpoint '{}': ipc socket paths are limited to 100 characters",
+                             endpoint);
+    }
+    return Status::Ok();
+  }
+  if (endpoint.rfind("tcp://", 0) == 0) {
+    auto colon = endpoint.rfind(':');
+    if (colon <= 5 || colon + 1 >= endpoint.size()) {
+      return InvalidArgument("endpoint '{}' must be tcp://HOST:PORT", endpoint);
+    }
+    return Status::Ok();
+  }
+  return InvalidArgument("endpoint '{}' must start with ipc:// or tcp://", endpoint);
+}
+
+Status PrepareEndpoint(const std::string& endpoint) {
+  if (endpoint.rfind("ipc://", 0) != 0) return Status::Ok();
+  std::filesystem::path socket(endpoint.substr(6));
+  std::error_code ec;
+  if (socket.has_parent_path()) std::filesystem::create_directories(socket.parent_path(), ec);
+  if (ec) {
+    return Error(ErrorCode::kInternal, "cannot create socket directory '{}': {}",
+                 socket.parent_path().string(), ec.message());
+  }
+  return Status::Ok();
 }
 
 }  // namespace kvcomm

@@ -16,25 +16,6 @@ std::string EnvOr(const char* name, const std::string& fallback) {
   return value != nullptr && *value != '\0' ? std::string(value) : fallback;
 }
 
-Status ValidateEndpoint(const std::string& endpoint) {
-  if (endpoint.rfind("ipc://", 0) == 0) {
-    if (endpoint.size() <= 6) return InvalidArgument("endpoint '{}' has no socket path", endpoint);
-    if (endpoint.size() - 6 > 100) {
-      return InvalidArgument("endpoint '{}': ipc socket paths are limited to 100 characters",
-                             endpoint);
-    }
-    return Status::Ok();
-  }
-  if (endpoint.rfind("tcp://", 0) == 0) {
-    auto colon = endpoint.rfind(':');
-    if (colon <= 5 || colon + 1 >= endpoint.size()) {
-      return InvalidArgument("endpoint '{}' must be tcp://HOST:PORT", endpoint);
-    }
-    return Status::Ok();
-  }
-  return InvalidArgument("endpoint '{}' must start with ipc:// or tcp://", endpoint);
-}
-
 Result<uint64_t> BytesSetting(const toml::node& node, std::string_view key) {
   if (auto i = node.value<int64_t>()) {
     if (*i < 0) return InvalidArgument("{} must not be negative, got {}", key, *i);
@@ -87,18 +68,6 @@ Result<uint64_t> ParseByteSize(std::string_view text) {
   double bytes = value * scale;
   if (bytes > 1.8e19) return InvalidArgument("'{}' is too large", text);
   return static_cast<uint64_t>(std::llround(bytes));
-}
-
-Status PrepareEndpoint(const std::string& endpoint) {
-  if (endpoint.rfind("ipc://", 0) != 0) return Status::Ok();
-  std::filesystem::path socket(endpoint.substr(6));
-  std::error_code ec;
-  if (socket.has_parent_path()) std::filesystem::create_directories(socket.parent_path(), ec);
-  if (ec) {
-    return Error(ErrorCode::kInternal, "cannot create socket directory '{}': {}",
-                 socket.parent_path().string(), ec.message());
-  }
-  return Status::Ok();
 }
 
 Status ServerConfig::Validate() const {

@@ -36,7 +36,5 @@ struct DaemonConfig {
 
 // "1048576", "64KiB", "1.5GiB", "512MB" (decimal) -> bytes.
 Result<uint64_t> ParseByteSize(std::string_view text);
-// Creates the directory of an ipc:// endpoint if needed.
-Status PrepareEndpoint(const std::string& endpoint);
 
 }  // namespace kvcomm::daemon

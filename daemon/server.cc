@@ -4,6 +4,8 @@
 
 #include <zmq_addon.hpp>
 
+#include "common/endpoint.h"
+
 namespace kvcomm::daemon {
 namespace {
 

@@ -1,205 +1,51 @@
 #include "agents/pipeline/runner.h"
 
-#include <algorithm>
 #include <cassert>
-#include <chrono>
-#include <cmath>
-
-#include "agents/runtime/generate.h"
 
 namespace kvcomm::pipeline {
-namespace {
 
-// What a placeholder's base KV is computed after (with BOS): a label line like the ones that
-// precede placeholders in prompts.
-constexpr const char* kBaseLeadIn = "Text:\n";
-
-}  // namespace
-
-PipelineRunner::PipelineRunner(const runtime::Model& model, const runtime::Tokenizer& tokenizer,
-                               const TemplateSet& templates, RunOptions options,
-                               client::Client* daemon)
-    : model_(model),
-      tokenizer_(tokenizer),
-      templates_(templates),
-      options_(options),
-      bos_(model.config().bos_token_id >= 0 ? model.config().bos_token_id : tokenizer.bos_id()) {
-  assert(options.mode == Mode::kDense || daemon != nullptr);
-  if (options.mode != Mode::kDense) {
-    std::vector<int32_t> base_prefix;  // only kvcomm computes bases
-    if (options.mode == Mode::kKvcomm) {
-      auto lead = tokenizer.Encode(kBaseLeadIn);
-      assert(lead.ok());  // a fixed ASCII line always encodes
-      base_prefix.push_back(bos_);
-      if (lead.ok()) base_prefix.insert(base_prefix.end(), lead->begin(), lead->end());
-    }
-    reuse_.emplace(*daemon, model,
-                   model.device() == runtime::Device::kCpu ? DType::kF32 : DType::kBF16,
-                   options.mode, std::move(base_prefix));
-  }
-}
-
-Result<TurnResult> PipelineRunner::RunTurn(const std::vector<PromptSegment>& segments,
-                                           const Task& task, int agent) {
-  KVCOMM_ASSIGN_OR_RETURN(auto prompt, TokenizePrompt(tokenizer_, bos_, segments));
-  const int64_t needed = static_cast<int64_t>(prompt.tokens.size()) + options_.max_reply_tokens;
-  if (needed > model_.config().max_position_embeddings) {
-    return InvalidArgument(
-        "task '{}': a prompt of {} tokens plus a {}-token reply exceeds the "
-        "model's context of {}",
-        task.id, prompt.tokens.size(), options_.max_reply_tokens,
-        model_.config().max_position_embeddings);
-  }
-  KVCOMM_ASSIGN_OR_RETURN(auto cache, model_.NewCache(needed));
-  runtime::GenerateOptions generate;
-  generate.max_new_tokens = options_.max_reply_tokens;
-  generate.stop_strings = {"\n"};
-  generate.keep_prompt_logits = options_.measure_fidelity;
-  generate.stop_tokens = model_.config().eos_token_ids;
-  if (generate.stop_tokens.empty() && tokenizer_.eos_id() >= 0)
-    generate.stop_tokens.push_back(tokenizer_.eos_id());
-  using Clock = std::chrono::steady_clock;
-  auto seconds_since = [](Clock::time_point t) {
-    return std::chrono::duration<double>(Clock::now() - t).count();
-  };
-  TurnResult turn;
-  turn.prompt_tokens = static_cast<int64_t>(prompt.tokens.size());
-  // Slots and deltas are per template: the same agent text surrounds them in every task.
-  const auto spans = SegmentSpans(prompt, segments, task.template_id + "/");
-  const AgentSpec& spec = task.agents[agent];
-  const std::string agent_name = task.template_id + "/" + spec.role + "." + std::to_string(agent);
-  ImportResult imported;
-  imported.source.assign(spans.size(), SpanSource::kComputed);
-  const auto start = Clock::now();
-  if (reuse_) {
-    auto result = reuse_->Import(prompt, spans, agent_name, cache);
-    if (result.ok()) {
-      imported = std::move(*result);
-    } else {
-      turn.fallback = true;
-      turn.daemon_error = result.status().ToString();
-      cache.Truncate(0);
-    }
-  }
-  KVCOMM_ASSIGN_OR_RETURN(auto last_run, ComputeGaps(prompt, spans, imported, cache));
-  for (size_t i = 0; i < spans.size(); ++i) {
-    // The last prompt token is recomputed for the first reply token.
-    const int64_t reused =
-        imported.imported(i) ? spans[i].tokens() - (i + 1 == spans.size() ? 1 : 0) : 0;
-    turn.reused_tokens += reused;
-    if (imported.source[i] == SpanSource::kRealigned) turn.realigned_tokens += reused;
-    if (spans[i].placeholder()) {
-      turn.placeholder_tokens += spans[i].tokens();
-      turn.reused_placeholder_tokens += reused;
-    }
-  }
-  turn.made_anchors = !imported.report.empty();
-  const double gaps_seconds = seconds_since(start);
-  KVCOMM_ASSIGN_OR_RETURN(auto out,
-                          runtime::Generate(model_, &tokenizer_, last_run, cache, generate));
-  turn.reply = out.text;
-  turn.prefill_seconds = gaps_seconds + out.prefill_seconds;
-  turn.seconds = seconds_since(start);
-  if (options_.measure_fidelity && turn.reused_tokens > 0)
-    KVCOMM_RETURN_IF_ERROR(
-        MeasureFidelity(prompt, spans, imported, cache, out.prompt_logits, turn));
-  if (reuse_ && !turn.fallback) {
-    const auto store_start = Clock::now();
-    Status stored = reuse_->Store(prompt, spans, imported, cache);
-    if (stored.ok()) stored = reuse_->Report(prompt, spans, imported, agent_name, cache);
-    if (!stored.ok()) {
-      turn.store_failed = true;
-      turn.daemon_error = stored.ToString();
-    }
-    turn.store_seconds = seconds_since(store_start);
-  }
-  return turn;
-}
-
-Result<std::span<const int32_t>> PipelineRunner::ComputeGaps(const TokenizedPrompt& prompt,
-                                                             const std::vector<SegmentSpan>& spans,
-                                                             const ImportResult& imported,
-                                                             runtime::KvCache& cache) const {
-  std::span<const int32_t> tokens(prompt.tokens);
-  const int64_t total = static_cast<int64_t>(tokens.size());
-  std::vector<std::pair<int64_t, int64_t>> runs;  // [begin, end) of spans to compute
-  for (size_t i = 0; i < spans.size();) {
-    if (imported.imported(i)) {
-      ++i;
-      continue;
-    }
-    size_t j = i;
-    while (j < spans.size() && !imported.imported(j)) ++j;
-    runs.emplace_back(spans[i].begin, spans[j - 1].end);
-    i = j;
-  }
-  // The reply's first token needs the last prompt token's logits: recompute that token.
-  if (imported.imported(spans.size() - 1)) {
-    cache.Truncate(total - 1);
-    runs.emplace_back(total - 1, total);
-  }
-  for (size_t r = 0; r + 1 < runs.size(); ++r) {
-    auto run = tokens.subspan(runs[r].first, runs[r].second - runs[r].first);
-    KVCOMM_RETURN_IF_ERROR(model_.Forward(run, cache).status());
-  }
-  return tokens.subspan(runs.back().first, runs.back().second - runs.back().first);
-}
-
-Status PipelineRunner::MeasureFidelity(const TokenizedPrompt& prompt,
-                                       const std::vector<SegmentSpan>& spans,
-                                       const ImportResult& imported, const runtime::KvCache& cache,
-                                       const std::vector<float>& logits, TurnResult& turn) const {
-  KVCOMM_ASSIGN_OR_RETURN(auto dense_cache, model_.NewCache(cache.capacity()));
-  KVCOMM_ASSIGN_OR_RETURN(auto dense_logits, model_.Forward(prompt.tokens, dense_cache));
-  turn.next_token_kl = KlDivergence(dense_logits, logits);
-  double error = 0, norm = 0;
-  for (size_t i = 0; i < spans.size(); ++i) {
-    if (!imported.imported(i)) continue;
-    // The last prompt token is recomputed for the reply, so it is not compared.
-    const int64_t end = std::min(spans[i].end, static_cast<int64_t>(prompt.tokens.size()) - 1);
-    if (end <= spans[i].begin) continue;
-    KVCOMM_ASSIGN_OR_RETURN(auto reused, cache.Export(spans[i].begin, end, DType::kF32));
-    KVCOMM_ASSIGN_OR_RETURN(auto dense, dense_cache.Export(spans[i].begin, end, DType::kF32));
-    const float* a = reinterpret_cast<const float*>(reused.data());
-    const float* b = reinterpret_cast<const float*>(dense.data());
-    for (size_t k = 0; k < reused.size() / sizeof(float); ++k) {
-      error += (double{a[k]} - b[k]) * (double{a[k]} - b[k]);
-      norm += double{b[k]} * b[k];
-    }
-  }
-  turn.kv_relative_error = norm > 0 ? std::sqrt(error / norm) : 0;
-  return Status();
-}
-
-double KlDivergence(std::span<const float> reference_logits, std::span<const float> logits) {
-  assert(reference_logits.size() == logits.size());
-  auto log_softmax = [](std::span<const float> x) {
-    const double top = *std::max_element(x.begin(), x.end());
-    double sum = 0;
-    for (float v : x) sum += std::exp(v - top);
-    std::vector<double> out(x.size());
-    for (size_t i = 0; i < x.size(); ++i) out[i] = x[i] - top - std::log(sum);
-    return out;
-  };
-  const auto p = log_softmax(reference_logits), q = log_softmax(logits);
-  double kl = 0;
-  for (size_t i = 0; i < p.size(); ++i) kl += std::exp(p[i]) * (p[i] - q[i]);
-  return std::max(kl, 0.0);
+PipelineRunner::PipelineRunner(const TemplateSet& templates, AgentSettings defaults,
+                               std::vector<AgentSettings> per_agent)
+    : templates_(templates), defaults_(std::move(defaults)), per_agent_(std::move(per_agent)) {
+  assert(defaults_.executor != nullptr);
+  for ([[maybe_unused]] const auto& a : per_agent_) assert(a.executor != nullptr);
 }
 
 Result<TaskResult> PipelineRunner::Run(const Task& task) {
-  auto tmpl = templates_.find(task.template_id);
-  if (tmpl == templates_.end())
-    return InvalidArgument("task '{}': unknown template '{}'", task.id, task.template_id);
-  TaskResult result{task.id, task.type, {}, {}, false};
+  if (!per_agent_.empty() && per_agent_.size() != task.agents.size())
+    return InvalidArgument("task '{}' has {} agents, the pipeline {}", task.id, task.agents.size(),
+                           per_agent_.size());
+  TaskResult result{task.id, task.type, {}, {}, {}, false};
+  for (size_t a = 0; a < task.agents.size(); ++a) {
+    const std::string& id = per_agent_.empty() ? defaults_.id : per_agent_[a].id;
+    result.agent_ids.push_back(!id.empty() ? id : task.agents[a].role + "." + std::to_string(a));
+  }
   for (const Turn& turn : Schedule(task)) {
+    const AgentSpec& agent = task.agents[turn.agent];
+    const std::string& template_id =
+        agent.template_id.empty() ? task.template_id : agent.template_id;
+    auto tmpl = templates_.find(template_id);
+    if (tmpl == templates_.end())
+      return InvalidArgument("task '{}': unknown template '{}'", task.id, template_id);
+    if (!tmpl->second.roles.contains(agent.role))
+      return InvalidArgument("task '{}': template '{}' has no role '{}'", task.id, template_id,
+                             agent.role);
     std::vector<Message> messages;
     for (int seen : turn.sees) {
       const int author = result.turns[seen].agent;
       messages.push_back({task.agents[author].name, result.turns[seen].reply, author});
     }
-    auto segments = RenderPrompt(tmpl->second, task.agents[turn.agent], task, messages);
-    KVCOMM_ASSIGN_OR_RETURN(auto turn_result, RunTurn(segments, task, turn.agent));
+    const AgentSettings& settings = per_agent_.empty() ? defaults_ : per_agent_[turn.agent];
+    TurnRequest request;
+    request.task_id = task.id;
+    // Slots and anchor deltas are per template: the same agent text surrounds them in every
+    // task, and an agent is its template, role and place in the pipeline.
+    request.slot_prefix = template_id + "/";
+    request.agent = template_id + "/" + agent.role + "." + std::to_string(turn.agent);
+    request.segments = RenderPrompt(tmpl->second, agent, task, messages);
+    request.sampling = settings.sampling;
+    request.max_reply_tokens = settings.max_reply_tokens;
+    KVCOMM_ASSIGN_OR_RETURN(auto turn_result, settings.executor->Run(request));
     turn_result.agent = turn.agent;
     result.turns.push_back(std::move(turn_result));
   }

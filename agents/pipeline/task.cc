@@ -1,11 +1,12 @@
 #include "agents/pipeline/task.h"
 
-#include <toml++/toml.h>
-
 #include <algorithm>
+#include <cassert>
 #include <cctype>
 #include <fstream>
 #include <nlohmann/json.hpp>
+
+#include "agents/pipeline/internal/toml_file.h"
 
 namespace kvcomm::pipeline {
 namespace {
@@ -63,12 +64,7 @@ Result<std::string> String(const nlohmann::json& j, const char* key, bool requir
 }  // namespace
 
 Result<TemplateSet> LoadTemplates(const std::string& path) {
-  toml::table root;
-  try {  // Debian's toml++ is built with exceptions: parse errors arrive as toml::parse_error
-    root = toml::parse_file(path);
-  } catch (const toml::parse_error& e) {
-    return InvalidArgument("{}: {}", path, e.description());
-  }
+  KVCOMM_ASSIGN_OR_RETURN(auto root, internal::ParseTomlFile(path));
   const toml::array* list = root["template"].as_array();
   if (!list || list->empty()) return InvalidArgument("{}: no [[template]] entries", path);
   TemplateSet set;
@@ -96,8 +92,9 @@ Result<Task> ParseTask(const std::string& json_line, const TemplateSet& template
   KVCOMM_ASSIGN_OR_RETURN(task.input, String(j, "input"));
   KVCOMM_ASSIGN_OR_RETURN(task.answer, String(j, "answer"));
   KVCOMM_ASSIGN_OR_RETURN(auto scorer, String(j, "scorer", /*required=*/false));
-  if (!scorer.empty() && scorer != "exact")
-    return InvalidArgument("task '{}': unknown scorer '{}'", task.id, scorer);
+  if (!scorer.empty() && scorer != "exact" && scorer != "none")
+    return InvalidArgument("task '{}': unknown scorer '{}' (exact or none)", task.id, scorer);
+  task.scored = scorer != "none";
   if (auto rounds = j.find("rounds"); rounds != j.end()) {
     if (!rounds->is_number_integer() || rounds->get<int64_t>() < 1 || rounds->get<int64_t>() > 16)
       return InvalidArgument("task '{}': 'rounds' must be an integer in [1, 16]", task.id);
@@ -169,6 +166,26 @@ std::vector<Turn> Schedule(const Task& task) {
         turns.push_back(std::move(turn));
       }
       break;
+    case Topology::kDag: {
+      std::vector<int> turn_of(agents, -1);
+      while (static_cast<int>(turns.size()) < agents) {
+        const size_t before = turns.size();
+        for (int a = 0; a < agents; ++a) {
+          const auto& sees = task.agents[a].sees;
+          if (turn_of[a] >= 0 ||
+              !std::all_of(sees.begin(), sees.end(), [&](int s) { return turn_of[s] >= 0; }))
+            continue;
+          Turn turn{a, {}};
+          for (int s : sees) turn.sees.push_back(turn_of[s]);
+          turn_of[a] = static_cast<int>(turns.size());
+          turns.push_back(std::move(turn));
+          break;
+        }
+        assert(turns.size() > before);  // BindTask refuses cycles
+        if (turns.size() == before) break;
+      }
+      break;
+    }
     case Topology::kRounds: {
       std::vector<int> previous;
       for (int round = 0; round < task.rounds; ++round) {
@@ -204,7 +221,7 @@ std::string NormalizeAnswer(std::string_view text) {
 }
 
 bool IsCorrect(const Task& task, std::string_view reply) {
-  return NormalizeAnswer(reply) == NormalizeAnswer(task.answer);
+  return task.scored && NormalizeAnswer(reply) == NormalizeAnswer(task.answer);
 }
 
 }  // namespace kvcomm::pipeline

@@ -33,24 +33,28 @@ using TemplateSet = std::map<std::string, PromptTemplate>;
 // placeholder is whole lines (and tokenizes the same wherever it is placed).
 Result<TemplateSet> LoadTemplates(const std::string& path);
 
-enum class Topology { kSingle, kChain, kRounds };
+enum class Topology { kSingle, kChain, kRounds, kDag };
 
 struct AgentSpec {
   std::string name;
   std::string role;
   std::string notes;  // private; may be empty
+  // Set by a pipeline file (pipeline_spec.h); the task's own template when empty.
+  std::string template_id;
+  std::vector<int> sees;  // dag: the agents whose messages this one reads
 };
 
 struct Task {
   std::string id;
-  std::string type;  // fact_relay, aggregation, rag, long_context
-  std::string template_id;
+  std::string type;         // fact_relay, aggregation, rag, long_context
+  std::string template_id;  // of every agent without its own
   Topology topology = Topology::kSingle;
   int rounds = 1;
   std::vector<AgentSpec> agents;
   std::string input;
   std::vector<std::string> documents;
   std::string answer;
+  bool scored = true;  // false: the pipeline has no right answer to compare with
 };
 
 // One JSON line of a task file; `templates` checks that the template and every role exist.
@@ -67,10 +71,12 @@ struct Turn {
 };
 // single: one turn. chain: agent k sees agents 0..k-1. rounds: the peers (all agents but the
 // last) speak `rounds` times, each seeing the other peers' previous-round messages; then the
-// last agent sees the last round.
+// last agent sees the last round. dag: each agent speaks once, after the agents it sees (the
+// earliest listed ready agent first; the last agent, whom no one sees, answers).
 std::vector<Turn> Schedule(const Task& task);
 
-// Exact match after trimming whitespace and a trailing period, case-insensitive.
+// Exact match after trimming whitespace and a trailing period, case-insensitive; never for an
+// unscored task.
 std::string NormalizeAnswer(std::string_view text);
 bool IsCorrect(const Task& task, std::string_view reply);
 

@@ -47,7 +47,22 @@ class PipelineReuseTest : public DaemonFixture {
     return client.ok() ? std::move(client).value() : nullptr;
   }
 
-  std::vector<TaskResult> RunAll(PipelineRunner& runner) {
+  // A runner whose agents all run in this process on the shipped model.
+  struct LocalPipeline {
+    std::unique_ptr<LocalExecutor> executor;
+    std::unique_ptr<PipelineRunner> runner;
+    Result<TaskResult> Run(const Task& task) { return runner->Run(task); }
+  };
+  LocalPipeline Local(ExecutorOptions options = {}, client::Client* daemon = nullptr) {
+    LocalPipeline p;
+    p.executor = std::make_unique<LocalExecutor>(*model_, *tokenizer_, options, daemon);
+    AgentSettings settings;
+    settings.executor = p.executor.get();
+    p.runner = std::make_unique<PipelineRunner>(templates_, settings);
+    return p;
+  }
+
+  std::vector<TaskResult> RunAll(LocalPipeline& runner) {
     std::vector<TaskResult> results;
     for (const Task& task : tasks_) {
       auto run = runner.Run(task);
@@ -81,13 +96,12 @@ class PipelineReuseTest : public DaemonFixture {
 };
 
 TEST_F(PipelineReuseTest, PrefixModeRepliesEqualDenseAndReuseWhatWasComputed) {
-  PipelineRunner dense(*model_, *tokenizer_, templates_);
+  auto dense = Local();
   const auto reference = RunAll(dense);
 
   auto daemon = ConnectAsModel();
   ASSERT_NE(daemon, nullptr);
-  PipelineRunner prefix(*model_, *tokenizer_, templates_,
-                        {.mode = Mode::kPrefix, .measure_fidelity = true}, daemon.get());
+  auto prefix = Local({.mode = Mode::kPrefix, .measure_fidelity = true}, daemon.get());
   const auto first = RunAll(prefix);
   ExpectSameReplies(reference, first);
   // Second-round turns start with their agent's first-round prompt: that part is reused.
@@ -116,10 +130,8 @@ TEST_F(PipelineReuseTest, NaiveModeAlsoReusesPlaceholdersComputedByOtherAgents) 
   auto prefix_daemon = ConnectAsModel("prefix");
   auto naive_daemon = ConnectAsModel("naive");
   ASSERT_TRUE(prefix_daemon && naive_daemon);
-  PipelineRunner prefix(*model_, *tokenizer_, templates_, {.mode = Mode::kPrefix},
-                        prefix_daemon.get());
-  PipelineRunner naive(*model_, *tokenizer_, templates_,
-                       {.mode = Mode::kNaive, .measure_fidelity = true}, naive_daemon.get());
+  auto prefix = Local({.mode = Mode::kPrefix}, prefix_daemon.get());
+  auto naive = Local({.mode = Mode::kNaive, .measure_fidelity = true}, naive_daemon.get());
   const auto exact = RunAll(prefix);
   const auto realigned = RunAll(naive);
   for (const auto& r : realigned)
@@ -137,7 +149,7 @@ TEST_F(PipelineReuseTest, NaiveModeAlsoReusesPlaceholdersComputedByOtherAgents) 
   EXPECT_GT(worst, 1e-3);
   EXPECT_LT(worst, 1.0);
   // The very first turn has nothing to reuse: it is a dense turn.
-  PipelineRunner dense(*model_, *tokenizer_, templates_);
+  auto dense = Local();
   auto reference = dense.Run(tasks_[0]);
   ASSERT_TRUE(reference.ok());
   EXPECT_EQ(realigned[0].turns[0].reply, reference->turns[0].reply);
@@ -147,13 +159,13 @@ TEST_F(PipelineReuseTest, NaiveModeAlsoReusesPlaceholdersComputedByOtherAgents) 
 TEST_F(PipelineReuseTest, KvcommWorkersShareAnchorsGetRealignedKvAndKeepAnswers) {
   auto tasks = LoadTasks(kSuite + "/fact_relay.jsonl", templates_, 12);
   ASSERT_TRUE(tasks.ok());
-  PipelineRunner dense(*model_, *tokenizer_, templates_);
+  auto dense = Local();
   // Two workers, each with its own connection, take turns on the tasks.
   auto daemon_a = ConnectAsModel("kvcomm"), daemon_b = ConnectAsModel("kvcomm");
   ASSERT_TRUE(daemon_a && daemon_b);
-  const RunOptions options{.mode = Mode::kKvcomm, .measure_fidelity = true};
-  PipelineRunner worker_a(*model_, *tokenizer_, templates_, options, daemon_a.get());
-  PipelineRunner worker_b(*model_, *tokenizer_, templates_, options, daemon_b.get());
+  const ExecutorOptions options{.mode = Mode::kKvcomm, .measure_fidelity = true};
+  auto worker_a = Local(options, daemon_a.get());
+  auto worker_b = Local(options, daemon_b.get());
   int dense_correct = 0, kvcomm_correct = 0, same_answers = 0;
   int64_t realigned = 0, anchor_turns = 0;
   for (size_t i = 0; i < tasks->size(); ++i) {
@@ -194,12 +206,12 @@ TEST_F(PipelineReuseTest, KvcommWorkersShareAnchorsGetRealignedKvAndKeepAnswers)
 }
 
 TEST_F(PipelineReuseTest, LosingTheDaemonFallsBackToDenseAndSaysSo) {
-  PipelineRunner dense(*model_, *tokenizer_, templates_);
+  auto dense = Local();
   const auto reference = RunAll(dense);
   auto daemon = ConnectAsModel();
   ASSERT_NE(daemon, nullptr);
   daemon->set_timeout(std::chrono::milliseconds(200));
-  PipelineRunner prefix(*model_, *tokenizer_, templates_, {.mode = Mode::kPrefix}, daemon.get());
+  auto prefix = Local({.mode = Mode::kPrefix}, daemon.get());
   StopDaemon();
   const auto results = RunAll(prefix);
   ExpectSameReplies(reference, results);

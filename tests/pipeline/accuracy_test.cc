@@ -25,7 +25,10 @@ TEST(DenseAccuracy, SampleReachesTheStatedAccuracyOnCpu) {
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   auto tokenizer = runtime::Tokenizer::Load(kModel + "/tokenizer.model");
   ASSERT_TRUE(tokenizer.ok());
-  PipelineRunner runner(**model, **tokenizer, *templates);
+  LocalExecutor executor(**model, **tokenizer);
+  AgentSettings settings;
+  settings.executor = &executor;
+  PipelineRunner runner(*templates, settings);
   // long_context turns are ~1.3k tokens each: fewer of them keep the test quick on 2 cores.
   // Under the sanitizers (several times slower) the sample only has to exercise the code.
 #if defined(__SANITIZE_ADDRESS__)

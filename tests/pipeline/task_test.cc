@@ -119,7 +119,7 @@ TEST(Tasks, BadLinesAreRefusedWithTheReason) {
 
 TEST(Schedule, ChainRoundsAndSingle) {
   Task task;
-  task.agents = {{"A", "r", ""}, {"B", "r", ""}, {"C", "r", ""}};
+  task.agents = {{"A", "r", "", "", {}}, {"B", "r", "", "", {}}, {"C", "r", "", "", {}}};
   task.topology = Topology::kChain;
   auto chain = Schedule(task);
   ASSERT_EQ(chain.size(), 3u);

@@ -1,0 +1,91 @@
+// One agent turn: a rendered prompt in, a reply and its measurements out. A TurnExecutor runs
+// turns; LocalExecutor runs them on a model in this process (reusing KV through kvcommd in the
+// reuse modes), RemoteExecutor (remote_executor.h) sends them to a kvcomm-agent worker.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agents/pipeline/prompt.h"
+#include "agents/pipeline/segment_reuse.h"
+#include "agents/runtime/generate.h"
+#include "agents/runtime/model.h"
+#include "agents/runtime/tokenizer.h"
+
+namespace kvcomm::pipeline {
+
+struct TurnRequest {
+  std::string task_id;      // for error messages
+  std::string agent;        // what kvcommd keys this agent's anchor deltas by
+  std::string slot_prefix;  // prepended to the placeholders' slots (pools are per template)
+  std::vector<PromptSegment> segments;
+  runtime::SamplingOptions sampling;
+  int64_t max_reply_tokens = 24;  // an agent replies with one line
+  Status Validate() const;
+};
+
+struct TurnResult {
+  int agent = 0;  // the task's agent index (set by the runner)
+  std::string reply;
+  int64_t prompt_tokens = 0;
+  int64_t reused_tokens = 0;              // imported from kvcommd instead of computed
+  int64_t realigned_tokens = 0;           // of those, realigned (not exact)
+  int64_t placeholder_tokens = 0;         // input, documents, messages
+  int64_t reused_placeholder_tokens = 0;  // of those, imported
+  bool made_anchors = false;   // kvcomm: the turn prefilled and reported placeholders' KV
+  bool fallback = false;       // fetching from the daemon failed: the turn ran dense
+  bool store_failed = false;   // storing (or reporting) the turn's KV in the daemon failed
+  std::string daemon_error;    // why, for either
+  double prefill_seconds = 0;  // time to first token: fetching reused KV + prefill
+  double seconds = 0;          // prefill + decode
+  double store_seconds = 0;    // storing the computed segments afterwards
+  // With measure_fidelity, on turns that imported KV (else -1): KL(dense || reuse) of the
+  // first reply token's distribution, and ||KV_reuse - KV_dense|| / ||KV_dense|| over the
+  // imported tokens, all layers.
+  double next_token_kl = -1;
+  double kv_relative_error = -1;
+};
+
+class TurnExecutor {
+ public:
+  virtual ~TurnExecutor() = default;
+  virtual Result<TurnResult> Run(const TurnRequest& request) = 0;
+};
+
+struct ExecutorOptions {
+  Mode mode = Mode::kDense;
+  // Reuse modes: also prefill each turn in full and compare (costs a dense prefill per turn).
+  bool measure_fidelity = false;
+};
+
+// KL(P || Q) in nats between the distributions softmax(reference_logits) and softmax(logits).
+double KlDivergence(std::span<const float> reference_logits, std::span<const float> logits);
+
+class LocalExecutor final : public TurnExecutor {
+ public:
+  // `daemon` is needed by the reuse modes; model, tokenizer and daemon must outlive this.
+  LocalExecutor(const runtime::Model& model, const runtime::Tokenizer& tokenizer,
+                ExecutorOptions options = {}, client::Client* daemon = nullptr);
+  Result<TurnResult> Run(const TurnRequest& request) override;
+
+ private:
+  // Fills next_token_kl and kv_relative_error of `turn` against a full prefill of `prompt`.
+  Status MeasureFidelity(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
+                         const ImportResult& imported, const runtime::KvCache& cache,
+                         const std::vector<float>& logits, TurnResult& turn) const;
+  // Computes the spans not imported, in order, all but the last run of them; returns the
+  // tokens of that last run (what generation starts from).
+  Result<std::span<const int32_t>> ComputeGaps(const TokenizedPrompt& prompt,
+                                               const std::vector<SegmentSpan>& spans,
+                                               const ImportResult& imported,
+                                               runtime::KvCache& cache) const;
+
+  const runtime::Model& model_;
+  const runtime::Tokenizer& tokenizer_;
+  ExecutorOptions options_;
+  int32_t bos_;
+  std::optional<SegmentReuse> reuse_;
+};
+
+}  // namespace kvcomm::pipeline
