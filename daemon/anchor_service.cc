@@ -6,6 +6,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "daemon/anchor_records.h"
 #include "kernels/realign.h"
 
 namespace kvcomm::daemon {
@@ -18,6 +19,10 @@ constexpr size_t kMaxBasePrefix = 4096;
 Status ValidateName(std::string_view name, std::string_view what) {
   if (name.empty() || name.size() > kMaxNameBytes)
     return InvalidArgument("{} must have 1..{} bytes, got {}", what, kMaxNameBytes, name.size());
+  // Printable ASCII: names are identifiers, shown by kvcommctl and kept in JSON records.
+  for (char c : name)
+    if (c < 0x20 || c > 0x7e)
+      return InvalidArgument("{} '{}' has a byte outside printable ASCII", what, name);
   return Status::Ok();
 }
 
@@ -293,6 +298,7 @@ Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
       slot.pool.Credit({i});
       chosen.push_back(anchors[i]);
     }
+    if (!chosen.empty()) Persist(scope, segment.slot, slot.pool);
     if (chosen.empty()) {
       std::vector<size_t> candidates;
       for (size_t i : slot.pool.CandidatesFor(tokens))
@@ -321,12 +327,14 @@ Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
           ++c.anchors_evicted;
           ReleaseAnchor(scope, *evicted);
         }
+        Persist(scope, segment.slot, slot.pool);
         plan.report_actual = true;
         return plan;
       }
       std::vector<size_t> credited;
       for (size_t k : decision.credited) credited.push_back(loaded[k]);
       slot.pool.Credit(credited);
+      Persist(scope, segment.slot, slot.pool);
       for (size_t i : loaded) chosen.push_back(anchors[i]);
       blend.emplace(Blend{segment.slot, {}, {}, std::move(bases)});
     }
@@ -460,6 +468,7 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
   {
     std::lock_guard lock(slot.mutex);
     recorded = slot.pool.SetDeltas(base_key, input.agent, deltas);
+    if (recorded) Persist(scope, input.slot, slot.pool);
   }
   ReuseCounter counter{scope.name_space, input.agent, input.slot};
   counter.bytes_moved = input.placeholder_kv.size() + input.following_kv.size();
@@ -472,6 +481,71 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
                  input.slot);
   }
   return Status::Ok();
+}
+
+bool AnchorService::IsStored(const kvstore::Scope& scope, const SegmentKey& key) const {
+  return store_.Lookup({{key, kvstore::KeyKind::kContext}}, scope).front().found;
+}
+
+void AnchorService::Persist(const kvstore::Scope& scope, const std::string& slot,
+                            const AnchorSlot& pool) {
+  const std::string name = SlotRecordName(scope.name_space, *scope.model, slot);
+  Status persisted =
+      pool.anchors().empty()
+          ? store_.DeleteRecord(name)
+          : store_.PutRecord(
+                name, EncodeSlotRecord({scope.name_space, *scope.model, slot, pool.anchors()}));
+  if (!persisted.ok())
+    spdlog::error("anchor pool of slot '{}' not persisted: {}", slot, persisted.ToString());
+}
+
+Result<AnchorService::RestoreSummary> AnchorService::Restore() {
+  RestoreSummary summary;
+  KVCOMM_ASSIGN_OR_RETURN(auto records, store_.Records(kSlotRecordPrefix, &summary.bad_records));
+  for (const auto& [name, bytes] : records) {
+    auto record = DecodeSlotRecord(bytes);
+    if (!record.ok() || SlotRecordName(record->name_space, record->model, record->slot) != name) {
+      spdlog::warn("anchor pool record dropped: {}", record.ok()
+                                                         ? "its name does not match its content"
+                                                         : record.status().ToString());
+      (void)store_.DeleteRecord(name);
+      ++summary.bad_records;
+      continue;
+    }
+    const kvstore::Scope scope{record->name_space, record->model};
+    SlotState& state = Slot(scope, record->slot);
+    std::lock_guard lock(state.mutex);
+    bool changed = false;
+    for (auto& anchor : record->anchors) {
+      for (auto it = anchor.deltas.begin(); it != anchor.deltas.end();) {
+        const auto& d = it->second;
+        if (IsStored(scope, d.placeholder) &&
+            (d.following.IsZero() || IsStored(scope, d.following))) {
+          ++it;
+          continue;
+        }
+        (void)store_.Delete(d.placeholder, scope);  // the half that is left, if any
+        if (!d.following.IsZero()) (void)store_.Delete(d.following, scope);
+        it = anchor.deltas.erase(it);
+        ++summary.dropped_deltas;
+        changed = true;
+      }
+      if (!IsStored(scope, anchor.base)) {
+        ReleaseAnchor(scope, anchor);
+        ++summary.dropped_anchors;
+        changed = true;
+        continue;
+      }
+      if (auto evicted = state.pool.Add(std::move(anchor))) {  // the capacity may be lower now
+        ReleaseAnchor(scope, *evicted);
+        changed = true;
+      }
+    }
+    summary.anchors += state.pool.anchors().size();
+    ++summary.slots;
+    if (changed) Persist(scope, record->slot, state.pool);
+  }
+  return summary;
 }
 
 std::vector<SlotListing> AnchorService::List(const kvstore::Scope& scope) const {

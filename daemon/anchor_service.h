@@ -76,6 +76,16 @@ class AnchorService {
   AnchorService(kvstore::TieredStore& store, AnchorPoolConfig config)
       : store_(store), config_(config) {}
 
+  struct RestoreSummary {
+    uint64_t slots = 0, anchors = 0;
+    uint64_t dropped_anchors = 0;  // their base left the store
+    uint64_t dropped_deltas = 0;   // an agent's deltas of which a segment left the store
+    uint64_t bad_records = 0;      // unreadable records (deleted)
+  };
+  // Reads back the pools an earlier run persisted (store records), keeping anchors whose base
+  // is still stored and deltas whose segments are. Call once, before serving.
+  Result<RestoreSummary> Restore();
+
   // `scope.model` must be set. One answer per input segment.
   Result<std::vector<SegmentPlanOutput>> Plan(const kvstore::Scope& scope, const PlanInput& input);
   Status ReportActual(const kvstore::Scope& scope, const ActualInput& input);
@@ -112,6 +122,10 @@ class AnchorService {
   Status PutDerived(const kvstore::Scope& scope, const SegmentKey& key, const KvF32& kv,
                     int32_t first_position);
   void ReleaseAnchor(const kvstore::Scope& scope, const AnchorSlot::Anchor& anchor);
+  bool IsStored(const kvstore::Scope& scope, const SegmentKey& key) const;
+  // Rewrites the slot's record (anchor_records.h); called with the slot's lock held whenever it
+  // changed. A failure is logged: serving goes on, only a restart would forget the pool.
+  void Persist(const kvstore::Scope& scope, const std::string& slot, const AnchorSlot& pool);
 
   kvstore::TieredStore& store_;
   AnchorPoolConfig config_;

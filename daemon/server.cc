@@ -31,6 +31,14 @@ Result<std::unique_ptr<Server>> Server::Start(const DaemonConfig& config) {
   KVCOMM_ASSIGN_OR_RETURN(server->store_, kvstore::TieredStore::Open(config.store));
   server->sessions_ = std::make_unique<SessionTable>(config.server.max_sessions);
   server->anchors_ = std::make_unique<AnchorService>(*server->store_, config.anchors);
+  KVCOMM_ASSIGN_OR_RETURN(auto restored, server->anchors_->Restore());
+  if (restored.slots > 0 || restored.bad_records > 0) {
+    spdlog::info(
+        "anchor pools restored slots={} anchors={} dropped_anchors={} dropped_deltas={} "
+        "bad_records={}",
+        restored.slots, restored.anchors, restored.dropped_anchors, restored.dropped_deltas,
+        restored.bad_records);
+  }
   server->handler_ =
       std::make_unique<RequestHandler>(*server->store_, *server->anchors_, *server->sessions_,
                                        server->counters_, server->config_.server);

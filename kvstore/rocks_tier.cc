@@ -41,7 +41,8 @@ Result<RocksTier::Opened> RocksTier::Open(const std::string& dir, uint64_t capac
   std::vector<rocksdb::ColumnFamilyDescriptor> families = {
       {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
       {kMetaFamily, meta_options},
-      {kPayloadFamily, payload_options}};
+      {kPayloadFamily, payload_options},
+      {kRecordFamily, rocksdb::ColumnFamilyOptions()}};
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, dir, families, &handles, &raw);
@@ -53,6 +54,7 @@ Result<RocksTier::Opened> RocksTier::Open(const std::string& dir, uint64_t capac
   tier->default_cf_ = handles[0];
   tier->meta_cf_ = handles[1];
   tier->payload_cf_ = handles[2];
+  tier->record_cf_ = handles[3];
   tier->capacity_ = capacity_bytes;
 
   Opened opened;
@@ -93,7 +95,8 @@ Result<RocksTier::Opened> RocksTier::Open(const std::string& dir, uint64_t capac
 RocksTier::~RocksTier() {
   if (!db_) return;
   (void)Flush();
-  for (auto* h : {meta_cf_, payload_cf_, default_cf_}) db_->DestroyColumnFamilyHandle(h);
+  for (auto* h : {meta_cf_, payload_cf_, record_cf_, default_cf_})
+    db_->DestroyColumnFamilyHandle(h);
   (void)db_->Close();
 }
 
@@ -160,8 +163,45 @@ Status RocksTier::UpdateMeta(const SegmentMeta& meta) {
 
 Status RocksTier::Flush() {
   KVCOMM_RETURN_IF_ERROR(
-      FromRocks(db_->Flush(rocksdb::FlushOptions(), {meta_cf_, payload_cf_}), "flush"));
+      FromRocks(db_->Flush(rocksdb::FlushOptions(), {meta_cf_, payload_cf_, record_cf_}), "flush"));
   return FromRocks(db_->SyncWAL(), "sync WAL");
+}
+
+Status RocksTier::PutRecord(std::string_view name, std::string_view value) {
+  const uint64_t checksum = Checksum64(std::as_bytes(std::span(value.data(), value.size())));
+  std::string stored(sizeof checksum, '\0');
+  for (size_t i = 0; i < sizeof checksum; ++i) stored[i] = static_cast<char>(checksum >> (8 * i));
+  stored.append(value);
+  return FromRocks(db_->Put(rocksdb::WriteOptions(), record_cf_, name, stored), "write record");
+}
+
+Status RocksTier::DeleteRecord(std::string_view name) {
+  return FromRocks(db_->Delete(rocksdb::WriteOptions(), record_cf_, name), "delete record");
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> RocksTier::ReadRecords(
+    std::string_view prefix, uint64_t* dropped) {
+  std::vector<std::pair<std::string, std::string>> records;
+  std::vector<std::string> bad;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), record_cf_));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    std::string_view stored(it->value().data(), it->value().size());
+    uint64_t checksum = 0;
+    if (stored.size() >= sizeof checksum) {
+      for (size_t i = 0; i < sizeof checksum; ++i)
+        checksum |= uint64_t{static_cast<uint8_t>(stored[i])} << (8 * i);
+      std::string_view value = stored.substr(sizeof checksum);
+      if (Checksum64(std::as_bytes(std::span(value.data(), value.size()))) == checksum) {
+        records.emplace_back(it->key().ToString(), std::string(value));
+        continue;
+      }
+    }
+    bad.push_back(it->key().ToString());
+  }
+  KVCOMM_RETURN_IF_ERROR(FromRocks(it->status(), "scan of records"));
+  for (const auto& name : bad) KVCOMM_RETURN_IF_ERROR(DeleteRecord(name));
+  if (dropped) *dropped += bad.size();
+  return records;
 }
 
 }  // namespace kvcomm::kvstore

@@ -24,6 +24,7 @@ class RocksTier final : public StorageTier {
  public:
   static constexpr const char* kMetaFamily = "segment_meta";
   static constexpr const char* kPayloadFamily = "segment_payload";
+  static constexpr const char* kRecordFamily = "records";
 
   struct Opened {
     std::unique_ptr<RocksTier> tier;
@@ -50,6 +51,14 @@ class RocksTier final : public StorageTier {
   // Flushes memtables and syncs the WAL.
   Status Flush();
 
+  // Small named records kept beside the segments (the daemon's anchor pool index), each stored
+  // with a checksum. ReadRecords returns those whose name starts with `prefix`; a record that
+  // fails its checksum is deleted and counted in `dropped`.
+  Status PutRecord(std::string_view name, std::string_view value);
+  Status DeleteRecord(std::string_view name);
+  Result<std::vector<std::pair<std::string, std::string>>> ReadRecords(std::string_view prefix,
+                                                                       uint64_t* dropped);
+
  private:
   struct Stored {
     uint64_t payload_bytes;
@@ -64,6 +73,7 @@ class RocksTier final : public StorageTier {
   rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;     // owned by db_
   rocksdb::ColumnFamilyHandle* payload_cf_ = nullptr;  // owned by db_
   rocksdb::ColumnFamilyHandle* default_cf_ = nullptr;  // owned by db_
+  rocksdb::ColumnFamilyHandle* record_cf_ = nullptr;   // owned by db_
 };
 
 }  // namespace kvcomm::kvstore

@@ -351,6 +351,23 @@ Status TieredStore::Flush() {
   return disk_->Flush();
 }
 
+Status TieredStore::PutRecord(std::string_view name, std::string_view value) {
+  std::lock_guard lock(mu_);
+  return disk_ ? disk_->PutRecord(name, value) : Status::Ok();
+}
+
+Status TieredStore::DeleteRecord(std::string_view name) {
+  std::lock_guard lock(mu_);
+  return disk_ ? disk_->DeleteRecord(name) : Status::Ok();
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> TieredStore::Records(
+    std::string_view prefix, uint64_t* dropped) {
+  std::lock_guard lock(mu_);
+  if (!disk_) return std::vector<std::pair<std::string, std::string>>();
+  return disk_->ReadRecords(prefix, dropped);
+}
+
 std::vector<TierKind> TieredStore::TierKinds() const {
   std::lock_guard lock(mu_);
   std::vector<TierKind> kinds;

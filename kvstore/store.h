@@ -107,6 +107,14 @@ class TieredStore {
   // Persists access counters and flushes RocksDB. Called on shutdown; safe to call any time.
   Status Flush();
 
+  // Small named records persisted beside the segments, for bookkeeping that refers to them
+  // (the daemon's anchor pools). Without a disk tier nothing persists: puts succeed and no
+  // records are read back. `dropped` counts records that failed their checksum (deleted).
+  Status PutRecord(std::string_view name, std::string_view value);
+  Status DeleteRecord(std::string_view name);
+  Result<std::vector<std::pair<std::string, std::string>>> Records(std::string_view prefix,
+                                                                   uint64_t* dropped = nullptr);
+
   // The tiers present, highest first (for diagnostics and tests).
   std::vector<TierKind> TierKinds() const;
 

@@ -3,8 +3,11 @@
 #include "daemon/anchor_service.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <numeric>
 #include <random>
 
@@ -78,6 +81,32 @@ class AnchorServiceTest : public ::testing::Test {
     model_.base_prefix = kBasePrefix;
   }
 
+  void TearDown() override {
+    service_.reset();
+    store_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  // Closes the service and the store and opens them again on a RocksDB directory (kvcommd
+  // restarting), restoring the pools.
+  AnchorService::RestoreSummary Restart() {
+    service_.reset();
+    store_.reset();
+    if (dir_.empty())
+      dir_ = (std::filesystem::temp_directory_path() /
+              ("kvcomm_anchor_service_" + std::to_string(::getpid())))
+                 .string();
+    kvstore::StoreOptions options;
+    options.persist = true;
+    options.data_dir = dir_;
+    options.host_capacity_bytes = 64 << 20;
+    store_ = std::move(kvstore::TieredStore::Open(options)).value();
+    service_ = std::make_unique<AnchorService>(*store_, config_);
+    auto restored = service_->Restore();
+    EXPECT_TRUE(restored.ok()) << restored.status().ToString();
+    return restored.ok() ? *restored : AnchorService::RestoreSummary{};
+  }
+
   // Stores base(P): the placeholder's KV right after the base prefix, as agents do.
   void PutBase(const std::vector<int32_t>& tokens, const KvF32& kv) {
     kvstore::SegmentMeta meta;
@@ -135,9 +164,14 @@ class AnchorServiceTest : public ::testing::Test {
     ASSERT_TRUE(Report("a", placeholder, 5, actual, Random(3, 99)).ok());
   }
 
+  bool IsStoredForTest(const SegmentKey& key) const {
+    return store_->Lookup({{key, kvstore::KeyKind::kContext}}, scope_).front().found;
+  }
+
   std::unique_ptr<kvstore::TieredStore> store_;
   AnchorPoolConfig config_;
   std::unique_ptr<AnchorService> service_;
+  std::string dir_;
   ReuseModel model_;
   kvstore::Scope scope_{"ns", Hash128{7, 7}};
 };
@@ -208,6 +242,55 @@ TEST_F(AnchorServiceTest, ANewPlaceholderIsBaseMovedPlusTheAnchorsDeltas) {
   auto other = Plan(Prompt("b", 9, Tokens(40, 4)));
   EXPECT_EQ(other[1].decision, Decision::kPrefill);
   EXPECT_TRUE(other[1].report_actual);
+}
+
+TEST_F(AnchorServiceTest, ARestartKeepsThePoolsAndDropsWhatLeftTheStore) {
+  EXPECT_EQ(Restart().slots, 0u);  // from here on the store persists
+  std::vector<float> delta(Geometry(6).PayloadBytes() / 4, 0.2f);
+  const KvF32 base1 = Random(6, 21), base2 = Random(6, 22);
+  KvF32 base3 = Random(6, 23);  // close to the first anchor
+  for (size_t i = 0; i < base3.data.size(); ++i)
+    base3.data[i] = base1.data[i] + 0.01f * base3.data[i];
+  PutBase(Tokens(20, 6), base1);
+  PutBase(Tokens(30, 6), base2);
+  MakeAnchor(Tokens(20, 6), base1, delta);
+  MakeAnchor(Tokens(30, 6), base2, delta);
+  PutBase(Tokens(40, 6), base3);
+  const auto before = Plan(Prompt("a", 9, Tokens(40, 6)));
+  ASSERT_EQ(before[1].decision, Decision::kRealigned);
+  const auto listed = service_->List(scope_);
+
+  auto summary = Restart();
+  EXPECT_EQ(summary.slots, 1u);
+  EXPECT_EQ(summary.anchors, 2u);
+  EXPECT_EQ(summary.dropped_anchors + summary.dropped_deltas + summary.bad_records, 0u);
+  const auto relisted = service_->List(scope_);
+  ASSERT_EQ(relisted.size(), 1u);
+  ASSERT_EQ(relisted[0].anchors.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(relisted[0].anchors[i].base, listed[0].anchors[i].base);
+    EXPECT_EQ(relisted[0].anchors[i].activations, listed[0].anchors[i].activations);
+    EXPECT_TRUE(relisted[0].anchors[i].deltas.contains("a"));
+  }
+  // The same plan realigns to the very same KV after the restart.
+  const auto after = Plan(Prompt("a", 9, Tokens(40, 6)));
+  ASSERT_EQ(after[1].decision, Decision::kRealigned);
+  ASSERT_EQ(after[1].kv.size(), before[1].kv.size());
+  EXPECT_EQ(std::memcmp(after[1].kv.data(), before[1].kv.data(), after[1].kv.size()), 0);
+
+  // Segments that leave the store while kvcommd is down leave the pool too.
+  const auto& first = relisted[0].anchors[0];
+  ASSERT_TRUE(store_->Delete(first.deltas.at("a").placeholder, scope_).ok());
+  ASSERT_TRUE(store_->Delete(relisted[0].anchors[1].base, scope_).ok());
+  summary = Restart();
+  EXPECT_EQ(summary.dropped_deltas, 1u);
+  EXPECT_EQ(summary.dropped_anchors, 1u);
+  EXPECT_EQ(summary.anchors, 1u);
+  const auto pruned = service_->List(scope_);
+  ASSERT_EQ(pruned[0].anchors.size(), 1u);
+  EXPECT_TRUE(pruned[0].anchors[0].deltas.empty());
+  EXPECT_FALSE(IsStoredForTest(first.deltas.at("a").following));  // its other half went too
+  EXPECT_EQ(Restart().anchors, 1u);  // the pruned record was written back
 }
 
 TEST_F(AnchorServiceTest, ASegmentStoredAfterTheSameTokensIsExactInAnyDtype) {
@@ -281,6 +364,9 @@ TEST_F(AnchorServiceTest, BadInputIsRefusedWithAReason) {
   input = Prompt("a", 5, Tokens(10, 4));
   input.segments[1].slot.clear();
   EXPECT_NE(service_->Plan(scope_, input).status().message().find("slot"), std::string::npos);
+  input = Prompt("agent\nname", 5, Tokens(10, 4));
+  EXPECT_NE(service_->Plan(scope_, input).status().message().find("printable ASCII"),
+            std::string::npos);
   input = Prompt("a", 5, Tokens(10, 4));
   input.segments[2].tokens.clear();
   EXPECT_EQ(service_->Plan(scope_, input).status().code(), ErrorCode::kInvalidArgument);

@@ -203,6 +203,23 @@ TEST_F(PipelineReuseTest, KvcommWorkersShareAnchorsGetRealignedKvAndKeepAnswers)
   }
   EXPECT_GE(static_cast<int64_t>(served), realigned);
   EXPECT_GT(created, 0u);
+
+  // The pools outlive a daemon restart: the same anchors, each with its agents' deltas.
+  daemon_a.reset();
+  daemon_b.reset();
+  StopDaemon();
+  StartDaemon();
+  auto reader = ConnectAsModel("kvcomm");
+  ASSERT_TRUE(reader);
+  auto restored = reader->ListAnchors();
+  ASSERT_TRUE(restored.ok()) << restored.status().ToString();
+  ASSERT_EQ(restored->size(), slots->size());
+  for (size_t i = 0; i < slots->size(); ++i) {
+    EXPECT_EQ((*restored)[i].slot, (*slots)[i].slot);
+    ASSERT_EQ((*restored)[i].anchors.size(), (*slots)[i].anchors.size());
+    for (size_t a = 0; a < (*slots)[i].anchors.size(); ++a)
+      EXPECT_EQ((*restored)[i].anchors[a].agents, (*slots)[i].anchors[a].agents);
+  }
 }
 
 TEST_F(PipelineReuseTest, LosingTheDaemonFallsBackToDenseAndSaysSo) {

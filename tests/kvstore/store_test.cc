@@ -182,6 +182,37 @@ TEST_F(StoreTest, CorruptDiskRecordIsReportedCountedAndDropped) {
   EXPECT_EQ(stats.segments, 0u);
 }
 
+TEST_F(StoreTest, NamedRecordsPersistByPrefixAndDamagedOnesAreDropped) {
+  Open(1 << 20, true);
+  ASSERT_TRUE(store_->PutRecord("pool/a", "first").ok());
+  ASSERT_TRUE(store_->PutRecord("pool/b", std::string("with\0zero", 9)).ok());
+  ASSERT_TRUE(store_->PutRecord("other/a", "elsewhere").ok());
+  ASSERT_TRUE(store_->PutRecord("pool/a", "replaced").ok());
+  Open(1 << 20, true);
+  auto records = store_->Records("pool/");
+  ASSERT_TRUE(records.ok()) << records.status().ToString();
+  ASSERT_EQ(records->size(), 2u);
+  EXPECT_EQ((*records)[0], (std::pair<std::string, std::string>{"pool/a", "replaced"}));
+  EXPECT_EQ((*records)[1].second, std::string("with\0zero", 9));
+  ASSERT_TRUE(store_->DeleteRecord("pool/a").ok());
+  EXPECT_EQ(store_->Records("pool/")->size(), 1u);
+  // A record that fails its checksum is never returned, and is deleted.
+  store_.reset();
+  kvcomm::testing::FlipBitInFirstRecord(dir_);  // "other/a", the first in key order
+  Open(1 << 20, true);
+  uint64_t dropped = 0;
+  EXPECT_EQ(store_->Records("other/", &dropped)->size(), 0u);
+  EXPECT_EQ(dropped, 1u);
+  EXPECT_EQ(store_->Records("pool/")->size(), 1u);
+  // Without a disk tier records are accepted and kept nowhere.
+  store_.reset();
+  std::filesystem::remove_all(dir_);
+  dir_.clear();
+  Open(1 << 20, false);
+  EXPECT_TRUE(store_->PutRecord("pool/a", "x").ok());
+  EXPECT_EQ(store_->Records("pool/")->size(), 0u);
+}
+
 TEST_F(StoreTest, ContentKeyFindsTheSameTextAfterAnyPrefix) {
   Open(1 << 20, false);
   auto a = MakeSegment(16, 1);
