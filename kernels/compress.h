@@ -1,0 +1,41 @@
+// Primitive operations of KV compression (kvstore/compress builds its methods from them): the
+// attention that an observation window of queries gives each cached key (GQA-aware), 1-D pooling
+// of scores along tokens, per-row top-k, gathering kept rows, and group quantization. fp32 CPU
+// references here; the methods only call these, so a CUDA version slots in per op.
+#pragma once
+
+#include <cstdint>
+
+namespace kvcomm::kernels::cpu {
+
+// scores[kv_head][token] = sum over the window's queries i and the query heads of the group
+// sharing kv_head of softmax_t(q_i . k_t / sqrt(head_dim)), each query seeing the keys up to
+// its own position (window query i sits at token tokens - window + i: causal). queries:
+// [q_heads][window][head_dim]; keys: [kv_heads][tokens][head_dim]; q_heads % kv_heads == 0,
+// window <= tokens.
+void ObservationScores(const float* queries, const float* keys, int64_t q_heads, int64_t kv_heads,
+                       int64_t window, int64_t tokens, int64_t head_dim, float* scores);
+
+enum class PoolKind { kMax, kMean };
+// out[r][t] = max (or mean) of in[r][t - kernel/2 .. t + kernel/2], clipped to the row (odd
+// kernel; 1 copies).
+void Pool1D(const float* in, int64_t rows, int64_t n, int64_t kernel, PoolKind kind, float* out);
+
+// indices[r][0..k) = positions of the k largest in[r][:] in ascending position order; ties go
+// to the earlier position. k <= n.
+void TopKPerRow(const float* in, int64_t rows, int64_t n, int64_t k, int32_t* indices);
+
+// out[r][j][:] = in[r][indices[r][j]][:] for rows of n vectors of dim values.
+void GatherRows(const float* in, int64_t rows, int64_t n, int64_t dim, const int32_t* indices,
+                int64_t k, float* out);
+
+// Asymmetric uniform quantization of `groups` contiguous groups of group_size values to `bits`
+// (2, 4 or 8): code = round((x - min) / scale), scale = (max - min) / (2^bits - 1). Codes are
+// packed little-end first into bytes (group_size * bits % 8 == 0). scale and zero (= min) are
+// per group.
+void QuantizeGroups(const float* in, int64_t groups, int64_t group_size, int bits, uint8_t* packed,
+                    float* scale, float* zero);
+void DequantizeGroups(const uint8_t* packed, const float* scale, const float* zero, int64_t groups,
+                      int64_t group_size, int bits, float* out);
+
+}  // namespace kvcomm::kernels::cpu

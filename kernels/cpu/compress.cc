@@ -1,0 +1,117 @@
+#include "kernels/compress.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "kernels/cpu/parallel.h"
+
+namespace kvcomm::kernels::cpu {
+
+void ObservationScores(const float* queries, const float* keys, int64_t q_heads, int64_t kv_heads,
+                       int64_t window, int64_t tokens, int64_t head_dim, float* scores) {
+  assert(q_heads % kv_heads == 0 && window <= tokens);
+  const int64_t group = q_heads / kv_heads;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  ParallelFor(kv_heads, [&](int64_t begin, int64_t end) {
+    std::vector<double> logits(tokens), total(tokens);
+    for (int64_t h = begin; h < end; ++h) {
+      std::fill(total.begin(), total.end(), 0.0);
+      const float* k = keys + h * tokens * head_dim;
+      for (int64_t g = 0; g < group; ++g) {
+        const float* q_head = queries + (h * group + g) * window * head_dim;
+        for (int64_t i = 0; i < window; ++i) {
+          const float* q = q_head + i * head_dim;
+          const int64_t visible = tokens - window + i + 1;
+          double top = -INFINITY;
+          for (int64_t t = 0; t < visible; ++t) {
+            double dot = 0;
+            for (int64_t d = 0; d < head_dim; ++d) dot += double{q[d]} * k[t * head_dim + d];
+            logits[t] = dot * scale;
+            top = std::max(top, logits[t]);
+          }
+          double sum = 0;
+          for (int64_t t = 0; t < visible; ++t) sum += (logits[t] = std::exp(logits[t] - top));
+          for (int64_t t = 0; t < visible; ++t) total[t] += logits[t] / sum;
+        }
+      }
+      for (int64_t t = 0; t < tokens; ++t) scores[h * tokens + t] = static_cast<float>(total[t]);
+    }
+  });
+}
+
+void Pool1D(const float* in, int64_t rows, int64_t n, int64_t kernel, PoolKind kind, float* out) {
+  assert(kernel >= 1 && kernel % 2 == 1);
+  const int64_t half = kernel / 2;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = in + r * n;
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t lo = std::max<int64_t>(0, t - half), hi = std::min(n - 1, t + half);
+      double acc = kind == PoolKind::kMax ? -INFINITY : 0.0;
+      for (int64_t j = lo; j <= hi; ++j)
+        acc = kind == PoolKind::kMax ? std::max(acc, double{x[j]}) : acc + x[j];
+      out[r * n + t] = static_cast<float>(kind == PoolKind::kMax ? acc : acc / (hi - lo + 1));
+    }
+  }
+}
+
+void TopKPerRow(const float* in, int64_t rows, int64_t n, int64_t k, int32_t* indices) {
+  assert(k <= n);
+  std::vector<int32_t> order(n);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = in + r * n;
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                      [&](int32_t a, int32_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); });
+    std::sort(order.begin(), order.begin() + k);
+    std::copy(order.begin(), order.begin() + k, indices + r * k);
+  }
+}
+
+void GatherRows(const float* in, int64_t rows, int64_t n, int64_t dim, const int32_t* indices,
+                int64_t k, float* out) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t t = indices[r * k + j];
+      assert(t >= 0 && t < n);
+      std::copy_n(in + (r * n + t) * dim, dim, out + (r * k + j) * dim);
+    }
+}
+
+void QuantizeGroups(const float* in, int64_t groups, int64_t group_size, int bits, uint8_t* packed,
+                    float* scale, float* zero) {
+  assert((bits == 2 || bits == 4 || bits == 8) && group_size * bits % 8 == 0);
+  const int levels = (1 << bits) - 1, per_byte = 8 / bits;
+  const int64_t bytes_per_group = group_size * bits / 8;
+  for (int64_t g = 0; g < groups; ++g) {
+    const float* x = in + g * group_size;
+    const auto [lo, hi] = std::minmax_element(x, x + group_size);
+    const float s = (*hi - *lo) / levels;
+    scale[g] = s;
+    zero[g] = *lo;
+    uint8_t* p = packed + g * bytes_per_group;
+    std::fill_n(p, bytes_per_group, uint8_t{0});
+    for (int64_t i = 0; i < group_size; ++i) {
+      const int code =
+          s > 0 ? std::clamp(static_cast<int>(std::lround((x[i] - *lo) / s)), 0, levels) : 0;
+      p[i / per_byte] |= static_cast<uint8_t>(code << (bits * (i % per_byte)));
+    }
+  }
+}
+
+void DequantizeGroups(const uint8_t* packed, const float* scale, const float* zero, int64_t groups,
+                      int64_t group_size, int bits, float* out) {
+  const int per_byte = 8 / bits, mask = (1 << bits) - 1;
+  const int64_t bytes_per_group = group_size * bits / 8;
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint8_t* p = packed + g * bytes_per_group;
+    for (int64_t i = 0; i < group_size; ++i) {
+      const int code = (p[i / per_byte] >> (bits * (i % per_byte))) & mask;
+      out[g * group_size + i] = zero[g] + scale[g] * static_cast<float>(code);
+    }
+  }
+}
+
+}  // namespace kvcomm::kernels::cpu

@@ -1,0 +1,55 @@
+// Codecs of compressed segments, each with an exact byte size known before encoding (so a byte
+// budget is met exactly) and a decode, both validated against damaged input.
+//
+// token-subset: the kept tokens of each (layer, kv head): their indices and K / V rows.
+//   "KVTS" u32 version, u32 layers, kv_heads, tokens (of the original), head_dim, dtype;
+//   u32 count per (layer, head); then per (layer, head): count i32 indices (ascending), count
+//   K rows, count V rows, in dtype. Little-endian.
+// kivi: every token; per (layer, head) the first tokens - residual (rounded down to whole
+//   groups) quantized: keys per channel over groups of `group` tokens, values per token over
+//   groups of `group` channels, fp32 scale and zero per group, codes packed; the rest (the
+//   residual window) in dtype.
+//   "KVKV" u32 version, layers, kv_heads, tokens, head_dim, dtype, bits, group, quantized tokens.
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <vector>
+
+#include "common/kv_layout.h"
+
+namespace kvcomm::kvstore::compress {
+
+struct TokenSubset {
+  KvLayout layout;               // the original segment's shape; dtype = the rows' stored dtype
+  std::vector<uint32_t> counts;  // [layer][kv_head]
+  std::vector<int32_t> indices;  // per (layer, head) in order, ascending within each
+  std::vector<float> keys;       // [sum(counts)][head_dim], in the same order
+  std::vector<float> values;
+  uint64_t kept() const;
+};
+uint64_t TokenSubsetBytes(const KvLayout& layout, uint64_t kept);
+std::vector<std::byte> EncodeTokenSubset(const TokenSubset& subset);
+Result<TokenSubset> DecodeTokenSubset(std::span<const std::byte> bytes);
+
+struct KiviParams {
+  int bits = 2;
+  int64_t group = 32;
+  int64_t residual = 128;
+};
+// How many leading tokens KIVI quantizes (whole groups, leaving at least `residual`).
+int64_t KiviQuantizedTokens(const KvLayout& layout, const KiviParams& params);
+uint64_t KiviBytes(const KvLayout& layout, const KiviParams& params);
+// `kv` is the segment in fp32 ([layer][K|V][head][token][dim]); layout.dtype is the dtype the
+// residual window is kept in.
+std::vector<std::byte> EncodeKivi(const KvLayout& layout, std::span<const float> kv,
+                                  const KiviParams& params);
+// The segment back in fp32 (layout.dtype tells the residual's stored dtype).
+struct KiviDecoded {
+  KvLayout layout;
+  KiviParams params;
+  std::vector<float> kv;
+};
+Result<KiviDecoded> DecodeKivi(std::span<const std::byte> bytes);
+
+}  // namespace kvcomm::kvstore::compress

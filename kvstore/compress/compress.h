@@ -1,0 +1,50 @@
+// Compressing one KV segment to a budget: score -> allocate -> select -> encode.
+//   method:    a MethodSpec (methods.h): token selection (streaming_llm, key_norm, snapkv, tova)
+//              or quantization (kivi);
+//   budget:    tokens per layer and head, a fraction of the tokens, or bytes (spec.h);
+//   allocator: how a token budget is spread over layers: "uniform" (every layer and head keeps
+//              the same count) or "pyramid" (PyramidKV: linearly more in lower layers,
+//              pyramid:beta=20 sets the smallest layer's share to budget / beta).
+// Selections always keep the method's sinks and recent tokens within each (layer, head)'s count
+// and meet a byte budget exactly (the largest token count whose token-subset encoding fits).
+// Budgets that cannot be met (less than the tokens the method must keep, more than the
+// segment holds, a byte budget below the smallest encoding) are refused with the numbers.
+#pragma once
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/kv_layout.h"
+#include "kvstore/compress/codec.h"
+#include "kvstore/compress/spec.h"
+
+namespace kvcomm::kvstore::compress {
+
+struct CompressRequest {
+  KvLayout layout;            // the segment's shape; dtype = what kept values are stored as
+  std::span<const float> kv;  // fp32, [layer][K|V][kv_head][token][head_dim]
+  // Observation window (query-aware methods): [layer][q_head][window][head_dim], the queries of
+  // the segment's last `window` tokens after RoPE.
+  std::span<const float> queries;
+  int64_t q_heads = 0, window = 0;
+  std::string method;  // e.g. "snapkv:window=32,kernel=7"
+  std::string budget;  // e.g. "128", "25%", "1MiB"
+  std::string allocator = "uniform";
+};
+
+enum class CompressedCodec { kTokenSubset, kKivi };
+
+struct Compressed {
+  CompressedCodec codec = CompressedCodec::kTokenSubset;
+  std::vector<std::byte> bytes;  // the encoded segment; its size is exact
+  std::vector<uint32_t> kept;    // token-subset: tokens kept per (layer, kv head)
+};
+
+// Tokens kept per (layer, kv head) for a per-layer-and-head average of `average` tokens.
+Result<std::vector<uint32_t>> Allocate(const MethodSpec& allocator, const KvLayout& layout,
+                                       int64_t average);
+
+Result<Compressed> Compress(const CompressRequest& request);
+
+}  // namespace kvcomm::kvstore::compress

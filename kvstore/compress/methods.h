@@ -1,0 +1,49 @@
+// The compression methods, one registry. Token-selection methods score every cached token per
+// layer and kv head (higher = keep) and say which tokens they always keep (attention sinks, a
+// recent window); compress.h then allocates the budget, selects and encodes. Quantization
+// methods keep every token and only encode (codec.h).
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/kv_layout.h"
+#include "kvstore/compress/spec.h"
+
+namespace kvcomm::kvstore::compress {
+
+// One layer of the cache (fp32), and the observation window's queries when the agent sent them.
+struct LayerView {
+  const float* keys = nullptr;    // [kv_heads][tokens][head_dim], after RoPE
+  const float* values = nullptr;  // [kv_heads][tokens][head_dim]
+  const float* queries =
+      nullptr;  // [q_heads][window][head_dim] (the last `window` tokens), or null
+  int64_t q_heads = 0, window = 0;
+};
+
+class TokenScorer {
+ public:
+  virtual ~TokenScorer() = default;
+  // Fills scores[kv_head][token]; `layout` gives the shape (its dtype is irrelevant here).
+  virtual Status Score(const KvLayout& layout, const LayerView& layer,
+                       std::span<float> scores) const = 0;
+  virtual int64_t sinks() const { return 0; }   // first tokens always kept
+  virtual int64_t recent() const { return 0; }  // last tokens always kept
+  virtual bool needs_queries() const { return false; }
+};
+
+struct MethodInfo {
+  std::string name;
+  std::string help;  // one line: what it scores, its paper's defaults
+  bool selects_tokens = true;
+};
+// Every method, in the order `kvcommctl compress --list` shows them.
+const std::vector<MethodInfo>& Methods();
+
+// A token-selection method with its parameters checked; unknown names and parameters are
+// refused with the reason (a quantization method is refused here: it does not score).
+Result<std::unique_ptr<TokenScorer>> MakeScorer(const MethodSpec& spec);
+
+}  // namespace kvcomm::kvstore::compress

@@ -1,0 +1,96 @@
+// The compression primitives on small hand-checkable inputs and their invariants on random ones.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+
+#include "kernels/compress.h"
+#include "tests/kernels/random_values.h"
+
+namespace kvcomm::kernels::cpu {
+namespace {
+
+TEST(ObservationScores, MatchesTheSoftmaxByHandAndIsCausal) {
+  // One kv head, one query head, head_dim 1 (scale 1), three keys, a window of two queries.
+  const float keys[] = {0.f, std::log(3.f), 5.f};
+  const float queries[] = {1.f, 1.f};
+  float scores[3];
+  ObservationScores(queries, keys, 1, 1, 2, 3, 1, scores);
+  // Query 0 sits at token 1: sees keys 0 and 1 -> softmax(0, ln 3) = (1/4, 3/4).
+  // Query 1 sits at token 2: sees all -> softmax(0, ln 3, 5).
+  const double z = 1 + 3 + std::exp(5.0);
+  EXPECT_NEAR(scores[0], 0.25 + 1 / z, 1e-6);
+  EXPECT_NEAR(scores[1], 0.75 + 3 / z, 1e-6);
+  EXPECT_NEAR(scores[2], std::exp(5.0) / z, 1e-6);
+}
+
+TEST(ObservationScores, EachQueryGivesOneUnitOfAttentionPerGroupHead) {
+  const int64_t q_heads = 8, kv_heads = 2, window = 5, tokens = 40, dim = 16;
+  auto q = testing::RandomNormal(q_heads * window * dim, 1);
+  auto k = testing::RandomNormal(kv_heads * tokens * dim, 2);
+  std::vector<float> scores(kv_heads * tokens);
+  ObservationScores(q.data(), k.data(), q_heads, kv_heads, window, tokens, dim, scores.data());
+  for (int64_t h = 0; h < kv_heads; ++h) {
+    const double total =
+        std::accumulate(scores.begin() + h * tokens, scores.begin() + (h + 1) * tokens, 0.0);
+    EXPECT_NEAR(total, (q_heads / kv_heads) * window, 1e-4);
+    for (int64_t t = 0; t < tokens; ++t) EXPECT_GT(scores[h * tokens + t], 0.f);
+  }
+}
+
+TEST(Pool1D, MaxAndMeanOverAClippedWindow) {
+  const float in[] = {1, 5, 2, 0, 3};
+  float out[5];
+  Pool1D(in, 1, 5, 3, PoolKind::kMax, out);
+  EXPECT_EQ(std::vector<float>(out, out + 5), (std::vector<float>{5, 5, 5, 3, 3}));
+  Pool1D(in, 1, 5, 3, PoolKind::kMean, out);
+  EXPECT_FLOAT_EQ(out[0], 3.f);  // (1 + 5) / 2 at the edge
+  EXPECT_FLOAT_EQ(out[2], 7.f / 3);
+  Pool1D(in, 1, 5, 1, PoolKind::kMax, out);
+  EXPECT_EQ(std::vector<float>(out, out + 5), (std::vector<float>{1, 5, 2, 0, 3}));
+}
+
+TEST(TopKPerRow, KeepsTheLargestInPositionOrderTiesToTheEarlier) {
+  const float in[] = {0.5f, 2.f, 1.f, 2.f, -1.f,  // row 0
+                      3.f,  3.f, 3.f, 0.f, 4.f};  // row 1
+  int32_t idx[6];
+  TopKPerRow(in, 2, 5, 3, idx);
+  EXPECT_EQ(std::vector<int32_t>(idx, idx + 3), (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_EQ(std::vector<int32_t>(idx + 3, idx + 6), (std::vector<int32_t>{0, 1, 4}));
+}
+
+TEST(GatherRows, CopiesTheIndexedRowsPerHead) {
+  const float in[] = {0,  1,  10, 11, 20, 21,   // head 0: three rows of dim 2
+                      30, 31, 40, 41, 50, 51};  // head 1
+  const int32_t idx[] = {0, 2, 1, 2};
+  float out[8];
+  GatherRows(in, 2, 3, 2, idx, 2, out);
+  EXPECT_EQ(std::vector<float>(out, out + 8), (std::vector<float>{0, 1, 20, 21, 40, 41, 50, 51}));
+}
+
+TEST(QuantizeGroups, RoundTripsWithinHalfAStep) {
+  for (int bits : {2, 4, 8}) {
+    const int64_t groups = 37, size = 32;
+    auto x = testing::RandomNormal(groups * size, 3 + bits);
+    std::vector<uint8_t> packed(groups * size * bits / 8);
+    std::vector<float> scale(groups), zero(groups), back(x.size());
+    QuantizeGroups(x.data(), groups, size, bits, packed.data(), scale.data(), zero.data());
+    DequantizeGroups(packed.data(), scale.data(), zero.data(), groups, size, bits, back.data());
+    for (int64_t g = 0; g < groups; ++g) {
+      EXPECT_GT(scale[g], 0.f);
+      for (int64_t i = 0; i < size; ++i)
+        EXPECT_LE(std::abs(back[g * size + i] - x[g * size + i]), scale[g] / 2 + 1e-5)
+            << bits << " bits";
+    }
+  }
+  // A constant group is exact (zero scale).
+  const float same[8] = {1.5f, 1.5f, 1.5f, 1.5f, 1.5f, 1.5f, 1.5f, 1.5f};
+  uint8_t packed[2];
+  float scale, zero, back[8];
+  QuantizeGroups(same, 1, 8, 2, packed, &scale, &zero);
+  DequantizeGroups(packed, &scale, &zero, 1, 8, 2, back);
+  for (float v : back) EXPECT_EQ(v, 1.5f);
+}
+
+}  // namespace
+}  // namespace kvcomm::kernels::cpu
