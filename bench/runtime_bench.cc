@@ -9,6 +9,7 @@
 #include <random>
 
 #include "agents/runtime/model.h"
+#include "bench/model_shapes.h"
 #include "kernels/cpu/parallel.h"
 
 using namespace kvcomm;
@@ -22,35 +23,6 @@ void Check(const Status& s) {
     std::fprintf(stderr, "runtime_bench: %s\n", s.ToString().c_str());
     std::exit(1);
   }
-}
-
-ModelConfig Shape(const std::string& name) {
-  std::string json;
-  if (name == "llama3-8b") {
-    json =
-        R"({"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
-        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "rope_theta": 500000.0,
-        "max_position_embeddings": 131072, "rope_scaling": {"rope_type": "llama3", "factor": 8.0,
-        "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}})";
-  } else if (name == "tiny-20m") {
-    json =
-        R"({"model_type": "llama", "vocab_size": 8192, "hidden_size": 512, "intermediate_size": 1408,
-        "num_hidden_layers": 6, "num_attention_heads": 8, "num_key_value_heads": 4, "tie_word_embeddings": true,
-        "max_position_embeddings": 2048})";
-  } else {
-    Check(InvalidArgument("unknown shape '{}' (llama3-8b, tiny-20m)", name));
-  }
-  auto config = ModelConfig::FromJson(json, name);
-  Check(config.status());
-  return *config;
-}
-
-int64_t Parameters(const ModelConfig& c) {
-  const int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
-  const int64_t layer = c.hidden_size * (2 * q + 2 * kv) + 3 * c.hidden_size * c.intermediate_size +
-                        2 * c.hidden_size;
-  return c.num_layers * layer + c.vocab_size * c.hidden_size * (c.tie_word_embeddings ? 1 : 2) +
-         c.hidden_size;
 }
 
 double Median(std::vector<double> v) {
@@ -81,7 +53,7 @@ int main(int argc, char** argv) {
     prefill = cuda ? std::vector<int64_t>{1024, 4096, 16384} : std::vector<int64_t>{1024};
   if (decode == 0) decode = cuda ? 128 : 64;
 
-  const ModelConfig config = Shape(shape);
+  const ModelConfig config = bench::Shape(shape);
   auto load_start = Clock::now();
   auto model = cuda ? Model::RandomOnGpu(config, 1)
                     : Model::FromWeights(config, RandomWeights(config, 1), Device::kCpu);
@@ -92,7 +64,7 @@ int main(int argc, char** argv) {
       "%.1f s\n",
       cuda ? kernels::CudaDeviceDescription().c_str()
            : fmt::format("CPU, {} threads", kernels::cpu::ParallelThreads()).c_str(),
-      shape.c_str(), Parameters(config) / 1e9, cuda ? "bf16" : "fp32", load_s);
+      shape.c_str(), bench::Parameters(config) / 1e9, cuda ? "bf16" : "fp32", load_s);
   std::printf("%-10s %10s %12s %14s\n", "phase", "tokens", "median ms", "tokens/s");
 
   std::mt19937 rng(7);
@@ -135,6 +107,24 @@ int main(int argc, char** argv) {
     const double t = Median(times);
     std::printf("%-10s %10lld %12.1f %14.1f   (batch 1, after a 1024-token prompt)\n", "decode",
                 static_cast<long long>(decode), t * 1e3, decode / t);
+  }
+  // A few tokens over a long cached context: what a turn that reuses most of its prompt still
+  // computes (one token takes the decode path: GEMV and split-key attention).
+  auto context = random_tokens(3600);
+  auto long_cache = (*model)->NewCache(3600 + 32);
+  Check(long_cache.status());
+  Check((*model)->Forward(context, *long_cache).status());
+  for (int64_t n : {1, 2, 4, 8, 9, 16, 32}) {
+    auto ids = random_tokens(n);
+    std::vector<double> times;
+    for (int r = 0; r <= repeat; ++r) {
+      long_cache->Truncate(3600);
+      auto start = Clock::now();
+      Check((*model)->Forward(ids, *long_cache).status());
+      if (r > 0) times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+    }
+    std::printf("%-10s %10lld %12.1f %14.0f   (after 3600 cached tokens)\n", "prefill",
+                static_cast<long long>(n), Median(times) * 1e3, n / Median(times));
   }
   return 0;
 }

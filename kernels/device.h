@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "common/status.h"
@@ -37,5 +38,17 @@ class DeviceBuffer {
 // Synchronous copies between host and device memory.
 Status CopyHostToDevice(void* device_dst, const void* host_src, size_t bytes);
 Status CopyDeviceToHost(void* host_dst, const void* device_src, size_t bytes);
+// `height` rows of `width` bytes between any two of host and device memory (the direction is
+// inferred from the pointers), rows `dst_pitch` / `src_pitch` bytes apart.
+struct Copy2D {
+  void* dst;
+  size_t dst_pitch;
+  const void* src;
+  size_t src_pitch;
+  size_t width, height;
+};
+// Queues the copies back to back and waits for them once (a segment moves as one copy per
+// layer and K|V; waiting after each would cost more than moving the bytes).
+Status CopyAll2D(std::span<const Copy2D> copies);
 
 }  // namespace kvcomm::kernels

@@ -34,6 +34,27 @@ void RealignKv(const RealignShape& shape, const float* base,
                std::span<const int32_t> base_positions, std::span<const int32_t> target_positions,
                std::span<const float> inv_freq, const float* deltas, const float* key_weights,
                const float* value_weights, float* out);
+
+// How close a placeholder's base KV is to each anchor's, the inputs of KVCOMM's reuse decision
+// and blend weights (daemon/anchor_pool.h): for anchor a and token t, summed over all layers,
+// heads and dims, out[(a * tokens + t) * 3 + {0, 1, 2}] = sum |K - K_a|, sum |V - V_a|,
+// sum (V - V_a)^2. anchor_bases is [anchor][segment], cut to the placeholder's tokens.
+void AnchorDistances(const RealignShape& shape, const float* base, const float* anchor_bases,
+                     float* out);
+// Per anchor and channel (layer, K|V, head, dim), summed over the tokens: sum (X - X_a)^2 ->
+// out[a * Channels() + channel]: the input of the per-channel weights of the template segment
+// after a placeholder.
+void AnchorChannelDistances(const RealignShape& shape, const float* base,
+                            const float* anchor_bases, float* out);
+
+// Blend weights from those distances: for each column j < n, a softmax over the anchors of
+// -g(sums[(a * n + j) * stride + component]) / temperature, with g(x) = x * scale, or
+// sqrt(x) * scale when `root`. Per token (AnchorDistances: stride 3, component 0 for keys, 1
+// for values, scale 1 / (layers * kv_heads * head_dim): the mean absolute difference) or per
+// channel (AnchorChannelDistances: stride 1, root: the L2 norm along the tokens).
+// out is [anchor][n].
+void SoftmaxOverAnchors(const float* sums, int64_t anchors, int64_t n, int64_t stride,
+                        int64_t component, float scale, bool root, float temperature, float* out);
 }  // namespace cpu
 
 }  // namespace kvcomm::kernels

@@ -239,14 +239,21 @@ class CudaEngine final : public Engine {
     const int64_t heads = c_.num_heads, kv_heads = c_.num_kv_heads, hd = c_.head_dim,
                   group = heads / kv_heads;
     if (n <= kStreamingMaxTokens) {
-      KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchAttentionStreaming(qkv, qkv_dim_, n, start, heads,
-                                                               kv_heads, hd, k_cache, v_cache,
-                                                               capacity, scale, out, nullptr));
+      const int64_t partial_floats = cu::AttentionStreamingPartialFloats(n, start, heads, hd);
+      float* partials = nullptr;
+      if (partial_floats > 0) {
+        KVCOMM_ASSIGN_OR_RETURN(auto* raw, partials_.Get(partial_floats * 4));
+        partials = reinterpret_cast<float*>(raw);
+      }
+      KVCOMM_CUDA_RETURN_IF_ERROR(
+          cu::LaunchAttentionStreaming(qkv, qkv_dim_, n, start, heads, kv_heads, hd, k_cache,
+                                       v_cache, capacity, scale, out, partials, nullptr));
       return Status::Ok();
     }
     if (cu::FlashAttentionSupports(hd)) {
-      KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchFlashAttention(qkv, qkv_dim_, n, start, heads, kv_heads, hd, k_cache,
-                                                           v_cache, capacity, scale, out, nullptr));
+      KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchFlashAttention(qkv, qkv_dim_, n, start, heads, kv_heads,
+                                                           hd, k_cache, v_cache, capacity, scale,
+                                                           out, nullptr));
       return Status::Ok();
     }
     const int64_t ctx = start + n;  // keys visible to the last query
@@ -280,7 +287,8 @@ class CudaEngine final : public Engine {
   kernels::DeviceBuffer arena_, inv_freq_;
   bf16 *embed_ = nullptr, *final_norm_ = nullptr, *lm_head_ = nullptr;
   std::vector<LayerPtrs> layers_;
-  Scratch ids_, x_, h_, qkv_, attn_, gate_up_, act_, q_heads_, o_heads_, scores_, probs_, logits_;
+  Scratch ids_, x_, h_, qkv_, attn_, gate_up_, act_, q_heads_, o_heads_, scores_, probs_, logits_,
+      partials_;
 };
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "agents/runtime/kv_cache.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "kernels/ops.h"
 
@@ -77,7 +78,7 @@ Status KvCache::WriteRows(int64_t layer, int kv, int64_t head, int64_t begin, in
   return kernels::CopyHostToDevice(to, staging.data(), n * 2);
 }
 
-Result<Blob> KvCache::Export(int64_t begin, int64_t end, DType dtype) const {
+Status KvCache::CheckExportRange(int64_t begin, int64_t end) const {
   if (begin < 0 || end > capacity_ || begin >= end) {
     return InvalidArgument("export range [{}, {}) is not inside the cache's {} positions", begin,
                            end, capacity_);
@@ -85,9 +86,41 @@ Result<Blob> KvCache::Export(int64_t begin, int64_t end, DType dtype) const {
   for (int64_t p = begin; p < end; ++p) {
     if (!valid_[p]) return InvalidArgument("cannot export position {}: it holds no KV yet", p);
   }
+  return Status::Ok();
+}
+
+Status KvCache::CopyOut(int64_t begin, int64_t end, std::byte* out) const {
+  KVCOMM_RETURN_IF_ERROR(CheckExportRange(begin, end));
+  const KvLayout layout = SegmentLayout(end - begin, NativeDType());
+  const size_t row_bytes = (end - begin) * head_dim_ * DTypeSize(layout.dtype);
+  const size_t pitch = capacity_ * head_dim_ * DTypeSize(layout.dtype);
+  std::vector<kernels::Copy2D> copies;
+  for (int64_t layer = 0; layer < layers_; ++layer) {
+    for (int kv = 0; kv < 2; ++kv) {
+      std::byte* to = out + layout.Offset(layer, kv, 0, 0);
+      if (device_ == Device::kCpu) {
+        const float* from = (kv == 0 ? keys(layer) : values(layer)) + begin * head_dim_;
+        for (int64_t h = 0; h < kv_heads_; ++h)
+          std::memcpy(to + h * row_bytes, from + h * capacity_ * head_dim_, row_bytes);
+      } else {
+        const std::byte* from =
+            (kv == 0 ? device_keys(layer) : device_values(layer)) + begin * head_dim_ * 2;
+        copies.push_back({to, row_bytes, from, pitch, row_bytes, static_cast<size_t>(kv_heads_)});
+      }
+    }
+  }
+  return copies.empty() ? Status::Ok() : kernels::CopyAll2D(copies);
+}
+
+Result<Blob> KvCache::Export(int64_t begin, int64_t end, DType dtype) const {
+  KVCOMM_RETURN_IF_ERROR(CheckExportRange(begin, end));
   const KvLayout layout = SegmentLayout(end - begin, dtype);
   KVCOMM_RETURN_IF_ERROR(layout.Validate());
   std::vector<std::byte> payload(layout.PayloadBytes());
+  if (dtype == NativeDType()) {
+    KVCOMM_RETURN_IF_ERROR(CopyOut(begin, end, payload.data()));
+    return Blob::FromVector(std::move(payload));
+  }
   const int64_t row = (end - begin) * head_dim_;
   std::vector<float> rows(row);
   for (int64_t layer = 0; layer < layers_; ++layer) {
@@ -123,6 +156,20 @@ Status KvCache::Import(const KvLayout& layout, std::span<const std::byte> payloa
         position, capacity_);
   }
   const int64_t row = tokens * head_dim_;
+  if (device_ == Device::kCuda && layout.dtype == DType::kBF16) {
+    // The cache's own dtype: every head's rows of a (layer, K|V) in one strided copy.
+    std::vector<kernels::Copy2D> copies;
+    for (int64_t layer = 0; layer < layers_; ++layer)
+      for (int kv = 0; kv < 2; ++kv)
+        copies.push_back(
+            {(kv == 0 ? device_keys(layer) : device_values(layer)) + position * head_dim_ * 2,
+             static_cast<size_t>(capacity_ * head_dim_ * 2),
+             payload.data() + layout.Offset(layer, kv, 0, 0), static_cast<size_t>(row * 2),
+             static_cast<size_t>(row * 2), static_cast<size_t>(kv_heads_)});
+    KVCOMM_RETURN_IF_ERROR(kernels::CopyAll2D(copies));
+    MarkValid(position, position + tokens);
+    return Status::Ok();
+  }
   std::vector<float> rows(row);
   for (int64_t layer = 0; layer < layers_; ++layer) {
     for (int kv = 0; kv < 2; ++kv) {

@@ -50,12 +50,19 @@ class KvCache {
 
   // KV of positions [begin, end), all valid, as a payload in the kvstore layout and `dtype`.
   Result<Blob> Export(int64_t begin, int64_t end, DType dtype) const;
-  // Places a payload of `layout` at positions [position, position + layout.tokens).
+  // The same in the cache's own dtype (fp32 on CPU, bf16 on CUDA) written to `out`, which holds
+  // SegmentLayout(end - begin, NativeDType()).PayloadBytes() bytes (on CUDA it may be device
+  // memory: segments then move without leaving the GPU).
+  Status CopyOut(int64_t begin, int64_t end, std::byte* out) const;
+  DType NativeDType() const { return device_ == Device::kCpu ? DType::kF32 : DType::kBF16; }
+  // Places a payload of `layout` at positions [position, position + layout.tokens). On CUDA a
+  // BF16 payload is copied as is, and may also be in device memory (cudaMemcpyDefault).
   Status Import(const KvLayout& layout, std::span<const std::byte> payload, int64_t position);
   KvLayout SegmentLayout(int64_t tokens, DType dtype) const;
 
  private:
   KvCache(const ModelConfig& config, int64_t capacity, Device device);
+  Status CheckExportRange(int64_t begin, int64_t end) const;
   // Copies one head's rows [begin, end) of layer/kv between the cache and an fp32 host buffer.
   Status ReadRows(int64_t layer, int kv, int64_t head, int64_t begin, int64_t end,
                   float* out) const;

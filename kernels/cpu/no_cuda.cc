@@ -17,6 +17,7 @@ void DeviceBuffer::Free::operator()(void*) const {}
 Result<DeviceBuffer> DeviceBuffer::Allocate(size_t) { return NoCuda(); }
 Status CopyHostToDevice(void*, const void*, size_t) { return NoCuda(); }
 Status CopyDeviceToHost(void*, const void*, size_t) { return NoCuda(); }
+Status CopyAll2D(std::span<const Copy2D>) { return NoCuda(); }
 Status cuda::ConvertDType(const TensorView&, const TensorView&) { return NoCuda(); }
 
 }  // namespace kvcomm::kernels

@@ -1,5 +1,6 @@
 #include "kernels/realign.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -57,6 +58,67 @@ void RealignKv(const RealignShape& s, const float* base, std::span<const int32_t
       }
     }
   });
+}
+
+void AnchorDistances(const RealignShape& s, const float* base, const float* anchor_bases,
+                     float* out) {
+  const int64_t segment = s.SegmentElements(), rows = s.layers * 2 * s.kv_heads;
+  ParallelFor(s.anchors * s.tokens, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t a = i / s.tokens, t = i % s.tokens;
+      double key_l1 = 0, value_l1 = 0, value_l2 = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        const bool is_key = (r / s.kv_heads) % 2 == 0;
+        const int64_t at = (r * s.tokens + t) * s.head_dim;
+        for (int64_t d = 0; d < s.head_dim; ++d) {
+          const double diff = double{base[at + d]} - anchor_bases[a * segment + at + d];
+          if (is_key) {
+            key_l1 += std::abs(diff);
+          } else {
+            value_l1 += std::abs(diff);
+            value_l2 += diff * diff;
+          }
+        }
+      }
+      out[i * 3] = static_cast<float>(key_l1);
+      out[i * 3 + 1] = static_cast<float>(value_l1);
+      out[i * 3 + 2] = static_cast<float>(value_l2);
+    }
+  });
+}
+
+void AnchorChannelDistances(const RealignShape& s, const float* base, const float* anchor_bases,
+                            float* out) {
+  const int64_t segment = s.SegmentElements(), rows = s.layers * 2 * s.kv_heads;
+  ParallelFor(s.anchors * rows, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t a = i / rows, r = i % rows;
+      for (int64_t d = 0; d < s.head_dim; ++d) {
+        double sum = 0;
+        for (int64_t t = 0; t < s.tokens; ++t) {
+          const int64_t at = (r * s.tokens + t) * s.head_dim + d;
+          const double diff = double{base[at]} - anchor_bases[a * segment + at];
+          sum += diff * diff;
+        }
+        out[a * s.Channels() + r * s.head_dim + d] = static_cast<float>(sum);
+      }
+    }
+  });
+}
+
+void SoftmaxOverAnchors(const float* sums, int64_t anchors, int64_t n, int64_t stride,
+                        int64_t component, float scale, bool root, float temperature, float* out) {
+  for (int64_t j = 0; j < n; ++j) {
+    auto value = [&](int64_t a) {
+      const float x = sums[(a * n + j) * stride + component];
+      return (root ? std::sqrt(x) : x) * scale;
+    };
+    float lowest = INFINITY, total = 0.f;
+    for (int64_t a = 0; a < anchors; ++a) lowest = std::min(lowest, value(a));
+    for (int64_t a = 0; a < anchors; ++a)
+      total += (out[a * n + j] = std::exp(-(value(a) - lowest) / temperature));
+    for (int64_t a = 0; a < anchors; ++a) out[a * n + j] /= total;
+  }
 }
 
 }  // namespace kvcomm::kernels::cpu

@@ -46,4 +46,12 @@ Status CopyDeviceToHost(void* host_dst, const void* device_src, size_t bytes) {
   return Status::Ok();
 }
 
+Status CopyAll2D(std::span<const Copy2D> copies) {
+  for (const Copy2D& c : copies)
+    KVCOMM_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(c.dst, c.dst_pitch, c.src, c.src_pitch, c.width,
+                                                  c.height, cudaMemcpyDefault, nullptr));
+  KVCOMM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(nullptr));
+  return Status::Ok();
+}
+
 }  // namespace kvcomm::kernels

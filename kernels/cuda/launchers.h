@@ -39,12 +39,17 @@ cudaError_t LaunchWriteKv(const bf16* qkv, int64_t tokens, int64_t row_stride, i
 // out [tokens][n] = silu(gate_up[:, :n]) * gate_up[:, n:] for rows of 2n (bf16).
 cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t tokens, int64_t n, bf16* out,
                          cudaStream_t stream);
-// Attention with one block per (token, head) whose warps split the keys, online softmax:
-// the decode path and small batches. q from fused qkv rows; out [tokens][heads][hd] bf16.
+// Attention with blocks per (token, head, split of the keys) whose warps share the split's
+// keys, online softmax: the decode path and small batches. q from fused qkv rows; out
+// [tokens][heads][hd] bf16. Long contexts are split over several blocks when `partials` (fp32
+// device memory of AttentionStreamingPartialFloats floats) is given; null runs one split.
+int64_t AttentionStreamingPartialFloats(int64_t tokens, int64_t q_start, int64_t heads,
+                                        int64_t head_dim);
 cudaError_t LaunchAttentionStreaming(const bf16* qkv, int64_t row_stride, int64_t tokens,
                                      int64_t q_start, int64_t heads, int64_t kv_heads,
                                      int64_t head_dim, const bf16* k_cache, const bf16* v_cache,
-                                     int64_t capacity, float scale, bf16* out, cudaStream_t stream);
+                                     int64_t capacity, float scale, bf16* out, float* partials,
+                                     cudaStream_t stream);
 // Prefill attention on tensor cores (FlashAttention-2 style: online softmax, scores kept on
 // chip). Same arguments and result as LaunchAttentionStreaming; head_dim 128 only (see
 // FlashAttentionSupports).
@@ -74,6 +79,19 @@ cudaError_t LaunchRealignKv(int64_t layers, int64_t kv_heads, int64_t tokens, in
                             const int32_t* target_positions, const float* inv_freq,
                             const bf16* deltas, const float* key_weights,
                             const float* value_weights, bf16* out, cudaStream_t stream);
+// kernels/realign.h's AnchorDistances on the GPU: bf16 base and anchor bases, fp32 sums out.
+cudaError_t LaunchAnchorDistances(int64_t layers, int64_t kv_heads, int64_t tokens,
+                                  int64_t head_dim, int64_t anchors, const bf16* base,
+                                  const bf16* anchor_bases, float* out, cudaStream_t stream);
+// ... and AnchorChannelDistances: one thread per dim, looping over the tokens.
+cudaError_t LaunchAnchorChannelDistances(int64_t layers, int64_t kv_heads, int64_t tokens,
+                                         int64_t head_dim, int64_t anchors, const bf16* base,
+                                         const bf16* anchor_bases, float* out,
+                                         cudaStream_t stream);
+// ... and SoftmaxOverAnchors (fp32 in and out, device memory).
+cudaError_t LaunchSoftmaxOverAnchors(const float* sums, int64_t anchors, int64_t n,
+                                     int64_t stride, int64_t component, float scale, bool root,
+                                     float temperature, float* out, cudaStream_t stream);
 // y [rows][n] += bias [n] (bf16).
 cudaError_t LaunchAddBias(bf16* y, const bf16* bias, int64_t rows, int64_t n, cudaStream_t stream);
 // Deterministic pseudo-random normal(0, std) bf16 values from (seed, index): random weights.

@@ -100,17 +100,23 @@ __global__ void SwiGluKernel(const bf16* gate_up, int64_t n, int64_t total, bf16
   }
 }
 
-// One block per (token, head). Its warps split the visible keys (warp w takes keys w, w + W, ...),
-// each keeping an online softmax over its share; the warps' partial results are then merged.
-// Each lane holds head_dim / 32 elements (head_dim <= 256).
+// One block per (token, head, key split). Its warps split the split's keys (warp w takes keys
+// w, w + W, ...), each keeping an online softmax over its share; the warps' partial results are
+// then merged, into the output when there is one split, else into a partial (max, denominator,
+// unnormalised sum) that AttentionMergeKernel combines: long contexts then keep every SM busy
+// instead of one block per head walking thousands of keys. Each lane holds head_dim / 32
+// elements (head_dim <= 256).
 constexpr int kStreamingWarps = 16;
+constexpr int64_t kKeysPerSplit = 256;
+constexpr int64_t kMaxSplits = 64;
 
 template <int kPerLane>
 __global__ void AttentionStreamingKernel(const bf16* qkv, int64_t row_stride, int64_t q_start,
                                          int64_t heads, int64_t kv_heads, int64_t head_dim,
                                          const bf16* k_cache, const bf16* v_cache, int64_t capacity,
-                                         float scale, bf16* out) {
+                                         float scale, bf16* out, float* partials) {
   const int64_t t = blockIdx.x / heads, h = blockIdx.x % heads, g = h / (heads / kv_heads);
+  const int64_t split = blockIdx.y, splits = gridDim.y;
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   float q[kPerLane], acc[kPerLane];
   const bf16* query = qkv + t * row_stride + h * head_dim;
@@ -123,7 +129,9 @@ __global__ void AttentionStreamingKernel(const bf16* qkv, int64_t row_stride, in
   const bf16* values = v_cache + g * capacity * head_dim;
   float max_score = -INFINITY, denom = 0.f;
   const int64_t visible = q_start + t + 1;
-  for (int64_t j = warp; j < visible; j += kStreamingWarps) {
+  const int64_t chunk = (q_start + int64_t{gridDim.x / heads} + splits - 1) / splits;
+  const int64_t first = split * chunk, last = min(visible, first + chunk);
+  for (int64_t j = first + warp; j < last; j += kStreamingWarps) {
     float k_row[kPerLane], v_row[kPerLane];
     for (int e = 0; e < kPerLane; ++e) {  // issue both loads before any use
       const int64_t d = lane + e * kWarp;
@@ -158,7 +166,45 @@ __global__ void AttentionStreamingKernel(const bf16* qkv, int64_t row_stride, in
     total += warp_denom[w] * weight;
     for (int e = 0; e < kPerLane; ++e) merged[e] += warp_acc[w][lane + e * kWarp] * weight;
   }
-  bf16* o = out + (t * heads + h) * head_dim;
+  if (splits == 1) {
+    bf16* o = out + (t * heads + h) * head_dim;
+    for (int e = 0; e < kPerLane; ++e) {
+      const int64_t d = lane + e * kWarp;
+      if (d < head_dim) o[d] = __float2bfloat16_rn(merged[e] / total);
+    }
+    return;
+  }
+  float* partial = partials + (blockIdx.x * splits + split) * (head_dim + 2);
+  if (lane == 0) {
+    partial[0] = global_max;  // -inf: this split saw no key of this token
+    partial[1] = total;
+  }
+  for (int e = 0; e < kPerLane; ++e) {
+    const int64_t d = lane + e * kWarp;
+    if (d < head_dim) partial[2 + d] = merged[e];
+  }
+}
+
+// One warp per (token, head): combines the splits' partial softmaxes.
+template <int kPerLane>
+__global__ void AttentionMergeKernel(const float* partials, int64_t splits, int64_t head_dim,
+                                     bf16* out) {
+  const int lane = threadIdx.x;
+  const float* partial = partials + blockIdx.x * splits * (head_dim + 2);
+  float global_max = -INFINITY;
+  for (int64_t s = 0; s < splits; ++s) global_max = fmaxf(global_max, partial[s * (head_dim + 2)]);
+  float total = 0.f, merged[kPerLane] = {};
+  for (int64_t s = 0; s < splits; ++s) {
+    const float* p = partial + s * (head_dim + 2);
+    if (p[0] == -INFINITY) continue;
+    const float weight = __expf(p[0] - global_max);
+    total += p[1] * weight;
+    for (int e = 0; e < kPerLane; ++e) {
+      const int64_t d = lane + e * kWarp;
+      if (d < head_dim) merged[e] += p[2 + d] * weight;
+    }
+  }
+  bf16* o = out + blockIdx.x * head_dim;
   for (int e = 0; e < kPerLane; ++e) {
     const int64_t d = lane + e * kWarp;
     if (d < head_dim) o[d] = __float2bfloat16_rn(merged[e] / total);
@@ -303,16 +349,34 @@ cudaError_t LaunchSwiGlu(const bf16* gate_up, int64_t tokens, int64_t n, bf16* o
   return cudaGetLastError();
 }
 
+int64_t AttentionStreamingPartialFloats(int64_t tokens, int64_t q_start, int64_t heads,
+                                        int64_t head_dim) {
+  const int64_t splits =
+      std::min(kMaxSplits, (q_start + tokens + kKeysPerSplit - 1) / kKeysPerSplit);
+  return splits > 1 ? tokens * heads * splits * (head_dim + 2) : 0;
+}
+
 cudaError_t LaunchAttentionStreaming(const bf16* qkv, int64_t row_stride, int64_t tokens,
                                      int64_t q_start, int64_t heads, int64_t kv_heads,
                                      int64_t head_dim, const bf16* k_cache, const bf16* v_cache,
-                                     int64_t capacity, float scale, bf16* out,
+                                     int64_t capacity, float scale, bf16* out, float* partials,
                                      cudaStream_t stream) {
-  const int64_t blocks = tokens * heads;
+  const int64_t splits =
+      partials == nullptr
+          ? 1
+          : std::max<int64_t>(
+                1, std::min(kMaxSplits, (q_start + tokens + kKeysPerSplit - 1) / kKeysPerSplit));
+  const dim3 grid(static_cast<unsigned>(tokens * heads), static_cast<unsigned>(splits));
   const int threads = kStreamingWarps * kWarp;
-#define KVCOMM_ATTENTION_CASE(N)                               \
-  AttentionStreamingKernel<N><<<blocks, threads, 0, stream>>>( \
-      qkv, row_stride, q_start, heads, kv_heads, head_dim, k_cache, v_cache, capacity, scale, out)
+#define KVCOMM_ATTENTION_CASE(N)                                                            \
+  do {                                                                                      \
+    AttentionStreamingKernel<N>                                                             \
+        <<<grid, threads, 0, stream>>>(qkv, row_stride, q_start, heads, kv_heads, head_dim, \
+                                       k_cache, v_cache, capacity, scale, out, partials);   \
+    if (splits > 1)                                                                         \
+      AttentionMergeKernel<N>                                                               \
+          <<<tokens * heads, kWarp, 0, stream>>>(partials, splits, head_dim, out);          \
+  } while (false)
   if (head_dim <= 32)
     KVCOMM_ATTENTION_CASE(1);
   else if (head_dim <= 64)

@@ -1,5 +1,7 @@
 // CUDA version of kernels/realign.h (bf16 segments, fp32 math): one pass over base and deltas
 // with 16-byte accesses. Needs head_dim % 16 == 0 and 16-byte aligned arrays.
+#include <algorithm>
+
 #include "kernels/cuda/launchers.h"
 
 namespace kvcomm::kernels::cuda {
@@ -87,7 +89,110 @@ __global__ void RealignKernel(int64_t layers, int64_t kv_heads, int64_t tokens, 
   }
 }
 
+// One block per (anchor, token); its threads stride over the (layer, K|V, head, dim) values of
+// that token, so each row's head_dim values are read together.
+__global__ void AnchorDistancesKernel(int64_t layers, int64_t kv_heads, int64_t tokens,
+                                      int64_t head_dim, const bf16* base,
+                                      const bf16* anchor_bases, float* out) {
+  const int64_t a = blockIdx.y, t = blockIdx.x;
+  const int64_t values = layers * 2 * kv_heads * head_dim;
+  const bf16* anchor = anchor_bases + a * layers * 2 * kv_heads * tokens * head_dim;
+  float sums[3] = {0.f, 0.f, 0.f};
+  for (int64_t i = threadIdx.x; i < values; i += blockDim.x) {
+    const int64_t r = i / head_dim, d = i % head_dim;
+    const int64_t at = (r * tokens + t) * head_dim + d;
+    const float diff = __bfloat162float(base[at]) - __bfloat162float(anchor[at]);
+    if ((r / kv_heads) % 2 == 0) {
+      sums[0] += fabsf(diff);
+    } else {
+      sums[1] += fabsf(diff);
+      sums[2] += diff * diff;
+    }
+  }
+  __shared__ float partial[3][32];
+  for (int k = 0; k < 3; ++k) {
+    float v = sums[k];
+    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+    if (threadIdx.x % 32 == 0) partial[k][threadIdx.x / 32] = v;
+  }
+  __syncthreads();
+  if (threadIdx.x < 3) {
+    float total = 0.f;
+    for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) total += partial[threadIdx.x][w];
+    out[(a * tokens + t) * 3 + threadIdx.x] = total;
+  }
+}
+
+// Block (row, anchor); thread d of the row's head_dim sums over the tokens.
+__global__ void AnchorChannelDistancesKernel(int64_t rows, int64_t tokens, int64_t head_dim,
+                                             const bf16* base, const bf16* anchor_bases,
+                                             float* out) {
+  const int64_t r = blockIdx.x, a = blockIdx.y;
+  const bf16* anchor = anchor_bases + a * rows * tokens * head_dim;
+  for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float sum = 0.f;
+    for (int64_t t = 0; t < tokens; ++t) {
+      const int64_t at = (r * tokens + t) * head_dim + d;
+      const float diff = __bfloat162float(base[at]) - __bfloat162float(anchor[at]);
+      sum += diff * diff;
+    }
+    out[a * rows * head_dim + r * head_dim + d] = sum;
+  }
+}
+
+__global__ void SoftmaxOverAnchorsKernel(const float* sums, int64_t anchors, int64_t n,
+                                         int64_t stride, int64_t component, float scale,
+                                         bool root, float temperature, float* out) {
+  for (int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; j < n;
+       j += int64_t{gridDim.x} * blockDim.x) {
+    float lowest = INFINITY, total = 0.f;
+    for (int64_t a = 0; a < anchors; ++a) {
+      const float x = sums[(a * n + j) * stride + component];
+      lowest = fminf(lowest, (root ? sqrtf(x) : x) * scale);
+    }
+    for (int64_t a = 0; a < anchors; ++a) {
+      const float x = sums[(a * n + j) * stride + component];
+      total += (out[a * n + j] = expf(-((root ? sqrtf(x) : x) * scale - lowest) / temperature));
+    }
+    for (int64_t a = 0; a < anchors; ++a) out[a * n + j] /= total;
+  }
+}
+
 }  // namespace
+
+cudaError_t LaunchSoftmaxOverAnchors(const float* sums, int64_t anchors, int64_t n,
+                                     int64_t stride, int64_t component, float scale, bool root,
+                                     float temperature, float* out, cudaStream_t stream) {
+  if (n == 0 || anchors == 0) return cudaSuccess;
+  const int threads = 256;
+  const int blocks = static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 4096));
+  SoftmaxOverAnchorsKernel<<<blocks, threads, 0, stream>>>(sums, anchors, n, stride, component,
+                                                           scale, root, temperature, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAnchorChannelDistances(int64_t layers, int64_t kv_heads, int64_t tokens,
+                                         int64_t head_dim, int64_t anchors, const bf16* base,
+                                         const bf16* anchor_bases, float* out,
+                                         cudaStream_t stream) {
+  const int64_t rows = layers * 2 * kv_heads;
+  if (rows == 0 || anchors == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(anchors));
+  const int threads = head_dim < 1024 ? static_cast<int>(head_dim) : 1024;
+  AnchorChannelDistancesKernel<<<grid, threads, 0, stream>>>(rows, tokens, head_dim, base,
+                                                             anchor_bases, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAnchorDistances(int64_t layers, int64_t kv_heads, int64_t tokens,
+                                  int64_t head_dim, int64_t anchors, const bf16* base,
+                                  const bf16* anchor_bases, float* out, cudaStream_t stream) {
+  if (tokens == 0 || anchors == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>(anchors));
+  AnchorDistancesKernel<<<grid, 256, 0, stream>>>(layers, kv_heads, tokens, head_dim, base,
+                                                  anchor_bases, out);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchRealignKv(int64_t layers, int64_t kv_heads, int64_t tokens, int64_t head_dim,
                             int64_t anchors, int64_t first_blended_layer, bool per_channel_weights,

@@ -188,11 +188,19 @@ TEST(CudaModelOps, AttentionPathsMatchCpu) {
   REQUIRE_GPU();
   auto blas = cuda::Blas::Create();
   ASSERT_TRUE(blas.ok());
-  const int64_t heads = 8, kv_heads = 2, hd = 128, capacity = 160, group = heads / kv_heads;
+  const int64_t heads = 8, kv_heads = 2, hd = 128, capacity = 1300, group = heads / kv_heads;
   const int64_t stride = (heads + 2 * kv_heads) * hd;
   const float scale = 1.0f / std::sqrt(128.0f);
-  for (auto [tokens, q_start] :
-       {std::pair<int64_t, int64_t>{1, 70}, {3, 10}, {40, 0}, {33, 50}, {96, 0}, {70, 25}}) {
+  // The last cases reach over several key splits of the streaming path.
+  for (auto [tokens, q_start] : {std::pair<int64_t, int64_t>{1, 70},
+                                 {3, 10},
+                                 {40, 0},
+                                 {33, 50},
+                                 {96, 0},
+                                 {70, 25},
+                                 {1, 1200},
+                                 {8, 1000},
+                                 {5, 255}}) {
     auto qkv = kvcomm::testing::RandomNormal(tokens * stride, 9, 1.0f, true);
     auto k = kvcomm::testing::RandomNormal(kv_heads * capacity * hd, 10, 1.0f, true),
          v = kvcomm::testing::RandomNormal(kv_heads * capacity * hd, 11, 1.0f, true);
@@ -202,12 +210,19 @@ TEST(CudaModelOps, AttentionPathsMatchCpu) {
     cpu::Attention(q.data(), k.data(), v.data(), tokens, q_start, heads, kv_heads, hd, capacity,
                    scale, want.data());
     Dev dqkv = ToDeviceBf16(qkv), dk = ToDeviceBf16(k), dv = ToDeviceBf16(v);
-    Dev streaming = Poisoned(want.size() * 2);
-    ASSERT_EQ(cuda::LaunchAttentionStreaming(dqkv.as<bf16>(), stride, tokens, q_start, heads,
-                                             kv_heads, hd, dk.as<bf16>(), dv.as<bf16>(), capacity,
-                                             scale, streaming.as<bf16>(), nullptr),
-              cudaSuccess);
-    ExpectClose(FromDeviceBf16(streaming, want.size()), want, 1.0f / 64, 2e-3f);
+    // One split, and split over the keys when the context is long enough.
+    const int64_t partial_floats =
+        cuda::AttentionStreamingPartialFloats(tokens, q_start, heads, hd);
+    Dev partials = Poisoned(std::max<int64_t>(partial_floats, 1) * 4);
+    for (float* workspace : {static_cast<float*>(nullptr), partials.as<float>()}) {
+      Dev streaming = Poisoned(want.size() * 2);
+      ASSERT_EQ(cuda::LaunchAttentionStreaming(dqkv.as<bf16>(), stride, tokens, q_start, heads,
+                                               kv_heads, hd, dk.as<bf16>(), dv.as<bf16>(), capacity,
+                                               scale, streaming.as<bf16>(),
+                                               partial_floats > 0 ? workspace : nullptr, nullptr),
+                cudaSuccess);
+      ExpectClose(FromDeviceBf16(streaming, want.size()), want, 1.0f / 64, 2e-3f);
+    }
 
     const int64_t ctx = q_start + tokens;
     Dev q_heads = Poisoned(heads * tokens * hd * 2), o_heads = Poisoned(heads * tokens * hd * 2);

@@ -80,7 +80,126 @@ TEST(RealignCpu, PerChannelWeightsScaleEachDimension) {
   for (int c = 4; c < 8; ++c) EXPECT_NEAR(out[c], 1.0f + 0.1f * c * 10.0f, 1e-5) << c;
 }
 
+TEST(AnchorDistancesCpu, SumsKeyAndValueDifferencesPerAnchorAndToken) {
+  RealignShape s{2, 3, 4, 8, 2};
+  auto base = kvcomm::testing::RandomNormal(s.SegmentElements(), 7);
+  std::vector<float> anchors(2 * s.SegmentElements());
+  const int64_t per_half = s.kv_heads * s.tokens * s.head_dim;
+  // Anchor 0 = base + 0.5 on keys, - 0.25 on values; anchor 1 = base except token 2's values + 1.
+  for (int64_t i = 0; i < s.SegmentElements(); ++i) {
+    const bool is_key = (i / per_half) % 2 == 0;
+    const int64_t t = (i / s.head_dim) % s.tokens;
+    anchors[i] = base[i] + (is_key ? 0.5f : -0.25f);
+    anchors[s.SegmentElements() + i] = base[i] + (!is_key && t == 2 ? 1.f : 0.f);
+  }
+  std::vector<float> out(2 * s.tokens * 3);
+  cpu::AnchorDistances(s, base.data(), anchors.data(), out.data());
+  const double per_token = s.layers * s.kv_heads * s.head_dim;  // values per token, K or V
+  for (int64_t t = 0; t < s.tokens; ++t) {
+    EXPECT_NEAR(out[t * 3], 0.5 * per_token, 1e-4);
+    EXPECT_NEAR(out[t * 3 + 1], 0.25 * per_token, 1e-4);
+    EXPECT_NEAR(out[t * 3 + 2], 0.0625 * per_token, 1e-4);
+    const float moved = t == 2 ? static_cast<float>(per_token) : 0.f;
+    EXPECT_NEAR(out[(s.tokens + t) * 3], 0.0, 1e-5);
+    EXPECT_NEAR(out[(s.tokens + t) * 3 + 1], moved, 1e-4);
+    EXPECT_NEAR(out[(s.tokens + t) * 3 + 2], moved, 1e-4);
+  }
+}
+
+TEST(AnchorChannelDistancesCpu, SumsSquaredDifferencesOverTokensPerChannel) {
+  RealignShape s{2, 2, 5, 4, 2};
+  auto base = kvcomm::testing::RandomNormal(s.SegmentElements(), 9);
+  std::vector<float> anchors(2 * s.SegmentElements());
+  for (int64_t i = 0; i < s.SegmentElements(); ++i) {
+    const int64_t d = i % s.head_dim;
+    anchors[i] = base[i] + 0.1f * static_cast<float>(d + 1);  // grows with the dim
+    anchors[s.SegmentElements() + i] = base[i] - 1.f;
+  }
+  std::vector<float> out(2 * s.Channels());
+  cpu::AnchorChannelDistances(s, base.data(), anchors.data(), out.data());
+  for (int64_t c = 0; c < s.Channels(); ++c) {
+    const double step = 0.1 * (c % s.head_dim + 1);
+    EXPECT_NEAR(out[c], s.tokens * step * step, 1e-4);
+    EXPECT_NEAR(out[s.Channels() + c], s.tokens * 1.0, 1e-4);
+  }
+}
+
+TEST(SoftmaxOverAnchorsCpu, WeighsCloserAnchorsMoreAtEveryColumn) {
+  // Two anchors, two columns, stride 3 (component 1 used): distances (1, 3) and (4, 4).
+  const float sums[] = {0, 1, 0, 0, 4, 0,   // anchor 0: columns 0 and 1
+                        0, 3, 0, 0, 4, 0};  // anchor 1
+  float w[4];
+  cpu::SoftmaxOverAnchors(sums, 2, 2, 3, 1, 0.5f, false, 1.f, w);  // distances halved
+  const double e = std::exp(-1.0);                                 // (3 - 1) * 0.5
+  EXPECT_NEAR(w[0], 1 / (1 + e), 1e-6);
+  EXPECT_NEAR(w[2], e / (1 + e), 1e-6);
+  EXPECT_NEAR(w[1], 0.5, 1e-6);
+  EXPECT_NEAR(w[3], 0.5, 1e-6);
+  const float squares[] = {4, 16};  // root: distances 2 and 4, temperature 2
+  cpu::SoftmaxOverAnchors(squares, 2, 1, 1, 0, 1.f, true, 2.f, w);
+  EXPECT_NEAR(w[0], 1 / (1 + e), 1e-6);
+}
+
 #if KVCOMM_HAVE_CUDA
+TEST(AnchorDistancesCuda, MatchesCpuOnRandomSegments) {
+  if (!CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU: " << CudaDeviceDescription();
+  RealignShape s{3, 2, 41, 128, 4};
+  auto base = kvcomm::testing::RandomNormal(s.SegmentElements(), 11, 1.0f, true);
+  auto anchors = kvcomm::testing::RandomNormal(4 * s.SegmentElements(), 12, 1.0f, true);
+  std::vector<float> want(4 * 41 * 3), got(want.size());
+  cpu::AnchorDistances(s, base.data(), anchors.data(), want.data());
+  auto upload_bf16 = [](const std::vector<float>& v) {
+    std::vector<uint16_t> bits(v.size());
+    for (size_t i = 0; i < v.size(); ++i) bits[i] = FloatToBFloat16(v[i]);
+    auto buffer = std::move(DeviceBuffer::Allocate(bits.size() * 2)).value();
+    EXPECT_TRUE(CopyHostToDevice(buffer.data(), bits.data(), bits.size() * 2).ok());
+    return buffer;
+  };
+  auto d_base = upload_bf16(base), d_anchors = upload_bf16(anchors);
+  auto d_out = std::move(DeviceBuffer::Allocate(got.size() * 4)).value();
+  ASSERT_EQ(cuda::LaunchAnchorDistances(s.layers, s.kv_heads, s.tokens, s.head_dim, s.anchors,
+                                        reinterpret_cast<cuda::bf16*>(d_base.data()),
+                                        reinterpret_cast<cuda::bf16*>(d_anchors.data()),
+                                        reinterpret_cast<float*>(d_out.data()), nullptr),
+            cudaSuccess);
+  ASSERT_TRUE(CopyDeviceToHost(got.data(), d_out.data(), got.size() * 4).ok());
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4 * want[i] + 1e-3) << i;
+
+  std::vector<float> want_channels(4 * s.Channels()), got_channels(want_channels.size());
+  cpu::AnchorChannelDistances(s, base.data(), anchors.data(), want_channels.data());
+  auto d_channels = std::move(DeviceBuffer::Allocate(got_channels.size() * 4)).value();
+  ASSERT_EQ(
+      cuda::LaunchAnchorChannelDistances(s.layers, s.kv_heads, s.tokens, s.head_dim, s.anchors,
+                                         reinterpret_cast<cuda::bf16*>(d_base.data()),
+                                         reinterpret_cast<cuda::bf16*>(d_anchors.data()),
+                                         reinterpret_cast<float*>(d_channels.data()), nullptr),
+      cudaSuccess);
+  ASSERT_TRUE(
+      CopyDeviceToHost(got_channels.data(), d_channels.data(), got_channels.size() * 4).ok());
+  for (size_t i = 0; i < got_channels.size(); ++i)
+    ASSERT_NEAR(got_channels[i], want_channels[i], 1e-4 * want_channels[i] + 1e-3) << i;
+
+  // Weights from the same sums, per token and per channel.
+  std::vector<float> want_w(4 * s.Channels()), got_w(want_w.size());
+  const float scale = 1.f / (s.layers * s.kv_heads * s.head_dim);
+  auto d_w = std::move(DeviceBuffer::Allocate(got_w.size() * 4)).value();
+  cpu::SoftmaxOverAnchors(want.data(), 4, s.tokens, 3, 1, scale, false, 0.1f, want_w.data());
+  ASSERT_EQ(cuda::LaunchSoftmaxOverAnchors(reinterpret_cast<float*>(d_out.data()), 4, s.tokens, 3,
+                                           1, scale, false, 0.1f,
+                                           reinterpret_cast<float*>(d_w.data()), nullptr),
+            cudaSuccess);
+  ASSERT_TRUE(CopyDeviceToHost(got_w.data(), d_w.data(), 4 * s.tokens * 4).ok());
+  for (int64_t i = 0; i < 4 * s.tokens; ++i) ASSERT_NEAR(got_w[i], want_w[i], 1e-3) << i;
+  cpu::SoftmaxOverAnchors(want_channels.data(), 4, s.Channels(), 1, 0, 1.f, true, 0.1f,
+                          want_w.data());
+  ASSERT_EQ(cuda::LaunchSoftmaxOverAnchors(reinterpret_cast<float*>(d_channels.data()), 4,
+                                           s.Channels(), 1, 0, 1.f, true, 0.1f,
+                                           reinterpret_cast<float*>(d_w.data()), nullptr),
+            cudaSuccess);
+  ASSERT_TRUE(CopyDeviceToHost(got_w.data(), d_w.data(), got_w.size() * 4).ok());
+  for (size_t i = 0; i < got_w.size(); ++i) ASSERT_NEAR(got_w[i], want_w[i], 1e-3) << i;
+}
+
 class RealignCuda : public ::testing::TestWithParam<bool> {};
 
 TEST_P(RealignCuda, MatchesCpuOnRandomSegments) {

@@ -117,5 +117,40 @@ TEST(CudaRuntime, MatchesCpuOnARandomModelAndReusesExportedKvExactly) {
       cpu_reused->Import(cpu_reused->SegmentLayout(200, DType::kBF16), segment->span(), 100).ok());
 }
 
+TEST(CudaRuntime, Bf16SegmentsMoveAsIsFromHostOrDeviceMemory) {
+  REQUIRE_GPU();
+  auto model = Model::Load(KVCOMM_SOURCE_DIR "/tests/data/golden/llama", Device::kCuda);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  std::vector<int32_t> ids(20);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(3 + 7 * i % 50);
+  auto cache = (*model)->NewCache(64);
+  ASSERT_TRUE(cache.ok());
+  ASSERT_TRUE((*model)->Forward(ids, *cache).ok());
+  // The bf16 fast path and the fp32 path (row by row, converted) export the same values.
+  auto fast = cache->Export(4, 17, DType::kBF16);
+  auto slow = cache->Export(4, 17, DType::kF32);
+  ASSERT_TRUE(fast.ok() && slow.ok());
+  const size_t n = slow->size() / 4;
+  const auto* bf = reinterpret_cast<const uint16_t*>(fast->data());
+  const auto* f32 = reinterpret_cast<const float*>(slow->data());
+  for (size_t i = 0; i < n; ++i) ASSERT_EQ(BFloat16ToFloat(bf[i]), f32[i]) << i;
+  // Imported at another position, from host memory and from device memory, it exports back
+  // bit for bit.
+  const KvLayout layout = cache->SegmentLayout(13, DType::kBF16);
+  auto on_device = kernels::DeviceBuffer::Allocate(fast->size());
+  ASSERT_TRUE(on_device.ok());
+  ASSERT_TRUE(kernels::CopyHostToDevice(on_device->data(), fast->data(), fast->size()).ok());
+  for (const std::byte* source : {fast->data(), static_cast<const std::byte*>(on_device->data())}) {
+    auto other = (*model)->NewCache(64);
+    ASSERT_TRUE(other.ok());
+    ASSERT_TRUE(other->Import(layout, std::span(source, fast->size()), 30).ok());
+    EXPECT_FALSE(other->IsValid(29));
+    EXPECT_TRUE(other->IsValid(42));
+    auto back = other->Export(30, 43, DType::kBF16);
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(std::memcmp(back->data(), fast->data(), fast->size()), 0);
+  }
+}
+
 }  // namespace
 }  // namespace kvcomm::runtime
