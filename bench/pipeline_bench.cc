@@ -13,12 +13,15 @@
 //   kvcomm: the KVCOMM path with the kernels kvcommd runs (kernels/realign.h), executed in this
 //           process on the same device, without the daemon's transport: the agent's own prefix
 //           is an exact hit (its KV kept since its first turn); each placeholder (the input, the
-//           replies) is base(P) (P's KV after BOS + a 4-token lead-in, computed once by its
-//           first reader inside that reader's TTFT) re-rotated to its offset plus the weighted
-//           deltas of the slot's anchors for this agent; labels and the cue are prefilled over
-//           the imported KV. The anchor pools hold random KV: with random weights anchor values
-//           mean nothing, and the work per turn (distances, weights, realignment, import, gaps)
-//           does not depend on them; the reuse decision is computed and then forced to reuse.
+//           replies) is base(P) (P's KV after BOS + a 4-token lead-in: a reply's computed by
+//           its author after its turn, the input's by its first reader inside that reader's
+//           TTFT; --bases-by reader makes readers compute replies' too) re-rotated to its offset
+//           plus the weighted deltas of the slot's anchors for this agent; the label after a
+//           placeholder is the agent's cached copy plus per-channel weighted deltas; only the
+//           cue is prefilled over the imported KV. The anchor pools hold random KV: with random
+//           weights anchor values mean nothing, and the work per turn (distances, weights,
+//           realignment, import, gaps) does not depend on them; the reuse decision is computed and
+//           then forced to reuse.
 // TTFT counts from the turn's start to the first reply token's logits on the host, cache
 // allocation excluded in both modes.
 #include <CLI/CLI.hpp>
@@ -512,10 +515,10 @@ int main(int argc, char** argv) {
   app.add_option("--prefix-tokens", o.prefix_tokens, "each agent's own prefix")
       ->check(CLI::Range(1, 65536));
   app.add_option("--output-tokens", o.output_tokens, "reply length")->check(CLI::Range(1, 8192));
-  std::string bases_by = "reader";
+  std::string bases_by = "author";
   app.add_option("--bases-by", bases_by,
-                 "who computes a reply's base KV: its first reader, inside that reader's TTFT "
-                 "(what agents/pipeline does), or its author, right after its turn")
+                 "who computes a reply's base KV: its author, right after its turn (what "
+                 "agents/pipeline does), or its first reader, inside that reader's TTFT")
       ->check(CLI::IsMember({"reader", "author"}));
   app.add_option("--json", json_path, "write the timings here");
   CLI11_PARSE(app, argc, argv);

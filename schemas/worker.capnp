@@ -48,6 +48,7 @@ struct TurnRequest {
   mode @10 :PipelineMode;
   namespace @11 :Text;    # kvcommd namespace of the reuse modes
   measureFidelity @12 :Bool;
+  replyIsRead @13 :Bool;  # another agent reads the reply: kvcomm stores its base KV
 }
 
 struct TurnStats {

@@ -20,7 +20,11 @@ Result<TaskResult> PipelineRunner::Run(const Task& task) {
     const std::string& id = per_agent_.empty() ? defaults_.id : per_agent_[a].id;
     result.agent_ids.push_back(!id.empty() ? id : task.agents[a].role + "." + std::to_string(a));
   }
-  for (const Turn& turn : Schedule(task)) {
+  const std::vector<Turn> schedule = Schedule(task);
+  std::vector<bool> read(schedule.size(), false);  // someone sees this turn's reply
+  for (const Turn& turn : schedule)
+    for (int seen : turn.sees) read[seen] = true;
+  for (const Turn& turn : schedule) {
     const AgentSpec& agent = task.agents[turn.agent];
     const std::string& template_id =
         agent.template_id.empty() ? task.template_id : agent.template_id;
@@ -45,6 +49,7 @@ Result<TaskResult> PipelineRunner::Run(const Task& task) {
     request.segments = RenderPrompt(tmpl->second, agent, task, messages);
     request.sampling = settings.sampling;
     request.max_reply_tokens = settings.max_reply_tokens;
+    request.reply_is_read = read[result.turns.size()];
     KVCOMM_ASSIGN_OR_RETURN(auto turn_result, settings.executor->Run(request));
     turn_result.agent = turn.agent;
     result.turns.push_back(std::move(turn_result));

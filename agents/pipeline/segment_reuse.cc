@@ -178,15 +178,27 @@ Status SegmentReuse::EnsureBases(const TokenizedPrompt& prompt,
   for (size_t k = 0; k < placeholders.size(); ++k) {
     if (found[k].found) continue;
     const SegmentSpan& span = spans[placeholders[k]];
-    TokenizedPrompt base{base_prefix_, {}};
-    base.tokens.insert(base.tokens.end(), tokens.begin() + span.begin, tokens.begin() + span.end);
-    KVCOMM_ASSIGN_OR_RETURN(auto cache, model_.NewCache(static_cast<int64_t>(base.tokens.size())));
-    KVCOMM_RETURN_IF_ERROR(model_.Forward(base.tokens, cache).status());
-    const int64_t first = static_cast<int64_t>(base_prefix_.size());
-    KVCOMM_RETURN_IF_ERROR(
-        PutSpan(base, {first, first + span.tokens(), span.kind, span.slot}, cache));
+    KVCOMM_RETURN_IF_ERROR(PutBase(tokens.subspan(span.begin, span.tokens()), span.kind));
   }
   return Status();
+}
+
+Status SegmentReuse::PutBase(std::span<const int32_t> content, SegmentKind kind) {
+  TokenizedPrompt base{base_prefix_, {}};
+  base.tokens.insert(base.tokens.end(), content.begin(), content.end());
+  KVCOMM_ASSIGN_OR_RETURN(auto cache, model_.NewCache(static_cast<int64_t>(base.tokens.size())));
+  KVCOMM_RETURN_IF_ERROR(model_.Forward(base.tokens, cache).status());
+  const int64_t first = static_cast<int64_t>(base_prefix_.size());
+  return PutSpan(base, {first, first + static_cast<int64_t>(content.size()), kind, ""}, cache);
+}
+
+Status SegmentReuse::StoreBase(std::span<const int32_t> content) {
+  assert(mode_ == Mode::kKvcomm);
+  const SegmentKey key = ComputeContextKey(model_.fingerprint(), client_.options().name_space,
+                                           TokenPrefixHash(base_prefix_), content);
+  KVCOMM_ASSIGN_OR_RETURN(auto found, client_.Lookup({{key, client::KeyKind::kContext}}));
+  if (found.front().found) return Status();
+  return PutBase(content, SegmentKind::kMessage);
 }
 
 Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,

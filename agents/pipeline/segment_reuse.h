@@ -66,6 +66,10 @@ class SegmentReuse {
   // not the one of its context.
   Status Store(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
                const ImportResult& imported, const runtime::KvCache& cache);
+  // kvcomm: stores base(content) (its KV right after the base prefix) unless kvcommd holds it:
+  // an agent does this for its own reply, which other agents read as a message, so that no
+  // reader has to compute it inside its time to first token.
+  Status StoreBase(std::span<const int32_t> content);
   // kvcomm: sends the actual KV of the spans the plan asked about (and of the template span
   // after each).
   Status Report(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
@@ -83,8 +87,9 @@ class SegmentReuse {
   Result<ImportResult> ImportPlanned(const TokenizedPrompt& prompt,
                                      const std::vector<SegmentSpan>& spans,
                                      const std::string& agent, runtime::KvCache& cache);
-  // Stores base(P) (P's KV right after the prompt's first token) of placeholders that lack one.
+  // Stores base(P) (P's KV right after the base prefix) of placeholders that lack one.
   Status EnsureBases(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans);
+  Status PutBase(std::span<const int32_t> content, SegmentKind kind);
   client::ReuseModel ReuseModel() const;
   Status PutSpan(const TokenizedPrompt& prompt, const SegmentSpan& span,
                  const runtime::KvCache& cache);

@@ -6,13 +6,14 @@
 #include <cmath>
 
 namespace kvcomm::pipeline {
-namespace {
-
-// What a placeholder's base KV is computed after (with BOS): a label line like the ones that
-// precede placeholders in prompts.
-constexpr const char* kBaseLeadIn = "Text:\n";
-
-}  // namespace
+std::vector<int32_t> BasePrefix(const runtime::Tokenizer& tokenizer, int32_t bos) {
+  // A label line like the ones that precede placeholders in prompts.
+  auto lead = tokenizer.Encode("Text:\n");
+  assert(lead.ok());  // a fixed ASCII line always encodes
+  std::vector<int32_t> prefix = {bos};
+  if (lead.ok()) prefix.insert(prefix.end(), lead->begin(), lead->end());
+  return prefix;
+}
 
 Status TurnRequest::Validate() const {
   if (agent.empty()) return InvalidArgument("turn of task '{}': no agent name", task_id);
@@ -36,16 +37,11 @@ LocalExecutor::LocalExecutor(const runtime::Model& model, const runtime::Tokeniz
       bos_(model.config().bos_token_id >= 0 ? model.config().bos_token_id : tokenizer.bos_id()) {
   assert(options.mode == Mode::kDense || daemon != nullptr);
   if (options.mode != Mode::kDense) {
-    std::vector<int32_t> base_prefix;  // only kvcomm computes bases
-    if (options.mode == Mode::kKvcomm) {
-      auto lead = tokenizer.Encode(kBaseLeadIn);
-      assert(lead.ok());  // a fixed ASCII line always encodes
-      base_prefix.push_back(bos_);
-      if (lead.ok()) base_prefix.insert(base_prefix.end(), lead->begin(), lead->end());
-    }
     reuse_.emplace(*daemon, model,
                    model.device() == runtime::Device::kCpu ? DType::kF32 : DType::kBF16,
-                   options.mode, std::move(base_prefix));
+                   options.mode,
+                   options.mode == Mode::kKvcomm ? BasePrefix(tokenizer, bos_)
+                                                 : std::vector<int32_t>());  // only kvcomm
   }
 }
 
@@ -116,6 +112,15 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
     const auto store_start = Clock::now();
     Status stored = reuse_->Store(prompt, spans, imported, cache);
     if (stored.ok()) stored = reuse_->Report(prompt, spans, imported, agent_name, cache);
+    if (stored.ok() && options_.mode == Mode::kKvcomm && request.reply_is_read) {
+      // Tokenized as a reader's prompt holds it: the message segment is the reply's line.
+      auto message = tokenizer_.Encode(turn.reply + "\n");
+      if (!message.ok()) {
+        stored = message.status();
+      } else if (!message->empty()) {
+        stored = reuse_->StoreBase(*message);
+      }
+    }
     if (!stored.ok()) {
       turn.store_failed = true;
       turn.daemon_error = stored.ToString();

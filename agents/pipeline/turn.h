@@ -22,6 +22,8 @@ struct TurnRequest {
   std::vector<PromptSegment> segments;
   runtime::SamplingOptions sampling;
   int64_t max_reply_tokens = 24;  // an agent replies with one line
+  // Another agent will read the reply as a message: kvcomm stores its base KV right away.
+  bool reply_is_read = false;
   Status Validate() const;
 };
 
@@ -58,6 +60,10 @@ struct ExecutorOptions {
   // Reuse modes: also prefill each turn in full and compare (costs a dense prefill per turn).
   bool measure_fidelity = false;
 };
+
+// What kvcomm computes a placeholder's base KV after: BOS and a short neutral lead-in line, so
+// the placeholder's first token is not the one right after BOS (whose KV is unlike any other).
+std::vector<int32_t> BasePrefix(const runtime::Tokenizer& tokenizer, int32_t bos);
 
 // KL(P || Q) in nats between the distributions softmax(reference_logits) and softmax(logits).
 double KlDivergence(std::span<const float> reference_logits, std::span<const float> logits);

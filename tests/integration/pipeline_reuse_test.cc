@@ -204,6 +204,20 @@ TEST_F(PipelineReuseTest, KvcommWorkersShareAnchorsGetRealignedKvAndKeepAnswers)
   EXPECT_GE(static_cast<int64_t>(served), realigned);
   EXPECT_GT(created, 0u);
 
+  // Every reply another agent reads had its base stored by its author, right after its turn.
+  auto authored = Local(options, daemon_a.get()).Run((*tasks)[0]);
+  ASSERT_TRUE(authored.ok()) << authored.status().ToString();
+  const Hash128 base_prefix = TokenPrefixHash(BasePrefix(*tokenizer_, 1));
+  for (size_t t = 0; t + 1 < authored->turns.size(); ++t) {
+    auto message = tokenizer_->Encode(authored->turns[t].reply + "\n");
+    ASSERT_TRUE(message.ok());
+    const SegmentKey key =
+        ComputeContextKey(model_->fingerprint(), "kvcomm", base_prefix, *message);
+    auto found = daemon_a->Lookup({{key, client::KeyKind::kContext}});
+    ASSERT_TRUE(found.ok());
+    EXPECT_TRUE(found->front().found) << "no base for the reply of turn " << t;
+  }
+
   // The pools outlive a daemon restart: the same anchors, each with its agents' deltas.
   daemon_a.reset();
   daemon_b.reset();

@@ -81,6 +81,7 @@ void WriteTurnRequest(proto::TurnRequest::Builder out, uint64_t id, const Worker
   out.setMode(ToWire(turn.options.mode));
   out.setNamespace(turn.name_space);
   out.setMeasureFidelity(turn.options.measure_fidelity);
+  out.setReplyIsRead(r.reply_is_read);
 }
 
 Result<WorkerTurn> ReadTurnRequest(proto::TurnRequest::Reader in) {
@@ -101,6 +102,7 @@ Result<WorkerTurn> ReadTurnRequest(proto::TurnRequest::Reader in) {
   r.sampling.top_p = in.getTopP();
   r.sampling.seed = in.getSeed();
   r.max_reply_tokens = in.getMaxReplyTokens();
+  r.reply_is_read = in.getReplyIsRead();
   KVCOMM_ASSIGN_OR_RETURN(turn.options.mode, FromWire(in.getMode()));
   turn.options.measure_fidelity = in.getMeasureFidelity();
   turn.name_space = in.getNamespace();
