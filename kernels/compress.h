@@ -29,6 +29,11 @@ void TopKPerRow(const float* in, int64_t rows, int64_t n, int64_t k, int32_t* in
 void GatherRows(const float* in, int64_t rows, int64_t n, int64_t dim, const int32_t* indices,
                 int64_t k, float* out);
 
+// Statistical leverage of each row of x [rows][cols]: out[r] = x_r^T (X^T X + ridge I)^-1 x_r,
+// through a Cholesky factorisation of the cols x cols Gram matrix (the ridge grows tenfold
+// until it factors). Rows that stick out of the others' span score high (at most 1).
+void LeverageScores(const float* x, int64_t rows, int64_t cols, float* out);
+
 // Asymmetric uniform quantization of `groups` contiguous groups of group_size values to `bits`
 // (2, 4 or 8): code = round((x - min) / scale), scale = (max - min) / (2^bits - 1). Codes are
 // packed little-end first into bytes (group_size * bits % 8 == 0). scale and zero (= min) are

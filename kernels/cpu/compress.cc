@@ -114,4 +114,46 @@ void DequantizeGroups(const uint8_t* packed, const float* scale, const float* ze
   }
 }
 
+void LeverageScores(const float* x, int64_t rows, int64_t cols, float* out) {
+  std::vector<double> gram(cols * cols, 0.0), factor(cols * cols);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < cols; ++i)
+      for (int64_t j = 0; j <= i; ++j)
+        gram[i * cols + j] += double{x[r * cols + i]} * x[r * cols + j];
+  double trace = 0;
+  for (int64_t i = 0; i < cols; ++i) trace += gram[i * cols + i];
+  // Cholesky (lower) of gram + ridge I, the ridge relative to the mean diagonal.
+  for (double ridge = 1e-6 * (trace / cols + 1e-30);; ridge *= 10) {
+    bool ok = true;
+    for (int64_t i = 0; i < cols && ok; ++i) {
+      for (int64_t j = 0; j <= i; ++j) {
+        double sum = gram[i * cols + j] + (i == j ? ridge : 0.0);
+        for (int64_t k = 0; k < j; ++k) sum -= factor[i * cols + k] * factor[j * cols + k];
+        if (i == j) {
+          if (!(sum > 0)) {
+            ok = false;
+            break;
+          }
+          factor[i * cols + i] = std::sqrt(sum);
+        } else {
+          factor[i * cols + j] = sum / factor[j * cols + j];
+        }
+      }
+    }
+    if (ok) break;
+  }
+  // out[r] = ||L^-1 x_r||^2.
+  std::vector<double> y(cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    double score = 0;
+    for (int64_t i = 0; i < cols; ++i) {
+      double sum = x[r * cols + i];
+      for (int64_t k = 0; k < i; ++k) sum -= factor[i * cols + k] * y[k];
+      y[i] = sum / factor[i * cols + i];
+      score += y[i] * y[i];
+    }
+    out[r] = static_cast<float>(score);
+  }
+}
+
 }  // namespace kvcomm::kernels::cpu

@@ -131,12 +131,14 @@ Result<Compressed> Compress(const CompressRequest& r) {
   KVCOMM_ASSIGN_OR_RETURN(auto allocator, ParseMethodSpec(r.allocator));
   KVCOMM_ASSIGN_OR_RETURN(int64_t average, AverageTokens(budget, r.layout));
   KVCOMM_ASSIGN_OR_RETURN(auto counts, Allocate(allocator, r.layout, average));
-  const int64_t forced = std::min<int64_t>(scorer->sinks() + scorer->recent(), r.layout.tokens);
-  const uint32_t smallest = *std::min_element(counts.begin(), counts.end());
-  if (smallest < forced)
-    return InvalidArgument(
-        "budget leaves {} tokens in some layer; method '{}' always keeps {} (sinks + recent)",
-        smallest, spec.name, forced);
+  for (uint32_t kept : counts) {
+    const int64_t forced =
+        std::min<int64_t>(scorer->sinks() + scorer->recent(kept), r.layout.tokens);
+    if (kept < forced)
+      return InvalidArgument(
+          "budget leaves {} tokens in some layer; method '{}' always keeps {} (sinks + recent)",
+          kept, spec.name, forced);
+  }
 
   const KvLayout& l = r.layout;
   const int64_t T = l.tokens, D = l.head_dim, H = l.kv_heads;
@@ -147,15 +149,20 @@ Result<Compressed> Compress(const CompressRequest& r) {
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
     const float* keys = r.kv.data() + uint64_t{layer} * 2 * H * T * D;
     LayerView view{
-        keys, keys + H * T * D,
+        keys,
+        keys + H * T * D,
         r.queries.empty() ? nullptr : r.queries.data() + uint64_t{layer} * r.q_heads * r.window * D,
-        r.q_heads, r.window};
+        r.q_heads,
+        r.window,
+        r.inv_freq,
+        r.first_position};
     KVCOMM_RETURN_IF_ERROR(scorer->Score(l, view, scores));
+    const int64_t k = counts[layer * H];  // every head of a layer keeps the same count
+    const int64_t recent = scorer->recent(k);
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t = 0; t < T; ++t)
-        if (t < scorer->sinks() || t >= T - scorer->recent())
+        if (t < scorer->sinks() || t >= T - recent)
           scores[h * T + t] = std::numeric_limits<float>::infinity();
-    const int64_t k = counts[layer * H];  // every head of a layer keeps the same count
     kept.resize(H * k);
     kernels::cpu::TopKPerRow(scores.data(), H, T, k, kept.data());
     subset.indices.insert(subset.indices.end(), kept.begin(), kept.end());

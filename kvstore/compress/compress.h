@@ -1,6 +1,6 @@
 // Compressing one KV segment to a budget: score -> allocate -> select -> encode.
-//   method:    a MethodSpec (methods.h): token selection (streaming_llm, key_norm, snapkv, tova)
-//              or quantization (kivi);
+//   method:    a MethodSpec (methods.h): token selection (streaming_llm, key_norm, snapkv, tova,
+//              h2o, leverage) or quantization (kivi);
 //   budget:    tokens per layer and head, a fraction of the tokens, or bytes (spec.h);
 //   allocator: how a token budget is spread over layers: "uniform" (every layer and head keeps
 //              the same count) or "pyramid" (PyramidKV: linearly more in lower layers,
@@ -28,6 +28,10 @@ struct CompressRequest {
   // the segment's last `window` tokens after RoPE.
   std::span<const float> queries;
   int64_t q_heads = 0, window = 0;
+  // RoPE of the keys (methods that score pre-RoPE keys): head_dim / 2 inverse frequencies and
+  // the position of the segment's first token.
+  std::span<const float> inv_freq;
+  int32_t first_position = 0;
   std::string method;  // e.g. "snapkv:window=32,kernel=7"
   std::string budget;  // e.g. "128", "25%", "1MiB"
   std::string allocator = "uniform";

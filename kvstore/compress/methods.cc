@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 
 #include "kernels/compress.h"
+#include "kernels/realign.h"
 
 namespace kvcomm::kvstore::compress {
 namespace {
@@ -40,7 +42,7 @@ class KeyNorm final : public TokenScorer {
     return Status();
   }
   int64_t sinks() const override { return sinks_; }
-  int64_t recent() const override { return recent_; }
+  int64_t recent(int64_t) const override { return recent_; }
 
  private:
   int64_t sinks_, recent_;
@@ -86,7 +88,7 @@ class SnapKv final : public TokenScorer {
     kernels::cpu::Pool1D(raw.data(), layout.kv_heads, layout.tokens, kernel_, pool_, scores.data());
     return Status();
   }
-  int64_t recent() const override { return window_; }
+  int64_t recent(int64_t) const override { return window_; }
   bool needs_queries() const override { return true; }
 
  private:
@@ -104,8 +106,77 @@ class Tova final : public TokenScorer {
     WindowScores(layout, layer, 1, scores.data());
     return Status();
   }
-  int64_t recent() const override { return 1; }
+  int64_t recent(int64_t) const override { return 1; }
   bool needs_queries() const override { return true; }
+};
+
+// H2O (Zhang et al. 2023): heavy hitters by the attention every query of the prompt gave each
+// token (the agent sends all its queries), plus a recent window taking a share of the budget.
+class H2o final : public TokenScorer {
+ public:
+  explicit H2o(double recent_share) : recent_share_(recent_share) {}
+  Status Score(const KvLayout& layout, const LayerView& layer,
+               std::span<float> scores) const override {
+    if (layer.queries == nullptr || layer.window != layout.tokens)
+      return InvalidArgument("method 'h2o' needs the queries of every token ({}), got {}",
+                             layout.tokens, layer.queries ? layer.window : 0);
+    WindowScores(layout, layer, layer.window, scores.data());
+    return Status();
+  }
+  int64_t recent(int64_t kept) const override {
+    return static_cast<int64_t>(recent_share_ * static_cast<double>(kept));
+  }
+  bool needs_queries() const override { return true; }
+
+ private:
+  double recent_share_;
+};
+
+// Leverage scores of the pre-RoPE keys (Chari & Van Durme 2025, the query-agnostic part of
+// Compactor): keys centred over the tokens, sketched to `sketch` dimensions by a seeded Gaussian
+// (0: no sketch), scored by their statistical leverage; outliers of the key space are kept.
+class Leverage final : public TokenScorer {
+ public:
+  explicit Leverage(int64_t sketch) : sketch_(sketch) {}
+  Status Score(const KvLayout& layout, const LayerView& layer,
+               std::span<float> scores) const override {
+    const int64_t H = layout.kv_heads, T = layout.tokens, D = layout.head_dim;
+    if (layer.inv_freq.size() != static_cast<size_t>(D / 2))
+      return InvalidArgument(
+          "method 'leverage' scores pre-RoPE keys: give the RoPE inverse frequencies ({} of "
+          "them) and the segment's first position",
+          D / 2);
+    // Un-rotate: realign both halves of the layer to position 0 (values pass unchanged).
+    std::vector<float> plain(2 * H * T * D);
+    std::vector<int32_t> from(T), to(T, 0);
+    for (int64_t t = 0; t < T; ++t) from[t] = layer.first_position + static_cast<int32_t>(t);
+    kernels::cpu::RealignKv({1, H, T, D, 0}, layer.keys, from, to, layer.inv_freq, nullptr, nullptr,
+                            nullptr, plain.data());
+    const int64_t k = sketch_ > 0 ? sketch_ : D;
+    std::vector<float> sketch(D * k), x(T * k);
+    std::mt19937 rng(20250710);
+    std::normal_distribution<float> normal(0.f, 1.f / std::sqrt(static_cast<float>(k)));
+    for (auto& v : sketch) v = normal(rng);
+    std::vector<double> mean(D);
+    for (int64_t h = 0; h < H; ++h) {
+      const float* keys = plain.data() + h * T * D;
+      std::fill(mean.begin(), mean.end(), 0.0);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t d = 0; d < D; ++d) mean[d] += keys[t * D + d] / static_cast<double>(T);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t j = 0; j < k; ++j) {
+          double sum = 0;
+          for (int64_t d = 0; d < D; ++d)
+            sum += (keys[t * D + d] - mean[d]) * (sketch_ > 0 ? sketch[d * k + j] : (d == j));
+          x[t * k + j] = static_cast<float>(sum);
+        }
+      kernels::cpu::LeverageScores(x.data(), T, k, scores.data() + h * T);
+    }
+    return Status();
+  }
+
+ private:
+  int64_t sketch_;
 };
 
 }  // namespace
@@ -120,6 +191,14 @@ const std::vector<MethodInfo>& Methods() {
        "(window=32, kernel=7, pooling=max); the window is always kept",
        true},
       {"tova", "TOVA: attention of the last query; it is always kept (no parameters)", true},
+      {"h2o",
+       "H2O: heavy hitters by the attention all prompt queries gave each token (the agent sends "
+       "every query), plus the most recent tokens as a share of the budget (recent=50 percent)",
+       true},
+      {"leverage",
+       "leverage scores of the centred pre-RoPE keys, Gaussian-sketched (sketch=48; 0: exact), "
+       "Compactor's query-agnostic score; needs the RoPE frequencies and first position",
+       true},
       {"kivi",
        "KIVI: keys quantized per channel, values per token, in groups, the last residual "
        "tokens in full precision (bits=2, group=32, residual=128); keeps every token",
@@ -149,6 +228,16 @@ Result<std::unique_ptr<TokenScorer>> MakeScorer(const MethodSpec& spec) {
     return std::unique_ptr<TokenScorer>(new SnapKv(
         window, kernel,
         pooling == "max" ? kernels::cpu::PoolKind::kMax : kernels::cpu::PoolKind::kMean));
+  }
+  if (spec.name == "h2o") {
+    KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"recent"}));
+    KVCOMM_ASSIGN_OR_RETURN(int64_t recent, IntParam(spec, "recent", 50, 0, 100));
+    return std::unique_ptr<TokenScorer>(new H2o(recent / 100.0));
+  }
+  if (spec.name == "leverage") {
+    KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"sketch"}));
+    KVCOMM_ASSIGN_OR_RETURN(int64_t sketch, IntParam(spec, "sketch", 48, 0, 4096));
+    return std::unique_ptr<TokenScorer>(new Leverage(sketch));
   }
   if (spec.name == "tova") {
     KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {}));

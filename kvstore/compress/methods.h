@@ -18,9 +18,13 @@ namespace kvcomm::kvstore::compress {
 struct LayerView {
   const float* keys = nullptr;    // [kv_heads][tokens][head_dim], after RoPE
   const float* values = nullptr;  // [kv_heads][tokens][head_dim]
-  const float* queries =
-      nullptr;  // [q_heads][window][head_dim] (the last `window` tokens), or null
+  // [q_heads][window][head_dim]: the queries of the last `window` tokens, or null.
+  const float* queries = nullptr;
   int64_t q_heads = 0, window = 0;
+  // RoPE of the keys (head_dim / 2 inverse frequencies; token t sits at first_position + t),
+  // for methods that score pre-RoPE keys; empty when the request did not give it.
+  std::span<const float> inv_freq;
+  int32_t first_position = 0;
 };
 
 class TokenScorer {
@@ -29,8 +33,9 @@ class TokenScorer {
   // Fills scores[kv_head][token]; `layout` gives the shape (its dtype is irrelevant here).
   virtual Status Score(const KvLayout& layout, const LayerView& layer,
                        std::span<float> scores) const = 0;
-  virtual int64_t sinks() const { return 0; }   // first tokens always kept
-  virtual int64_t recent() const { return 0; }  // last tokens always kept
+  // First / last tokens always kept when a (layer, head) keeps `kept` tokens.
+  virtual int64_t sinks() const { return 0; }
+  virtual int64_t recent(int64_t /*kept*/) const { return 0; }
   virtual bool needs_queries() const { return false; }
 };
 

@@ -68,6 +68,23 @@ TEST(GatherRows, CopiesTheIndexedRowsPerHead) {
   EXPECT_EQ(std::vector<float>(out, out + 8), (std::vector<float>{0, 1, 20, 21, 40, 41, 50, 51}));
 }
 
+TEST(LeverageScores, MatchTheHatMatrixDiagonal) {
+  // Gram = [[3, 0], [0, 1]]: rows along the first axis share 1/3 each, the lone second-axis
+  // row has leverage 1; they sum to the rank.
+  const float x[] = {1, 0, 0, 1, 1, 0, 1, 0};
+  float out[4];
+  LeverageScores(x, 4, 2, out);
+  EXPECT_NEAR(out[0], 1.0 / 3, 1e-5);
+  EXPECT_NEAR(out[1], 1.0, 1e-5);
+  EXPECT_NEAR(out[2], 1.0 / 3, 1e-5);
+  EXPECT_NEAR(out[0] + out[1] + out[2] + out[3], 2.0, 1e-4);
+  // A rank-deficient matrix still factors (ridge) and ranks its rows.
+  const float flat[] = {1, 2, 2, 4, 3, 6};
+  LeverageScores(flat, 3, 2, out);
+  EXPECT_LT(out[0], out[1]);
+  EXPECT_LT(out[1], out[2]);
+}
+
 TEST(QuantizeGroups, RoundTripsWithinHalfAStep) {
   for (int bits : {2, 4, 8}) {
     const int64_t groups = 37, size = 32;

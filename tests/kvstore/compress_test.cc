@@ -8,6 +8,7 @@
 #include <cmath>
 #include <random>
 
+#include "kernels/realign.h"
 #include "kvstore/compress/methods.h"
 
 namespace kvcomm::kvstore::compress {
@@ -81,7 +82,7 @@ TEST(CompressSpec, MethodsAndBudgetsParseOrSayWhy) {
   }
   for (const char* bad : {"0", "-3", "150%", "1.5", "12 cats", "0KiB"})
     EXPECT_FALSE(ParseBudget(bad).ok()) << bad;
-  EXPECT_EQ(Methods().size(), 5u);
+  EXPECT_EQ(Methods().size(), 7u);
 }
 
 TEST(Compress, StreamingLlmKeepsSinksAndTheMostRecent) {
@@ -132,6 +133,78 @@ TEST(Compress, SnapKvKeepsTheWindowAndWhatItAttendsToWithNeighbours) {
   auto refused = CompressKv(kv, "snapkv", "8");
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("query-aware"), std::string::npos);
+}
+
+TEST(Compress, H2oKeepsHeavyHittersOfAllQueriesAndARecentShare) {
+  auto kv = RandomKv(8);
+  for (uint32_t l = 0; l < kLayers; ++l)
+    for (uint32_t h = 0; h < kHeads; ++h)
+      for (uint32_t d = 0; d < kDim; ++d) At(kv, l, 0, h, 5, d) = 2.f;
+  // Every query of every token points at token 5's key.
+  std::vector<float> queries(uint64_t{kLayers} * 2 * kHeads * kTokens * kDim);
+  for (uint32_t l = 0; l < kLayers; ++l)
+    for (uint32_t qh = 0; qh < 2 * kHeads; ++qh)
+      for (uint32_t i = 0; i < kTokens; ++i)
+        for (uint32_t d = 0; d < kDim; ++d)
+          queries[((uint64_t{l} * 2 * kHeads + qh) * kTokens + i) * kDim + d] =
+              5.f * At(kv, l, 0, qh / 2, 5, d);
+  auto c = CompressKv(kv, "h2o:recent=50", "4", "uniform", &queries, kTokens);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  for (uint32_t l = 0; l < kLayers; ++l)
+    for (uint32_t h = 0; h < kHeads; ++h) {
+      auto kept = KeptOf(*c, l, h);
+      ASSERT_EQ(kept.size(), 4u);
+      // The heavy hitters: token 5, and one of the first tokens (causal queries before token
+      // 5 can only attend to those).
+      EXPECT_TRUE(kept[0] == 5 || kept[1] == 5);
+      EXPECT_LT(kept[0], 5);
+      EXPECT_EQ(kept[2], 62);      // the recent half of the budget
+      EXPECT_EQ(kept[3], 63);
+    }
+  auto partial = CompressKv(kv, "h2o", "4", "uniform", &queries, kTokens - 1);
+  EXPECT_FALSE(partial.ok());
+}
+
+TEST(Compress, LeverageKeepsTheOutlierOfThePreRopeKeySpace) {
+  auto kv = RandomKv(9);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> small(0, 1);
+  // Pre-RoPE keys in the span of dims 0 and 1, but token 17's, which also has dim 5.
+  std::vector<float> plain(kv.size());
+  for (uint32_t l = 0; l < kLayers; ++l)
+    for (uint32_t h = 0; h < kHeads; ++h)
+      for (uint32_t t = 0; t < kTokens; ++t)
+        for (uint32_t d = 0; d < kDim; ++d)
+          At(plain, l, 0, h, t, d) = d < 2 ? small(rng) : (t == 17 && d == 5 ? 3.f : 0.f);
+  // Stored after RoPE at positions 100.. (values stay random).
+  std::vector<float> inv_freq(kDim / 2);
+  for (uint32_t i = 0; i < inv_freq.size(); ++i) inv_freq[i] = std::pow(10000.f, -2.f * i / kDim);
+  std::vector<int32_t> from(kTokens, 0), to(kTokens);
+  for (uint32_t t = 0; t < kTokens; ++t) to[t] = 100 + static_cast<int32_t>(t);
+  for (uint32_t l = 0; l < kLayers; ++l) {
+    std::vector<float> layer(2 * kHeads * kTokens * kDim), rotated(layer.size());
+    std::copy_n(&At(plain, l, 0, 0, 0, 0), kHeads * kTokens * kDim, layer.begin());
+    kernels::cpu::RealignKv({1, kHeads, kTokens, kDim, 0}, layer.data(), from, to, inv_freq,
+                            nullptr, nullptr, nullptr, rotated.data());
+    std::copy_n(rotated.begin(), kHeads * kTokens * kDim, &At(kv, l, 0, 0, 0, 0));
+  }
+  for (const char* method : {"leverage:sketch=0", "leverage"}) {
+    CompressRequest r;
+    r.layout = Layout();
+    r.kv = kv;
+    r.inv_freq = inv_freq;
+    r.first_position = 100;
+    r.method = method;
+    r.budget = "1";
+    auto c = Compress(r);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    for (uint32_t l = 0; l < kLayers; ++l)
+      for (uint32_t h = 0; h < kHeads; ++h)
+        EXPECT_EQ(KeptOf(*c, l, h), (std::vector<int32_t>{17})) << method;
+  }
+  auto no_rope = CompressKv(kv, "leverage", "1");
+  ASSERT_FALSE(no_rope.ok());
+  EXPECT_NE(no_rope.status().message().find("pre-RoPE"), std::string::npos);
 }
 
 TEST(Compress, BudgetsAreMetByteBudgetsExactlyAndPyramidSpreadsThem) {
