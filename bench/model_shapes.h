@@ -1,4 +1,5 @@
-// Model shapes of the benchmarks (random weights): real model geometries without checkpoints.
+// What the benchmarks share: model shapes (random weights in real model geometries, without
+// checkpoints) and stopping on errors.
 #pragma once
 
 #include <cstdio>
@@ -8,6 +9,14 @@
 #include "agents/runtime/model_config.h"
 
 namespace kvcomm::bench {
+
+// Benchmarks stop at the first error, naming the program.
+inline void ExitOnError(const char* program, const Status& s) {
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s: %s\n", program, s.ToString().c_str());
+    std::exit(1);
+  }
+}
 
 // "llama3-8b" (Llama-3-8B, bf16 on the GPU) or "tiny-20m" (~20M parameters, for CPU runs);
 // exits with a message on other names.

@@ -49,12 +49,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-void Check(const Status& s) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "pipeline_bench: %s\n", s.ToString().c_str());
-    std::exit(1);
-  }
-}
+void Check(const Status& s) { bench::ExitOnError("pipeline_bench", s); }
 template <typename T>
 T Check(Result<T> r) {
   Check(r.status());

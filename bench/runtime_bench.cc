@@ -18,12 +18,7 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-void Check(const Status& s) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "runtime_bench: %s\n", s.ToString().c_str());
-    std::exit(1);
-  }
-}
+void Check(const Status& s) { bench::ExitOnError("runtime_bench", s); }
 
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

@@ -31,6 +31,22 @@ auto& At(Kv& kv, uint32_t layer, uint32_t half, uint32_t head, uint32_t token, u
   return kv[((((uint64_t{layer} * 2 + half) * kHeads + head) * kTokens + token) * kDim) + d];
 }
 
+// Gives `token` a large key in every layer and head and returns the last `window` queries of
+// 2 * kHeads query heads, all pointing at it: attention piles onto that token.
+std::vector<float> QueriesPointingAt(std::vector<float>& kv, uint32_t token, int64_t window) {
+  std::vector<float> queries(uint64_t{kLayers} * 2 * kHeads * window * kDim);
+  for (uint32_t l = 0; l < kLayers; ++l)
+    for (uint32_t h = 0; h < kHeads; ++h)
+      for (uint32_t d = 0; d < kDim; ++d) At(kv, l, 0, h, token, d) = 2.f;
+  for (uint32_t l = 0; l < kLayers; ++l)
+    for (uint32_t qh = 0; qh < 2 * kHeads; ++qh)
+      for (int64_t i = 0; i < window; ++i)
+        for (uint32_t d = 0; d < kDim; ++d)
+          queries[((uint64_t{l} * 2 * kHeads + qh) * window + i) * kDim + d] =
+              5.f * At(kv, l, 0, qh / 2, token, d);
+  return queries;
+}
+
 // Kept token indices of (layer, head) in a token-subset encoding.
 std::vector<int32_t> KeptOf(const Compressed& c, uint32_t layer, uint32_t head) {
   auto subset = DecodeTokenSubset(c.bytes);
@@ -109,17 +125,7 @@ TEST(Compress, KeyNormKeepsTheSmallestKeysPerHead) {
 TEST(Compress, SnapKvKeepsTheWindowAndWhatItAttendsToWithNeighbours) {
   auto kv = RandomKv(3);
   const int64_t window = 4;
-  std::vector<float> queries(uint64_t{kLayers} * 2 * kHeads * window * kDim, 0.f);
-  // Token 20 has a large key and every query points at it: attention piles onto token 20.
-  for (uint32_t l = 0; l < kLayers; ++l)
-    for (uint32_t h = 0; h < kHeads; ++h)
-      for (uint32_t d = 0; d < kDim; ++d) At(kv, l, 0, h, 20, d) = 2.f;
-  for (uint32_t l = 0; l < kLayers; ++l)
-    for (uint32_t qh = 0; qh < 2 * kHeads; ++qh)
-      for (int64_t i = 0; i < window; ++i)
-        for (uint32_t d = 0; d < kDim; ++d)
-          queries[((uint64_t{l} * 2 * kHeads + qh) * window + i) * kDim + d] =
-              5.f * At(kv, l, 0, qh / 2, 20, d);
+  const auto queries = QueriesPointingAt(kv, 20, window);
   auto c = CompressKv(kv, "snapkv:window=4,kernel=3", "7", "uniform", &queries, window);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   for (uint32_t l = 0; l < kLayers; ++l)
@@ -137,17 +143,7 @@ TEST(Compress, SnapKvKeepsTheWindowAndWhatItAttendsToWithNeighbours) {
 
 TEST(Compress, H2oKeepsHeavyHittersOfAllQueriesAndARecentShare) {
   auto kv = RandomKv(8);
-  for (uint32_t l = 0; l < kLayers; ++l)
-    for (uint32_t h = 0; h < kHeads; ++h)
-      for (uint32_t d = 0; d < kDim; ++d) At(kv, l, 0, h, 5, d) = 2.f;
-  // Every query of every token points at token 5's key.
-  std::vector<float> queries(uint64_t{kLayers} * 2 * kHeads * kTokens * kDim);
-  for (uint32_t l = 0; l < kLayers; ++l)
-    for (uint32_t qh = 0; qh < 2 * kHeads; ++qh)
-      for (uint32_t i = 0; i < kTokens; ++i)
-        for (uint32_t d = 0; d < kDim; ++d)
-          queries[((uint64_t{l} * 2 * kHeads + qh) * kTokens + i) * kDim + d] =
-              5.f * At(kv, l, 0, qh / 2, 5, d);
+  const auto queries = QueriesPointingAt(kv, 5, kTokens);  // every token's query
   auto c = CompressKv(kv, "h2o:recent=50", "4", "uniform", &queries, kTokens);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   for (uint32_t l = 0; l < kLayers; ++l)
@@ -158,7 +154,7 @@ TEST(Compress, H2oKeepsHeavyHittersOfAllQueriesAndARecentShare) {
       // 5 can only attend to those).
       EXPECT_TRUE(kept[0] == 5 || kept[1] == 5);
       EXPECT_LT(kept[0], 5);
-      EXPECT_EQ(kept[2], 62);      // the recent half of the budget
+      EXPECT_EQ(kept[2], 62);  // the recent half of the budget
       EXPECT_EQ(kept[3], 63);
     }
   auto partial = CompressKv(kv, "h2o", "4", "uniform", &queries, kTokens - 1);
