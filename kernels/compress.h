@@ -16,6 +16,32 @@ namespace kvcomm::kernels::cpu {
 void ObservationScores(const float* queries, const float* keys, int64_t q_heads, int64_t kv_heads,
                        int64_t window, int64_t tokens, int64_t head_dim, float* scores);
 
+// probs[q_head][i][t] = softmax_t(q_i . k_t / sqrt(head_dim)) over the keys window query i sees
+// (causal, as above), 0 for the keys after it. Shapes as in ObservationScores.
+void ObservationAttention(const float* queries, const float* keys, int64_t q_heads,
+                          int64_t kv_heads, int64_t window, int64_t tokens, int64_t head_dim,
+                          float* probs);
+
+// OBCache (Gu et al. 2025): how much removing one token perturbs the attention output o_i =
+// sum_t a_it v_t of each window query, summed over the window and the group's query heads
+// (scores[kv_head][token]; causal as above):
+//   kValue: the value zeroed, first order:        a_it^2 ||v_t||^2
+//   kKey:   the key zeroed (logit z_it -> 0):     a_it^2 z_it^2 ||v_t - o_i||^2
+//   kJoint: the token removed (exact):            a_it^2 ||v_t - o_i||^2 / (1 - a_it)^2
+enum class SaliencyTarget { kValue, kKey, kJoint };
+void OutputSaliency(const float* queries, const float* keys, const float* values, int64_t q_heads,
+                    int64_t kv_heads, int64_t window, int64_t tokens, int64_t head_dim,
+                    SaliencyTarget target, float* scores);
+
+// Compactor's non-causal chunked attention (Chari & Van Durme 2025): the tokens are cut into
+// chunks of `chunk`; every query attends (softmax of the unscaled dot products) to all keys of
+// its own chunk, before and after it; scores[kv_head][t] = the attention key t receives, summed
+// over its chunk's queries and averaged over the group's query heads. queries: one per token,
+// [q_heads][tokens][head_dim].
+void ChunkedAttentionScores(const float* queries, const float* keys, int64_t q_heads,
+                            int64_t kv_heads, int64_t tokens, int64_t head_dim, int64_t chunk,
+                            float* scores);
+
 enum class PoolKind { kMax, kMean };
 // out[r][t] = max (or mean) of in[r][t - kernel/2 .. t + kernel/2], clipped to the row (odd
 // kernel; 1 copies).

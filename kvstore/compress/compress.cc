@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "kernels/compress.h"
+#include "kvstore/compress/allocate.h"
 #include "kvstore/compress/methods.h"
 
 namespace kvcomm::kvstore::compress {
@@ -84,41 +85,6 @@ Result<Compressed> CompressKivi(const CompressRequest& r, const MethodSpec& spec
 
 }  // namespace
 
-Result<std::vector<uint32_t>> Allocate(const MethodSpec& allocator, const KvLayout& layout,
-                                       int64_t average) {
-  const int64_t layers = layout.num_layers, tokens = layout.tokens;
-  std::vector<int64_t> per_layer(layers, average);
-  if (allocator.name == "pyramid") {
-    KVCOMM_RETURN_IF_ERROR(CheckParams(allocator, {"beta"}));
-    KVCOMM_ASSIGN_OR_RETURN(int64_t beta, IntParam(allocator, "beta", 20, 1, 1000));
-    // PyramidKV: the top layer keeps average / beta, the bottom 2 * average - that, linearly in
-    // between (capped by the segment; what a cap cuts goes to the layers below it).
-    const double low = std::max(1.0, static_cast<double>(average) / beta);
-    const double high = 2.0 * average - low;
-    int64_t total = 0;
-    for (int64_t l = 0; l < layers; ++l) {
-      const double share = layers > 1 ? high - (high - low) * l / (layers - 1) : average;
-      per_layer[l] = std::clamp<int64_t>(std::llround(share), 1, tokens);
-      total += per_layer[l];
-    }
-    for (int64_t l = 0, missing = average * layers - total; missing != 0; l = (l + 1) % layers) {
-      const int64_t step = missing > 0 ? 1 : -1;
-      if (per_layer[l] + step >= 1 && per_layer[l] + step <= tokens) {
-        per_layer[l] += step;
-        missing -= step;
-      }
-    }
-  } else if (allocator.name == "uniform") {
-    KVCOMM_RETURN_IF_ERROR(CheckParams(allocator, {}));
-  } else {
-    return InvalidArgument("unknown allocator '{}' (uniform or pyramid)", allocator.name);
-  }
-  std::vector<uint32_t> counts;
-  for (int64_t l = 0; l < layers; ++l)
-    counts.insert(counts.end(), layout.kv_heads, static_cast<uint32_t>(per_layer[l]));
-  return counts;
-}
-
 Result<Compressed> Compress(const CompressRequest& r) {
   KVCOMM_RETURN_IF_ERROR(CheckRequest(r));
   KVCOMM_ASSIGN_OR_RETURN(auto spec, ParseMethodSpec(r.method));
@@ -128,52 +94,66 @@ Result<Compressed> Compress(const CompressRequest& r) {
   if (scorer->needs_queries() && r.queries.empty())
     return InvalidArgument("method '{}' is query-aware: send the observation window's queries",
                            spec.name);
-  KVCOMM_ASSIGN_OR_RETURN(auto allocator, ParseMethodSpec(r.allocator));
+  KVCOMM_ASSIGN_OR_RETURN(auto allocator_spec, ParseMethodSpec(r.allocator));
+  KVCOMM_ASSIGN_OR_RETURN(auto allocator, ParseAllocator(allocator_spec));
   KVCOMM_ASSIGN_OR_RETURN(int64_t average, AverageTokens(budget, r.layout));
-  KVCOMM_ASSIGN_OR_RETURN(auto counts, Allocate(allocator, r.layout, average));
-  for (uint32_t kept : counts) {
-    const int64_t forced =
-        std::min<int64_t>(scorer->sinks() + scorer->recent(kept), r.layout.tokens);
-    if (kept < forced)
-      return InvalidArgument(
-          "budget leaves {} tokens in some layer; method '{}' always keeps {} (sinks + recent)",
-          kept, spec.name, forced);
-  }
 
   const KvLayout& l = r.layout;
   const int64_t T = l.tokens, D = l.head_dim, H = l.kv_heads;
-  TokenSubset subset{l, counts, {}, {}, {}};
-  std::vector<float> scores(H * T);
+  // The fewest tokens a layer can keep: what the method always keeps (a recent share of the
+  // count itself never exceeds it).
+  const int64_t least = std::clamp<int64_t>(scorer->sinks() + scorer->recent(0), 1, T);
+  if (average < least)
+    return InvalidArgument(
+        "budget leaves {} tokens per layer and head; method '{}' always keeps {} (sinks + "
+        "recent)",
+        average, spec.name, least);
+  KVCOMM_ASSIGN_OR_RETURN(auto per_layer, AllocateLayers(allocator, l, average, least,
+                                                         {r.kv, r.queries, r.q_heads, r.window}));
+
+  TokenSubset subset{l, {}, {}, {}, {}};
+  std::vector<float> scores(H * T), rows;
   std::vector<int32_t> kept;
-  std::vector<float> rows;
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
     const float* keys = r.kv.data() + uint64_t{layer} * 2 * H * T * D;
-    LayerView view{
+    const LayerView view{
         keys,
         keys + H * T * D,
         r.queries.empty() ? nullptr : r.queries.data() + uint64_t{layer} * r.q_heads * r.window * D,
         r.q_heads,
         r.window,
         r.inv_freq,
-        r.first_position};
+        r.first_position,
+        static_cast<double>(average) / T};
     KVCOMM_RETURN_IF_ERROR(scorer->Score(l, view, scores));
-    const int64_t k = counts[layer * H];  // every head of a layer keeps the same count
-    const int64_t recent = scorer->recent(k);
+    const int64_t layer_count = per_layer[layer];
+    const int64_t sinks = scorer->sinks(), recent = scorer->recent(layer_count);
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t = 0; t < T; ++t)
-        if (t < scorer->sinks() || t >= T - recent)
+        if (t < sinks || t >= T - recent)
           scores[h * T + t] = std::numeric_limits<float>::infinity();
-    kept.resize(H * k);
-    kernels::cpu::TopKPerRow(scores.data(), H, T, k, kept.data());
-    subset.indices.insert(subset.indices.end(), kept.begin(), kept.end());
-    rows.resize(H * k * D);
-    for (const float* half : {view.keys, view.values}) {
-      kernels::cpu::GatherRows(half, H, T, D, kept.data(), k, rows.data());
-      // Per head: K rows then V rows, as the codec writes them.
-      auto& out = half == view.keys ? subset.keys : subset.values;
-      out.insert(out.end(), rows.begin(), rows.end());
+    std::vector<uint32_t> counts(H, static_cast<uint32_t>(layer_count));
+    if (allocator.adaptive_heads) {
+      KVCOMM_ASSIGN_OR_RETURN(counts, AllocateHeads(scores, H, T, layer_count * H,
+                                                    allocator.floor_percent * layer_count / 100));
     }
+    KVCOMM_RETURN_IF_ERROR(scorer->Refine(l, view, counts, scores));
+    // Per head: indices, then its K rows and V rows as the codec writes them.
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t k = counts[h];
+      kept.resize(k);
+      kernels::cpu::TopKPerRow(scores.data() + h * T, 1, T, k, kept.data());
+      subset.indices.insert(subset.indices.end(), kept.begin(), kept.end());
+      rows.resize(k * D);
+      for (const float* half : {view.keys, view.values}) {
+        kernels::cpu::GatherRows(half + h * T * D, 1, T, D, kept.data(), k, rows.data());
+        auto& out = half == view.keys ? subset.keys : subset.values;
+        out.insert(out.end(), rows.begin(), rows.end());
+      }
+    }
+    subset.counts.insert(subset.counts.end(), counts.begin(), counts.end());
   }
+  auto counts = subset.counts;
   return Compressed{CompressedCodec::kTokenSubset, EncodeTokenSubset(subset), std::move(counts)};
 }
 

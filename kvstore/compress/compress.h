@@ -2,9 +2,8 @@
 //   method:    a MethodSpec (methods.h): token selection (streaming_llm, key_norm, snapkv, tova,
 //              h2o, leverage) or quantization (kivi);
 //   budget:    tokens per layer and head, a fraction of the tokens, or bytes (spec.h);
-//   allocator: how a token budget is spread over layers: "uniform" (every layer and head keeps
-//              the same count) or "pyramid" (PyramidKV: linearly more in lower layers,
-//              pyramid:beta=20 sets the smallest layer's share to budget / beta).
+//   allocator: how a token budget is spread over layers and heads (allocate.h): uniform,
+//              pyramid:beta=20, cake:tau1=1,tau2=1, each with heads=uniform|ada.
 // Selections always keep the method's sinks and recent tokens within each (layer, head)'s count
 // and meet a byte budget exactly (the largest token count whose token-subset encoding fits).
 // Budgets that cannot be met (less than the tokens the method must keep, more than the
@@ -44,10 +43,6 @@ struct Compressed {
   std::vector<std::byte> bytes;  // the encoded segment; its size is exact
   std::vector<uint32_t> kept;    // token-subset: tokens kept per (layer, kv head)
 };
-
-// Tokens kept per (layer, kv head) for a per-layer-and-head average of `average` tokens.
-Result<std::vector<uint32_t>> Allocate(const MethodSpec& allocator, const KvLayout& layout,
-                                       int64_t average);
 
 Result<Compressed> Compress(const CompressRequest& request);
 

@@ -6,6 +6,7 @@
 
 #include "kernels/compress.h"
 #include "kernels/realign.h"
+#include "kvstore/compress/internal/scorers.h"
 
 namespace kvcomm::kvstore::compress {
 namespace {
@@ -48,6 +49,10 @@ class KeyNorm final : public TokenScorer {
   int64_t sinks_, recent_;
 };
 
+}  // namespace
+
+namespace internal {
+
 Status NeedWindow(const LayerView& layer, int64_t window, std::string_view method) {
   if (layer.queries == nullptr || layer.window < window)
     return InvalidArgument("method '{}' needs the last {} queries of every layer (got {})", method,
@@ -55,21 +60,67 @@ Status NeedWindow(const LayerView& layer, int64_t window, std::string_view metho
   return Status();
 }
 
-// Attention from the last `window` of the given queries, the earlier ones dropped.
-void WindowScores(const KvLayout& layout, const LayerView& layer, int64_t window, float* out) {
+const float* LastQueries(const KvLayout& layout, const LayerView& layer, int64_t window,
+                         std::vector<float>& storage) {
   const int64_t skip = layer.window - window;
-  std::vector<float> queries;
-  const float* q = layer.queries;
-  if (skip > 0) {
-    queries.resize(layer.q_heads * window * layout.head_dim);
-    for (int64_t h = 0; h < layer.q_heads; ++h)
-      std::copy_n(layer.queries + (h * layer.window + skip) * layout.head_dim,
-                  window * layout.head_dim, queries.data() + h * window * layout.head_dim);
-    q = queries.data();
-  }
-  kernels::cpu::ObservationScores(q, layer.keys, layer.q_heads, layout.kv_heads, window,
-                                  layout.tokens, layout.head_dim, out);
+  if (skip == 0) return layer.queries;
+  storage.resize(layer.q_heads * window * layout.head_dim);
+  for (int64_t h = 0; h < layer.q_heads; ++h)
+    std::copy_n(layer.queries + (h * layer.window + skip) * layout.head_dim,
+                window * layout.head_dim, storage.data() + h * window * layout.head_dim);
+  return storage.data();
 }
+
+void WindowScores(const KvLayout& layout, const LayerView& layer, int64_t window, float* out) {
+  std::vector<float> storage;
+  kernels::cpu::ObservationScores(LastQueries(layout, layer, window, storage), layer.keys,
+                                  layer.q_heads, layout.kv_heads, window, layout.tokens,
+                                  layout.head_dim, out);
+}
+
+Status PreRopeLeverage(const KvLayout& layout, const LayerView& layer, int64_t sketch,
+                       std::string_view method, std::span<float> scores) {
+  const int64_t H = layout.kv_heads, T = layout.tokens, D = layout.head_dim;
+  if (layer.inv_freq.size() != static_cast<size_t>(D / 2))
+    return InvalidArgument(
+        "method '{}' scores pre-RoPE keys: give the RoPE inverse frequencies ({} of them) and "
+        "the segment's first position",
+        method, D / 2);
+  // Un-rotate: realign both halves of the layer to position 0 (values pass unchanged).
+  std::vector<float> plain(2 * H * T * D);
+  std::vector<int32_t> from(T), to(T, 0);
+  for (int64_t t = 0; t < T; ++t) from[t] = layer.first_position + static_cast<int32_t>(t);
+  kernels::cpu::RealignKv({1, H, T, D, 0}, layer.keys, from, to, layer.inv_freq, nullptr, nullptr,
+                          nullptr, plain.data());
+  const int64_t k = sketch > 0 ? sketch : D;
+  std::vector<float> gaussian(D * k), x(T * k);
+  std::mt19937 rng(20250710);
+  std::normal_distribution<float> normal(0.f, 1.f / std::sqrt(static_cast<float>(k)));
+  for (auto& v : gaussian) v = normal(rng);
+  std::vector<double> mean(D);
+  for (int64_t h = 0; h < H; ++h) {
+    const float* keys = plain.data() + h * T * D;
+    std::fill(mean.begin(), mean.end(), 0.0);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t d = 0; d < D; ++d) mean[d] += keys[t * D + d] / static_cast<double>(T);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t j = 0; j < k; ++j) {
+        double sum = 0;
+        for (int64_t d = 0; d < D; ++d)
+          sum += (keys[t * D + d] - mean[d]) * (sketch > 0 ? gaussian[d * k + j] : (d == j));
+        x[t * k + j] = static_cast<float>(sum);
+      }
+    kernels::cpu::LeverageScores(x.data(), T, k, scores.data() + h * T);
+  }
+  return Status();
+}
+
+}  // namespace internal
+
+namespace {
+
+using internal::NeedWindow;
+using internal::WindowScores;
 
 // SnapKV (Li et al. 2024): the observation window's attention to each token, pooled along
 // tokens so kept tokens bring their neighbours; the window itself is always kept.
@@ -140,39 +191,7 @@ class Leverage final : public TokenScorer {
   explicit Leverage(int64_t sketch) : sketch_(sketch) {}
   Status Score(const KvLayout& layout, const LayerView& layer,
                std::span<float> scores) const override {
-    const int64_t H = layout.kv_heads, T = layout.tokens, D = layout.head_dim;
-    if (layer.inv_freq.size() != static_cast<size_t>(D / 2))
-      return InvalidArgument(
-          "method 'leverage' scores pre-RoPE keys: give the RoPE inverse frequencies ({} of "
-          "them) and the segment's first position",
-          D / 2);
-    // Un-rotate: realign both halves of the layer to position 0 (values pass unchanged).
-    std::vector<float> plain(2 * H * T * D);
-    std::vector<int32_t> from(T), to(T, 0);
-    for (int64_t t = 0; t < T; ++t) from[t] = layer.first_position + static_cast<int32_t>(t);
-    kernels::cpu::RealignKv({1, H, T, D, 0}, layer.keys, from, to, layer.inv_freq, nullptr, nullptr,
-                            nullptr, plain.data());
-    const int64_t k = sketch_ > 0 ? sketch_ : D;
-    std::vector<float> sketch(D * k), x(T * k);
-    std::mt19937 rng(20250710);
-    std::normal_distribution<float> normal(0.f, 1.f / std::sqrt(static_cast<float>(k)));
-    for (auto& v : sketch) v = normal(rng);
-    std::vector<double> mean(D);
-    for (int64_t h = 0; h < H; ++h) {
-      const float* keys = plain.data() + h * T * D;
-      std::fill(mean.begin(), mean.end(), 0.0);
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t d = 0; d < D; ++d) mean[d] += keys[t * D + d] / static_cast<double>(T);
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t j = 0; j < k; ++j) {
-          double sum = 0;
-          for (int64_t d = 0; d < D; ++d)
-            sum += (keys[t * D + d] - mean[d]) * (sketch_ > 0 ? sketch[d * k + j] : (d == j));
-          x[t * k + j] = static_cast<float>(sum);
-        }
-      kernels::cpu::LeverageScores(x.data(), T, k, scores.data() + h * T);
-    }
-    return Status();
+    return internal::PreRopeLeverage(layout, layer, sketch_, "leverage", scores);
   }
 
  private:
@@ -198,6 +217,26 @@ const std::vector<MethodInfo>& Methods() {
       {"leverage",
        "leverage scores of the centred pre-RoPE keys, Gaussian-sketched (sketch=48; 0: exact), "
        "Compactor's query-agnostic score; needs the RoPE frequencies and first position",
+       true},
+      {"curdkv",
+       "CurDKV: value-guided CUR leverage, squared key norm x squared value norm, each "
+       "normalised within local windows (sinks=4, window=16, combine=product|key|value|mean, "
+       "sketch=0: Gaussian projection size, 0 none)",
+       true},
+      {"obcache",
+       "OBCache: output perturbation of removing the token for each window query, "
+       "a^2 ||v - o||^2 / (1 - a)^2 summed (target=joint; value: a^2 ||v||^2; key: "
+       "a^2 z^2 ||v - o||^2), window=32 always kept",
+       true},
+      {"compactor",
+       "Compactor: z-scored leverage of pre-RoPE keys (sketch=48) x blend + z-scored "
+       "non-causal chunked attention (chunk=256) x value norm; blend defaults to the "
+       "compression ratio; 8 sinks and 4 recent kept; needs every query and the RoPE frequencies",
+       true},
+      {"kvcrush",
+       "KVCrush: window attention (window=32, kept) picks most tokens; share=10 percent of the "
+       "count go to representatives of the would-be-evicted tokens, grouped by the Hamming "
+       "distance of their binary head signatures to an anchor (anchor=mean|alternate)",
        true},
       {"kivi",
        "KIVI: keys quantized per channel, values per token, in groups, the last residual "
@@ -243,6 +282,10 @@ Result<std::unique_ptr<TokenScorer>> MakeScorer(const MethodSpec& spec) {
     KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {}));
     return std::unique_ptr<TokenScorer>(new Tova());
   }
+  if (spec.name == "curdkv") return internal::MakeCurDkv(spec);
+  if (spec.name == "obcache") return internal::MakeObCache(spec);
+  if (spec.name == "compactor") return internal::MakeCompactor(spec);
+  if (spec.name == "kvcrush") return internal::MakeKvCrush(spec);
   for (const auto& m : Methods())
     if (m.name == spec.name)
       return InvalidArgument("method '{}' keeps every token: it is a codec, not a selection",

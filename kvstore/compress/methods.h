@@ -25,6 +25,8 @@ struct LayerView {
   // for methods that score pre-RoPE keys; empty when the request did not give it.
   std::span<const float> inv_freq;
   int32_t first_position = 0;
+  // The share of the segment's tokens the request keeps on average (in (0, 1]).
+  double keep_fraction = 1;
 };
 
 class TokenScorer {
@@ -37,6 +39,13 @@ class TokenScorer {
   virtual int64_t sinks() const { return 0; }
   virtual int64_t recent(int64_t /*kept*/) const { return 0; }
   virtual bool needs_queries() const { return false; }
+  // Called once the layer's heads have their counts (kept[kv_head]) and the always-kept tokens
+  // score +inf: methods whose choice depends on the count (KVCrush's representatives of what
+  // would be evicted) adjust the scores here.
+  virtual Status Refine(const KvLayout& /*layout*/, const LayerView& /*layer*/,
+                        std::span<const uint32_t> /*kept*/, std::span<float> /*scores*/) const {
+    return Status();
+  }
 };
 
 struct MethodInfo {

@@ -107,6 +107,18 @@ Result<int64_t> IntParam(const MethodSpec& spec, const std::string& key, int64_t
   return value;
 }
 
+Result<double> NumberParam(const MethodSpec& spec, const std::string& key, double fallback,
+                           double min, double max) {
+  auto it = spec.params.find(key);
+  if (it == spec.params.end()) return fallback;
+  auto value = Number(it->second, fmt::format("method '{}': {}", spec.name, key));
+  if (!value.ok()) return value.status();
+  if (*value < min || *value > max)
+    return InvalidArgument("method '{}': {}={} is not in [{}, {}]", spec.name, key, it->second, min,
+                           max);
+  return *value;
+}
+
 Result<std::string> ChoiceParam(const MethodSpec& spec, const std::string& key,
                                 const std::string& fallback,
                                 std::initializer_list<std::string_view> choices) {

@@ -28,6 +28,8 @@ Result<Budget> ParseBudget(std::string_view text);
 // Reads an integer / a number parameter of a method, with a default and a range.
 Result<int64_t> IntParam(const MethodSpec& spec, const std::string& key, int64_t fallback,
                          int64_t min, int64_t max);
+Result<double> NumberParam(const MethodSpec& spec, const std::string& key, double fallback,
+                           double min, double max);
 Result<std::string> ChoiceParam(const MethodSpec& spec, const std::string& key,
                                 const std::string& fallback,
                                 std::initializer_list<std::string_view> choices);

@@ -1,0 +1,153 @@
+#include "kvstore/compress/allocate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "kernels/compress.h"
+
+namespace kvcomm::kvstore::compress {
+namespace {
+
+// Rounds real per-layer shares to counts in [least, tokens] that add up to `total` exactly (what
+// rounding or a bound cuts is moved to the other layers, lowest first).
+std::vector<int64_t> RoundShares(const std::vector<double>& shares, int64_t least, int64_t tokens,
+                                 int64_t total) {
+  const int64_t layers = static_cast<int64_t>(shares.size());
+  std::vector<int64_t> counts(layers);
+  int64_t sum = 0;
+  for (int64_t l = 0; l < layers; ++l) {
+    counts[l] = std::clamp<int64_t>(std::llround(shares[l]), least, tokens);
+    sum += counts[l];
+  }
+  for (int64_t l = 0, missing = total - sum; missing != 0; l = (l + 1) % layers) {
+    const int64_t step = missing > 0 ? 1 : -1;
+    if (counts[l] + step >= least && counts[l] + step <= tokens) {
+      counts[l] += step;
+      missing -= step;
+    }
+  }
+  return counts;
+}
+
+// CAKE's preference of each layer: dispersion (entropy of the window's mean attention) times
+// shift (variance of the attention over the window's queries), averaged over query heads.
+Result<std::vector<double>> CakePreferences(const AllocatorSpec& spec, const KvLayout& layout,
+                                            const WindowInputs& in) {
+  if (in.queries.empty() || in.window < 2)
+    return InvalidArgument(
+        "allocator 'cake' reads the observation window's attention: send at least 2 queries "
+        "per layer (got {})",
+        in.queries.empty() ? 0 : in.window);
+  const int64_t T = layout.tokens, D = layout.head_dim, W = in.window, Q = in.q_heads;
+  const uint64_t layer_kv = 2 * layout.ElementsPerHalf();
+  std::vector<float> probs(Q * W * T);
+  std::vector<double> preferences(layout.num_layers);
+  for (uint32_t l = 0; l < layout.num_layers; ++l) {
+    kernels::cpu::ObservationAttention(in.queries.data() + uint64_t{l} * Q * W * D,
+                                       in.kv.data() + l * layer_kv, Q, layout.kv_heads, W, T, D,
+                                       probs.data());
+    double entropy = 0, shift = 0;
+    for (int64_t h = 0; h < Q; ++h)
+      for (int64_t t = 0; t < T; ++t) {
+        double mean = 0, square = 0;
+        for (int64_t i = 0; i < W; ++i) {
+          const double a = probs[(h * W + i) * T + t];
+          mean += a / W;
+          square += a * a / W;
+        }
+        if (mean > 0) entropy -= mean * std::log(mean);
+        shift += std::max(0.0, square - mean * mean);
+      }
+    preferences[l] = std::pow(entropy / Q, 1 / spec.tau1) * std::pow(shift / Q, 1 / spec.tau2);
+  }
+  return preferences;
+}
+
+}  // namespace
+
+Result<AllocatorSpec> ParseAllocator(const MethodSpec& spec) {
+  AllocatorSpec a;
+  if (spec.name == "uniform") {
+    KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"heads", "floor"}));
+  } else if (spec.name == "pyramid") {
+    KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"beta", "heads", "floor"}));
+    a.layers = AllocatorSpec::Layers::kPyramid;
+    KVCOMM_ASSIGN_OR_RETURN(a.beta, IntParam(spec, "beta", 20, 1, 1000));
+  } else if (spec.name == "cake") {
+    KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"tau1", "tau2", "heads", "floor"}));
+    a.layers = AllocatorSpec::Layers::kCake;
+    KVCOMM_ASSIGN_OR_RETURN(a.tau1, NumberParam(spec, "tau1", 1, 0.01, 100));
+    KVCOMM_ASSIGN_OR_RETURN(a.tau2, NumberParam(spec, "tau2", 1, 0.01, 100));
+  } else {
+    return InvalidArgument("unknown allocator '{}' (uniform, pyramid or cake)", spec.name);
+  }
+  KVCOMM_ASSIGN_OR_RETURN(auto heads, ChoiceParam(spec, "heads", "uniform", {"uniform", "ada"}));
+  a.adaptive_heads = heads == "ada";
+  KVCOMM_ASSIGN_OR_RETURN(a.floor_percent, IntParam(spec, "floor", 20, 0, 100));
+  if (!a.adaptive_heads && spec.params.contains("floor"))
+    return InvalidArgument("allocator '{}': floor= applies to heads=ada only", spec.name);
+  return a;
+}
+
+Result<std::vector<int64_t>> AllocateLayers(const AllocatorSpec& spec, const KvLayout& layout,
+                                            int64_t average, int64_t least,
+                                            const WindowInputs& window) {
+  const int64_t layers = layout.num_layers, total = average * layers;
+  std::vector<double> shares(layers, static_cast<double>(average));
+  if (spec.layers == AllocatorSpec::Layers::kPyramid && layers > 1) {
+    // The top layer keeps average / beta, the bottom 2 * average - that, linearly in between.
+    const double low = std::max(1.0, static_cast<double>(average) / spec.beta);
+    const double high = 2.0 * average - low;
+    for (int64_t l = 0; l < layers; ++l) shares[l] = high - (high - low) * l / (layers - 1);
+  } else if (spec.layers == AllocatorSpec::Layers::kCake) {
+    KVCOMM_ASSIGN_OR_RETURN(auto preferences, CakePreferences(spec, layout, window));
+    const double sum = std::accumulate(preferences.begin(), preferences.end(), 0.0);
+    // Equal preferences everywhere (sum 0: no attention moves) leave the uniform split.
+    if (sum > 0 && std::isfinite(sum))
+      for (int64_t l = 0; l < layers; ++l) shares[l] = preferences[l] / sum * total;
+  }
+  return RoundShares(shares, least, layout.tokens, total);
+}
+
+Result<std::vector<uint32_t>> AllocateHeads(std::span<const float> scores, int64_t kv_heads,
+                                            int64_t tokens, int64_t layer_total, int64_t floor) {
+  struct Candidate {
+    double weight;
+    int64_t head;
+  };
+  std::vector<uint32_t> counts(kv_heads);
+  std::vector<Candidate> candidates;
+  int64_t assigned = 0;
+  std::vector<float> finite;
+  for (int64_t h = 0; h < kv_heads; ++h) {
+    const float* row = scores.data() + h * tokens;
+    finite.clear();
+    double sum = 0;
+    for (int64_t t = 0; t < tokens; ++t)
+      if (std::isfinite(row[t])) {
+        if (row[t] < 0)
+          return InvalidArgument(
+              "heads=ada shares a layer by each head's score mass: the method's scores must not "
+              "be negative (use an attention-based method)");
+        finite.push_back(row[t]);
+        sum += row[t];
+      }
+    const int64_t forced = tokens - static_cast<int64_t>(finite.size());
+    const int64_t own = std::min(tokens, std::max(floor, forced));
+    counts[h] = static_cast<uint32_t>(own);
+    assigned += own;
+    // The head's remaining tokens compete across heads by their share of the head's total.
+    std::sort(finite.begin(), finite.end(), std::greater<>());
+    for (size_t i = own - forced; i < finite.size(); ++i)
+      candidates.push_back({sum > 0 ? finite[i] / sum : 0.0, h});
+  }
+  const int64_t rest =
+      std::clamp<int64_t>(layer_total - assigned, 0, static_cast<int64_t>(candidates.size()));
+  std::stable_sort(candidates.begin(), candidates.end(),
+                   [](const Candidate& a, const Candidate& b) { return a.weight > b.weight; });
+  for (int64_t i = 0; i < rest; ++i) ++counts[candidates[i].head];
+  return counts;
+}
+
+}  // namespace kvcomm::kvstore::compress

@@ -1,0 +1,203 @@
+// The value- and output-aware selection methods (CurDKV, OBCache, Compactor, KVCrush) and the
+// score-aware allocators (CAKE layers, AdaKV heads), each on an input built so that what it
+// should keep differs from what an attention-only method keeps.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "kvstore/compress/compress.h"
+#include "tests/kvstore/compress_fixtures.h"
+
+namespace kvcomm::kvstore::compress {
+namespace {
+
+bool Contains(const std::vector<int32_t>& v, int32_t x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+TEST(CompressMethods, CurDkvCombinesLocallyNormalisedKeyAndValueNorms) {
+  auto kv = RandomKv(31);
+  for (uint32_t l = 0; l < kLayers; ++l)
+    for (uint32_t h = 0; h < kHeads; ++h)
+      for (uint32_t d = 0; d < kDim; ++d) {
+        At(kv, l, 0, h, 30, d) *= 10;  // token 30: large key and value
+        At(kv, l, 1, h, 30, d) *= 10;
+        At(kv, l, 1, h, 40, d) *= 20;  // token 40: the largest value, an ordinary key
+      }
+  const std::pair<const char*, int32_t> cases[] = {{"curdkv:sinks=0", 30},
+                                                   {"curdkv:sinks=0,combine=key", 30},
+                                                   {"curdkv:sinks=0,combine=value", 40}};
+  for (const auto& [method, expected] : cases) {
+    auto c = CompressKv(kv, method, "1");
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    for (uint32_t l = 0; l < kLayers; ++l)
+      for (uint32_t h = 0; h < kHeads; ++h)
+        EXPECT_EQ(KeptOf(*c, l, h), std::vector<int32_t>{expected}) << method;
+  }
+  auto sinks = CompressKv(kv, "curdkv:sketch=16", "5");
+  ASSERT_TRUE(sinks.ok()) << sinks.status().ToString();
+  EXPECT_EQ(KeptOf(*sinks, 1, 1), (std::vector<int32_t>{0, 1, 2, 3, 30}));
+}
+
+TEST(CompressMethods, ObCacheWeighsAttentionByWhatRemovingTheTokenChanges) {
+  auto kv = RandomKv(32);
+  const int64_t window = 4;
+  const auto queries = QueriesPointingAt(kv, 20, window);
+  for (uint32_t l = 0; l < kLayers; ++l)  // the attended token carries a zero value
+    for (uint32_t h = 0; h < kHeads; ++h)
+      for (uint32_t d = 0; d < kDim; ++d) At(kv, l, 1, h, 20, d) = 0;
+  auto attention = CompressKv(kv, "snapkv:window=4,kernel=1", "5", "uniform", &queries, window);
+  auto value = CompressKv(kv, "obcache:window=4,target=value", "5", "uniform", &queries, window);
+  auto joint = CompressKv(kv, "obcache:window=4", "5", "uniform", &queries, window);
+  auto key = CompressKv(kv, "obcache:window=4,target=key", "5", "uniform", &queries, window);
+  ASSERT_TRUE(attention.ok() && value.ok() && joint.ok() && key.ok());
+  for (uint32_t l = 0; l < kLayers; ++l)
+    for (uint32_t h = 0; h < kHeads; ++h) {
+      EXPECT_TRUE(Contains(KeptOf(*attention, l, h), 20));
+      // Zeroing a zero value changes nothing; removing the token (or its key) moves the output
+      // from ~0 to the mean of the others.
+      EXPECT_FALSE(Contains(KeptOf(*value, l, h), 20));
+      EXPECT_TRUE(Contains(KeptOf(*joint, l, h), 20));
+      EXPECT_TRUE(Contains(KeptOf(*key, l, h), 20));
+      for (int32_t t = kTokens - window; t < static_cast<int32_t>(kTokens); ++t)
+        EXPECT_TRUE(Contains(KeptOf(*joint, l, h), t));
+    }
+}
+
+TEST(CompressMethods, CompactorBlendsKeyLeverageWithNonCausalAttention) {
+  auto kv = RandomKv(33);
+  auto queries = QueriesPointingAt(kv, 20, kTokens);  // every token's query attends to 20
+  // Token 30's key is an outlier orthogonal to the queries: high leverage, little attention.
+  for (uint32_t l = 0; l < kLayers; ++l)
+    for (uint32_t h = 0; h < kHeads; ++h)
+      for (uint32_t d = 0; d < kDim; ++d) At(kv, l, 0, h, 30, d) = d % 2 ? -12.f : 12.f;
+  // Zero frequencies: RoPE is the identity, so the stored keys are the pre-RoPE keys.
+  const std::vector<float> inv_freq(kDim / 2, 0.f);
+  auto run = [&](const char* method) {
+    CompressRequest r;
+    r.layout = Layout();
+    r.kv = kv;
+    r.queries = queries;
+    r.q_heads = 2 * kHeads;
+    r.window = kTokens;
+    r.inv_freq = inv_freq;
+    r.method = method;
+    r.budget = "13";  // 8 sinks + 4 recent + 1
+    return Compress(r);
+  };
+  auto attention_only = run("compactor:blend=0");
+  auto leverage_heavy = run("compactor:blend=100");
+  ASSERT_TRUE(attention_only.ok()) << attention_only.status().ToString();
+  ASSERT_TRUE(leverage_heavy.ok()) << leverage_heavy.status().ToString();
+  std::vector<int32_t> fixed = {0, 1, 2, 3, 4, 5, 6, 7, 60, 61, 62, 63};
+  for (uint32_t l = 0; l < kLayers; ++l)
+    for (uint32_t h = 0; h < kHeads; ++h) {
+      auto a = KeptOf(*attention_only, l, h), b = KeptOf(*leverage_heavy, l, h);
+      for (int32_t t : fixed) EXPECT_TRUE(Contains(a, t) && Contains(b, t));
+      // Attention is mean-pooled over 3 tokens: token 20 or a neighbour sharing its score.
+      EXPECT_TRUE(Contains(a, 19) || Contains(a, 20) || Contains(a, 21))
+          << ::testing::PrintToString(a);
+      EXPECT_TRUE(Contains(b, 30));
+    }
+  queries.resize(queries.size() / kTokens * 4);
+  CompressRequest partial;
+  partial.layout = Layout();
+  partial.kv = kv;
+  partial.queries = queries;
+  partial.q_heads = 2 * kHeads;
+  partial.window = 4;
+  partial.inv_freq = inv_freq;
+  partial.method = "compactor";
+  partial.budget = "13";
+  auto refused = Compress(partial);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("queries of every token"), std::string::npos);
+}
+
+TEST(CompressMethods, KvCrushKeepsRepresentativesOfWhatWouldBeDropped) {
+  auto kv = RandomKv(34);
+  const int64_t window = 4;
+  const auto queries = QueriesPointingAt(kv, 20, window);
+  // share=0: exactly the window attention's choice.
+  auto plain = CompressKv(kv, "snapkv:window=4,kernel=1", "10", "uniform", &queries, window);
+  auto none = CompressKv(kv, "kvcrush:window=4,share=0", "10", "uniform", &queries, window);
+  auto crush = CompressKv(kv, "kvcrush:window=4,share=50", "10", "uniform", &queries, window);
+  ASSERT_TRUE(plain.ok() && none.ok() && crush.ok()) << crush.status().ToString();
+  for (uint32_t l = 0; l < kLayers; ++l) {
+    std::vector<int32_t> representatives;
+    for (uint32_t h = 0; h < kHeads; ++h) {
+      EXPECT_EQ(KeptOf(*none, l, h), KeptOf(*plain, l, h));
+      const auto kept = KeptOf(*crush, l, h);
+      ASSERT_EQ(kept.size(), 10u);
+      // 5 representatives (50% of 10, within the 6 not forced); the other 5: the window + 20.
+      EXPECT_TRUE(Contains(kept, 20));
+      std::vector<int32_t> rest;
+      for (int32_t t : kept)
+        if (t != 20 && t < static_cast<int32_t>(kTokens) - window) rest.push_back(t);
+      ASSERT_EQ(rest.size(), 5u);
+      if (h == 0) representatives = rest;
+      EXPECT_EQ(rest, representatives) << "representatives are shared by the layer's heads";
+    }
+  }
+}
+
+TEST(CompressAllocators, CakeGivesDispersedShiftingLayersMore) {
+  auto kv = RandomKv(35);
+  const int64_t window = 8;
+  auto queries = QueriesPointingAt(kv, 20, window);  // layer 0: every query on token 20
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0, 1);
+  const size_t per_layer = queries.size() / kLayers;
+  for (size_t i = per_layer; i < queries.size(); ++i) queries[i] = normal(rng);
+  auto c = CompressKv(kv, "snapkv:window=8,kernel=1", "16", "cake", &queries, window);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(std::accumulate(c->kept.begin(), c->kept.end(), 0u), 16u * kLayers * kHeads);
+  EXPECT_LT(c->kept[0], c->kept[kHeads]);
+  EXPECT_LT(c->kept[0], c->kept[2 * kHeads]);
+  EXPECT_GE(c->kept[0], 8u);  // never below the window the method keeps
+  for (uint32_t l = 0; l < kLayers; ++l) EXPECT_EQ(c->kept[l * kHeads], c->kept[l * kHeads + 1]);
+
+  const auto single = QueriesPointingAt(kv, 20, 1);
+  auto one_query = CompressKv(kv, "snapkv:window=1,kernel=1", "16", "cake", &single, 1);
+  ASSERT_FALSE(one_query.ok());
+  EXPECT_NE(one_query.status().message().find("at least 2 queries"), std::string::npos);
+}
+
+TEST(CompressAllocators, AdaKvMovesBudgetFromConcentratedToDispersedHeads) {
+  auto kv = RandomKv(36);
+  const int64_t window = 4;
+  auto queries = QueriesPointingAt(kv, 20, window);
+  // kv head 1's query heads (2 and 3) look almost uniformly at everything.
+  for (uint32_t l = 0; l < kLayers; ++l)
+    for (uint32_t qh = 2; qh < 4; ++qh)
+      for (int64_t i = 0; i < window * kDim; ++i)
+        queries[(uint64_t{l} * 2 * kHeads + qh) * window * kDim + i] = 0.01f;
+  auto c = CompressKv(kv, "snapkv:window=4,kernel=1", "12", "uniform:heads=ada,floor=20", &queries,
+                      window);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  for (uint32_t l = 0; l < kLayers; ++l) {
+    EXPECT_EQ(c->kept[l * kHeads] + c->kept[l * kHeads + 1], 24u);
+    EXPECT_LT(c->kept[l * kHeads], c->kept[l * kHeads + 1]);
+    EXPECT_GE(c->kept[l * kHeads], 4u);
+    EXPECT_TRUE(Contains(KeptOf(*c, l, 0), 20));
+    EXPECT_EQ(KeptOf(*c, l, 0).size(), c->kept[l * kHeads]);
+  }
+  struct Case {
+    std::string method, allocator, expect;
+  } refused[] = {
+      {"key_norm", "uniform:heads=ada", "must not be negative"},
+      {"snapkv:window=4", "uniform:floor=10", "floor= applies to heads=ada only"},
+      {"snapkv:window=4", "pyramid:heads=all", "is not one of uniform, ada"},
+      {"snapkv:window=4", "cake:tau1=0", "is not in [0.01, 100]"},
+  };
+  for (const auto& r : refused) {
+    auto got = CompressKv(kv, r.method, "12", r.allocator, &queries, window);
+    ASSERT_FALSE(got.ok()) << r.allocator;
+    EXPECT_NE(got.status().message().find(r.expect), std::string::npos)
+        << r.expect << " / " << got.status().message();
+  }
+}
+
+}  // namespace
+}  // namespace kvcomm::kvstore::compress
