@@ -36,10 +36,12 @@ void Rope(float* x, std::span<const int32_t> positions, int64_t heads, int64_t h
 //   k, v:   [kv_heads][cache_stride][head_dim]; entries 0 .. q_start + tokens - 1 are valid
 //   out:    [tokens][heads][head_dim]
 // Query head h reads kv head h / (heads / kv_heads); token t attends cache positions
-// 0 .. q_start + t. Scores are scaled by `scale` (1/sqrt(head_dim) for Llama).
+// 0 .. q_start + t. Scores are scaled by `scale` (1/sqrt(head_dim) for Llama). `dropped`
+// ([kv_heads][cache_stride], may be null) marks entries a compressed cache no longer holds for
+// that kv head: attention skips them.
 void Attention(const float* q, const float* k, const float* v, int64_t tokens, int64_t q_start,
                int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t cache_stride, float scale,
-               float* out);
+               float* out, const uint8_t* dropped = nullptr);
 
 // x[i] += y[i].
 void AddInPlace(float* x, const float* y, int64_t n);

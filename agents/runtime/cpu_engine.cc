@@ -17,7 +17,7 @@ class CpuEngine final : public Engine {
   Device device() const override { return Device::kCpu; }
 
   Result<std::vector<float>> Forward(std::span<const int32_t> tokens, int64_t start, KvCache& cache,
-                                     bool all_logits) override {
+                                     bool all_logits, QueryCapture* capture) override {
     const int64_t n = static_cast<int64_t>(tokens.size());
     const int64_t hidden = c_.hidden_size, heads = c_.num_heads, kv_heads = c_.num_kv_heads,
                   hd = c_.head_dim;
@@ -39,6 +39,13 @@ class CpuEngine final : public Engine {
       ops::Linear(h.data(), w.v.data(), bias(w.v_bias), n, hidden, kv_dim, v.data());
       ops::Rope(q.data(), positions, heads, hd, inv_freq_);
       ops::Rope(k.data(), positions, kv_heads, hd, inv_freq_);
+      if (capture) {  // token-major [n][heads][hd] -> [layer][head][token][hd]
+        const int64_t c = capture->tokens;
+        float* out = capture->queries.data() + layer * heads * c * hd;
+        for (int64_t t = n - c; t < n; ++t)
+          for (int64_t hq = 0; hq < heads; ++hq)
+            std::copy_n(q.data() + (t * heads + hq) * hd, hd, out + (hq * c + t - (n - c)) * hd);
+      }
       // Token-major [n][kv_heads][hd] into the cache's head-major [kv_heads][capacity][hd].
       float* k_cache = cache.keys(layer);
       float* v_cache = cache.values(layer);
@@ -50,7 +57,7 @@ class CpuEngine final : public Engine {
         }
       }
       ops::Attention(q.data(), k_cache, v_cache, n, start, heads, kv_heads, hd, cache.capacity(),
-                     scale, attn.data());
+                     scale, attn.data(), cache.dropped(layer));
       ops::Linear(attn.data(), w.o.data(), nullptr, n, q_dim, hidden, h.data());
       ops::AddInPlace(x.data(), h.data(), n * hidden);
 

@@ -85,7 +85,7 @@ class CudaEngine final : public Engine {
   Device device() const override { return Device::kCuda; }
 
   Result<std::vector<float>> Forward(std::span<const int32_t> tokens, int64_t start, KvCache& cache,
-                                     bool all_logits) override {
+                                     bool all_logits, QueryCapture*) override {
     const int64_t n = static_cast<int64_t>(tokens.size());
     std::vector<float> logits;
     for (int64_t done = 0; done < n;) {

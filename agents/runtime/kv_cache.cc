@@ -43,6 +43,9 @@ void KvCache::MarkValid(int64_t begin, int64_t end) {
 
 void KvCache::Truncate(int64_t position) {
   std::fill(valid_.begin() + position, valid_.end(), false);
+  for (auto& layer : dropped_)
+    for (int64_t h = 0; h < kv_heads_; ++h)
+      std::fill(layer.begin() + h * capacity_ + position, layer.begin() + (h + 1) * capacity_, 0);
 }
 
 KvLayout KvCache::SegmentLayout(int64_t tokens, DType dtype) const {
@@ -76,6 +79,32 @@ Status KvCache::WriteRows(int64_t layer, int kv, int64_t head, int64_t begin, in
                                                {staging.data(), DType::kBF16, {n}}));
   std::byte* to = (kv == 0 ? device_keys(layer) : device_values(layer)) + offset * 2;
   return kernels::CopyHostToDevice(to, staging.data(), n * 2);
+}
+
+Status KvCache::ImportKept(int64_t layer, int64_t head, int64_t begin, int64_t end,
+                           std::span<const int32_t> offsets, const float* keys,
+                           const float* values) {
+  if (device_ != Device::kCpu)
+    return Error(ErrorCode::kFailedPrecondition,
+                 "compressed (per-head) segments are imported on the CPU backend only");
+  if (layer < 0 || layer >= layers_ || head < 0 || head >= kv_heads_ || begin < 0 ||
+      end > capacity_ || begin >= end)
+    return InvalidArgument("layer {} head {} range [{}, {}) is outside the cache ({} x {} x {})",
+                           layer, head, begin, end, layers_, kv_heads_, capacity_);
+  if (dropped_.empty()) dropped_.assign(layers_, std::vector<uint8_t>(kv_heads_ * capacity_, 0));
+  uint8_t* dropped = dropped_[layer].data() + head * capacity_;
+  std::fill(dropped + begin, dropped + end, 1);
+  for (size_t i = 0; i < offsets.size(); ++i) {
+    const int64_t position = begin + offsets[i];
+    if (offsets[i] < 0 || position >= end || (i > 0 && offsets[i] <= offsets[i - 1]))
+      return InvalidArgument("kept offsets must ascend inside [0, {}): {} at {}", end - begin,
+                             offsets[i], i);
+    dropped[position] = 0;
+    const int64_t to = (head * capacity_ + position) * head_dim_;
+    std::copy_n(keys + i * head_dim_, head_dim_, host_k_[layer].data() + to);
+    std::copy_n(values + i * head_dim_, head_dim_, host_v_[layer].data() + to);
+  }
+  return Status::Ok();
 }
 
 Status KvCache::CheckExportRange(int64_t begin, int64_t end) const {

@@ -60,6 +60,17 @@ class KvCache {
   Status Import(const KvLayout& layout, std::span<const std::byte> payload, int64_t position);
   KvLayout SegmentLayout(int64_t tokens, DType dtype) const;
 
+  // A compressed segment, one (layer, kv head) at a time: row i of keys / values ([n][head_dim],
+  // fp32, keys rotated for their positions) goes to position begin + offsets[i]; every other
+  // position of [begin, end) is dropped for this head (attention skips it). Different heads may
+  // keep different tokens. Mark the range valid once every head is placed. CPU backend only.
+  Status ImportKept(int64_t layer, int64_t head, int64_t begin, int64_t end,
+                    std::span<const int32_t> offsets, const float* keys, const float* values);
+  // [kv_heads][capacity]: 1 where a position is dropped for that head; null when none is.
+  const uint8_t* dropped(int64_t layer) const {
+    return dropped_.empty() ? nullptr : dropped_[layer].data();
+  }
+
  private:
   KvCache(const ModelConfig& config, int64_t capacity, Device device);
   Status CheckExportRange(int64_t begin, int64_t end) const;
@@ -74,6 +85,7 @@ class KvCache {
   std::vector<std::vector<float>> host_k_, host_v_;
   std::vector<kernels::DeviceBuffer> device_k_, device_v_;
   std::vector<bool> valid_;
+  std::vector<std::vector<uint8_t>> dropped_;  // per layer, allocated by the first ImportKept
 };
 
 }  // namespace kvcomm::runtime

@@ -42,7 +42,7 @@ Result<std::unique_ptr<Model>> Model::RandomOnGpu(ModelConfig config, uint64_t s
 }
 
 Result<std::vector<float>> Model::Forward(std::span<const int32_t> tokens, KvCache& cache,
-                                          bool all_logits) const {
+                                          bool all_logits, QueryCapture* capture) const {
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t start = cache.length();
   if (n == 0) return InvalidArgument("Forward needs at least one token");
@@ -63,9 +63,18 @@ Result<std::vector<float>> Model::Forward(std::span<const int32_t> tokens, KvCac
       return InvalidArgument("token id {} is outside the vocabulary of {}", id, config_.vocab_size);
     }
   }
+  if (capture) {
+    if (capture->tokens < 1 || capture->tokens > n)
+      return InvalidArgument("cannot capture the queries of {} tokens out of {}", capture->tokens,
+                             n);
+    if (device() != Device::kCpu)
+      return Error(ErrorCode::kFailedPrecondition, "queries are captured on the CPU backend only");
+    capture->queries.assign(
+        uint64_t(config_.num_layers) * config_.num_heads * capture->tokens * config_.head_dim, 0.f);
+  }
   std::unique_lock<std::mutex> lock(cuda_mu_, std::defer_lock);
   if (device() == Device::kCuda) lock.lock();
-  KVCOMM_ASSIGN_OR_RETURN(auto logits, engine_->Forward(tokens, start, cache, all_logits));
+  KVCOMM_ASSIGN_OR_RETURN(auto logits, engine_->Forward(tokens, start, cache, all_logits, capture));
   cache.MarkValid(start, start + n);
   return logits;
 }

@@ -22,6 +22,14 @@ namespace internal {
 class Engine;
 }
 
+// The queries (after RoPE) of the last `tokens` tokens of one Forward call, per layer:
+// queries[layer][q_head][token][head_dim]. What query-aware KV compression scores the cache
+// with (the observation window). CPU backend only.
+struct QueryCapture {
+  int64_t tokens = 0;
+  std::vector<float> queries;
+};
+
 class Model {
  public:
   // Loads config.json and the safetensors weights of a Hugging Face model directory.
@@ -44,7 +52,8 @@ class Model {
   // into the cache (positions already valid after them are kept: imported segments). Returns
   // logits [n][vocab] if all_logits, else the last token's [vocab].
   Result<std::vector<float>> Forward(std::span<const int32_t> tokens, KvCache& cache,
-                                     bool all_logits = false) const;
+                                     bool all_logits = false,
+                                     QueryCapture* capture = nullptr) const;
 
  private:
   Model(ModelConfig config, Hash128 weights_hash, std::unique_ptr<internal::Engine> engine);

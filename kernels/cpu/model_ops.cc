@@ -79,7 +79,7 @@ void Rope(float* x, std::span<const int32_t> positions, int64_t heads, int64_t h
 
 void Attention(const float* q, const float* k, const float* v, int64_t tokens, int64_t q_start,
                int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t cache_stride, float scale,
-               float* out) {
+               float* out, const uint8_t* dropped) {
   assert(heads % kv_heads == 0);
   const int64_t group = heads / kv_heads;
   ParallelFor(tokens * heads, [&](int64_t begin, int64_t end) {
@@ -90,8 +90,13 @@ void Attention(const float* q, const float* k, const float* v, int64_t tokens, i
       const float* keys = k + (h / group) * cache_stride * head_dim;
       const float* values = v + (h / group) * cache_stride * head_dim;
       const int64_t visible = q_start + t + 1;
+      const uint8_t* skip = dropped ? dropped + (h / group) * cache_stride : nullptr;
       float max_score = -INFINITY;
       for (int64_t j = 0; j < visible; ++j) {
+        if (skip && skip[j]) {
+          scores[j] = -INFINITY;
+          continue;
+        }
         const float* key = keys + j * head_dim;
         float dot = 0;
         for (int64_t d = 0; d < head_dim; ++d) dot += query[d] * key[d];
@@ -100,13 +105,14 @@ void Attention(const float* q, const float* k, const float* v, int64_t tokens, i
       }
       double denom = 0;
       for (int64_t j = 0; j < visible; ++j) {
-        scores[j] = std::exp(scores[j] - max_score);
+        scores[j] = skip && skip[j] ? 0.f : std::exp(scores[j] - max_score);
         denom += scores[j];
       }
       float* o = out + (t * heads + h) * head_dim;
       std::fill(o, o + head_dim, 0.0f);
       const float inv = static_cast<float>(1.0 / denom);
       for (int64_t j = 0; j < visible; ++j) {
+        if (skip && skip[j]) continue;
         const float p = scores[j] * inv;
         const float* value = values + j * head_dim;
         for (int64_t d = 0; d < head_dim; ++d) o[d] += p * value[d];

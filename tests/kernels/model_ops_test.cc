@@ -56,31 +56,38 @@ TEST(ModelOps, RopeRotatesPairsAndANegativePositionUndoesIt) {
   for (size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(y[i], x[i], 1e-4);
 }
 
-TEST(ModelOps, AttentionMatchesNaiveCausalGqa) {
+TEST(ModelOps, AttentionMatchesNaiveCausalGqaAndSkipsDroppedEntries) {
   const int64_t tokens = 3, q_start = 4, heads = 4, kv_heads = 2, hd = 5, stride = 10;
   auto q = kvcomm::testing::RandomNormal(tokens * heads * hd, 7),
        k = kvcomm::testing::RandomNormal(kv_heads * stride * hd, 8),
        v = kvcomm::testing::RandomNormal(kv_heads * stride * hd, 9);
-  std::vector<float> out(tokens * heads * hd);
-  const float scale = 1 / std::sqrt(5.0f);
-  Attention(q.data(), k.data(), v.data(), tokens, q_start, heads, kv_heads, hd, stride, scale,
-            out.data());
-  for (int64_t t = 0; t < tokens; ++t) {
-    for (int64_t h = 0; h < heads; ++h) {
-      const int64_t g = h / (heads / kv_heads), visible = q_start + t + 1;
-      std::vector<double> p(visible);
-      double total = 0;
-      for (int64_t j = 0; j < visible; ++j) {
-        double dot = 0;
-        for (int64_t d = 0; d < hd; ++d)
-          dot += q[(t * heads + h) * hd + d] * k[(g * stride + j) * hd + d];
-        p[j] = std::exp(dot * scale);
-        total += p[j];
-      }
-      for (int64_t d = 0; d < hd; ++d) {
-        double o = 0;
-        for (int64_t j = 0; j < visible; ++j) o += p[j] / total * v[(g * stride + j) * hd + d];
-        EXPECT_NEAR(out[(t * heads + h) * hd + d], o, 1e-5);
+  // Per kv head, entries a compressed cache no longer holds (different ones per head).
+  std::vector<uint8_t> dropped(kv_heads * stride, 0);
+  dropped[1] = dropped[3] = dropped[stride + 2] = dropped[stride + 5] = 1;
+  const uint8_t* masks[] = {nullptr, dropped.data()};
+  for (const uint8_t* mask : masks) {
+    std::vector<float> out(tokens * heads * hd);
+    const float scale = 1 / std::sqrt(5.0f);
+    Attention(q.data(), k.data(), v.data(), tokens, q_start, heads, kv_heads, hd, stride, scale,
+              out.data(), mask);
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t g = h / (heads / kv_heads), visible = q_start + t + 1;
+        std::vector<double> p(visible, 0.0);
+        double total = 0;
+        for (int64_t j = 0; j < visible; ++j) {
+          if (mask && mask[g * stride + j]) continue;
+          double dot = 0;
+          for (int64_t d = 0; d < hd; ++d)
+            dot += q[(t * heads + h) * hd + d] * k[(g * stride + j) * hd + d];
+          p[j] = std::exp(dot * scale);
+          total += p[j];
+        }
+        for (int64_t d = 0; d < hd; ++d) {
+          double o = 0;
+          for (int64_t j = 0; j < visible; ++j) o += p[j] / total * v[(g * stride + j) * hd + d];
+          EXPECT_NEAR(out[(t * heads + h) * hd + d], o, 1e-5) << (mask ? "with drops" : "");
+        }
       }
     }
   }

@@ -129,5 +129,76 @@ TEST(KvCache, BadImportsAndExportsAreRefused) {
             ErrorCode::kInvalidArgument);
 }
 
+TEST(KvCache, KeptRowsPerHeadActLikeACacheWithoutTheDroppedTokens) {
+  auto model = TinyModel();
+  const auto ids = Tokens(30, 9);
+  KvCache full = *model->NewCache(32);
+  ASSERT_TRUE(model->Forward(std::span(ids).first(29), full).ok());
+  auto expected = model->Forward(std::span(ids).subspan(29), full);
+  auto segment = full.Export(0, 29, DType::kF32);
+  ASSERT_TRUE(expected.ok() && segment.ok());
+  const auto layout = full.SegmentLayout(29, DType::kF32);
+  const float* kv = reinterpret_cast<const float*>(segment->span().data());
+  auto row = [&](uint32_t layer, int half, uint32_t head, int32_t t) {
+    return kv + ((uint64_t{layer} * 2 + half) * layout.kv_heads + head) * 29 * layout.head_dim +
+           t * layout.head_dim;
+  };
+  // Places, per (layer, head), the rows of `kept` (every token, or a head-dependent subset).
+  auto place = [&](KvCache& cache, bool drop_some) {
+    for (uint32_t l = 0; l < layout.num_layers; ++l)
+      for (uint32_t h = 0; h < layout.kv_heads; ++h) {
+        std::vector<int32_t> kept;
+        std::vector<float> keys, values;
+        for (int32_t t = 0; t < 29; ++t) {
+          if (drop_some && t > 0 && (t + h) % 3 == 0) continue;
+          kept.push_back(t);
+          keys.insert(keys.end(), row(l, 0, h, t), row(l, 0, h, t) + layout.head_dim);
+          values.insert(values.end(), row(l, 1, h, t), row(l, 1, h, t) + layout.head_dim);
+        }
+        ASSERT_TRUE(cache.ImportKept(l, h, 0, 29, kept, keys.data(), values.data()).ok());
+      }
+    cache.MarkValid(0, 29);
+  };
+  KvCache all = *model->NewCache(32), some = *model->NewCache(32);
+  place(all, false);
+  place(some, true);
+  auto same = model->Forward(std::span(ids).subspan(29), all);
+  auto differs = model->Forward(std::span(ids).subspan(29), some);
+  ASSERT_TRUE(same.ok() && differs.ok());
+  EXPECT_EQ(*same, *expected);  // keeping everything changes nothing
+  double diff = 0;
+  for (size_t i = 0; i < expected->size(); ++i) diff += std::abs((*differs)[i] - (*expected)[i]);
+  EXPECT_GT(diff, 1e-3);  // dropped tokens are really skipped
+  // Truncating forgets the drops: recomputing the tail gives the full cache's logits again.
+  some.Truncate(0);
+  ASSERT_TRUE(model->Forward(std::span(ids).first(29), some).ok());
+  EXPECT_EQ(*model->Forward(std::span(ids).subspan(29), some), *expected);
+
+  const float zeros[8] = {};
+  EXPECT_FALSE(all.ImportKept(0, 2, 0, 29, {}, zeros, zeros).ok());  // no head 2
+  const int32_t unordered[] = {3, 1};
+  EXPECT_FALSE(all.ImportKept(0, 0, 0, 29, unordered, zeros, zeros).ok());
+  const int32_t outside[] = {29};
+  EXPECT_FALSE(all.ImportKept(0, 0, 0, 29, outside, zeros, zeros).ok());
+}
+
+TEST(KvCache, CapturedQueriesDependOnlyOnTheContext) {
+  auto model = TinyModel();
+  const auto ids = Tokens(20, 10);
+  const auto& c = model->config();
+  // The last 4 queries of one 20-token forward = those of 16 tokens, then 4 more.
+  KvCache one = *model->NewCache(20), two = *model->NewCache(20);
+  QueryCapture whole{4, {}}, tail{4, {}};
+  ASSERT_TRUE(model->Forward(ids, one, false, &whole).ok());
+  ASSERT_TRUE(model->Forward(std::span(ids).first(16), two).ok());
+  ASSERT_TRUE(model->Forward(std::span(ids).subspan(16), two, false, &tail).ok());
+  ASSERT_EQ(whole.queries.size(), uint64_t(c.num_layers) * c.num_heads * 4 * c.head_dim);
+  for (size_t i = 0; i < whole.queries.size(); ++i)
+    EXPECT_NEAR(whole.queries[i], tail.queries[i], 1e-4) << i;
+  QueryCapture too_many{5, {}};
+  KvCache three = *model->NewCache(20);
+  EXPECT_FALSE(model->Forward(std::span(ids).first(4), three, false, &too_many).ok());
+}
+
 }  // namespace
 }  // namespace kvcomm::runtime

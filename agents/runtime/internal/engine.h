@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "agents/runtime/kv_cache.h"
+#include "agents/runtime/model.h"
 #include "agents/runtime/model_config.h"
 #include "agents/runtime/weights.h"
 
@@ -17,8 +18,10 @@ class Engine {
   virtual Device device() const = 0;
   // Computes `tokens` at positions start .. start + n - 1 (already checked to be free and inside
   // the cache, with valid KV before them) and returns the logits of the last token, or of all.
+  // With `capture` (CPU only; sized by Model) the last capture->tokens queries are kept.
   virtual Result<std::vector<float>> Forward(std::span<const int32_t> tokens, int64_t start,
-                                             KvCache& cache, bool all_logits) = 0;
+                                             KvCache& cache, bool all_logits,
+                                             QueryCapture* capture) = 0;
 };
 
 std::unique_ptr<Engine> MakeCpuEngine(const ModelConfig& config, ModelWeights weights);
