@@ -1,5 +1,7 @@
 #include "kernels/compress.h"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <cassert>
 #include <cmath>
@@ -13,33 +15,45 @@ namespace kvcomm::kernels::cpu {
 void ObservationScores(const float* queries, const float* keys, int64_t q_heads, int64_t kv_heads,
                        int64_t window, int64_t tokens, int64_t head_dim, float* scores) {
   assert(q_heads % kv_heads == 0 && window <= tokens);
-  const int64_t group = q_heads / kv_heads;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
-  ParallelFor(kv_heads, [&](int64_t begin, int64_t end) {
-    std::vector<double> logits(tokens), total(tokens);
-    for (int64_t h = begin; h < end; ++h) {
-      std::fill(total.begin(), total.end(), 0.0);
-      const float* k = keys + h * tokens * head_dim;
-      for (int64_t g = 0; g < group; ++g) {
-        const float* q_head = queries + (h * group + g) * window * head_dim;
-        for (int64_t i = 0; i < window; ++i) {
-          const float* q = q_head + i * head_dim;
-          const int64_t visible = tokens - window + i + 1;
-          double top = -INFINITY;
-          for (int64_t t = 0; t < visible; ++t) {
-            double dot = 0;
-            for (int64_t d = 0; d < head_dim; ++d) dot += double{q[d]} * k[t * head_dim + d];
-            logits[t] = dot * scale;
-            top = std::max(top, logits[t]);
+  // Blocks of window queries go through one GEMM each (H2O and Compactor send every query of
+  // a long prompt); softmax and column sums then run over the block's rows.
+  constexpr int64_t kBlock = 256;
+  const int64_t group = q_heads / kv_heads, block = std::min(kBlock, window);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  std::vector<float> logits(block * tokens);
+  std::vector<double> total(tokens);
+  for (int64_t h = 0; h < kv_heads; ++h) {
+    std::fill(total.begin(), total.end(), 0.0);
+    const float* k = keys + h * tokens * head_dim;
+    for (int64_t g = 0; g < group; ++g) {
+      const float* q_head = queries + (h * group + g) * window * head_dim;
+      for (int64_t first = 0; first < window; first += block) {
+        const int64_t rows = std::min(block, window - first);
+        const int64_t width = tokens - window + first + rows;  // what the block's last row sees
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
+                    static_cast<int>(width), static_cast<int>(head_dim), scale,
+                    q_head + first * head_dim, static_cast<int>(head_dim), k,
+                    static_cast<int>(head_dim), 0.0f, logits.data(), static_cast<int>(width));
+        ParallelFor(rows, [&](int64_t begin, int64_t end) {
+          for (int64_t r = begin; r < end; ++r) {
+            float* row = logits.data() + r * width;
+            const int64_t visible = tokens - window + first + r + 1;
+            const float top = *std::max_element(row, row + visible);
+            double sum = 0;
+            for (int64_t t = 0; t < visible; ++t) sum += (row[t] = std::exp(row[t] - top));
+            const float inv = static_cast<float>(1.0 / sum);
+            for (int64_t t = 0; t < visible; ++t) row[t] *= inv;
+            std::fill(row + visible, row + width, 0.0f);
           }
-          double sum = 0;
-          for (int64_t t = 0; t < visible; ++t) sum += (logits[t] = std::exp(logits[t] - top));
-          for (int64_t t = 0; t < visible; ++t) total[t] += logits[t] / sum;
-        }
+        });
+        ParallelFor(width, [&](int64_t begin, int64_t end) {
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t t = begin; t < end; ++t) total[t] += logits[r * width + t];
+        });
       }
-      for (int64_t t = 0; t < tokens; ++t) scores[h * tokens + t] = static_cast<float>(total[t]);
     }
-  });
+    for (int64_t t = 0; t < tokens; ++t) scores[h * tokens + t] = static_cast<float>(total[t]);
+  }
 }
 
 void Pool1D(const float* in, int64_t rows, int64_t n, int64_t kernel, PoolKind kind, float* out) {

@@ -86,12 +86,38 @@ cudaError_t LaunchAnchorDistances(int64_t layers, int64_t kv_heads, int64_t toke
 // ... and AnchorChannelDistances: one thread per dim, looping over the tokens.
 cudaError_t LaunchAnchorChannelDistances(int64_t layers, int64_t kv_heads, int64_t tokens,
                                          int64_t head_dim, int64_t anchors, const bf16* base,
-                                         const bf16* anchor_bases, float* out,
-                                         cudaStream_t stream);
+                                         const bf16* anchor_bases, float* out, cudaStream_t stream);
 // ... and SoftmaxOverAnchors (fp32 in and out, device memory).
-cudaError_t LaunchSoftmaxOverAnchors(const float* sums, int64_t anchors, int64_t n,
-                                     int64_t stride, int64_t component, float scale, bool root,
-                                     float temperature, float* out, cudaStream_t stream);
+cudaError_t LaunchSoftmaxOverAnchors(const float* sums, int64_t anchors, int64_t n, int64_t stride,
+                                     int64_t component, float scale, bool root, float temperature,
+                                     float* out, cudaStream_t stream);
+// kernels/compress.h on the GPU. ObservationScores is a batched GEMM (Blas::BatchedABt: the
+// group's window queries x the head's keys, unscaled fp32 logits [kv_heads][group * window]
+// [tokens]) then: per logits row the softmax max and sum over the keys its query sees (row r is
+// window query r % window), and per kv head the column sums of the normalised rows.
+cudaError_t LaunchWindowSoftmaxStats(const float* logits, int64_t rows, int64_t tokens,
+                                     int64_t window, float scale, float2* stats,
+                                     cudaStream_t stream);
+cudaError_t LaunchWindowColumnSums(const float* logits, const float2* stats, int64_t kv_heads,
+                                   int64_t rows_per_head, int64_t tokens, int64_t window,
+                                   float scale, float* scores, cudaStream_t stream);
+cudaError_t LaunchPool1D(const float* in, int64_t rows, int64_t n, int64_t kernel, bool max,
+                         float* out, cudaStream_t stream);
+// scores of the first `sinks` and last `recent` tokens of each row := +inf (always kept).
+cudaError_t LaunchForceKeep(float* scores, int64_t rows, int64_t n, int64_t sinks, int64_t recent,
+                            cudaStream_t stream);
+// indices [rows][k]: the k largest of each row in ascending position order, ties to the earlier.
+cudaError_t LaunchTopKPerRow(const float* in, int64_t rows, int64_t n, int64_t k, int32_t* indices,
+                             cudaStream_t stream);
+// out [rows][k][dim] = in [rows][n][dim] at indices (bf16; dim % 8 == 0, 16-byte aligned).
+cudaError_t LaunchGatherRows(const bf16* in, int64_t rows, int64_t n, int64_t dim,
+                             const int32_t* indices, int64_t k, bf16* out, cudaStream_t stream);
+// Group quantization of bf16 values, codes packed as QuantizeGroups packs them.
+cudaError_t LaunchQuantizeGroups(const bf16* in, int64_t groups, int64_t group_size, int bits,
+                                 uint8_t* packed, float* scale, float* zero, cudaStream_t stream);
+cudaError_t LaunchDequantizeGroups(const uint8_t* packed, const float* scale, const float* zero,
+                                   int64_t groups, int64_t group_size, int bits, bf16* out,
+                                   cudaStream_t stream);
 // y [rows][n] += bias [n] (bf16).
 cudaError_t LaunchAddBias(bf16* y, const bf16* bias, int64_t rows, int64_t n, cudaStream_t stream);
 // Deterministic pseudo-random normal(0, std) bf16 values from (seed, index): random weights.

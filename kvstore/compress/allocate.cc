@@ -39,14 +39,17 @@ Result<std::vector<double>> CakePreferences(const AllocatorSpec& spec, const KvL
         "allocator 'cake' reads the observation window's attention: send at least 2 queries "
         "per layer (got {})",
         in.queries.empty() ? 0 : in.window);
-  const int64_t T = layout.tokens, D = layout.head_dim, W = in.window, Q = in.q_heads;
+  const int64_t T = layout.tokens, D = layout.head_dim, Q = in.q_heads;
+  const int64_t W = std::min(spec.window, in.window), skip = in.window - W;
   const uint64_t layer_kv = 2 * layout.ElementsPerHalf();
-  std::vector<float> probs(Q * W * T);
+  std::vector<float> queries(Q * W * D), probs(Q * W * T);
   std::vector<double> preferences(layout.num_layers);
   for (uint32_t l = 0; l < layout.num_layers; ++l) {
-    kernels::cpu::ObservationAttention(in.queries.data() + uint64_t{l} * Q * W * D,
-                                       in.kv.data() + l * layer_kv, Q, layout.kv_heads, W, T, D,
-                                       probs.data());
+    for (int64_t h = 0; h < Q; ++h)  // the last W of the window's queries
+      std::copy_n(in.queries.data() + ((uint64_t{l} * Q + h) * in.window + skip) * D, W * D,
+                  queries.data() + h * W * D);
+    kernels::cpu::ObservationAttention(queries.data(), in.kv.data() + l * layer_kv, Q,
+                                       layout.kv_heads, W, T, D, probs.data());
     double entropy = 0, shift = 0;
     for (int64_t h = 0; h < Q; ++h)
       for (int64_t t = 0; t < T; ++t) {
@@ -75,8 +78,9 @@ Result<AllocatorSpec> ParseAllocator(const MethodSpec& spec) {
     a.layers = AllocatorSpec::Layers::kPyramid;
     KVCOMM_ASSIGN_OR_RETURN(a.beta, IntParam(spec, "beta", 20, 1, 1000));
   } else if (spec.name == "cake") {
-    KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"tau1", "tau2", "heads", "floor"}));
+    KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"tau1", "tau2", "window", "heads", "floor"}));
     a.layers = AllocatorSpec::Layers::kCake;
+    KVCOMM_ASSIGN_OR_RETURN(a.window, IntParam(spec, "window", 32, 2, 1 << 20));
     KVCOMM_ASSIGN_OR_RETURN(a.tau1, NumberParam(spec, "tau1", 1, 0.01, 100));
     KVCOMM_ASSIGN_OR_RETURN(a.tau2, NumberParam(spec, "tau2", 1, 0.01, 100));
   } else {

@@ -3,11 +3,12 @@
 // parameter heads=, the head rule:
 //   uniform                every layer keeps the average;
 //   pyramid:beta=20        PyramidKV: linearly more in lower layers, the top layer average / beta;
-//   cake:tau1=1,tau2=1     CAKE: layer l's share is proportional to its preference
+//   cake:tau1=1,tau2=1,window=32
+//                          CAKE: layer l's share is proportional to its preference
 //                          H_l^(1/tau1) * V_l^(1/tau2), H_l the entropy of the observation
 //                          window's mean attention (spatial dispersion), V_l the attention's
 //                          variance over the window's queries (temporal shift), both averaged
-//                          over the layer's query heads; needs the observation queries;
+//                          over the layer's query heads, from the last `window` queries sent;
 //   ...,heads=ada,floor=20 AdaKV: inside each layer the heads share the layer's budget by the
 //                          method's scores (each head's scores normalised to sum 1, the
 //                          layer's largest taken across heads), every head keeping at least
@@ -30,6 +31,7 @@ struct AllocatorSpec {
   Layers layers = Layers::kUniform;
   int64_t beta = 20;            // pyramid
   double tau1 = 1, tau2 = 1;    // cake
+  int64_t window = 32;          // cake: the last queries sent that it reads
   bool adaptive_heads = false;  // heads=ada
   int64_t floor_percent = 20;   // ada
 };

@@ -8,6 +8,9 @@
 #include "kernels/device.h"
 #include "kernels/model_ops.h"
 #include "tests/kernels/random_values.h"
+#if KVCOMM_HAVE_CUDA
+#include "tests/kernels/device_values.h"
+#endif
 
 #if KVCOMM_HAVE_CUDA
 #include "kernels/cuda/blas.h"
@@ -23,39 +26,6 @@ using cuda::bf16;
 #define REQUIRE_GPU() \
   if (!CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU: " << CudaDeviceDescription()
 
-// Device copies of host values, as bf16 or fp32.
-struct Dev {
-  DeviceBuffer buffer;
-  template <typename T>
-  T* as() {
-    return reinterpret_cast<T*>(buffer.data());
-  }
-};
-Dev ToDeviceBf16(const std::vector<float>& v) {
-  std::vector<uint16_t> bits(v.size());
-  for (size_t i = 0; i < v.size(); ++i) bits[i] = FloatToBFloat16(v[i]);
-  Dev d{std::move(DeviceBuffer::Allocate(bits.size() * 2)).value()};
-  EXPECT_TRUE(CopyHostToDevice(d.buffer.data(), bits.data(), bits.size() * 2).ok());
-  return d;
-}
-template <typename T>
-Dev ToDevice(const std::vector<T>& v) {
-  Dev d{std::move(DeviceBuffer::Allocate(v.size() * sizeof(T))).value()};
-  EXPECT_TRUE(CopyHostToDevice(d.buffer.data(), v.data(), v.size() * sizeof(T)).ok());
-  return d;
-}
-std::vector<float> FromDeviceBf16(const Dev& d, size_t n) {
-  std::vector<uint16_t> bits(n);
-  EXPECT_TRUE(CopyDeviceToHost(bits.data(), d.buffer.data(), n * 2).ok());
-  std::vector<float> out(n);
-  for (size_t i = 0; i < n; ++i) out[i] = BFloat16ToFloat(bits[i]);
-  return out;
-}
-std::vector<float> FromDeviceF32(const Dev& d, size_t n) {
-  std::vector<float> out(n);
-  EXPECT_TRUE(CopyDeviceToHost(out.data(), d.buffer.data(), n * 4).ok());
-  return out;
-}
 Dev Poisoned(size_t bytes) {
   Dev d{std::move(DeviceBuffer::Allocate(bytes)).value()};
   std::vector<uint8_t> poison(bytes, 0x7f);  // bf16 0x7f7f is a huge value; fp32 too
