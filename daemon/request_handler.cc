@@ -5,6 +5,7 @@
 #include <kj/exception.h>
 #include <spdlog/spdlog.h>
 
+#include "daemon/internal/compress_wire.h"
 #include "daemon/internal/convert.h"
 #include "daemon/internal/reuse_wire.h"
 #include "schemas/kvcomm.capnp.h"
@@ -82,6 +83,8 @@ class RequestDispatch {
         return ReportActual(call);
       case Request::LIST_ANCHORS:
         return ListAnchors(call);
+      case Request::GET_COMPRESSED:
+        return GetCompressed(call);
     }
     return InvalidArgument("unknown request type {}", static_cast<int>(call.request.which()));
   }
@@ -296,6 +299,12 @@ class RequestDispatch {
     KVCOMM_ASSIGN_OR_RETURN(Session session, RequireSession(call));
     internal::FillAnchorListing(call.reply.initAnchors(), anchors_.List(ScopeOf(session)));
     return Status::Ok();
+  }
+
+  Status GetCompressed(Call& call) {
+    KVCOMM_ASSIGN_OR_RETURN(Session session, RequireSession(call));
+    return internal::ServeCompressed(store_, ScopeOf(session), call.request.getGetCompressed(),
+                                     call.frames, call.reply.initCompressed(), call.payload_out);
   }
 
   kvstore::TieredStore& store_;

@@ -310,6 +310,41 @@ struct ReuseCounter {
   realignSeconds @10 :Float64;
 }
 
+# ---- Compressed hand-out (kvstore/compress) ----
+#
+# A stored segment compressed to a budget: `method` with its parameters ("snapkv:window=32"),
+# `budget` ("128" tokens per layer and head, "25%", "64KiB", "" for quantizers) and `allocator`
+# ("uniform", "pyramid:beta=20", "cake:heads=ada") as kvstore/compress/spec.h parses them.
+# Query-aware methods need the observation window's queries after RoPE: frame 1, described as
+# tensor "queries", f32, shape [layers, qHeads, window, headDim]. Methods that un-rotate keys
+# (leverage, compactor) need the RoPE inverse frequencies; the segment's positions must then be
+# contiguous. Kept rows are stored in `rowDtype`.
+enum CompressedCodec {
+  tokenSubset @0;   # "KVTS": kept indices and K / V rows per (layer, kv head)
+  kivi @1;          # "KVKV": every token, quantized but a full-precision recent window
+}
+
+struct GetCompressed {
+  key @0 :Key128;
+  kind @1 :KeyKind;
+  method @2 :Text;
+  budget @3 :Text;
+  allocator @4 :Text;
+  rowDtype @5 :DType;
+  qHeads @6 :UInt32;
+  window @7 :UInt32;
+  ropeInvFreq @8 :List(Float32);
+  tensors @9 :List(TensorDesc);    # empty, or the queries
+}
+
+# Frame 1: the encoded segment (tensor "compressed"; its codec's header repeats the shape).
+struct CompressedResult {
+  info @0 :SegmentInfo;            # the segment it was made from
+  codec @1 :CompressedCodec;
+  kept @2 :List(UInt32);           # tokenSubset: tokens kept per (layer, kv head)
+  tensors @3 :List(TensorDesc);
+}
+
 struct Request {
   id @0 :UInt64;
   union {
@@ -324,6 +359,7 @@ struct Request {
     planPrompt @9 :PlanPrompt;
     reportActual @10 :ReportActual;
     listAnchors @11 :Void;
+    getCompressed @12 :GetCompressed;
   }
 }
 
@@ -342,5 +378,6 @@ struct Reply {
     plan @10 :PlanResult;
     reportActual @11 :Void;
     anchors @12 :AnchorListing;
+    compressed @13 :CompressedResult;
   }
 }

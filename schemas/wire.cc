@@ -1,7 +1,9 @@
 #include "schemas/wire.h"
 
 #include <capnp/serialize.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/dtype.h"
@@ -85,6 +87,60 @@ Status CheckKvTensor(proto::TensorDesc::Reader desc, const KvLayout& layout,
                  "payload checksum mismatch: the bytes were damaged in transit");
   }
   return Status::Ok();
+}
+
+void DescribeTensor(proto::TensorDesc::Builder out, std::string_view name, DType dtype,
+                    std::span<const uint64_t> shape, std::span<const std::byte> frame) {
+  out.setName(std::string(name));
+  out.setDtype(static_cast<proto::DType>(dtype));
+  auto dims = out.initShape(static_cast<unsigned>(shape.size()));
+  for (unsigned i = 0; i < shape.size(); ++i) dims.set(i, shape[i]);
+  out.setByteLength(frame.size());
+  out.setChecksum(Checksum64(frame));
+}
+
+void DescribeBytes(proto::TensorDesc::Builder out, std::string_view name,
+                   std::span<const std::byte> frame) {
+  const uint64_t shape[] = {frame.size()};
+  DescribeTensor(out, name, DType::kF32, shape, frame);
+}
+
+namespace {
+
+Status CheckLengthAndChecksum(proto::TensorDesc::Reader desc, std::string_view name,
+                              uint64_t expected, std::span<const std::byte> frame) {
+  if (desc.getByteLength() != expected || frame.size() != expected)
+    return InvalidArgument("tensor '{}' is {} bytes (described as {}), expected {}", name,
+                           frame.size(), desc.getByteLength(), expected);
+  if (Checksum64(frame) != desc.getChecksum())
+    return Error(ErrorCode::kDataLoss, "tensor '{}' checksum mismatch: damaged in transit", name);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status CheckTensor(proto::TensorDesc::Reader desc, std::string_view name, DType dtype,
+                   std::span<const uint64_t> shape, std::span<const std::byte> frame) {
+  if (std::string_view(desc.getName().cStr(), desc.getName().size()) != name)
+    return InvalidArgument("tensor is named '{}', expected '{}'", desc.getName().cStr(), name);
+  if (static_cast<uint16_t>(desc.getDtype()) != static_cast<uint16_t>(dtype))
+    return InvalidArgument("tensor '{}' has dtype {}, expected {}", name,
+                           static_cast<int>(desc.getDtype()), DTypeName(dtype));
+  std::vector<uint64_t> dims;
+  for (uint64_t d : desc.getShape()) dims.push_back(d);
+  uint64_t elements = 1;
+  for (uint64_t d : shape) elements *= d;
+  if (!std::equal(dims.begin(), dims.end(), shape.begin(), shape.end()))
+    return InvalidArgument("tensor '{}' has shape [{}], expected [{}]", name, fmt::join(dims, ", "),
+                           fmt::join(shape, ", "));
+  return CheckLengthAndChecksum(desc, name, elements * DTypeSize(dtype), frame);
+}
+
+Status CheckBytes(proto::TensorDesc::Reader desc, std::string_view name,
+                  std::span<const std::byte> frame) {
+  if (std::string_view(desc.getName().cStr(), desc.getName().size()) != name)
+    return InvalidArgument("tensor is named '{}', expected '{}'", desc.getName().cStr(), name);
+  return CheckLengthAndChecksum(desc, name, frame.size(), frame);
 }
 
 Result<std::vector<int32_t>> ReadTokenList(capnp::List<int32_t>::Reader list, uint32_t tokens,

@@ -31,6 +31,19 @@ void DescribeKvTensor(proto::TensorDesc::Builder out, const KvLayout& layout, ui
 Status CheckKvTensor(proto::TensorDesc::Reader desc, const KvLayout& layout,
                      std::span<const std::byte> frame);
 
+// Any other tensor: a name, dtype and shape (byteLength = elements x dtype size), or, for opaque
+// bytes (an encoded segment), the name alone with shape [bytes] and dtype f32 unused.
+void DescribeTensor(proto::TensorDesc::Builder out, std::string_view name, DType dtype,
+                    std::span<const uint64_t> shape, std::span<const std::byte> frame);
+void DescribeBytes(proto::TensorDesc::Builder out, std::string_view name,
+                   std::span<const std::byte> frame);
+// Checks name, dtype, shape, byte length and checksum against the frame.
+Status CheckTensor(proto::TensorDesc::Reader desc, std::string_view name, DType dtype,
+                   std::span<const uint64_t> shape, std::span<const std::byte> frame);
+// Checks name, byte length and checksum (opaque bytes).
+Status CheckBytes(proto::TensorDesc::Reader desc, std::string_view name,
+                  std::span<const std::byte> frame);
+
 // A list that is either empty or has exactly `tokens` entries.
 Result<std::vector<int32_t>> ReadTokenList(capnp::List<int32_t>::Reader list, uint32_t tokens,
                                            std::string_view field);

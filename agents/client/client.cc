@@ -498,6 +498,59 @@ Status Client::ReportActual(const ActualReport& report) {
   });
 }
 
+Result<CompressedSegment> Client::GetCompressed(const CompressedFetch& fetch) {
+  const uint64_t per_layer = uint64_t{fetch.q_heads} * fetch.window * fetch.head_dim;
+  if (!fetch.queries.empty() && (per_layer == 0 || fetch.queries.size() % per_layer != 0))
+    return InvalidArgument(
+        "{} query values are not layers x q_heads ({}) x window ({}) x head_dim ({})",
+        fetch.queries.size(), fetch.q_heads, fetch.window, fetch.head_dim);
+  // The daemon checks the shape against the segment's layers and head_dim.
+  std::vector<uint64_t> query_shape;
+  if (per_layer > 0)
+    query_shape = std::vector<uint64_t>{fetch.queries.size() / per_layer, fetch.q_heads,
+                                        fetch.window, fetch.head_dim};
+  KVCOMM_CALL(response, [&](proto::Request::Builder request) {
+    auto out = request.initGetCompressed();
+    wire::WriteKey(out.initKey(), fetch.key);
+    out.setKind(static_cast<proto::KeyKind>(fetch.kind));
+    out.setMethod(fetch.method);
+    out.setBudget(fetch.budget);
+    out.setAllocator(fetch.allocator);
+    out.setRowDtype(static_cast<proto::DType>(fetch.row_dtype));
+    out.setQHeads(fetch.q_heads);
+    out.setWindow(fetch.window);
+    auto rope = out.initRopeInvFreq(static_cast<unsigned>(fetch.rope_inv_freq.size()));
+    for (unsigned i = 0; i < rope.size(); ++i) rope.set(i, fetch.rope_inv_freq[i]);
+    std::vector<zmq::message_t> payload;
+    if (!fetch.queries.empty()) {
+      std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(fetch.queries.data()),
+                                       fetch.queries.size() * sizeof(float));
+      wire::DescribeTensor(out.initTensors(1)[0], "queries", DType::kF32, query_shape, bytes);
+      payload.emplace_back(bytes.data(), bytes.size());
+    }
+    return payload;
+  });
+  return Guarded([&]() -> Result<CompressedSegment> {
+    if (!response.reply().isCompressed()) return Unexpected("GetCompressed");
+    auto result = response.reply().getCompressed();
+    CompressedSegment out;
+    out.info = ReadInfo(result.getInfo());
+    KVCOMM_ASSIGN_OR_RETURN(out.info.layout, wire::ReadShape(result.getInfo().getShape()));
+    out.codec = result.getCodec() == proto::CompressedCodec::KIVI ? CompressedCodec::kKivi
+                                                                  : CompressedCodec::kTokenSubset;
+    for (uint32_t k : result.getKept()) out.kept.push_back(k);
+    if (result.getTensors().size() != 1 || response.frames.size() != 2)
+      return Error(ErrorCode::kMalformedMessage,
+                   "GetCompressed reply has {} tensors and {} payload frames",
+                   result.getTensors().size(), response.frames.size() - 1);
+    std::span<const std::byte> bytes(static_cast<const std::byte*>(response.frames[1].data()),
+                                     response.frames[1].size());
+    KVCOMM_RETURN_IF_ERROR(wire::CheckBytes(result.getTensors()[0], "compressed", bytes));
+    out.bytes = wire::FrameToBlob(std::move(response.frames[1]));
+    return out;
+  });
+}
+
 Result<std::vector<AnchorSlotInfo>> Client::ListAnchors() {
   KVCOMM_CALL(response, [](proto::Request::Builder request) {
     request.setListAnchors();

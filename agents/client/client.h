@@ -162,6 +162,29 @@ struct AnchorSlotInfo {
   std::vector<AnchorInfo> anchors;
 };
 
+// A stored segment compressed by kvcommd to a method and budget (schemas/kvcomm.capnp,
+// "Compressed hand-out"; the strings as kvstore/compress/spec.h parses them).
+struct CompressedFetch {
+  SegmentKey key;
+  KeyKind kind = KeyKind::kContext;
+  std::string method;  // "snapkv:window=32,kernel=7"
+  std::string budget;  // "25%", "128", "64KiB"; "" for quantizers
+  std::string allocator = "uniform";
+  DType row_dtype = DType::kBF16;  // how kept rows are stored
+  // Query-aware methods: the observation window's queries after RoPE, fp32
+  // [layers][q_heads][window][head_dim]; empty otherwise.
+  uint32_t q_heads = 0, window = 0, head_dim = 0;
+  std::vector<float> queries;
+  std::vector<float> rope_inv_freq;  // leverage / compactor: head_dim / 2 values
+};
+enum class CompressedCodec : uint8_t { kTokenSubset = 0, kKivi = 1 };
+struct CompressedSegment {
+  SegmentInfo info;  // the segment it was made from
+  CompressedCodec codec = CompressedCodec::kTokenSubset;
+  std::vector<uint32_t> kept;  // token subset: per (layer, kv head)
+  Blob bytes;                  // kvstore/compress/codec.h decodes them
+};
+
 class Client {
  public:
   // Connects and says Hello (checking the protocol version).
@@ -182,6 +205,7 @@ class Client {
   Result<std::vector<SegmentPlan>> PlanPrompt(const PlanRequest& request);
   Status ReportActual(const ActualReport& report);
   Result<std::vector<AnchorSlotInfo>> ListAnchors();
+  Result<CompressedSegment> GetCompressed(const CompressedFetch& fetch);
 
   void set_timeout(std::chrono::milliseconds timeout) { options_.timeout = timeout; }
   const ClientOptions& options() const { return options_; }
