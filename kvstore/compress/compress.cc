@@ -112,7 +112,7 @@ Result<Compressed> Compress(const CompressRequest& r) {
                                                          {r.kv, r.queries, r.q_heads, r.window}));
 
   TokenSubset subset{l, {}, {}, {}, {}};
-  std::vector<float> scores(H * T), rows;
+  std::vector<float> scores(H * T), key_rows, value_rows;
   std::vector<int32_t> kept;
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
     const float* keys = r.kv.data() + uint64_t{layer} * 2 * H * T * D;
@@ -144,12 +144,13 @@ Result<Compressed> Compress(const CompressRequest& r) {
       kept.resize(k);
       kernels::cpu::TopKPerRow(scores.data() + h * T, 1, T, k, kept.data());
       subset.indices.insert(subset.indices.end(), kept.begin(), kept.end());
-      rows.resize(k * D);
-      for (const float* half : {view.keys, view.values}) {
-        kernels::cpu::GatherRows(half + h * T * D, 1, T, D, kept.data(), k, rows.data());
-        auto& out = half == view.keys ? subset.keys : subset.values;
-        out.insert(out.end(), rows.begin(), rows.end());
-      }
+      key_rows.resize(k * D);
+      value_rows.resize(k * D);
+      kernels::cpu::GatherRows(view.keys + h * T * D, 1, T, D, kept.data(), k, key_rows.data());
+      kernels::cpu::GatherRows(view.values + h * T * D, 1, T, D, kept.data(), k, value_rows.data());
+      scorer->MergeEvicted(l, view, h, kept, key_rows, value_rows);
+      subset.keys.insert(subset.keys.end(), key_rows.begin(), key_rows.end());
+      subset.values.insert(subset.values.end(), value_rows.begin(), value_rows.end());
     }
     subset.counts.insert(subset.counts.end(), counts.begin(), counts.end());
   }

@@ -163,13 +163,14 @@ class Tova final : public TokenScorer {
 
 // H2O (Zhang et al. 2023): heavy hitters by the attention every query of the prompt gave each
 // token (the agent sends all its queries), plus a recent window taking a share of the budget.
-class H2o final : public TokenScorer {
+class H2o : public TokenScorer {
  public:
-  explicit H2o(double recent_share) : recent_share_(recent_share) {}
+  H2o(std::string name, double recent_share)
+      : name_(std::move(name)), recent_share_(recent_share) {}
   Status Score(const KvLayout& layout, const LayerView& layer,
                std::span<float> scores) const override {
     if (layer.queries == nullptr || layer.window != layout.tokens)
-      return InvalidArgument("method 'h2o' needs the queries of every token ({}), got {}",
+      return InvalidArgument("method '{}' needs the queries of every token ({}), got {}", name_,
                              layout.tokens, layer.queries ? layer.window : 0);
     WindowScores(layout, layer, layer.window, scores.data());
     return Status();
@@ -180,7 +181,78 @@ class H2o final : public TokenScorer {
   bool needs_queries() const override { return true; }
 
  private:
+  std::string name_;
   double recent_share_;
+};
+
+// D2O (Wan et al. 2024): H2O's selection, then every evicted token whose key is close enough
+// (cosine similarity >= threshold; by default the mean of the evicted tokens' best
+// similarities) to its most similar kept key is merged into that kept token:
+//   x_c' = (e x_c + sum_e exp(u_ec) x_e) / (e + sum_e exp(u_ec))   for keys and values.
+class D2o final : public H2o {
+ public:
+  D2o(double recent_share, double threshold) : H2o("d2o", recent_share), threshold_(threshold) {}
+  void MergeEvicted(const KvLayout& layout, const LayerView& layer, int64_t head,
+                    std::span<const int32_t> kept, std::span<float> keys,
+                    std::span<float> values) const override {
+    const int64_t T = layout.tokens, D = layout.head_dim, k = static_cast<int64_t>(kept.size());
+    if (k == 0 || k == T) return;
+    auto norm = [D](const float* x) {
+      double s = 0;
+      for (int64_t d = 0; d < D; ++d) s += double{x[d]} * x[d];
+      return std::sqrt(s) + 1e-30;
+    };
+    std::vector<double> kept_norm(k);
+    for (int64_t j = 0; j < k; ++j) kept_norm[j] = norm(keys.data() + j * D);
+    struct Match {
+      int32_t token;
+      int64_t into;
+      double similarity;
+    };
+    std::vector<Match> matches;
+    std::vector<bool> is_kept(T, false);
+    for (int32_t t : kept) is_kept[t] = true;
+    for (int32_t e = 0; e < T; ++e) {
+      if (is_kept[e]) continue;
+      const float* key = layer.keys + (head * T + e) * D;
+      const double e_norm = norm(key);
+      Match best{e, 0, -2.0};
+      for (int64_t j = 0; j < k; ++j) {
+        double dot = 0;
+        for (int64_t d = 0; d < D; ++d) dot += double{key[d]} * keys[j * D + d];
+        const double u = dot / (e_norm * kept_norm[j]);
+        if (u > best.similarity) best = {e, j, u};
+      }
+      matches.push_back(best);
+    }
+    double threshold = threshold_;
+    if (std::isnan(threshold)) {
+      threshold = 0;
+      for (const auto& m : matches) threshold += m.similarity / static_cast<double>(matches.size());
+    }
+    std::vector<double> weight(k, 0.0), merged_k(k * D, 0.0), merged_v(k * D, 0.0);
+    for (const auto& m : matches) {
+      if (m.similarity < threshold) continue;
+      const double w = std::exp(m.similarity);
+      weight[m.into] += w;
+      for (int64_t d = 0; d < D; ++d) {
+        merged_k[m.into * D + d] += w * layer.keys[(head * T + m.token) * D + d];
+        merged_v[m.into * D + d] += w * layer.values[(head * T + m.token) * D + d];
+      }
+    }
+    for (int64_t j = 0; j < k; ++j) {
+      if (weight[j] == 0) continue;
+      const double total = weight[j] + M_E;
+      for (int64_t d = 0; d < D; ++d) {
+        keys[j * D + d] = static_cast<float>((M_E * keys[j * D + d] + merged_k[j * D + d]) / total);
+        values[j * D + d] =
+            static_cast<float>((M_E * values[j * D + d] + merged_v[j * D + d]) / total);
+      }
+    }
+  }
+
+ private:
+  double threshold_;  // NaN: the mean of the evicted tokens' best similarities
 };
 
 // Leverage scores of the pre-RoPE keys (Chari & Van Durme 2025, the query-agnostic part of
@@ -213,6 +285,11 @@ const std::vector<MethodInfo>& Methods() {
       {"h2o",
        "H2O: heavy hitters by the attention all prompt queries gave each token (the agent sends "
        "every query), plus the most recent tokens as a share of the budget (recent=50 percent)",
+       true},
+      {"d2o",
+       "D2O: H2O's selection (recent=50 percent), then each evicted token merged into its most "
+       "similar kept key (cosine >= threshold; default the mean best similarity), weights "
+       "exp(similarity) against e for the kept token; send every query",
        true},
       {"leverage",
        "leverage scores of the centred pre-RoPE keys, Gaussian-sketched (sketch=48; 0: exact), "
@@ -271,7 +348,13 @@ Result<std::unique_ptr<TokenScorer>> MakeScorer(const MethodSpec& spec) {
   if (spec.name == "h2o") {
     KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"recent"}));
     KVCOMM_ASSIGN_OR_RETURN(int64_t recent, IntParam(spec, "recent", 50, 0, 100));
-    return std::unique_ptr<TokenScorer>(new H2o(recent / 100.0));
+    return std::unique_ptr<TokenScorer>(new H2o("h2o", recent / 100.0));
+  }
+  if (spec.name == "d2o") {
+    KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"recent", "threshold"}));
+    KVCOMM_ASSIGN_OR_RETURN(int64_t recent, IntParam(spec, "recent", 50, 0, 100));
+    KVCOMM_ASSIGN_OR_RETURN(double threshold, NumberParam(spec, "threshold", std::nan(""), -1, 1));
+    return std::unique_ptr<TokenScorer>(new D2o(recent / 100.0, threshold));
   }
   if (spec.name == "leverage") {
     KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"sketch"}));

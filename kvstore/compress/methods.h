@@ -46,6 +46,12 @@ class TokenScorer {
                         std::span<const uint32_t> /*kept*/, std::span<float> /*scores*/) const {
     return Status();
   }
+  // Methods that merge what they evict (D2O) fold the evicted tokens of one kv head into the
+  // kept rows: `kept` are the kept positions (ascending), keys / values their rows
+  // ([kept][head_dim], copies of the layer's), changed in place.
+  virtual void MergeEvicted(const KvLayout& /*layout*/, const LayerView& /*layer*/,
+                            int64_t /*head*/, std::span<const int32_t> /*kept*/,
+                            std::span<float> /*keys*/, std::span<float> /*values*/) const {}
 };
 
 struct MethodInfo {

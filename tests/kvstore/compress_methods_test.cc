@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "kvstore/compress/compress.h"
+#include "kvstore/compress/methods.h"
 #include "tests/kvstore/compress_fixtures.h"
 
 namespace kvcomm::kvstore::compress {
@@ -113,6 +114,47 @@ TEST(CompressMethods, CompactorBlendsKeyLeverageWithNonCausalAttention) {
   auto refused = Compress(partial);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("queries of every token"), std::string::npos);
+}
+
+TEST(CompressMethods, D2oMergesEvictedTokensIntoTheirMostSimilarKeptKey) {
+  // One head, three tokens of dimension 2: token 2's key points like token 0's.
+  const KvLayout layout{1, 1, 3, 2, DType::kF32};
+  std::vector<float> keys = {1, 0, 0, 1, 2, 0}, values = {1, 1, 5, 5, 3, -1};
+  LayerView view{keys.data(), values.data()};
+  const std::vector<int32_t> kept = {0, 1};
+  auto merge = [&](const std::string& method) {
+    auto scorer = MakeScorer(*ParseMethodSpec(method));
+    EXPECT_TRUE(scorer.ok()) << scorer.status().ToString();
+    std::vector<float> k = {1, 0, 0, 1}, v = {1, 1, 5, 5};
+    (*scorer)->MergeEvicted(layout, view, 0, kept, k, v);
+    return std::make_pair(k, v);
+  };
+  // Similarity 1: weights e and e^1 -> the mean of the two tokens; token 1 untouched.
+  auto [k, v] = merge("d2o:threshold=0.5");
+  EXPECT_NEAR(k[0], 1.5f, 1e-6);
+  EXPECT_NEAR(k[1], 0.f, 1e-6);
+  EXPECT_NEAR(v[0], 2.f, 1e-6);
+  EXPECT_NEAR(v[1], 0.f, 1e-6);
+  EXPECT_EQ(std::vector<float>(k.begin() + 2, k.end()), (std::vector<float>{0, 1}));
+  EXPECT_EQ(std::vector<float>(v.begin() + 2, v.end()), (std::vector<float>{5, 5}));
+  // Below the threshold nothing moves.
+  keys[4] = 0.5f;
+  keys[5] = 0.5f;  // cosine 0.71 with both kept keys
+  auto [k2, v2] = merge("d2o:threshold=0.8");
+  EXPECT_EQ(k2, (std::vector<float>{1, 0, 0, 1}));
+  EXPECT_EQ(v2, (std::vector<float>{1, 1, 5, 5}));
+
+  // Through Compress: H2O's choice of tokens, with merged rows.
+  auto kv = RandomKv(37);
+  const auto queries = QueriesPointingAt(kv, 5, kTokens);
+  auto h2o = CompressKv(kv, "h2o", "8", "uniform", &queries, kTokens);
+  auto d2o = CompressKv(kv, "d2o", "8", "uniform", &queries, kTokens);
+  ASSERT_TRUE(h2o.ok() && d2o.ok()) << d2o.status().ToString();
+  auto plain = DecodeTokenSubset(h2o->bytes), merged = DecodeTokenSubset(d2o->bytes);
+  ASSERT_TRUE(plain.ok() && merged.ok());
+  EXPECT_EQ(plain->indices, merged->indices);
+  EXPECT_NE(plain->values, merged->values);
+  EXPECT_EQ(plain->values.size(), merged->values.size());
 }
 
 TEST(CompressMethods, KvCrushKeepsRepresentativesOfWhatWouldBeDropped) {
