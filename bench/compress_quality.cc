@@ -201,9 +201,10 @@ int main(int argc, char** argv) {
   std::vector<std::string> budgets = {"10%", "25%", "50%"};
   std::vector<std::string> methods = {"streaming_llm",  "key_norm",    "snapkv",
                                       "snapkv@pyramid", "snapkv@cake", "snapkv@uniform:heads=ada",
-                                      "tova",           "h2o",         "leverage",
-                                      "curdkv",         "obcache",     "compactor",
-                                      "kvcrush",        "kivi:bits=4", "kivi:bits=2"};
+                                      "tova",           "h2o",         "d2o",
+                                      "leverage",       "curdkv",      "obcache",
+                                      "compactor",      "kvcrush",     "mikv",
+                                      "kivi:bits=4",    "kivi:bits=2"};
   int64_t limit = 20;
   app.add_option("--model", model_dir, "model directory")->check(CLI::ExistingDirectory);
   app.add_option("--tasks-dir", tasks_dir, "task suite directory")->check(CLI::ExistingDirectory);
@@ -298,10 +299,11 @@ int main(int argc, char** argv) {
           cell.kl += pipeline::KlDivergence(full.logits, reply.logits);
           cell.attention_error +=
               AttentionOutputError(kv, used, layout, captured.queries, config.num_heads);
-          cell.kept += quantizes ? double(compressed->bytes.size()) /
-                                       double(layout.num_layers * 2 * layout.ElementsPerHalf() * 2)
-                                 : double(std::count(used.kept.begin(), used.kept.end(), 1)) /
-                                       double(used.kept.size());
+          cell.kept += compressed->codec == compress::CompressedCodec::kTokenSubset
+                           ? double(std::count(used.kept.begin(), used.kept.end(), 1)) /
+                                 double(used.kept.size())
+                           : double(compressed->bytes.size()) /
+                                 double(layout.num_layers * 2 * layout.ElementsPerHalf() * 2);
           cell.seconds += seconds;
         }
       }
@@ -314,7 +316,7 @@ int main(int argc, char** argv) {
       "compress_quality: %s, %d threads; per task type the final agent's context (all but the "
       "last prompt token) compressed, then the reply computed over it (greedy). KL: first reply "
       "token, full || compressed. attn err: relative error of the attention output of the "
-      "context's last %lld queries. kept: KV tokens kept (KIVI: bytes vs bf16).\n\n",
+      "context's last %lld queries. kept: KV tokens kept (KIVI, MiKV: bytes vs bf16).\n\n",
       model_dir.c_str(), kernels::cpu::ParallelThreads(), static_cast<long long>(kErrorQueries));
   std::printf(
       "| type | method | budget | tasks | refused | accuracy | same as full | KL | attn err | kept "

@@ -322,6 +322,7 @@ struct ReuseCounter {
 enum CompressedCodec {
   tokenSubset @0;   # "KVTS": kept indices and K / V rows per (layer, kv head)
   kivi @1;          # "KVKV": every token, quantized but a full-precision recent window
+  mixed @2;         # "KVMX": kept tokens in rowDtype, the others quantized per token (MiKV)
 }
 
 struct GetCompressed {

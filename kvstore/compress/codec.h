@@ -10,6 +10,12 @@
 //   groups of `group` channels, fp32 scale and zero per group, codes packed; the rest (the
 //   residual window) in dtype.
 //   "KVKV" u32 version, layers, kv_heads, tokens, head_dim, dtype, bits, group, quantized tokens.
+// mixed (MiKV): every token; per (layer, head) the kept tokens' indices and K / V rows in
+//   dtype, then the other tokens (ascending) quantized per token: K codes, then V codes, in
+//   groups of `group` channels with fp32 scale and zero per group.
+//   "KVMX" u32 version, layers, kv_heads, tokens, head_dim, dtype, bits, group; u32 count per
+//   (layer, head); then per (layer, head): indices, K rows, V rows, evicted K codes + scales +
+//   zeros, evicted V codes + scales + zeros.
 #pragma once
 
 #include <cstddef>
@@ -51,5 +57,24 @@ struct KiviDecoded {
   std::vector<float> kv;
 };
 Result<KiviDecoded> DecodeKivi(std::span<const std::byte> bytes);
+
+struct MixedParams {
+  int bits = 2;
+  int64_t group = 32;
+};
+uint64_t MixedBytes(const KvLayout& layout, uint64_t kept, const MixedParams& params);
+// `kv` fp32 as above; counts per (layer, head) and the kept indices (ascending per head, in
+// order) as a TokenSubset holds them. layout.dtype is the kept rows' dtype.
+std::vector<std::byte> EncodeMixed(const KvLayout& layout, std::span<const float> kv,
+                                   std::span<const uint32_t> counts,
+                                   std::span<const int32_t> indices, const MixedParams& params);
+struct MixedDecoded {
+  KvLayout layout;
+  MixedParams params;
+  std::vector<uint32_t> counts;
+  std::vector<int32_t> indices;
+  std::vector<float> kv;  // every token: kept rows as stored, the others dequantized
+};
+Result<MixedDecoded> DecodeMixed(std::span<const std::byte> bytes);
 
 }  // namespace kvcomm::kvstore::compress

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "kernels/compress.h"
 #include "kvstore/compress/allocate.h"
@@ -33,7 +34,14 @@ Status CheckRequest(const CompressRequest& r) {
 }
 
 // The per-(layer, head) average token count a budget asks for.
-Result<int64_t> AverageTokens(const Budget& budget, const KvLayout& layout) {
+// The encoding's size for `kept` tokens in all: token-subset, or mixed (MiKV) when given.
+uint64_t EncodedBytes(const KvLayout& layout, uint64_t kept,
+                      const std::optional<MixedParams>& mixed) {
+  return mixed ? MixedBytes(layout, kept, *mixed) : TokenSubsetBytes(layout, kept);
+}
+
+Result<int64_t> AverageTokens(const Budget& budget, const KvLayout& layout,
+                              const std::optional<MixedParams>& mixed) {
   const int64_t tokens = layout.tokens;
   switch (budget.kind) {
     case Budget::Kind::kNone:
@@ -47,8 +55,8 @@ Result<int64_t> AverageTokens(const Budget& budget, const KvLayout& layout) {
       return std::max<int64_t>(1, std::llround(budget.value * tokens));
     case Budget::Kind::kBytes: {
       const uint64_t heads = uint64_t{layout.num_layers} * layout.kv_heads;
-      const uint64_t fixed = TokenSubsetBytes(layout, 0);
-      const uint64_t per_token = TokenSubsetBytes(layout, 1) - fixed;
+      const uint64_t fixed = EncodedBytes(layout, 0, mixed);
+      const uint64_t per_token = EncodedBytes(layout, 1, mixed) - fixed;
       const uint64_t bytes = static_cast<uint64_t>(budget.value);
       const int64_t average =
           bytes < fixed ? 0 : static_cast<int64_t>((bytes - fixed) / per_token / heads);
@@ -83,6 +91,25 @@ Result<Compressed> CompressKivi(const CompressRequest& r, const MethodSpec& spec
   return Compressed{CompressedCodec::kKivi, EncodeKivi(r.layout, r.kv, p), {}};
 }
 
+// MiKV's parameters, and the SnapKV scorer that picks the tokens kept in full precision.
+Result<std::pair<MixedParams, MethodSpec>> ParseMikv(const MethodSpec& spec,
+                                                     const KvLayout& layout) {
+  KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"bits", "group", "window", "kernel"}));
+  MixedParams p;
+  KVCOMM_ASSIGN_OR_RETURN(int64_t bits, IntParam(spec, "bits", 2, 2, 8));
+  if (bits != 2 && bits != 4 && bits != 8)
+    return InvalidArgument("method 'mikv': bits={} must be 2, 4 or 8", bits);
+  p.bits = static_cast<int>(bits);
+  KVCOMM_ASSIGN_OR_RETURN(p.group, IntParam(spec, "group", 32, 4, 4096));
+  if (layout.head_dim % p.group != 0 || p.group * p.bits % 8 != 0)
+    return InvalidArgument("method 'mikv': group={} must divide head_dim {} (and whole bytes)",
+                           p.group, layout.head_dim);
+  MethodSpec scorer{"snapkv", {}};
+  for (const char* key : {"window", "kernel"})
+    if (auto it = spec.params.find(key); it != spec.params.end()) scorer.params[key] = it->second;
+  return std::make_pair(p, scorer);
+}
+
 }  // namespace
 
 Result<Compressed> Compress(const CompressRequest& r) {
@@ -90,13 +117,19 @@ Result<Compressed> Compress(const CompressRequest& r) {
   KVCOMM_ASSIGN_OR_RETURN(auto spec, ParseMethodSpec(r.method));
   KVCOMM_ASSIGN_OR_RETURN(auto budget, ParseBudget(r.budget));
   if (spec.name == "kivi") return CompressKivi(r, spec, budget);
+  std::optional<MixedParams> mixed;
+  if (spec.name == "mikv") {
+    KVCOMM_ASSIGN_OR_RETURN(auto parsed, ParseMikv(spec, r.layout));
+    mixed = parsed.first;
+    spec = parsed.second;
+  }
   KVCOMM_ASSIGN_OR_RETURN(auto scorer, MakeScorer(spec));
   if (scorer->needs_queries() && r.queries.empty())
     return InvalidArgument("method '{}' is query-aware: send the observation window's queries",
                            spec.name);
   KVCOMM_ASSIGN_OR_RETURN(auto allocator_spec, ParseMethodSpec(r.allocator));
   KVCOMM_ASSIGN_OR_RETURN(auto allocator, ParseAllocator(allocator_spec));
-  KVCOMM_ASSIGN_OR_RETURN(int64_t average, AverageTokens(budget, r.layout));
+  KVCOMM_ASSIGN_OR_RETURN(int64_t average, AverageTokens(budget, r.layout, mixed));
 
   const KvLayout& l = r.layout;
   const int64_t T = l.tokens, D = l.head_dim, H = l.kv_heads;
@@ -155,6 +188,10 @@ Result<Compressed> Compress(const CompressRequest& r) {
     subset.counts.insert(subset.counts.end(), counts.begin(), counts.end());
   }
   auto counts = subset.counts;
+  if (mixed)
+    return Compressed{CompressedCodec::kMixed,
+                      EncodeMixed(l, r.kv, subset.counts, subset.indices, *mixed),
+                      std::move(counts)};
   return Compressed{CompressedCodec::kTokenSubset, EncodeTokenSubset(subset), std::move(counts)};
 }
 

@@ -1,6 +1,6 @@
 // Compressing one KV segment to a budget: score -> allocate -> select -> encode.
-//   method:    a MethodSpec (methods.h): token selection (streaming_llm, key_norm, snapkv, tova,
-//              h2o, leverage) or quantization (kivi);
+//   method:    a MethodSpec (methods.h): token selection, quantization (kivi) or mixed precision
+//              (mikv: SnapKV's choice kept in the row dtype, the rest quantized per token);
 //   budget:    tokens per layer and head, a fraction of the tokens, or bytes (spec.h);
 //   allocator: how a token budget is spread over layers and heads (allocate.h): uniform,
 //              pyramid:beta=20, cake:tau1=1,tau2=1, each with heads=uniform|ada.
@@ -36,7 +36,7 @@ struct CompressRequest {
   std::string allocator = "uniform";
 };
 
-enum class CompressedCodec { kTokenSubset, kKivi };
+enum class CompressedCodec { kTokenSubset, kKivi, kMixed };
 
 struct Compressed {
   CompressedCodec codec = CompressedCodec::kTokenSubset;

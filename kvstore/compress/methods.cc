@@ -315,6 +315,11 @@ const std::vector<MethodInfo>& Methods() {
        "count go to representatives of the would-be-evicted tokens, grouped by the Hamming "
        "distance of their binary head signatures to an anchor (anchor=mean|alternate)",
        true},
+      {"mikv",
+       "MiKV: the tokens SnapKV keeps (window=32, kernel=7) in the row dtype, every other token "
+       "quantized per token instead of dropped (bits=2, group=32 channels); the budget counts "
+       "full-precision tokens",
+       false},
       {"kivi",
        "KIVI: keys quantized per channel, values per token, in groups, the last residual "
        "tokens in full precision (bits=2, group=32, residual=128); keeps every token",

@@ -184,6 +184,53 @@ TEST(CompressMethods, KvCrushKeepsRepresentativesOfWhatWouldBeDropped) {
   }
 }
 
+TEST(CompressMethods, MikvKeepsSnapKvsChoiceExactlyAndQuantizesTheRest) {
+  auto kv = RandomKv(38);
+  const int64_t window = 4;
+  const auto queries = QueriesPointingAt(kv, 20, window);
+  auto mikv =
+      CompressKv(kv, "mikv:window=4,kernel=1,bits=4,group=8", "6", "uniform", &queries, window);
+  auto snap = CompressKv(kv, "snapkv:window=4,kernel=1", "6", "uniform", &queries, window);
+  ASSERT_TRUE(mikv.ok() && snap.ok()) << mikv.status().ToString();
+  EXPECT_EQ(mikv->codec, CompressedCodec::kMixed);
+  EXPECT_EQ(mikv->bytes.size(), MixedBytes(Layout(), 6 * kLayers * kHeads, {4, 8}));
+  auto decoded = DecodeMixed(mikv->bytes);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  auto subset = DecodeTokenSubset(snap->bytes);
+  ASSERT_TRUE(subset.ok());
+  EXPECT_EQ(decoded->indices, subset->indices);
+  // Kept rows as stored (fp32 here); the others within half a 4-bit step of their group.
+  size_t row = 0;
+  for (uint32_t l = 0; l < kLayers; ++l)
+    for (uint32_t h = 0; h < kHeads; ++h) {
+      std::vector<bool> kept(kTokens, false);
+      for (int i = 0; i < 6; ++i, ++row) kept[decoded->indices[row]] = true;
+      for (uint32_t half = 0; half < 2; ++half)
+        for (uint32_t t = 0; t < kTokens; ++t)
+          for (uint32_t d = 0; d < kDim; ++d) {
+            const float want = At(kv, l, half, h, t, d), got = At(decoded->kv, l, half, h, t, d);
+            if (kept[t]) {
+              ASSERT_EQ(got, want);
+            } else {
+              ASSERT_NEAR(got, want, 0.5);  // unit normals: a 4-bit step is below 0.6
+            }
+          }
+    }
+  // A byte budget is met exactly, and damage is refused.
+  auto bytes =
+      CompressKv(kv, "mikv:window=4,kernel=1,group=8", "9000B", "uniform", &queries, window);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  EXPECT_LE(bytes->bytes.size(), 9000u);
+  uint64_t kept = 0;
+  for (uint32_t c : bytes->kept) kept += c;
+  EXPECT_GT(MixedBytes(Layout(), kept + kLayers * kHeads, {2, 8}), 9000u);
+  auto damaged = bytes->bytes;
+  damaged.pop_back();
+  EXPECT_EQ(DecodeMixed(damaged).status().code(), ErrorCode::kDataLoss);
+  EXPECT_FALSE(CompressKv(kv, "mikv:bits=3", "6", "uniform", &queries, window).ok());
+  EXPECT_FALSE(CompressKv(kv, "mikv:group=16", "6", "uniform", &queries, window).ok());
+}
+
 TEST(CompressAllocators, CakeGivesDispersedShiftingLayersMore) {
   auto kv = RandomKv(35);
   const int64_t window = 8;
