@@ -72,8 +72,21 @@ UsedKv Decode(const compress::Compressed& c, const KvLayout& layout) {
   const uint64_t half = layout.ElementsPerHalf();
   UsedKv used{std::vector<float>(layout.num_layers * 2 * half, 0.f),
               std::vector<uint8_t>(uint64_t{layout.num_layers} * layout.kv_heads * layout.tokens)};
-  if (c.codec == compress::CompressedCodec::kKivi) {
-    used.kv = Check(compress::DecodeKivi(c.bytes)).kv;
+  if (c.codec != compress::CompressedCodec::kTokenSubset) {  // every token, approximated
+    switch (c.codec) {
+      case compress::CompressedCodec::kKivi:
+        used.kv = Check(compress::DecodeKivi(c.bytes)).kv;
+        break;
+      case compress::CompressedCodec::kMixed:
+        used.kv = Check(compress::DecodeMixed(c.bytes)).kv;
+        break;
+      case compress::CompressedCodec::kGear:
+        used.kv = Check(compress::DecodeGear(c.bytes)).kv;
+        break;
+      default:
+        used.kv = Check(compress::DecodeMiniCache(c.bytes)).kv;
+        break;
+    }
     std::fill(used.kept.begin(), used.kept.end(), 1);
     return used;
   }
@@ -204,7 +217,8 @@ int main(int argc, char** argv) {
                                       "tova",           "h2o",         "d2o",
                                       "leverage",       "curdkv",      "obcache",
                                       "compactor",      "kvcrush",     "mikv",
-                                      "kivi:bits=4",    "kivi:bits=2"};
+                                      "kivi:bits=4",    "kivi:bits=2", "gear",
+                                      "gear:bits=2",    "minicache"};
   int64_t limit = 20;
   app.add_option("--model", model_dir, "model directory")->check(CLI::ExistingDirectory);
   app.add_option("--tasks-dir", tasks_dir, "task suite directory")->check(CLI::ExistingDirectory);
@@ -264,7 +278,8 @@ int main(int argc, char** argv) {
         const size_t at = entry.find('@');
         const std::string method = entry.substr(0, at);
         const std::string allocator = at == std::string::npos ? "uniform" : entry.substr(at + 1);
-        const bool quantizes = method.starts_with("kivi");
+        const bool quantizes = method.starts_with("kivi") || method.starts_with("gear") ||
+                               method.starts_with("minicache");
         for (const auto& budget : quantizes ? std::vector<std::string>{"-"} : budgets) {
           const auto key = std::make_tuple(type, entry, budget);
           if (!cells.contains(key)) order.push_back(key);
@@ -316,7 +331,8 @@ int main(int argc, char** argv) {
       "compress_quality: %s, %d threads; per task type the final agent's context (all but the "
       "last prompt token) compressed, then the reply computed over it (greedy). KL: first reply "
       "token, full || compressed. attn err: relative error of the attention output of the "
-      "context's last %lld queries. kept: KV tokens kept (KIVI, MiKV: bytes vs bf16).\n\n",
+      "context's last %lld queries. kept: KV tokens kept (KIVI, MiKV, GEAR, MiniCache: bytes vs "
+      "bf16).\n\n",
       model_dir.c_str(), kernels::cpu::ParallelThreads(), static_cast<long long>(kErrorQueries));
   std::printf(
       "| type | method | budget | tasks | refused | accuracy | same as full | KL | attn err | kept "

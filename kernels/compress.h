@@ -69,4 +69,17 @@ void QuantizeGroups(const float* in, int64_t groups, int64_t group_size, int bit
 void DequantizeGroups(const uint8_t* packed, const float* scale, const float* zero, int64_t groups,
                       int64_t group_size, int bits, float* out);
 
+// Rank-`rank` approximation x ~= u v^T of x [rows][cols] by seeded randomized subspace
+// iteration (`iterations` power steps, each re-orthonormalised): u [rows][rank] has
+// orthonormal columns, v [cols][rank] = x^T u. Exact for a matrix of rank <= `rank`.
+void LowRank(const float* x, int64_t rows, int64_t cols, int64_t rank, int iterations, float* u,
+             float* v);
+
+// MiniCache's merge of two vectors per row: the unit directions of a and b interpolated along
+// the great circle (SLERP) at t, and both norms kept so each side can be rebuilt as
+// norm * direction. angle[r] is the angle between a and b (radians), what decides whether a
+// row is too different to merge. Rows of zero norm take the other row's direction.
+void SlerpMerge(const float* a, const float* b, int64_t rows, int64_t dim, float t,
+                float* direction, float* norm_a, float* norm_b, float* angle);
+
 }  // namespace kvcomm::kernels::cpu

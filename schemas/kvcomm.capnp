@@ -323,6 +323,8 @@ enum CompressedCodec {
   tokenSubset @0;   # "KVTS": kept indices and K / V rows per (layer, kv head)
   kivi @1;          # "KVKV": every token, quantized but a full-precision recent window
   mixed @2;         # "KVMX": kept tokens in rowDtype, the others quantized per token (MiKV)
+  gear @3;          # "KVGR": quantized + low-rank residual + exact outliers
+  miniCache @4;     # "KVMC": adjacent deep layers share per-token directions
 }
 
 struct GetCompressed {

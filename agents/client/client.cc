@@ -536,20 +536,10 @@ Result<CompressedSegment> Client::GetCompressed(const CompressedFetch& fetch) {
     CompressedSegment out;
     out.info = ReadInfo(result.getInfo());
     KVCOMM_ASSIGN_OR_RETURN(out.info.layout, wire::ReadShape(result.getInfo().getShape()));
-    switch (result.getCodec()) {
-      case proto::CompressedCodec::TOKEN_SUBSET:
-        out.codec = CompressedCodec::kTokenSubset;
-        break;
-      case proto::CompressedCodec::KIVI:
-        out.codec = CompressedCodec::kKivi;
-        break;
-      case proto::CompressedCodec::MIXED:
-        out.codec = CompressedCodec::kMixed;
-        break;
-      default:
-        return Error(ErrorCode::kMalformedMessage, "GetCompressed reply names codec {}",
-                     static_cast<int>(result.getCodec()));
-    }
+    const auto codec = static_cast<uint16_t>(result.getCodec());
+    if (codec > static_cast<uint16_t>(CompressedCodec::kMiniCache))
+      return Error(ErrorCode::kMalformedMessage, "GetCompressed reply names codec {}", codec);
+    out.codec = static_cast<CompressedCodec>(codec);
     for (uint32_t k : result.getKept()) out.kept.push_back(k);
     if (result.getTensors().size() != 1 || response.frames.size() != 2)
       return Error(ErrorCode::kMalformedMessage,

@@ -177,7 +177,14 @@ struct CompressedFetch {
   std::vector<float> queries;
   std::vector<float> rope_inv_freq;  // leverage / compactor: head_dim / 2 values
 };
-enum class CompressedCodec : uint8_t { kTokenSubset = 0, kKivi = 1, kMixed = 2 };
+// Numbered as the protocol's CompressedCodec (and kvstore/compress's).
+enum class CompressedCodec : uint8_t {
+  kTokenSubset = 0,
+  kKivi = 1,
+  kMixed = 2,
+  kGear = 3,
+  kMiniCache = 4
+};
 struct CompressedSegment {
   SegmentInfo info;  // the segment it was made from
   CompressedCodec codec = CompressedCodec::kTokenSubset;

@@ -108,17 +108,8 @@ Status ServeCompressed(kvstore::TieredStore& store, const kvstore::Scope& scope,
 
   auto where = store.Lookup({{segment.meta.context_key, kvstore::KeyKind::kContext}}, scope);
   FillSegmentInfo(out.initInfo(), segment.meta, where[0].tier);
-  switch (compressed.codec) {
-    case kvstore::compress::CompressedCodec::kTokenSubset:
-      out.setCodec(proto::CompressedCodec::TOKEN_SUBSET);
-      break;
-    case kvstore::compress::CompressedCodec::kKivi:
-      out.setCodec(proto::CompressedCodec::KIVI);
-      break;
-    case kvstore::compress::CompressedCodec::kMixed:
-      out.setCodec(proto::CompressedCodec::MIXED);
-      break;
-  }
+  // kvstore's CompressedCodec and the protocol's are numbered alike.
+  out.setCodec(static_cast<proto::CompressedCodec>(compressed.codec));
   auto kept = out.initKept(static_cast<unsigned>(compressed.kept.size()));
   for (unsigned i = 0; i < kept.size(); ++i) kept.set(i, compressed.kept[i]);
   wire::DescribeBytes(out.initTensors(1)[0], "compressed", compressed.bytes);

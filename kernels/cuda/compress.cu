@@ -202,7 +202,66 @@ __global__ void DequantizeKernel(const uint8_t* packed, const float* scale, cons
   }
 }
 
+// One warp per row: norms and dot product by warp reduction, then the SLERP weights.
+__global__ void SlerpMergeKernel(const bf16* a, const bf16* b, int64_t rows, int64_t dim, float t,
+                                 bf16* direction, float* norm_a, float* norm_b, float* angle) {
+  const int64_t warps = int64_t{gridDim.x} * blockDim.x / 32;
+  const int lane = threadIdx.x % 32;
+  for (int64_t r = (blockIdx.x * int64_t{blockDim.x} + threadIdx.x) / 32; r < rows; r += warps) {
+    const bf16* x = a + r * dim;
+    const bf16* y = b + r * dim;
+    float nx = 0, ny = 0, dot = 0;
+    for (int64_t d = lane; d < dim; d += 32) {
+      const float xv = __bfloat162float(x[d]), yv = __bfloat162float(y[d]);
+      nx += xv * xv;
+      ny += yv * yv;
+      dot += xv * yv;
+    }
+    for (int o = 16; o > 0; o /= 2) {
+      nx += __shfl_xor_sync(0xffffffff, nx, o);
+      ny += __shfl_xor_sync(0xffffffff, ny, o);
+      dot += __shfl_xor_sync(0xffffffff, dot, o);
+    }
+    nx = sqrtf(nx);
+    ny = sqrtf(ny);
+    float wa, wb, theta = 0;
+    if (nx == 0 || ny == 0) {
+      wa = nx == 0 ? 0.f : 1.f / nx;
+      wb = nx == 0 && ny > 0 ? 1.f / ny : 0.f;
+    } else {
+      theta = acosf(fminf(fmaxf(dot / (nx * ny), -1.f), 1.f));
+      const float s = sinf(theta);
+      wa = (s < 1e-6f ? 1 - t : sinf((1 - t) * theta) / s) / nx;
+      wb = (s < 1e-6f ? t : sinf(t * theta) / s) / ny;
+    }
+    float norm = 0;
+    for (int64_t d = lane; d < dim; d += 32) {
+      const float m = wa * __bfloat162float(x[d]) + wb * __bfloat162float(y[d]);
+      norm += m * m;
+    }
+    for (int o = 16; o > 0; o /= 2) norm += __shfl_xor_sync(0xffffffff, norm, o);
+    norm = sqrtf(norm);
+    for (int64_t d = lane; d < dim; d += 32) {
+      const float m = wa * __bfloat162float(x[d]) + wb * __bfloat162float(y[d]);
+      direction[r * dim + d] = __float2bfloat16(norm > 0 ? m / norm : 0.f);
+    }
+    if (lane == 0) {
+      norm_a[r] = nx;
+      norm_b[r] = ny;
+      angle[r] = theta;
+    }
+  }
+}
+
 }  // namespace
+
+cudaError_t LaunchSlerpMerge(const bf16* a, const bf16* b, int64_t rows, int64_t dim, float t,
+                             bf16* direction, float* norm_a, float* norm_b, float* angle,
+                             cudaStream_t stream) {
+  SlerpMergeKernel<<<Blocks(rows * 32), kThreads, 0, stream>>>(a, b, rows, dim, t, direction,
+                                                               norm_a, norm_b, angle);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchWindowSoftmaxStats(const float* logits, int64_t rows, int64_t tokens,
                                      int64_t window, float scale, float2* stats,

@@ -118,6 +118,10 @@ cudaError_t LaunchQuantizeGroups(const bf16* in, int64_t groups, int64_t group_s
 cudaError_t LaunchDequantizeGroups(const uint8_t* packed, const float* scale, const float* zero,
                                    int64_t groups, int64_t group_size, int bits, bf16* out,
                                    cudaStream_t stream);
+// SlerpMerge (kernels/compress.h) on bf16 rows: bf16 directions, fp32 norms and angles.
+cudaError_t LaunchSlerpMerge(const bf16* a, const bf16* b, int64_t rows, int64_t dim, float t,
+                             bf16* direction, float* norm_a, float* norm_b, float* angle,
+                             cudaStream_t stream);
 // y [rows][n] += bias [n] (bf16).
 cudaError_t LaunchAddBias(bf16* y, const bf16* bias, int64_t rows, int64_t n, cudaStream_t stream);
 // Deterministic pseudo-random normal(0, std) bf16 values from (seed, index): random weights.

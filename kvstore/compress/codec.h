@@ -16,6 +16,16 @@
 //   "KVMX" u32 version, layers, kv_heads, tokens, head_dim, dtype, bits, group; u32 count per
 //   (layer, head); then per (layer, head): indices, K rows, V rows, evicted K codes + scales +
 //   zeros, evicted V codes + scales + zeros.
+// gear: every token; per (layer, K|V, head) matrix [tokens][head_dim]: the `outliers` largest
+//   magnitudes kept exactly (u32 index, f32 value), the rest quantized per token in groups of
+//   `group` channels (codes, fp32 scale and zero), and the quantization residual's rank-`rank`
+//   approximation A [tokens][rank] B [head_dim][rank] in fp32.
+//   "KVGR" u32 version, layers, kv_heads, tokens, head_dim, dtype, bits, group, rank, outliers.
+// minicache: layers before `start` as they are (dtype); from `start` on, pairs of adjacent
+//   layers share one unit direction per token (SLERP, t = 1/2) with both norms in fp32, except
+//   the `retained` tokens of each (pair, K|V, head) whose directions differ most, kept as they
+//   are in both layers; an odd last layer as it is.
+//   "KVMC" u32 version, layers, kv_heads, tokens, head_dim, dtype, start, retained.
 #pragma once
 
 #include <cstddef>
@@ -76,5 +86,35 @@ struct MixedDecoded {
   std::vector<float> kv;  // every token: kept rows as stored, the others dequantized
 };
 Result<MixedDecoded> DecodeMixed(std::span<const std::byte> bytes);
+
+struct GearParams {
+  int bits = 4;
+  int64_t group = 32;
+  int64_t rank = 4;
+  int64_t outliers = 0;  // per matrix
+};
+uint64_t GearBytes(const KvLayout& layout, const GearParams& params);
+std::vector<std::byte> EncodeGear(const KvLayout& layout, std::span<const float> kv,
+                                  const GearParams& params);
+struct GearDecoded {
+  KvLayout layout;
+  GearParams params;
+  std::vector<float> kv;
+};
+Result<GearDecoded> DecodeGear(std::span<const std::byte> bytes);
+
+struct MiniCacheParams {
+  int64_t start = 0;     // first merged layer
+  int64_t retained = 0;  // tokens kept unmerged per (pair, K|V, head)
+};
+uint64_t MiniCacheBytes(const KvLayout& layout, const MiniCacheParams& params);
+std::vector<std::byte> EncodeMiniCache(const KvLayout& layout, std::span<const float> kv,
+                                       const MiniCacheParams& params);
+struct MiniCacheDecoded {
+  KvLayout layout;
+  MiniCacheParams params;
+  std::vector<float> kv;
+};
+Result<MiniCacheDecoded> DecodeMiniCache(std::span<const std::byte> bytes);
 
 }  // namespace kvcomm::kvstore::compress

@@ -7,6 +7,7 @@
 
 #include "kernels/compress.h"
 #include "kvstore/compress/allocate.h"
+#include "kvstore/compress/internal/every_token.h"
 #include "kvstore/compress/methods.h"
 
 namespace kvcomm::kvstore::compress {
@@ -69,57 +70,17 @@ Result<int64_t> AverageTokens(const Budget& budget, const KvLayout& layout,
   return InvalidArgument("bad budget");
 }
 
-Result<Compressed> CompressKivi(const CompressRequest& r, const MethodSpec& spec,
-                                const Budget& budget) {
-  KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"bits", "group", "residual"}));
-  KiviParams p;
-  KVCOMM_ASSIGN_OR_RETURN(int64_t bits, IntParam(spec, "bits", 2, 2, 8));
-  if (bits != 2 && bits != 4 && bits != 8)
-    return InvalidArgument("method 'kivi': bits={} must be 2, 4 or 8", bits);
-  p.bits = static_cast<int>(bits);
-  KVCOMM_ASSIGN_OR_RETURN(p.group, IntParam(spec, "group", 32, 4, 4096));
-  KVCOMM_ASSIGN_OR_RETURN(p.residual, IntParam(spec, "residual", 128, 0, KvLayout::kMaxTokens));
-  if (r.layout.head_dim % p.group != 0 || p.group * p.bits % 8 != 0)
-    return InvalidArgument("method 'kivi': group={} must divide head_dim {} (and whole bytes)",
-                           p.group, r.layout.head_dim);
-  const uint64_t bytes = KiviBytes(r.layout, p);
-  if (budget.kind == Budget::Kind::kTokens || budget.kind == Budget::Kind::kFraction)
-    return InvalidArgument("method 'kivi' keeps every token: give a byte budget or none");
-  if (budget.kind == Budget::Kind::kBytes && bytes > budget.value)
-    return InvalidArgument("method 'kivi' with bits={} needs {} bytes; the budget is {}", p.bits,
-                           bytes, static_cast<uint64_t>(budget.value));
-  return Compressed{CompressedCodec::kKivi, EncodeKivi(r.layout, r.kv, p), {}};
-}
-
-// MiKV's parameters, and the SnapKV scorer that picks the tokens kept in full precision.
-Result<std::pair<MixedParams, MethodSpec>> ParseMikv(const MethodSpec& spec,
-                                                     const KvLayout& layout) {
-  KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"bits", "group", "window", "kernel"}));
-  MixedParams p;
-  KVCOMM_ASSIGN_OR_RETURN(int64_t bits, IntParam(spec, "bits", 2, 2, 8));
-  if (bits != 2 && bits != 4 && bits != 8)
-    return InvalidArgument("method 'mikv': bits={} must be 2, 4 or 8", bits);
-  p.bits = static_cast<int>(bits);
-  KVCOMM_ASSIGN_OR_RETURN(p.group, IntParam(spec, "group", 32, 4, 4096));
-  if (layout.head_dim % p.group != 0 || p.group * p.bits % 8 != 0)
-    return InvalidArgument("method 'mikv': group={} must divide head_dim {} (and whole bytes)",
-                           p.group, layout.head_dim);
-  MethodSpec scorer{"snapkv", {}};
-  for (const char* key : {"window", "kernel"})
-    if (auto it = spec.params.find(key); it != spec.params.end()) scorer.params[key] = it->second;
-  return std::make_pair(p, scorer);
-}
-
 }  // namespace
 
 Result<Compressed> Compress(const CompressRequest& r) {
   KVCOMM_RETURN_IF_ERROR(CheckRequest(r));
   KVCOMM_ASSIGN_OR_RETURN(auto spec, ParseMethodSpec(r.method));
   KVCOMM_ASSIGN_OR_RETURN(auto budget, ParseBudget(r.budget));
-  if (spec.name == "kivi") return CompressKivi(r, spec, budget);
+  KVCOMM_ASSIGN_OR_RETURN(auto every_token, internal::CompressEveryToken(r, spec, budget));
+  if (every_token) return std::move(*every_token);
   std::optional<MixedParams> mixed;
   if (spec.name == "mikv") {
-    KVCOMM_ASSIGN_OR_RETURN(auto parsed, ParseMikv(spec, r.layout));
+    KVCOMM_ASSIGN_OR_RETURN(auto parsed, internal::ParseMikv(spec, r.layout));
     mixed = parsed.first;
     spec = parsed.second;
   }

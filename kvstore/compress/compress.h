@@ -36,7 +36,7 @@ struct CompressRequest {
   std::string allocator = "uniform";
 };
 
-enum class CompressedCodec { kTokenSubset, kKivi, kMixed };
+enum class CompressedCodec { kTokenSubset, kKivi, kMixed, kGear, kMiniCache };
 
 struct Compressed {
   CompressedCodec codec = CompressedCodec::kTokenSubset;

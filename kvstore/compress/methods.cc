@@ -320,6 +320,16 @@ const std::vector<MethodInfo>& Methods() {
        "quantized per token instead of dropped (bits=2, group=32 channels); the budget counts "
        "full-precision tokens",
        false},
+      {"gear",
+       "GEAR: every token; per matrix the largest outliers=2 percent of values kept exactly, "
+       "the rest quantized per token (bits=4, group=32 channels) and the residual's rank-4 "
+       "approximation (rank=4)",
+       false},
+      {"minicache",
+       "MiniCache: layers from start (default the middle) merged in adjacent pairs, one SLERP "
+       "direction per token and both norms, the retain=5 percent of tokens whose directions "
+       "differ most kept in both layers",
+       false},
       {"kivi",
        "KIVI: keys quantized per channel, values per token, in groups, the last residual "
        "tokens in full precision (bits=2, group=32, residual=128); keeps every token",

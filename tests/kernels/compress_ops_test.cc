@@ -109,5 +109,63 @@ TEST(QuantizeGroups, RoundTripsWithinHalfAStep) {
   for (float v : back) EXPECT_EQ(v, 1.5f);
 }
 
+TEST(LowRank, RecoversAMatrixOfThatRankAndShrinksTheErrorOfOthers) {
+  const int64_t rows = 40, cols = 16, rank = 3;
+  auto a = testing::RandomNormal(rows * rank, 11), b = testing::RandomNormal(cols * rank, 12);
+  std::vector<float> x(rows * cols, 0.f);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      for (int64_t j = 0; j < rank; ++j) x[r * cols + c] += a[r * rank + j] * b[c * rank + j];
+  auto error = [&](const std::vector<float>& m, int64_t k) {
+    std::vector<float> u(rows * k), v(cols * k);
+    LowRank(m.data(), rows, cols, k, 2, u.data(), v.data());
+    double err = 0, norm = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        double approx = 0;
+        for (int64_t j = 0; j < k; ++j) approx += double{u[r * k + j]} * v[c * k + j];
+        err += (approx - m[r * cols + c]) * (approx - m[r * cols + c]);
+        norm += double{m[r * cols + c]} * m[r * cols + c];
+      }
+    // u's columns are orthonormal.
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t j = 0; j < k; ++j) {
+        double dot = 0;
+        for (int64_t r = 0; r < rows; ++r) dot += double{u[r * k + i]} * u[r * k + j];
+        EXPECT_NEAR(dot, i == j ? 1.0 : 0.0, 1e-4);
+      }
+    return std::sqrt(err / norm);
+  };
+  EXPECT_LT(error(x, rank), 1e-5);
+  const auto noise = testing::RandomNormal(rows * cols, 13);
+  const double e1 = error(noise, 1), e4 = error(noise, 4), e12 = error(noise, 12);
+  EXPECT_GT(e1, e4);
+  EXPECT_GT(e4, e12);
+  EXPECT_LT(e12, 0.6);
+}
+
+TEST(SlerpMerge, InterpolatesUnitDirectionsAndKeepsBothNorms) {
+  // Row 0: orthogonal (3, 0) and (0, 2): halfway is (1, 1) / sqrt 2. Row 1: parallel.
+  // Row 2: a zero vector takes the other's direction.
+  const float a[] = {3, 0, 1, 1, 0, 0}, b[] = {0, 2, 2, 2, 0, 5};
+  float dir[6], na[3], nb[3], angle[3];
+  SlerpMerge(a, b, 3, 2, 0.5f, dir, na, nb, angle);
+  EXPECT_NEAR(dir[0], std::sqrt(0.5f), 1e-6);
+  EXPECT_NEAR(dir[1], std::sqrt(0.5f), 1e-6);
+  EXPECT_NEAR(angle[0], M_PI / 2, 1e-6);
+  EXPECT_EQ(na[0], 3.f);
+  EXPECT_EQ(nb[0], 2.f);
+  EXPECT_NEAR(dir[2], std::sqrt(0.5f), 1e-6);
+  EXPECT_NEAR(angle[1], 0.f, 1e-3);
+  EXPECT_EQ(dir[4], 0.f);
+  EXPECT_EQ(dir[5], 1.f);
+  EXPECT_EQ(na[2], 0.f);
+  // t = 0.25 of a quarter turn: 22.5 degrees from a.
+  float d2[2], n1, n2, th;
+  SlerpMerge(a, b, 1, 2, 0.25f, d2, &n1, &n2, &th);
+  EXPECT_NEAR(d2[0], std::cos(M_PI / 8), 1e-6);
+  EXPECT_NEAR(d2[1], std::sin(M_PI / 8), 1e-6);
+}
+
 }  // namespace
 }  // namespace kvcomm::kernels::cpu

@@ -132,6 +132,31 @@ TEST(CudaCompress, GroupQuantizationMatchesCpuBitForBit) {
   }
 }
 
+TEST(CudaCompress, SlerpMergeMatchesCpu) {
+  REQUIRE_GPU();
+  const int64_t rows = 300, dim = 128;
+  auto a = testing::RandomNormal(rows * dim, 6, 1.0f, true);
+  auto b = testing::RandomNormal(rows * dim, 7, 1.0f, true);
+  for (int64_t d = 0; d < dim; ++d) b[d] = a[d];  // row 0: parallel
+  std::vector<float> dir(rows * dim), na(rows), nb(rows), angle(rows);
+  cpu::SlerpMerge(a.data(), b.data(), rows, dim, 0.5f, dir.data(), na.data(), nb.data(),
+                  angle.data());
+  Dev da = ToDeviceBf16(a), db = ToDeviceBf16(b), out = Scratch(rows * dim * 2),
+      dna = Scratch(rows * 4), dnb = Scratch(rows * 4), dangle = Scratch(rows * 4);
+  ASSERT_EQ(cuda::LaunchSlerpMerge(da.as<cuda::bf16>(), db.as<cuda::bf16>(), rows, dim, 0.5f,
+                                   out.as<cuda::bf16>(), dna.as<float>(), dnb.as<float>(),
+                                   dangle.as<float>(), nullptr),
+            cudaSuccess);
+  const auto got = FromDeviceBf16(out, dir.size());
+  for (size_t i = 0; i < dir.size(); ++i)
+    ASSERT_NEAR(got[i], dir[i], 1e-2 * std::abs(dir[i]) + 2e-3);
+  const auto got_na = FromDeviceF32(dna, rows), got_angle = FromDeviceF32(dangle, rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    ASSERT_NEAR(got_na[r], na[r], 1e-4 * na[r]);
+    ASSERT_NEAR(got_angle[r], angle[r], 2e-3);
+  }
+}
+
 #else
 TEST(CudaCompress, NeedsCuda) { GTEST_SKIP() << "built without CUDA"; }
 #endif

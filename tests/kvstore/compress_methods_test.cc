@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "kernels/compress.h"
 #include "kvstore/compress/compress.h"
 #include "kvstore/compress/methods.h"
 #include "tests/kvstore/compress_fixtures.h"
@@ -229,6 +230,66 @@ TEST(CompressMethods, MikvKeepsSnapKvsChoiceExactlyAndQuantizesTheRest) {
   EXPECT_EQ(DecodeMixed(damaged).status().code(), ErrorCode::kDataLoss);
   EXPECT_FALSE(CompressKv(kv, "mikv:bits=3", "6", "uniform", &queries, window).ok());
   EXPECT_FALSE(CompressKv(kv, "mikv:group=16", "6", "uniform", &queries, window).ok());
+}
+
+TEST(CompressMethods, GearKeepsOutliersExactlyAndBeatsPlainQuantization) {
+  auto kv = RandomKv(39);
+  At(kv, 1, 0, 1, 9, 3) = 40.f;  // an outlier that would stretch its group's scale
+  auto gear = CompressKv(kv, "gear:bits=2,group=8,rank=2,outliers=1", "");
+  ASSERT_TRUE(gear.ok()) << gear.status().ToString();
+  EXPECT_EQ(gear->codec, CompressedCodec::kGear);
+  const int64_t outliers = static_cast<int64_t>(0.01 * kTokens * kDim);
+  EXPECT_EQ(gear->bytes.size(), GearBytes(Layout(), {2, 8, 2, outliers}));
+  auto decoded = DecodeGear(gear->bytes);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  EXPECT_EQ(At(decoded->kv, 1, 0, 1, 9, 3), 40.f);
+  // Against 2-bit quantization of the same groups alone.
+  std::vector<float> plain(kv.size());
+  std::vector<uint8_t> codes(kv.size() / 4);
+  std::vector<float> scale(kv.size() / 8), zero(kv.size() / 8);
+  kernels::cpu::QuantizeGroups(kv.data(), kv.size() / 8, 8, 2, codes.data(), scale.data(),
+                               zero.data());
+  kernels::cpu::DequantizeGroups(codes.data(), scale.data(), zero.data(), kv.size() / 8, 8, 2,
+                                 plain.data());
+  double gear_error = 0, plain_error = 0;
+  for (size_t i = 0; i < kv.size(); ++i) {
+    gear_error += (decoded->kv[i] - kv[i]) * (decoded->kv[i] - kv[i]);
+    plain_error += (plain[i] - kv[i]) * (plain[i] - kv[i]);
+  }
+  EXPECT_LT(gear_error, 0.8 * plain_error);
+  auto damaged = gear->bytes;
+  damaged.resize(damaged.size() - 1);
+  EXPECT_EQ(DecodeGear(damaged).status().code(), ErrorCode::kDataLoss);
+}
+
+TEST(CompressMethods, MiniCacheSharesDirectionsOfAdjacentLayersAndRetainsOddTokens) {
+  auto kv = RandomKv(40);
+  // Layer 2 = 2 x layer 1 (same directions) but token 7, which points elsewhere.
+  for (uint32_t half = 0; half < 2; ++half)
+    for (uint32_t h = 0; h < kHeads; ++h)
+      for (uint32_t t = 0; t < kTokens; ++t)
+        for (uint32_t d = 0; d < kDim; ++d)
+          At(kv, 2, half, h, t, d) = t == 7 ? (d == 0 ? 5.f : 0.f) : 2 * At(kv, 1, half, h, t, d);
+  auto c = CompressKv(kv, "minicache:start=1,retain=2", "");  // 2% of 64 tokens: 1
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->codec, CompressedCodec::kMiniCache);
+  EXPECT_EQ(c->bytes.size(), MiniCacheBytes(Layout(), {1, 1}));
+  EXPECT_LT(c->bytes.size(), kv.size() * 4 * 8 / 10);  // one of three layers nearly halved
+  auto decoded = DecodeMiniCache(c->bytes);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  for (uint32_t half = 0; half < 2; ++half)
+    for (uint32_t h = 0; h < kHeads; ++h)
+      for (uint32_t t = 0; t < kTokens; ++t)
+        for (uint32_t d = 0; d < kDim; ++d) {
+          ASSERT_EQ(At(decoded->kv, 0, half, h, t, d), At(kv, 0, half, h, t, d));  // not merged
+          for (uint32_t l : {1u, 2u})
+            ASSERT_NEAR(At(decoded->kv, l, half, h, t, d), At(kv, l, half, h, t, d), 1e-4)
+                << l << " " << t;  // parallel rows rebuild exactly; token 7 is retained
+        }
+  EXPECT_FALSE(CompressKv(kv, "minicache:start=4", "").ok());
+  EXPECT_FALSE(CompressKv(kv, "gear", "25%").ok());
+  EXPECT_FALSE(CompressKv(kv, "gear:rank=9", "").ok());
+  EXPECT_FALSE(CompressKv(kv, "minicache", "100B").ok());
 }
 
 TEST(CompressAllocators, CakeGivesDispersedShiftingLayersMore) {
