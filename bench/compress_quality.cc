@@ -18,6 +18,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <numeric>
 
 #include "agents/pipeline/runner.h"
 #include "agents/pipeline/task.h"
@@ -130,16 +131,17 @@ Status Place(const UsedKv& used, const KvLayout& layout, KvCache& cache) {
   return Status::Ok();
 }
 
-// Mean over layers, query heads and the context's last kErrorQueries queries of
-// ||o_used - o_full|| / ||o_full||, each query attending causally to the tokens its kv head holds.
-double AttentionOutputError(const std::vector<float>& full, const UsedKv& used,
-                            const KvLayout& layout, const std::vector<float>& queries,
-                            int64_t q_heads) {
+// Per (layer, kv head): the mean over its query heads and the context's last kErrorQueries
+// queries of ||o_used - o_full|| / ||o_full||, each query attending causally to the tokens the
+// kv head holds.
+std::vector<double> HeadOutputErrors(const std::vector<float>& full, const UsedKv& used,
+                                     const KvLayout& layout, const std::vector<float>& queries,
+                                     int64_t q_heads) {
   const int64_t D = layout.head_dim, T = layout.tokens, H = layout.kv_heads;
   const int64_t n = std::min(kErrorQueries, T), group = q_heads / H;
   const uint64_t half = layout.ElementsPerHalf();
   const double scale = 1.0 / std::sqrt(double(D));
-  double total = 0;
+  std::vector<double> errors(layout.num_layers * H, 0.0);
   std::vector<double> w(T), o_full(D), o_used(D);
   for (uint32_t l = 0; l < layout.num_layers; ++l)
     for (int64_t qh = 0; qh < q_heads; ++qh)
@@ -167,9 +169,29 @@ double AttentionOutputError(const std::vector<float>& full, const UsedKv& used,
           diff += (o_used[d] - o_full[d]) * (o_used[d] - o_full[d]);
           norm += o_full[d] * o_full[d];
         }
-        total += std::sqrt(diff / std::max(norm, 1e-30));
+        errors[l * H + h] += std::sqrt(diff / std::max(norm, 1e-30)) / double(group * n);
       }
-  return total / (double(layout.num_layers) * q_heads * n);
+  return errors;
+}
+
+double AttentionOutputError(const std::vector<float>& full, const UsedKv& used,
+                            const KvLayout& layout, const std::vector<float>& queries,
+                            int64_t q_heads) {
+  const auto errors = HeadOutputErrors(full, used, layout, queries, q_heads);
+  return std::accumulate(errors.begin(), errors.end(), 0.0) / double(errors.size());
+}
+
+// DuoAttention calibration: how far each kv head's output moves when it keeps only `sinks` +
+// `recent` tokens (a streaming head); the heads that move most are retrieval heads.
+std::vector<double> StreamingErrors(const std::vector<float>& kv, const KvLayout& layout,
+                                    const std::vector<float>& queries, int64_t q_heads,
+                                    int64_t sinks, int64_t recent) {
+  UsedKv streaming{
+      kv, std::vector<uint8_t>(uint64_t{layout.num_layers} * layout.kv_heads * layout.tokens, 0)};
+  for (uint64_t row = 0; row < uint64_t{layout.num_layers} * layout.kv_heads; ++row)
+    for (int64_t t = 0; t < layout.tokens; ++t)
+      streaming.kept[row * layout.tokens + t] = t < sinks || t >= layout.tokens - recent;
+  return HeadOutputErrors(kv, streaming, layout, queries, q_heads);
 }
 
 struct Cell {  // one (type, method, budget)
@@ -216,9 +238,9 @@ int main(int argc, char** argv) {
                                       "snapkv@pyramid", "snapkv@cake", "snapkv@uniform:heads=ada",
                                       "tova",           "h2o",         "d2o",
                                       "leverage",       "curdkv",      "obcache",
-                                      "compactor",      "kvcrush",     "mikv",
-                                      "kivi:bits=4",    "kivi:bits=2", "gear",
-                                      "gear:bits=2",    "minicache"};
+                                      "compactor",      "kvcrush",     "duo",
+                                      "mikv",           "kivi:bits=4", "kivi:bits=2",
+                                      "gear",           "gear:bits=2", "minicache"};
   int64_t limit = 20;
   app.add_option("--model", model_dir, "model directory")->check(CLI::ExistingDirectory);
   app.add_option("--tasks-dir", tasks_dir, "task suite directory")->check(CLI::ExistingDirectory);
@@ -228,6 +250,16 @@ int main(int argc, char** argv) {
   app.add_option("--methods", methods,
                  "METHOD[@ALLOCATOR]; quantization methods (kivi) run once, without a budget");
   app.add_option("--json", json_path, "also write the table as JSON");
+  std::string duo_heads_path = "models/kvcomm-tiny/duo_heads.json", calibrate_path;
+  app.add_option("--duo-heads", duo_heads_path, "head scores for method duo (if the file exists)");
+  app.add_option("--calibrate-duo", calibrate_path,
+                 "instead of the table: measure each kv head's streaming error (4 sinks + "
+                 "--calibrate-recent tokens) on the tasks and write the head scores to this file");
+  int64_t calibrate_recent = 16;
+  app.add_option("--calibrate-recent", calibrate_recent,
+                 "the recent window of the calibration's streaming heads (short prompts need a "
+                 "short one)")
+      ->check(CLI::Range(1, 100000));
   CLI11_PARSE(app, argc, argv);
 
   auto model = Check(Model::Load(model_dir));
@@ -243,6 +275,20 @@ int main(int argc, char** argv) {
   pipeline::AgentSettings defaults;
   defaults.executor = &recorder;
   pipeline::PipelineRunner runner(templates, defaults);
+
+  std::vector<float> head_scores;
+  if (calibrate_path.empty() && std::filesystem::exists(duo_heads_path)) {
+    auto file = nlohmann::json::parse(std::ifstream(duo_heads_path), nullptr, false);
+    if (file.is_discarded() || !file.contains("scores") || !file["scores"].is_array() ||
+        file["scores"].size() != uint64_t(config.num_layers) * config.num_kv_heads) {
+      std::fprintf(stderr, "%s: %s is not a head-score file for this model\n", kProgram,
+                   duo_heads_path.c_str());
+      return 1;
+    }
+    for (const auto& v : file["scores"]) head_scores.push_back(v.get<float>());
+  }
+  std::vector<double> streaming_errors(uint64_t(config.num_layers) * config.num_kv_heads, 0.0);
+  int calibration_tasks = 0;
 
   // Rows in order: (type, method spec, budget) -> cell; plus the full cache per type.
   std::map<std::tuple<std::string, std::string, std::string>, Cell> cells;
@@ -267,6 +313,13 @@ int main(int argc, char** argv) {
       const auto* kv_data = reinterpret_cast<const float*>(exported.span().data());
       const std::vector<float> kv(kv_data,
                                   kv_data + layout.num_layers * 2 * layout.ElementsPerHalf());
+      if (!calibrate_path.empty()) {
+        const auto errors =
+            StreamingErrors(kv, layout, captured.queries, config.num_heads, 4, calibrate_recent);
+        for (size_t i = 0; i < errors.size(); ++i) streaming_errors[i] += errors[i];
+        ++calibration_tasks;
+        continue;
+      }
       const Reply full = Answer(*model, *tokenizer, request, prompt.tokens.back(), cache);
       Cell& f = full_cells[type];
       ++f.tasks;
@@ -293,6 +346,7 @@ int main(int argc, char** argv) {
           r.q_heads = config.num_heads;
           r.window = context;
           r.inv_freq = inv_freq;
+          r.head_scores = head_scores;
           r.method = method;
           r.budget = quantizes ? "" : budget;
           r.allocator = allocator;
@@ -327,6 +381,23 @@ int main(int argc, char** argv) {
                  std::chrono::duration<double>(Clock::now() - started).count());
   }
 
+  if (!calibrate_path.empty()) {
+    nlohmann::json out = {
+        {"model", model_dir},
+        {"layers", config.num_layers},
+        {"kv_heads", config.num_kv_heads},
+        {"measure", fmt::format("mean relative attention-output error of the context's last 16 "
+                                "queries when the kv head keeps only 4 sink + {} recent tokens",
+                                calibrate_recent)},
+        {"types", types},
+        {"tasks", calibration_tasks}};
+    for (double& e : streaming_errors) e /= std::max(1, calibration_tasks);
+    out["scores"] = streaming_errors;
+    std::ofstream(calibrate_path) << out.dump(1) << "\n";
+    std::printf("%s: head scores of %d tasks written to %s\n", kProgram, calibration_tasks,
+                calibrate_path.c_str());
+    return 0;
+  }
   std::printf(
       "compress_quality: %s, %d threads; per task type the final agent's context (all but the "
       "last prompt token) compressed, then the reply computed over it (greedy). KL: first reply "

@@ -338,6 +338,7 @@ struct GetCompressed {
   window @7 :UInt32;
   ropeInvFreq @8 :List(Float32);
   tensors @9 :List(TensorDesc);    # empty, or the queries
+  headScores @10 :List(Float32);   # duo: calibrated score per (layer, kv head)
 }
 
 # Frame 1: the encoded segment (tensor "compressed"; its codec's header repeats the shape).

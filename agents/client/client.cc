@@ -521,6 +521,8 @@ Result<CompressedSegment> Client::GetCompressed(const CompressedFetch& fetch) {
     out.setWindow(fetch.window);
     auto rope = out.initRopeInvFreq(static_cast<unsigned>(fetch.rope_inv_freq.size()));
     for (unsigned i = 0; i < rope.size(); ++i) rope.set(i, fetch.rope_inv_freq[i]);
+    auto scores = out.initHeadScores(static_cast<unsigned>(fetch.head_scores.size()));
+    for (unsigned i = 0; i < scores.size(); ++i) scores.set(i, fetch.head_scores[i]);
     std::vector<zmq::message_t> payload;
     if (!fetch.queries.empty()) {
       std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(fetch.queries.data()),

@@ -176,6 +176,7 @@ struct CompressedFetch {
   uint32_t q_heads = 0, window = 0, head_dim = 0;
   std::vector<float> queries;
   std::vector<float> rope_inv_freq;  // leverage / compactor: head_dim / 2 values
+  std::vector<float> head_scores;    // duo: per (layer, kv head), from calibration
 };
 // Numbered as the protocol's CompressedCodec (and kvstore/compress's).
 enum class CompressedCodec : uint8_t {

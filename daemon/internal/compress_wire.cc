@@ -99,6 +99,13 @@ Status ServeCompressed(kvstore::TieredStore& store, const kvstore::Scope& scope,
             "the segment's positions are not contiguous: its keys cannot be un-rotated");
   }
   r.inv_freq = inv_freq;
+  const auto scores = request.getHeadScores();
+  if (scores.size() != 0 && scores.size() != uint64_t{layout.num_layers} * layout.kv_heads)
+    return InvalidArgument("GetCompressed headScores has {} values; the segment has {} x {} heads",
+                           scores.size(), layout.num_layers, layout.kv_heads);
+  std::vector<float> head_scores(scores.size());
+  for (unsigned i = 0; i < scores.size(); ++i) head_scores[i] = scores[i];
+  r.head_scores = head_scores;
   r.first_position =
       segment.meta.positions.empty() ? segment.meta.first_position : segment.meta.positions[0];
 

@@ -154,4 +154,15 @@ Result<std::vector<uint32_t>> AllocateHeads(std::span<const float> scores, int64
   return counts;
 }
 
+std::vector<uint32_t> DuoHeadCounts(std::span<const float> head_scores, int64_t retrieval,
+                                    int64_t tokens, int64_t streaming) {
+  std::vector<int64_t> order(head_scores.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return head_scores[a] > head_scores[b]; });
+  std::vector<uint32_t> counts(head_scores.size(), static_cast<uint32_t>(streaming));
+  for (int64_t i = 0; i < retrieval; ++i) counts[order[i]] = static_cast<uint32_t>(tokens);
+  return counts;
+}
+
 }  // namespace kvcomm::kvstore::compress

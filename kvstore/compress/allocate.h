@@ -57,4 +57,10 @@ Result<std::vector<int64_t>> AllocateLayers(const AllocatorSpec& spec, const KvL
 Result<std::vector<uint32_t>> AllocateHeads(std::span<const float> scores, int64_t kv_heads,
                                             int64_t tokens, int64_t layer_total, int64_t floor);
 
+// DuoAttention's split: the `retrieval` (layer, kv head)s with the highest head_scores keep
+// all `tokens`, every other head keeps `streaming` tokens (sinks + recent). Returns counts per
+// (layer, kv head).
+std::vector<uint32_t> DuoHeadCounts(std::span<const float> head_scores, int64_t retrieval,
+                                    int64_t tokens, int64_t streaming);
+
 }  // namespace kvcomm::kvstore::compress

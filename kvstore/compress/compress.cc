@@ -70,6 +70,52 @@ Result<int64_t> AverageTokens(const Budget& budget, const KvLayout& layout,
   return InvalidArgument("bad budget");
 }
 
+struct Duo {
+  int64_t sinks = 4, recent = 64;
+  std::optional<int64_t> retrieval_percent;  // else the budget decides
+};
+
+Result<Duo> ParseDuo(const MethodSpec& spec, const CompressRequest& r) {
+  KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"sinks", "recent", "retrieval"}));
+  Duo duo;
+  KVCOMM_ASSIGN_OR_RETURN(duo.sinks, IntParam(spec, "sinks", 4, 0, 1 << 20));
+  KVCOMM_ASSIGN_OR_RETURN(duo.recent, IntParam(spec, "recent", 64, 0, 1 << 20));
+  if (spec.params.contains("retrieval")) {
+    KVCOMM_ASSIGN_OR_RETURN(int64_t percent, IntParam(spec, "retrieval", 25, 0, 100));
+    duo.retrieval_percent = percent;
+  }
+  const uint64_t heads = uint64_t{r.layout.num_layers} * r.layout.kv_heads;
+  if (r.head_scores.size() != heads)
+    return InvalidArgument(
+        "method 'duo' needs a calibrated score per layer and kv head ({}), got {} (see "
+        "compress_quality --calibrate-duo)",
+        heads, r.head_scores.size());
+  for (float score : r.head_scores)
+    if (!std::isfinite(score)) return InvalidArgument("method 'duo': a head score is not finite");
+  return duo;
+}
+
+// Retrieval heads: `retrieval=` percent of them, or as many as the token budget pays for.
+Result<std::vector<uint32_t>> DuoCounts(const Duo& duo, const CompressRequest& r,
+                                        const Budget& budget, int64_t average) {
+  const int64_t T = r.layout.tokens, heads = int64_t{r.layout.num_layers} * r.layout.kv_heads;
+  const int64_t streaming = std::min(T, duo.sinks + duo.recent);
+  int64_t retrieval = 0;
+  if (duo.retrieval_percent) {
+    if (budget.kind != Budget::Kind::kNone)
+      return InvalidArgument("method 'duo': give retrieval= or a budget, not both");
+    retrieval = heads * *duo.retrieval_percent / 100;
+  } else {
+    if (average < streaming)
+      return InvalidArgument(
+          "budget of {} tokens per head is below the {} every streaming head keeps (sinks + "
+          "recent)",
+          average, streaming);
+    retrieval = streaming == T ? heads : (average - streaming) * heads / (T - streaming);
+  }
+  return DuoHeadCounts(r.head_scores, std::min(retrieval, heads), T, streaming);
+}
+
 }  // namespace
 
 Result<Compressed> Compress(const CompressRequest& r) {
@@ -84,13 +130,23 @@ Result<Compressed> Compress(const CompressRequest& r) {
     mixed = parsed.first;
     spec = parsed.second;
   }
+  std::optional<Duo> duo;
+  if (spec.name == "duo") {
+    KVCOMM_ASSIGN_OR_RETURN(duo, ParseDuo(spec, r));
+    spec = {"streaming_llm", {{"sinks", std::to_string(duo->sinks)}}};
+  }
   KVCOMM_ASSIGN_OR_RETURN(auto scorer, MakeScorer(spec));
   if (scorer->needs_queries() && r.queries.empty())
     return InvalidArgument("method '{}' is query-aware: send the observation window's queries",
                            spec.name);
   KVCOMM_ASSIGN_OR_RETURN(auto allocator_spec, ParseMethodSpec(r.allocator));
   KVCOMM_ASSIGN_OR_RETURN(auto allocator, ParseAllocator(allocator_spec));
-  KVCOMM_ASSIGN_OR_RETURN(int64_t average, AverageTokens(budget, r.layout, mixed));
+  int64_t average = 0;
+  if (duo && duo->retrieval_percent && budget.kind == Budget::Kind::kNone) {
+    average = std::clamp<int64_t>(duo->sinks + duo->recent, 1, r.layout.tokens);  // unused
+  } else {
+    KVCOMM_ASSIGN_OR_RETURN(average, AverageTokens(budget, r.layout, mixed));
+  }
 
   const KvLayout& l = r.layout;
   const int64_t T = l.tokens, D = l.head_dim, H = l.kv_heads;
@@ -104,6 +160,10 @@ Result<Compressed> Compress(const CompressRequest& r) {
         average, spec.name, least);
   KVCOMM_ASSIGN_OR_RETURN(auto per_layer, AllocateLayers(allocator, l, average, least,
                                                          {r.kv, r.queries, r.q_heads, r.window}));
+  std::vector<uint32_t> duo_counts;
+  if (duo) {
+    KVCOMM_ASSIGN_OR_RETURN(duo_counts, DuoCounts(*duo, r, budget, average));
+  }
 
   TokenSubset subset{l, {}, {}, {}, {}};
   std::vector<float> scores(H * T), key_rows, value_rows;
@@ -127,7 +187,9 @@ Result<Compressed> Compress(const CompressRequest& r) {
         if (t < sinks || t >= T - recent)
           scores[h * T + t] = std::numeric_limits<float>::infinity();
     std::vector<uint32_t> counts(H, static_cast<uint32_t>(layer_count));
-    if (allocator.adaptive_heads) {
+    if (duo) {
+      counts.assign(duo_counts.begin() + layer * H, duo_counts.begin() + (layer + 1) * H);
+    } else if (allocator.adaptive_heads) {
       KVCOMM_ASSIGN_OR_RETURN(counts, AllocateHeads(scores, H, T, layer_count * H,
                                                     allocator.floor_percent * layer_count / 100));
     }

@@ -31,6 +31,9 @@ struct CompressRequest {
   // the position of the segment's first token.
   std::span<const float> inv_freq;
   int32_t first_position = 0;
+  // DuoAttention: how much each (layer, kv head) needs the whole context ([layer][kv_head],
+  // higher = retrieval head), from a calibration pass on the model.
+  std::span<const float> head_scores;
   std::string method;  // e.g. "snapkv:window=32,kernel=7"
   std::string budget;  // e.g. "128", "25%", "1MiB"
   std::string allocator = "uniform";

@@ -320,6 +320,11 @@ const std::vector<MethodInfo>& Methods() {
        "quantized per token instead of dropped (bits=2, group=32 channels); the budget counts "
        "full-precision tokens",
        false},
+      {"duo",
+       "DuoAttention-style head split: the retrieval heads (highest calibrated head scores) keep "
+       "every token, the others sinks=4 + recent=64; retrieval=P percent of heads, or as many as "
+       "the budget pays for",
+       true},
       {"gear",
        "GEAR: every token; per matrix the largest outliers=2 percent of values kept exactly, "
        "the rest quantized per token (bits=4, group=32 channels) and the residual's rank-4 "

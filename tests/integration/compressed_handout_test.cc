@@ -146,6 +146,8 @@ TEST_F(CompressedHandoutTest, BadRequestsAreRefusedAndTheDaemonCarriesOn) {
   cases.back().fetch.window = 4;
   cases.back().fetch.head_dim = kDim;
   cases.back().fetch.queries.assign(kLayers * 4 * 4 * kDim, NAN);
+  cases.push_back({Fetch("duo", "8"), ErrorCode::kInvalidArgument, "headScores has 3"});
+  cases.back().fetch.head_scores = {1, 2, 3};
   cases.push_back({Fetch("key_norm", "8"), ErrorCode::kInvalidArgument, "rowDtype"});
   cases.back().fetch.row_dtype = DType::kI32;
   cases.push_back({Fetch(std::string(300, 'a'), "8"), ErrorCode::kInvalidArgument, "at most 256"});
@@ -170,6 +172,11 @@ TEST_F(CompressedHandoutTest, BadRequestsAreRefusedAndTheDaemonCarriesOn) {
   uneven.head_dim = kDim;
   uneven.queries.assign(100, 1.f);
   EXPECT_EQ(client_->GetCompressed(uneven).status().code(), ErrorCode::kInvalidArgument);
+  auto duo = Fetch("duo:sinks=2,recent=6,retrieval=50", "");  // 2 of 4 heads keep everything
+  duo.head_scores = {0.9f, 0.1f, 0.2f, 0.8f};
+  auto split = client_->GetCompressed(duo);
+  ASSERT_TRUE(split.ok()) << split.status().ToString();
+  EXPECT_EQ(split->kept, (std::vector<uint32_t>{kTokens, 8, 8, kTokens}));
   EXPECT_TRUE(client_->Ping().ok());
   EXPECT_TRUE(client_->GetCompressed(Fetch("streaming_llm", "8")).ok());
 }

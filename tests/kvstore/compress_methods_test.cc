@@ -292,6 +292,33 @@ TEST(CompressMethods, MiniCacheSharesDirectionsOfAdjacentLayersAndRetainsOddToke
   EXPECT_FALSE(CompressKv(kv, "minicache", "100B").ok());
 }
 
+TEST(CompressMethods, DuoKeepsEverythingInRetrievalHeadsAndAWindowElsewhere) {
+  const auto kv = RandomKv(41);
+  const std::vector<float> head_scores = {0.1f, 0.9f, 0.5f, 0.2f, 0.8f, 0.3f};
+  auto run = [&](std::string method, std::string budget, bool scores = true) {
+    CompressRequest r;
+    r.layout = Layout();
+    r.kv = kv;
+    if (scores) r.head_scores = head_scores;
+    r.method = std::move(method);
+    r.budget = std::move(budget);
+    return Compress(r);
+  };
+  auto half = run("duo:sinks=2,recent=6,retrieval=50", "");
+  ASSERT_TRUE(half.ok()) << half.status().ToString();
+  EXPECT_EQ(half->kept, (std::vector<uint32_t>{8, 64, 64, 8, 64, 8}));
+  EXPECT_EQ(KeptOf(*half, 0, 0), (std::vector<int32_t>{0, 1, 58, 59, 60, 61, 62, 63}));
+  EXPECT_EQ(KeptOf(*half, 0, 1).size(), 64u);
+  // A budget of 22 tokens per head on average pays for one retrieval head: the best scored.
+  auto budget = run("duo:sinks=2,recent=6", "22");
+  ASSERT_TRUE(budget.ok()) << budget.status().ToString();
+  EXPECT_EQ(budget->kept, (std::vector<uint32_t>{8, 64, 8, 8, 8, 8}));
+  EXPECT_NE(run("duo", "22", false).status().message().find("calibrated score"), std::string::npos);
+  EXPECT_NE(run("duo:retrieval=50", "22").status().message().find("not both"), std::string::npos);
+  EXPECT_NE(run("duo:sinks=2,recent=6", "5").status().message().find("below the 8"),
+            std::string::npos);
+}
+
 TEST(CompressAllocators, CakeGivesDispersedShiftingLayersMore) {
   auto kv = RandomKv(35);
   const int64_t window = 8;
