@@ -239,8 +239,9 @@ int main(int argc, char** argv) {
                                       "tova",           "h2o",         "d2o",
                                       "leverage",       "curdkv",      "obcache",
                                       "compactor",      "kvcrush",     "duo",
-                                      "mikv",           "kivi:bits=4", "kivi:bits=2",
-                                      "gear",           "gear:bits=2", "minicache"};
+                                      "lava@lava",      "mikv",        "kivi:bits=4",
+                                      "kivi:bits=2",    "gear",        "gear:bits=2",
+                                      "minicache"};
   int64_t limit = 20;
   app.add_option("--model", model_dir, "model directory")->check(CLI::ExistingDirectory);
   app.add_option("--tasks-dir", tasks_dir, "task suite directory")->check(CLI::ExistingDirectory);

@@ -33,7 +33,7 @@ std::vector<int64_t> RoundShares(const std::vector<double>& shares, int64_t leas
 // CAKE's preference of each layer: dispersion (entropy of the window's mean attention) times
 // shift (variance of the attention over the window's queries), averaged over query heads.
 Result<std::vector<double>> CakePreferences(const AllocatorSpec& spec, const KvLayout& layout,
-                                            const WindowInputs& in) {
+                                            const AllocationInputs& in) {
   if (in.queries.empty() || in.window < 2)
     return InvalidArgument(
         "allocator 'cake' reads the observation window's attention: send at least 2 queries "
@@ -67,6 +67,32 @@ Result<std::vector<double>> CakePreferences(const AllocatorSpec& spec, const KvL
   return preferences;
 }
 
+// LAVa's preference of each layer: the entropy of its scores, normalised by the largest
+// possible (log of the count), over every head and token but the always-kept (+inf) ones.
+Result<std::vector<double>> LavaPreferences(const KvLayout& layout, std::span<const float> scores) {
+  const uint64_t per_layer = uint64_t{layout.kv_heads} * layout.tokens;
+  std::vector<double> preferences(layout.num_layers);
+  for (uint32_t l = 0; l < layout.num_layers; ++l) {
+    const float* x = scores.data() + l * per_layer;
+    double sum = 0;
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < per_layer; ++i) {
+      if (!std::isfinite(x[i])) continue;
+      if (x[i] < 0)
+        return InvalidArgument(
+            "allocator 'lava' reads the method's scores as a distribution: they must not be "
+            "negative (use an attention-based method)");
+      sum += x[i];
+      ++n;
+    }
+    double entropy = 0;
+    for (uint64_t i = 0; i < per_layer && sum > 0; ++i)
+      if (std::isfinite(x[i]) && x[i] > 0) entropy -= x[i] / sum * std::log(x[i] / sum);
+    preferences[l] = n > 1 ? entropy / std::log(double(n)) : 1.0;
+  }
+  return preferences;
+}
+
 }  // namespace
 
 Result<AllocatorSpec> ParseAllocator(const MethodSpec& spec) {
@@ -83,10 +109,15 @@ Result<AllocatorSpec> ParseAllocator(const MethodSpec& spec) {
     KVCOMM_ASSIGN_OR_RETURN(a.window, IntParam(spec, "window", 32, 2, 1 << 20));
     KVCOMM_ASSIGN_OR_RETURN(a.tau1, NumberParam(spec, "tau1", 1, 0.01, 100));
     KVCOMM_ASSIGN_OR_RETURN(a.tau2, NumberParam(spec, "tau2", 1, 0.01, 100));
+  } else if (spec.name == "lava") {
+    KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"heads", "floor"}));
+    a.layers = AllocatorSpec::Layers::kLava;
   } else {
-    return InvalidArgument("unknown allocator '{}' (uniform, pyramid or cake)", spec.name);
+    return InvalidArgument("unknown allocator '{}' (uniform, pyramid, cake or lava)", spec.name);
   }
-  KVCOMM_ASSIGN_OR_RETURN(auto heads, ChoiceParam(spec, "heads", "uniform", {"uniform", "ada"}));
+  KVCOMM_ASSIGN_OR_RETURN(
+      auto heads,
+      ChoiceParam(spec, "heads", spec.name == "lava" ? "ada" : "uniform", {"uniform", "ada"}));
   a.adaptive_heads = heads == "ada";
   KVCOMM_ASSIGN_OR_RETURN(a.floor_percent, IntParam(spec, "floor", 20, 0, 100));
   if (!a.adaptive_heads && spec.params.contains("floor"))
@@ -96,7 +127,7 @@ Result<AllocatorSpec> ParseAllocator(const MethodSpec& spec) {
 
 Result<std::vector<int64_t>> AllocateLayers(const AllocatorSpec& spec, const KvLayout& layout,
                                             int64_t average, int64_t least,
-                                            const WindowInputs& window) {
+                                            const AllocationInputs& inputs) {
   const int64_t layers = layout.num_layers, total = average * layers;
   std::vector<double> shares(layers, static_cast<double>(average));
   if (spec.layers == AllocatorSpec::Layers::kPyramid && layers > 1) {
@@ -104,8 +135,14 @@ Result<std::vector<int64_t>> AllocateLayers(const AllocatorSpec& spec, const KvL
     const double low = std::max(1.0, static_cast<double>(average) / spec.beta);
     const double high = 2.0 * average - low;
     for (int64_t l = 0; l < layers; ++l) shares[l] = high - (high - low) * l / (layers - 1);
-  } else if (spec.layers == AllocatorSpec::Layers::kCake) {
-    KVCOMM_ASSIGN_OR_RETURN(auto preferences, CakePreferences(spec, layout, window));
+  } else if (spec.layers == AllocatorSpec::Layers::kCake ||
+             spec.layers == AllocatorSpec::Layers::kLava) {
+    std::vector<double> preferences;
+    if (spec.layers == AllocatorSpec::Layers::kCake) {
+      KVCOMM_ASSIGN_OR_RETURN(preferences, CakePreferences(spec, layout, inputs));
+    } else {
+      KVCOMM_ASSIGN_OR_RETURN(preferences, LavaPreferences(layout, inputs.scores));
+    }
     const double sum = std::accumulate(preferences.begin(), preferences.end(), 0.0);
     // Equal preferences everywhere (sum 0: no attention moves) leave the uniform split.
     if (sum > 0 && std::isfinite(sum))
@@ -115,7 +152,8 @@ Result<std::vector<int64_t>> AllocateLayers(const AllocatorSpec& spec, const KvL
 }
 
 Result<std::vector<uint32_t>> AllocateHeads(std::span<const float> scores, int64_t kv_heads,
-                                            int64_t tokens, int64_t layer_total, int64_t floor) {
+                                            int64_t tokens, int64_t layer_total, int64_t floor,
+                                            bool normalise) {
   struct Candidate {
     double weight;
     int64_t head;
@@ -144,7 +182,7 @@ Result<std::vector<uint32_t>> AllocateHeads(std::span<const float> scores, int64
     // The head's remaining tokens compete across heads by their share of the head's total.
     std::sort(finite.begin(), finite.end(), std::greater<>());
     for (size_t i = own - forced; i < finite.size(); ++i)
-      candidates.push_back({sum > 0 ? finite[i] / sum : 0.0, h});
+      candidates.push_back({normalise ? (sum > 0 ? finite[i] / sum : 0.0) : finite[i], h});
   }
   const int64_t rest =
       std::clamp<int64_t>(layer_total - assigned, 0, static_cast<int64_t>(candidates.size()));

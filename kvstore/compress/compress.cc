@@ -158,19 +158,15 @@ Result<Compressed> Compress(const CompressRequest& r) {
         "budget leaves {} tokens per layer and head; method '{}' always keeps {} (sinks + "
         "recent)",
         average, spec.name, least);
-  KVCOMM_ASSIGN_OR_RETURN(auto per_layer, AllocateLayers(allocator, l, average, least,
-                                                         {r.kv, r.queries, r.q_heads, r.window}));
   std::vector<uint32_t> duo_counts;
   if (duo) {
     KVCOMM_ASSIGN_OR_RETURN(duo_counts, DuoCounts(*duo, r, budget, average));
   }
 
-  TokenSubset subset{l, {}, {}, {}, {}};
-  std::vector<float> scores(H * T), key_rows, value_rows;
-  std::vector<int32_t> kept;
-  for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+  // Every layer is scored first: layer rules (LAVa) compare the layers' scores.
+  auto view_of = [&](uint32_t layer) {
     const float* keys = r.kv.data() + uint64_t{layer} * 2 * H * T * D;
-    const LayerView view{
+    return LayerView{
         keys,
         keys + H * T * D,
         r.queries.empty() ? nullptr : r.queries.data() + uint64_t{layer} * r.q_heads * r.window * D,
@@ -179,7 +175,21 @@ Result<Compressed> Compress(const CompressRequest& r) {
         r.inv_freq,
         r.first_position,
         static_cast<double>(average) / T};
-    KVCOMM_RETURN_IF_ERROR(scorer->Score(l, view, scores));
+  };
+  std::vector<float> all_scores(uint64_t{l.num_layers} * H * T);
+  for (uint32_t layer = 0; layer < l.num_layers; ++layer)
+    KVCOMM_RETURN_IF_ERROR(scorer->Score(
+        l, view_of(layer), std::span<float>(all_scores).subspan(uint64_t{layer} * H * T, H * T)));
+  KVCOMM_ASSIGN_OR_RETURN(auto per_layer,
+                          AllocateLayers(allocator, l, average, least,
+                                         {r.kv, r.queries, r.q_heads, r.window, all_scores}));
+
+  TokenSubset subset{l, {}, {}, {}, {}};
+  std::vector<float> key_rows, value_rows;
+  std::vector<int32_t> kept;
+  for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+    const LayerView view = view_of(layer);
+    std::span<float> scores(all_scores.data() + uint64_t{layer} * H * T, H * T);
     const int64_t layer_count = per_layer[layer];
     const int64_t sinks = scorer->sinks(), recent = scorer->recent(layer_count);
     for (int64_t h = 0; h < H; ++h)
@@ -190,8 +200,10 @@ Result<Compressed> Compress(const CompressRequest& r) {
     if (duo) {
       counts.assign(duo_counts.begin() + layer * H, duo_counts.begin() + (layer + 1) * H);
     } else if (allocator.adaptive_heads) {
-      KVCOMM_ASSIGN_OR_RETURN(counts, AllocateHeads(scores, H, T, layer_count * H,
-                                                    allocator.floor_percent * layer_count / 100));
+      KVCOMM_ASSIGN_OR_RETURN(
+          counts,
+          AllocateHeads(scores, H, T, layer_count * H, allocator.floor_percent * layer_count / 100,
+                        allocator.layers != AllocatorSpec::Layers::kLava));
     }
     KVCOMM_RETURN_IF_ERROR(scorer->Refine(l, view, counts, scores));
     // Per head: indices, then its K rows and V rows as the codec writes them.

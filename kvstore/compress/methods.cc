@@ -124,15 +124,15 @@ using internal::WindowScores;
 
 // SnapKV (Li et al. 2024): the observation window's attention to each token, pooled along
 // tokens so kept tokens bring their neighbours; the window itself is always kept.
-class SnapKv final : public TokenScorer {
+class SnapKv : public TokenScorer {
  public:
-  SnapKv(int64_t window, int64_t kernel, kernels::cpu::PoolKind pool)
-      : window_(window), kernel_(kernel), pool_(pool) {}
+  SnapKv(std::string name, int64_t window, int64_t kernel, kernels::cpu::PoolKind pool)
+      : name_(std::move(name)), window_(window), kernel_(kernel), pool_(pool) {}
   Status Score(const KvLayout& layout, const LayerView& layer,
                std::span<float> scores) const override {
-    KVCOMM_RETURN_IF_ERROR(NeedWindow(layer, window_, "snapkv"));
+    KVCOMM_RETURN_IF_ERROR(NeedWindow(layer, window_, name_));
     if (window_ > layout.tokens)
-      return InvalidArgument("snapkv: window {} is longer than the segment ({} tokens)", window_,
+      return InvalidArgument("{}: window {} is longer than the segment ({} tokens)", name_, window_,
                              layout.tokens);
     std::vector<float> raw(scores.size());
     WindowScores(layout, layer, window_, raw.data());
@@ -143,8 +143,32 @@ class SnapKv final : public TokenScorer {
   bool needs_queries() const override { return true; }
 
  private:
+  std::string name_;
   int64_t window_, kernel_;
   kernels::cpu::PoolKind pool_;
+};
+
+// LAVa (Shen et al. 2025): SnapKV's pooled window attention weighted per kv head by the
+// largest L1 norm of its values (outside the window), so entries compare across heads and
+// layers by what they add to the residual stream; pair with allocator 'lava'.
+class Lava final : public SnapKv {
+ public:
+  using SnapKv::SnapKv;
+  Status Score(const KvLayout& layout, const LayerView& layer,
+               std::span<float> scores) const override {
+    KVCOMM_RETURN_IF_ERROR(SnapKv::Score(layout, layer, scores));
+    const int64_t T = layout.tokens, D = layout.head_dim;
+    for (int64_t h = 0; h < layout.kv_heads; ++h) {
+      double weight = 0;
+      for (int64_t t = 0; t < T - recent(0); ++t) {
+        double l1 = 0;
+        for (int64_t d = 0; d < D; ++d) l1 += std::abs(layer.values[(h * T + t) * D + d]);
+        weight = std::max(weight, l1);
+      }
+      for (int64_t t = 0; t < T; ++t) scores[h * T + t] *= static_cast<float>(weight);
+    }
+    return Status();
+  }
 };
 
 // TOVA (Oren et al. 2024): keep the tokens the last query attends to most (here per kv head,
@@ -281,6 +305,11 @@ const std::vector<MethodInfo>& Methods() {
        "SnapKV: observation-window attention (the agent's last window queries), pooled "
        "(window=32, kernel=7, pooling=max); the window is always kept",
        true},
+      {"lava",
+       "LAVa: SnapKV's pooled window attention (window=32, kernel=7) times the head's largest "
+       "value L1 norm, comparable across heads and layers; use with allocator lava (dynamic "
+       "layer and head budgets)",
+       true},
       {"tova", "TOVA: attention of the last query; it is always kept (no parameters)", true},
       {"h2o",
        "H2O: heavy hitters by the attention all prompt queries gave each token (the agent sends "
@@ -362,8 +391,16 @@ Result<std::unique_ptr<TokenScorer>> MakeScorer(const MethodSpec& spec) {
     if (kernel % 2 == 0) return InvalidArgument("method 'snapkv': kernel={} must be odd", kernel);
     KVCOMM_ASSIGN_OR_RETURN(auto pooling, ChoiceParam(spec, "pooling", "max", {"max", "mean"}));
     return std::unique_ptr<TokenScorer>(new SnapKv(
-        window, kernel,
+        "snapkv", window, kernel,
         pooling == "max" ? kernels::cpu::PoolKind::kMax : kernels::cpu::PoolKind::kMean));
+  }
+  if (spec.name == "lava") {
+    KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"window", "kernel"}));
+    KVCOMM_ASSIGN_OR_RETURN(int64_t window, IntParam(spec, "window", 32, 1, 4096));
+    KVCOMM_ASSIGN_OR_RETURN(int64_t kernel, IntParam(spec, "kernel", 7, 1, 255));
+    if (kernel % 2 == 0) return InvalidArgument("method 'lava': kernel={} must be odd", kernel);
+    return std::unique_ptr<TokenScorer>(
+        new Lava("lava", window, kernel, kernels::cpu::PoolKind::kMax));
   }
   if (spec.name == "h2o") {
     KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"recent"}));

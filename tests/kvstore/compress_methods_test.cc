@@ -341,6 +341,37 @@ TEST(CompressAllocators, CakeGivesDispersedShiftingLayersMore) {
   EXPECT_NE(one_query.status().message().find("at least 2 queries"), std::string::npos);
 }
 
+TEST(CompressAllocators, LavaWeighsHeadsByTheirValuesAndLayersByScoreEntropy) {
+  auto kv = RandomKv(42);
+  const int64_t window = 8;
+  auto queries = QueriesPointingAt(kv, 20, window);  // layer 0: every query on token 20
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0, 1);
+  const size_t per_layer = queries.size() / kLayers;
+  for (size_t i = per_layer; i < queries.size(); ++i) queries[i] = 0.3f * normal(rng);
+  for (uint32_t l = 0; l < kLayers; ++l)  // kv head 1 writes 10x larger values
+    for (uint32_t t = 0; t < kTokens; ++t)
+      for (uint32_t d = 0; d < kDim; ++d) At(kv, l, 1, 1, t, d) *= 10;
+  // With uniform budgets LAVa's per-head weight changes nothing: SnapKV's choice.
+  auto snap = CompressKv(kv, "snapkv:window=8,kernel=1", "16", "uniform", &queries, window);
+  auto uniform = CompressKv(kv, "lava:window=8,kernel=1", "16", "uniform", &queries, window);
+  auto lava = CompressKv(kv, "lava:window=8,kernel=1", "16", "lava", &queries, window);
+  ASSERT_TRUE(snap.ok() && uniform.ok() && lava.ok()) << lava.status().ToString();
+  EXPECT_EQ(uniform->bytes, snap->bytes);
+  EXPECT_EQ(std::accumulate(lava->kept.begin(), lava->kept.end(), 0u), 16u * kLayers * kHeads);
+  uint32_t layer0 = 0, layer1 = 0;
+  for (uint32_t h = 0; h < kHeads; ++h) {
+    layer0 += lava->kept[h];
+    layer1 += lava->kept[kHeads + h];
+  }
+  EXPECT_LT(layer0, layer1);  // concentrated attention: lower entropy, fewer tokens
+  for (uint32_t l = 1; l < kLayers; ++l)
+    EXPECT_GT(lava->kept[l * kHeads + 1], lava->kept[l * kHeads]) << l;  // the larger values
+  auto negative = CompressKv(kv, "key_norm", "16", "lava", &queries, window);
+  ASSERT_FALSE(negative.ok());
+  EXPECT_NE(negative.status().message().find("must not be negative"), std::string::npos);
+}
+
 TEST(CompressAllocators, AdaKvMovesBudgetFromConcentratedToDispersedHeads) {
   auto kv = RandomKv(36);
   const int64_t window = 4;
