@@ -8,6 +8,7 @@
 #include "kernels/compress.h"
 #include "kvstore/compress/allocate.h"
 #include "kvstore/compress/internal/every_token.h"
+#include "kvstore/compress/internal/scorers.h"
 #include "kvstore/compress/methods.h"
 
 namespace kvcomm::kvstore::compress {
@@ -47,6 +48,8 @@ Result<int64_t> AverageTokens(const Budget& budget, const KvLayout& layout,
   switch (budget.kind) {
     case Budget::Kind::kNone:
       return InvalidArgument("token selection needs a budget (tokens, a fraction or bytes)");
+    case Budget::Kind::kLoss:  // resolved after scoring (CalibratedAverage); until then half,
+      return std::max<int64_t>(1, tokens / 2);  // which is what Compactor's blend defaults see
     case Budget::Kind::kTokens:
       if (budget.value > tokens)
         return InvalidArgument("budget of {} tokens exceeds the segment's {}", budget.value,
@@ -68,6 +71,55 @@ Result<int64_t> AverageTokens(const Budget& budget, const KvLayout& layout,
     }
   }
   return InvalidArgument("bad budget");
+}
+
+// The calibrated budget: the fewest tokens per layer and head (at least `least`) for which the
+// method's selection keeps all but `loss` of the attention the observation window's last
+// (up to 32) queries give the segment, averaged over layers and heads.
+Result<int64_t> CalibratedAverage(const CompressRequest& r, const TokenScorer& scorer,
+                                  std::span<const float> all_scores, int64_t least, double loss) {
+  if (r.queries.empty())
+    return InvalidArgument(
+        "a loss budget estimates the loss from the attention of the observation window: send "
+        "its queries");
+  const KvLayout& l = r.layout;
+  const int64_t T = l.tokens, D = l.head_dim, H = l.kv_heads, W = std::min<int64_t>(32, r.window);
+  std::vector<float> mass(all_scores.size()), storage;
+  for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+    LayerView view{r.kv.data() + uint64_t{layer} * 2 * H * T * D, nullptr,
+                   r.queries.data() + uint64_t{layer} * r.q_heads * r.window * D, r.q_heads,
+                   r.window};
+    kernels::cpu::ObservationScores(internal::LastQueries(l, view, W, storage), view.keys,
+                                    r.q_heads, H, W, T, D, mass.data() + uint64_t{layer} * H * T);
+  }
+  std::vector<float> row(T);
+  std::vector<int32_t> kept;
+  auto loss_at = [&](int64_t k) {
+    double lost = 0;
+    kept.resize(k);
+    for (uint64_t head = 0; head < uint64_t{l.num_layers} * H; ++head) {
+      std::copy_n(all_scores.data() + head * T, T, row.begin());
+      for (int64_t t = 0; t < T; ++t)
+        if (t < scorer.sinks() || t >= T - scorer.recent(k))
+          row[t] = std::numeric_limits<float>::infinity();
+      kernels::cpu::TopKPerRow(row.data(), 1, T, k, kept.data());
+      const float* m = mass.data() + head * T;
+      double total = 0, held = 0;
+      for (int64_t t = 0; t < T; ++t) total += m[t];
+      for (int32_t t : kept) held += m[t];
+      lost += total > 0 ? 1 - held / total : 0;
+    }
+    return lost / double(l.num_layers * H);
+  };
+  int64_t low = least, high = T;  // loss_at(T) is 0
+  while (low < high) {
+    const int64_t mid = (low + high) / 2;
+    if (loss_at(mid) <= loss)
+      high = mid;
+    else
+      low = mid + 1;
+  }
+  return low;
 }
 
 struct Duo {
@@ -153,7 +205,7 @@ Result<Compressed> Compress(const CompressRequest& r) {
   // The fewest tokens a layer can keep: what the method always keeps (a recent share of the
   // count itself never exceeds it).
   const int64_t least = std::clamp<int64_t>(scorer->sinks() + scorer->recent(0), 1, T);
-  if (average < least)
+  if (average < least && budget.kind != Budget::Kind::kLoss)
     return InvalidArgument(
         "budget leaves {} tokens per layer and head; method '{}' always keeps {} (sinks + "
         "recent)",
@@ -180,6 +232,10 @@ Result<Compressed> Compress(const CompressRequest& r) {
   for (uint32_t layer = 0; layer < l.num_layers; ++layer)
     KVCOMM_RETURN_IF_ERROR(scorer->Score(
         l, view_of(layer), std::span<float>(all_scores).subspan(uint64_t{layer} * H * T, H * T)));
+  if (budget.kind == Budget::Kind::kLoss) {
+    KVCOMM_ASSIGN_OR_RETURN(average,
+                            CalibratedAverage(r, *scorer, all_scores, least, budget.value));
+  }
   KVCOMM_ASSIGN_OR_RETURN(auto per_layer,
                           AllocateLayers(allocator, l, average, least,
                                          {r.kv, r.queries, r.q_heads, r.window, all_scores}));

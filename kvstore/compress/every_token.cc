@@ -25,7 +25,8 @@ Result<Quantization> ParseQuantization(const MethodSpec& spec, const KvLayout& l
 
 // Every-token methods take a byte budget or none; the encoding must fit it.
 Status CheckBudget(const MethodSpec& spec, const Budget& budget, uint64_t bytes) {
-  if (budget.kind == Budget::Kind::kTokens || budget.kind == Budget::Kind::kFraction)
+  if (budget.kind == Budget::Kind::kTokens || budget.kind == Budget::Kind::kFraction ||
+      budget.kind == Budget::Kind::kLoss)
     return InvalidArgument("method '{}' keeps every token: give a byte budget or none", spec.name);
   if (budget.kind == Budget::Kind::kBytes && bytes > budget.value)
     return InvalidArgument("method '{}' needs {} bytes with these parameters; the budget is {}",

@@ -61,6 +61,12 @@ Result<Budget> ParseBudget(std::string_view text) {
   text = Trim(text);
   Budget budget;
   if (text.empty()) return budget;
+  if (text.starts_with("loss=")) {
+    KVCOMM_ASSIGN_OR_RETURN(double loss, Number(text.substr(5), "budget loss"));
+    if (loss <= 0 || loss >= 1)
+      return InvalidArgument("budget '{}': the loss must be in (0, 1)", text);
+    return Budget{Budget::Kind::kLoss, loss};
+  }
   static constexpr std::pair<std::string_view, double> kUnits[] = {{"GiB", 1024.0 * 1024 * 1024},
                                                                    {"MiB", 1024.0 * 1024},
                                                                    {"KiB", 1024.0},

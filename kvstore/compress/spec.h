@@ -18,11 +18,12 @@ struct MethodSpec {
 Result<MethodSpec> ParseMethodSpec(std::string_view text);
 
 struct Budget {
-  enum class Kind { kNone, kTokens, kFraction, kBytes };
+  enum class Kind { kNone, kTokens, kFraction, kBytes, kLoss };
   Kind kind = Kind::kNone;
-  double value = 0;  // tokens per layer and head, a fraction in (0, 1], or bytes
+  double value = 0;  // tokens per layer and head, a fraction in (0, 1], bytes, or a loss
 };
-// "" (none), "128" (tokens), "25%" or "0.25" (fraction), "4096B", "64KiB", "1.5MiB", "2MB".
+// "" (none), "128" (tokens), "25%" or "0.25" (fraction), "4096B", "64KiB", "1.5MiB", "2MB",
+// "loss=0.05" (calibrated: the fewest tokens whose estimated loss stays under 0.05).
 Result<Budget> ParseBudget(std::string_view text);
 
 // Reads an integer / a number parameter of a method, with a default and a range.

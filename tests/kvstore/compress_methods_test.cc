@@ -372,6 +372,31 @@ TEST(CompressAllocators, LavaWeighsHeadsByTheirValuesAndLayersByScoreEntropy) {
   EXPECT_NE(negative.status().message().find("must not be negative"), std::string::npos);
 }
 
+TEST(CompressAllocators, LossBudgetsKeepTheFewestTokensThatHoldTheWindowsAttention) {
+  auto kv = RandomKv(43);
+  const int64_t window = 4;
+  const auto pointed = QueriesPointingAt(kv, 20, window);
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0, 0.2f);
+  std::vector<float> spread(pointed.size());
+  for (auto& q : spread) q = normal(rng);
+  auto focused =
+      CompressKv(kv, "snapkv:window=4,kernel=1", "loss=0.05", "uniform", &pointed, window);
+  auto diffuse =
+      CompressKv(kv, "snapkv:window=4,kernel=1", "loss=0.05", "uniform", &spread, window);
+  ASSERT_TRUE(focused.ok() && diffuse.ok()) << focused.status().ToString();
+  // Attention on token 20 and the window itself: 5 tokens hold it.
+  EXPECT_EQ(focused->kept, std::vector<uint32_t>(kLayers * kHeads, 5));
+  EXPECT_GT(diffuse->kept[0], 30u);  // near-uniform attention needs most of the segment
+  auto stricter =
+      CompressKv(kv, "snapkv:window=4,kernel=1", "loss=0.01", "uniform", &spread, window);
+  ASSERT_TRUE(stricter.ok());
+  EXPECT_GT(stricter->kept[0], diffuse->kept[0]);
+  EXPECT_FALSE(CompressKv(kv, "key_norm", "loss=0.05").ok());  // no queries to estimate with
+  for (const char* bad : {"loss=0", "loss=1", "loss=x"}) EXPECT_FALSE(ParseBudget(bad).ok()) << bad;
+  EXPECT_FALSE(CompressKv(kv, "kivi:group=8", "loss=0.05").ok());
+}
+
 TEST(CompressAllocators, AdaKvMovesBudgetFromConcentratedToDispersedHeads) {
   auto kv = RandomKv(36);
   const int64_t window = 4;
