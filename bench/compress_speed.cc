@@ -15,6 +15,7 @@
 #include <functional>
 #include <vector>
 
+#include "bench/cuda_timing.h"
 #include "kernels/cuda/blas.h"
 #include "kernels/cuda/launchers.h"
 #include "kernels/device.h"
@@ -37,34 +38,8 @@ void CheckStatus(const kvcomm::Status& s) {
   }
 }
 
-double TimeMs(int repeat, const std::function<void()>& op) {
-  op();  // warm-up
-  CheckCuda(cudaDeviceSynchronize(), "warm-up");
-  std::vector<double> times;
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  for (int r = 0; r < repeat; ++r) {
-    cudaEventRecord(start);
-    op();
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    times.push_back(ms);
-  }
-  CheckCuda(cudaGetLastError(), "timed op");
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
-
 std::byte* Alloc(std::vector<DeviceBuffer>& keep, size_t bytes) {
-  auto buffer = DeviceBuffer::Allocate(bytes);
-  CheckStatus(buffer.status());
-  keep.push_back(std::move(buffer).value());
-  return keep.back().data();
+  return kvcomm::bench::DeviceAlloc("compress_speed", keep, bytes);
 }
 
 }  // namespace
@@ -130,20 +105,20 @@ int main(int argc, char** argv) {
       for (int64_t l = 0; l < layers; ++l) stage(l);
     };
   };
-  const double score_ms = TimeMs(repeat, all_layers(score));
-  const double select_ms = TimeMs(repeat, all_layers(select));
-  const double compact_ms = TimeMs(repeat, all_layers(compact));
-  const double pipeline_ms = TimeMs(repeat, all_layers([&](int64_t l) {
-                                      score(l);
-                                      select(l);
-                                      compact(l);
-                                    }));
+  const double score_ms = kvcomm::bench::TimeMs(repeat, all_layers(score));
+  const double select_ms = kvcomm::bench::TimeMs(repeat, all_layers(select));
+  const double compact_ms = kvcomm::bench::TimeMs(repeat, all_layers(compact));
+  const double pipeline_ms = kvcomm::bench::TimeMs(repeat, all_layers([&](int64_t l) {
+                                                     score(l);
+                                                     select(l);
+                                                     compact(l);
+                                                   }));
 
   // HBM bandwidth: a device-to-device copy of 1 GiB (read + write).
   const size_t copy_bytes = size_t{1} << 30;
   std::byte* copy_from = Alloc(buffers, copy_bytes);
   std::byte* copy_to = Alloc(buffers, copy_bytes);
-  const double copy_ms = TimeMs(
+  const double copy_ms = kvcomm::bench::TimeMs(
       repeat, [&] { cudaMemcpyAsync(copy_to, copy_from, copy_bytes, cudaMemcpyDeviceToDevice); });
   const double bandwidth = 2.0 * copy_bytes / (copy_ms * 1e-3);  // bytes / s
 
@@ -157,9 +132,11 @@ int main(int argc, char** argv) {
   auto* codes = reinterpret_cast<uint8_t*>(Alloc(buffers, groups * group_size * 2 / 8));
   auto* scales = reinterpret_cast<float*>(Alloc(buffers, groups * 4));
   auto* zeros = reinterpret_cast<float*>(Alloc(buffers, groups * 4));
-  const double quantize_ms = TimeMs(repeat, [&] {
+  const double quantize_ms = kvcomm::bench::TimeMs(repeat, [&] {
     cuda::LaunchQuantizeGroups(kv, groups, group_size, 2, codes, scales, zeros, nullptr);
   });
+  CheckCuda(cudaDeviceSynchronize(), "the timed kernels");
+  CheckCuda(cudaGetLastError(), "the timed kernels");
   const double quantize_bytes =
       double(layers) * 2 * half * 2 + groups * group_size * 2 / 8.0 + groups * 8.0;
 

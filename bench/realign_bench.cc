@@ -11,6 +11,7 @@
 #include <functional>
 #include <vector>
 
+#include "bench/cuda_timing.h"
 #include "kernels/cuda/launchers.h"
 #include "kernels/device.h"
 
@@ -18,37 +19,8 @@ using namespace kvcomm::kernels;
 
 namespace {
 
-double TimeMs(int repeat, const std::function<void()>& op) {
-  op();  // warm-up
-  cudaDeviceSynchronize();
-  std::vector<double> times;
-  for (int r = 0; r < repeat; ++r) {
-    cudaEvent_t start, stop;
-    cudaEventCreate(&start);
-    cudaEventCreate(&stop);
-    cudaEventRecord(start);
-    op();
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    times.push_back(ms);
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
-
 std::byte* Alloc(std::vector<DeviceBuffer>& keep, size_t bytes) {
-  auto buffer = DeviceBuffer::Allocate(bytes);
-  if (!buffer.ok()) {
-    std::fprintf(stderr, "realign_bench: %s\n", buffer.status().ToString().c_str());
-    std::exit(1);
-  }
-  cudaMemset(buffer->data(), 0, bytes);
-  keep.push_back(std::move(buffer).value());
-  return keep.back().data();
+  return kvcomm::bench::DeviceAlloc("realign_bench", keep, bytes);
 }
 
 }  // namespace
@@ -87,12 +59,12 @@ int main(int argc, char** argv) {
     const size_t moved = (1 + anchors) * segment_bytes + segment_bytes;
     auto* copy_src = Alloc(keep, moved / 2);
     auto* copy_dst = Alloc(keep, moved / 2);
-    const double kernel_ms = TimeMs(repeat, [&] {
+    const double kernel_ms = kvcomm::bench::TimeMs(repeat, [&] {
       cuda::LaunchRealignKv(layers, kv_heads, tokens, head_dim, anchors, 1, false, base, positions,
                             positions, inv_freq, deltas, weights, weights, out, nullptr);
     });
     // A copy of moved/2 bytes reads and writes `moved` bytes in total.
-    const double floor_ms = TimeMs(
+    const double floor_ms = kvcomm::bench::TimeMs(
         repeat, [&] { cudaMemcpy(copy_dst, copy_src, moved / 2, cudaMemcpyDeviceToDevice); });
     std::printf("%-8lld %10.1f MB %12.3f %14.0f %16.3f %13.2fx\n", static_cast<long long>(anchors),
                 moved / 1e6, kernel_ms, moved / kernel_ms / 1e6, floor_ms, kernel_ms / floor_ms);

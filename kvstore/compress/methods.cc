@@ -53,10 +53,14 @@ class KeyNorm final : public TokenScorer {
 
 namespace internal {
 
-Status NeedWindow(const LayerView& layer, int64_t window, std::string_view method) {
+Status NeedWindow(const KvLayout& layout, const LayerView& layer, int64_t window,
+                  std::string_view method) {
   if (layer.queries == nullptr || layer.window < window)
     return InvalidArgument("method '{}' needs the last {} queries of every layer (got {})", method,
                            window, layer.queries ? layer.window : 0);
+  if (window > layout.tokens)
+    return InvalidArgument("{}: window {} is longer than the segment ({} tokens)", method, window,
+                           layout.tokens);
   return Status();
 }
 
@@ -130,10 +134,7 @@ class SnapKv : public TokenScorer {
       : name_(std::move(name)), window_(window), kernel_(kernel), pool_(pool) {}
   Status Score(const KvLayout& layout, const LayerView& layer,
                std::span<float> scores) const override {
-    KVCOMM_RETURN_IF_ERROR(NeedWindow(layer, window_, name_));
-    if (window_ > layout.tokens)
-      return InvalidArgument("{}: window {} is longer than the segment ({} tokens)", name_, window_,
-                             layout.tokens);
+    KVCOMM_RETURN_IF_ERROR(NeedWindow(layout, layer, window_, name_));
     std::vector<float> raw(scores.size());
     WindowScores(layout, layer, window_, raw.data());
     kernels::cpu::Pool1D(raw.data(), layout.kv_heads, layout.tokens, kernel_, pool_, scores.data());
@@ -177,7 +178,7 @@ class Tova final : public TokenScorer {
  public:
   Status Score(const KvLayout& layout, const LayerView& layer,
                std::span<float> scores) const override {
-    KVCOMM_RETURN_IF_ERROR(NeedWindow(layer, 1, "tova"));
+    KVCOMM_RETURN_IF_ERROR(NeedWindow(layout, layer, 1, "tova"));
     WindowScores(layout, layer, 1, scores.data());
     return Status();
   }

@@ -100,10 +100,7 @@ class ObCache final : public TokenScorer {
   ObCache(int64_t window, kernels::cpu::SaliencyTarget target) : window_(window), target_(target) {}
   Status Score(const KvLayout& layout, const LayerView& layer,
                std::span<float> scores) const override {
-    KVCOMM_RETURN_IF_ERROR(NeedWindow(layer, window_, "obcache"));
-    if (window_ > layout.tokens)
-      return InvalidArgument("obcache: window {} is longer than the segment ({} tokens)", window_,
-                             layout.tokens);
+    KVCOMM_RETURN_IF_ERROR(NeedWindow(layout, layer, window_, "obcache"));
     std::vector<float> storage;
     kernels::cpu::OutputSaliency(LastQueries(layout, layer, window_, storage), layer.keys,
                                  layer.values, layer.q_heads, layout.kv_heads, window_,
@@ -176,10 +173,7 @@ class KvCrush final : public TokenScorer {
       : window_(window), share_(share), alternate_anchor_(alternate_anchor) {}
   Status Score(const KvLayout& layout, const LayerView& layer,
                std::span<float> scores) const override {
-    KVCOMM_RETURN_IF_ERROR(NeedWindow(layer, window_, "kvcrush"));
-    if (window_ > layout.tokens)
-      return InvalidArgument("kvcrush: window {} is longer than the segment ({} tokens)", window_,
-                             layout.tokens);
+    KVCOMM_RETURN_IF_ERROR(NeedWindow(layout, layer, window_, "kvcrush"));
     WindowScores(layout, layer, window_, scores.data());
     return Status();
   }

@@ -22,7 +22,9 @@ Status PreRopeLeverage(const KvLayout& layout, const LayerView& layer, int64_t s
                        std::string_view method, std::span<float> scores);
 
 // The attention of the layer's last `window` queries (of those sent) to each token, per kv head.
-Status NeedWindow(const LayerView& layer, int64_t window, std::string_view method);
+// Refuses a view without `window` queries, or a window longer than the segment.
+Status NeedWindow(const KvLayout& layout, const LayerView& layer, int64_t window,
+                  std::string_view method);
 // The last `window` of the view's queries ([q_head][window][dim]), copied into `storage` when
 // the view holds more.
 const float* LastQueries(const KvLayout& layout, const LayerView& layer, int64_t window,
