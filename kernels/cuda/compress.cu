@@ -17,48 +17,79 @@ int Blocks(int64_t n, int threads = kThreads) {
 }
 
 // Row r of the logits belongs to window query i = r % window, which sees keys up to
-// tokens - window + i.
+// tokens - window + i. One pass over the row: each thread keeps an online (max, sum of
+// exponentials), merged across the block.
+constexpr int kStatsThreads = 1024;
+
+__device__ __forceinline__ void MergeOnline(float& m, float& s, float m2, float s2) {
+  const float top = fmaxf(m, m2);
+  s = (m == -INFINITY ? 0.f : s * __expf(m - top)) +
+      (m2 == -INFINITY ? 0.f : s2 * __expf(m2 - top));
+  m = top;
+}
+
 __global__ void SoftmaxStatsKernel(const float* logits, int64_t rows, int64_t tokens,
                                    int64_t window, float scale, float2* stats) {
   const int64_t r = blockIdx.x;
   const float* row = logits + r * tokens;
   const int64_t visible = tokens - window + r % window + 1;
-  __shared__ float shared[kThreads / 32];
-  float top = -INFINITY;
-  for (int64_t t = threadIdx.x; t < visible; t += blockDim.x) top = fmaxf(top, row[t] * scale);
-  for (int o = 16; o > 0; o /= 2) top = fmaxf(top, __shfl_xor_sync(0xffffffff, top, o));
-  if (threadIdx.x % 32 == 0) shared[threadIdx.x / 32] = top;
-  __syncthreads();
-  top = shared[0];
-  for (int w = 1; w < kThreads / 32; ++w) top = fmaxf(top, shared[w]);
-  __syncthreads();
-  float sum = 0;
-  for (int64_t t = threadIdx.x; t < visible; t += blockDim.x) sum += __expf(row[t] * scale - top);
-  for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffff, sum, o);
-  if (threadIdx.x % 32 == 0) shared[threadIdx.x / 32] = sum;
+  float m = -INFINITY, s = 0;
+  for (int64_t t = threadIdx.x; t < visible; t += blockDim.x) {
+    const float x = row[t] * scale;
+    if (x > m) {
+      s = (m == -INFINITY ? 0.f : s * __expf(m - x)) + 1.f;
+      m = x;
+    } else {
+      s += __expf(x - m);
+    }
+  }
+  for (int o = 16; o > 0; o /= 2) {
+    const float m2 = __shfl_xor_sync(0xffffffff, m, o), s2 = __shfl_xor_sync(0xffffffff, s, o);
+    MergeOnline(m, s, m2, s2);
+  }
+  __shared__ float shared_m[kStatsThreads / 32], shared_s[kStatsThreads / 32];
+  if (threadIdx.x % 32 == 0) {
+    shared_m[threadIdx.x / 32] = m;
+    shared_s[threadIdx.x / 32] = s;
+  }
   __syncthreads();
   if (threadIdx.x == 0) {
-    float total = 0;
-    for (int w = 0; w < kThreads / 32; ++w) total += shared[w];
-    stats[r] = make_float2(top, total);
+    for (int w = 1; w < kStatsThreads / 32; ++w) MergeOnline(m, s, shared_m[w], shared_s[w]);
+    stats[r] = make_float2(m, 1.f / s);  // the column sums multiply
   }
 }
 
-// scores[h][t] = sum over the head's rows of softmax(row)[t], causal.
+// scores[h][t] = sum over the head's rows of softmax(row)[t], causal. Four consecutive tokens a
+// thread (one 16-byte load per row when aligned) so each row's statistics are read once per four.
+constexpr int kColumnsPerThread = 4;
+
 __global__ void ColumnSumsKernel(const float* logits, const float2* stats, int64_t kv_heads,
                                  int64_t rows_per_head, int64_t tokens, int64_t window, float scale,
                                  float* scores) {
-  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < kv_heads * tokens;
+  const int64_t quads = (tokens + kColumnsPerThread - 1) / kColumnsPerThread;
+  const bool aligned = tokens % kColumnsPerThread == 0;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < kv_heads * quads;
        idx += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t h = idx / tokens, t = idx % tokens;
-    float acc = 0;
+    const int64_t h = idx / quads, t0 = (idx % quads) * kColumnsPerThread;
+    float acc[kColumnsPerThread] = {0, 0, 0, 0};
     for (int64_t j = 0; j < rows_per_head; ++j) {
       const int64_t r = h * rows_per_head + j;
-      if (t > tokens - window + r % window) continue;
+      const int64_t last = tokens - window + r % window;  // the last key row r sees
+      if (t0 > last) continue;
       const float2 s = stats[r];
-      acc += __expf(logits[r * tokens + t] * scale - s.x) / s.y;
+      const float* row = logits + r * tokens;
+      float x[kColumnsPerThread];
+      if (aligned) {
+        const float4 v = *reinterpret_cast<const float4*>(row + t0);
+        x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
+      } else {
+        for (int c = 0; c < kColumnsPerThread; ++c) x[c] = t0 + c < tokens ? row[t0 + c] : 0.f;
+      }
+      for (int c = 0; c < kColumnsPerThread; ++c)
+        if (t0 + c <= last) acc[c] += __expf(x[c] * scale - s.x) * s.y;
     }
-    scores[idx] = acc;
+    for (int c = 0; c < kColumnsPerThread; ++c)
+      if (t0 + c < tokens) scores[h * tokens + t0 + c] = acc[c];
   }
 }
 
@@ -267,16 +298,17 @@ cudaError_t LaunchWindowSoftmaxStats(const float* logits, int64_t rows, int64_t 
                                      int64_t window, float scale, float2* stats,
                                      cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  SoftmaxStatsKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(logits, rows, tokens,
-                                                                           window, scale, stats);
+  SoftmaxStatsKernel<<<static_cast<unsigned>(rows), kStatsThreads, 0, stream>>>(
+      logits, rows, tokens, window, scale, stats);
   return cudaGetLastError();
 }
 
 cudaError_t LaunchWindowColumnSums(const float* logits, const float2* stats, int64_t kv_heads,
                                    int64_t rows_per_head, int64_t tokens, int64_t window,
                                    float scale, float* scores, cudaStream_t stream) {
-  ColumnSumsKernel<<<Blocks(kv_heads * tokens), kThreads, 0, stream>>>(
-      logits, stats, kv_heads, rows_per_head, tokens, window, scale, scores);
+  ColumnSumsKernel<<<Blocks(kv_heads * (tokens + kColumnsPerThread - 1) / kColumnsPerThread),
+                     kThreads, 0, stream>>>(logits, stats, kv_heads, rows_per_head, tokens, window,
+                                            scale, scores);
   return cudaGetLastError();
 }
 

@@ -93,8 +93,8 @@ cudaError_t LaunchSoftmaxOverAnchors(const float* sums, int64_t anchors, int64_t
                                      float* out, cudaStream_t stream);
 // kernels/compress.h on the GPU. ObservationScores is a batched GEMM (Blas::BatchedABt: the
 // group's window queries x the head's keys, unscaled fp32 logits [kv_heads][group * window]
-// [tokens]) then: per logits row the softmax max and sum over the keys its query sees (row r is
-// window query r % window), and per kv head the column sums of the normalised rows.
+// [tokens]) then: per logits row the softmax max and 1 / sum over the keys its query sees (row r
+// is window query r % window), and per kv head the column sums of the normalised rows.
 cudaError_t LaunchWindowSoftmaxStats(const float* logits, int64_t rows, int64_t tokens,
                                      int64_t window, float scale, float2* stats,
                                      cudaStream_t stream);
