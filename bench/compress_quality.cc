@@ -220,6 +220,18 @@ Reply Answer(const Model& model, const runtime::Tokenizer& tokenizer, const Turn
   return {result.text, std::move(result.prompt_logits)};
 }
 
+// LAQ's draft: kDraftTokens decoded greedily from the last prompt token over the context
+// compressed by `cheap` (StreamingLLM at the same budget here), with their queries.
+constexpr int64_t kDraftTokens = 8;
+
+Result<std::vector<float>> DraftOver(const Model& model, const compress::CompressRequest& cheap,
+                                     const KvLayout& layout, int64_t capacity, int32_t last) {
+  KVCOMM_ASSIGN_OR_RETURN(auto compressed, compress::Compress(cheap));
+  KVCOMM_ASSIGN_OR_RETURN(auto cache, model.NewCache(capacity + kDraftTokens));
+  KVCOMM_RETURN_IF_ERROR(Place(Decode(compressed, layout), layout, cache));
+  return runtime::DraftQueries(model, cache, last, kDraftTokens);
+}
+
 bool Correct(const pipeline::Task& task, const std::string& reply) {
   return task.scored && pipeline::NormalizeAnswer(reply) == pipeline::NormalizeAnswer(task.answer);
 }
@@ -239,7 +251,7 @@ int main(int argc, char** argv) {
                                       "tova",           "h2o",         "d2o",
                                       "leverage",       "curdkv",      "obcache",
                                       "compactor",      "kvcrush",     "duo",
-                                      "lava@lava",      "mikv",        "kivi:bits=4",
+                                      "lava@lava",      "laq",         "mikv",        "kivi:bits=4",
                                       "kivi:bits=2",    "gear",        "gear:bits=2",
                                       "minicache"};
   int64_t limit = 20;
@@ -351,6 +363,21 @@ int main(int argc, char** argv) {
           r.method = method;
           r.budget = quantizes ? "" : budget;
           r.allocator = allocator;
+          std::vector<float> draft;
+          if (method.starts_with("laq")) {  // look-ahead queries of a draft reply
+            auto cheap = r;
+            cheap.method = "streaming_llm";
+            auto drafted = DraftOver(*model, cheap, layout, capacity, prompt.tokens.back());
+            if (!drafted.ok()) {
+              ++cell.refused;
+              cell.refusal = drafted.status().message();
+              continue;
+            }
+            draft = std::move(*drafted);
+            r.queries = draft;
+            r.window = kDraftTokens;
+            r.queries_follow = true;
+          }
           const auto t0 = Clock::now();
           auto compressed = compress::Compress(r);
           const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();

@@ -13,8 +13,11 @@ namespace kvcomm::kernels::cpu {
 // its own position (window query i sits at token tokens - window + i: causal). queries:
 // [q_heads][window][head_dim]; keys: [kv_heads][tokens][head_dim]; q_heads % kv_heads == 0,
 // window <= tokens.
+// With causal = false the queries are of tokens after the segment (LAQ's look-ahead draft):
+// each sees every key, and the window may be longer than the segment.
 void ObservationScores(const float* queries, const float* keys, int64_t q_heads, int64_t kv_heads,
-                       int64_t window, int64_t tokens, int64_t head_dim, float* scores);
+                       int64_t window, int64_t tokens, int64_t head_dim, float* scores,
+                       bool causal = true);
 
 // probs[q_head][i][t] = softmax_t(q_i . k_t / sqrt(head_dim)) over the keys window query i sees
 // (causal, as above), 0 for the keys after it. Shapes as in ObservationScores.

@@ -339,6 +339,7 @@ struct GetCompressed {
   ropeInvFreq @8 :List(Float32);
   tensors @9 :List(TensorDesc);    # empty, or the queries
   headScores @10 :List(Float32);   # duo: calibrated score per (layer, kv head)
+  queriesFollow @11 :Bool;         # laq: the queries are of a draft after the segment
 }
 
 # Frame 1: the encoded segment (tensor "compressed"; its codec's header repeats the shape).

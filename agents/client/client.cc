@@ -519,6 +519,7 @@ Result<CompressedSegment> Client::GetCompressed(const CompressedFetch& fetch) {
     out.setRowDtype(static_cast<proto::DType>(fetch.row_dtype));
     out.setQHeads(fetch.q_heads);
     out.setWindow(fetch.window);
+    out.setQueriesFollow(fetch.queries_follow);
     auto rope = out.initRopeInvFreq(static_cast<unsigned>(fetch.rope_inv_freq.size()));
     for (unsigned i = 0; i < rope.size(); ++i) rope.set(i, fetch.rope_inv_freq[i]);
     auto scores = out.initHeadScores(static_cast<unsigned>(fetch.head_scores.size()));

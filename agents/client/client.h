@@ -175,6 +175,7 @@ struct CompressedFetch {
   // [layers][q_heads][window][head_dim]; empty otherwise.
   uint32_t q_heads = 0, window = 0, head_dim = 0;
   std::vector<float> queries;
+  bool queries_follow = false;       // laq: queries of a draft reply after the segment
   std::vector<float> rope_inv_freq;  // leverage / compactor: head_dim / 2 values
   std::vector<float> head_scores;    // duo: per (layer, kv head), from calibration
 };

@@ -105,4 +105,24 @@ Result<GenerateResult> Generate(const Model& model, const Tokenizer* tokenizer,
   return result;
 }
 
+Result<std::vector<float>> DraftQueries(const Model& model, KvCache& cache, int32_t first,
+                                        int64_t tokens) {
+  if (tokens < 1) return InvalidArgument("a draft needs at least one token, got {}", tokens);
+  const auto& c = model.config();
+  const int64_t per_token = int64_t{c.num_heads} * c.head_dim;
+  std::vector<float> queries(int64_t{c.num_layers} * per_token * tokens);
+  int32_t token = first;
+  for (int64_t i = 0; i < tokens; ++i) {
+    QueryCapture step{1, {}};
+    const int32_t input[] = {token};
+    KVCOMM_ASSIGN_OR_RETURN(auto logits, model.Forward(input, cache, false, &step));
+    for (int64_t layer = 0; layer < c.num_layers; ++layer)
+      for (int64_t h = 0; h < c.num_heads; ++h)
+        std::copy_n(step.queries.data() + (layer * c.num_heads + h) * c.head_dim, c.head_dim,
+                    queries.data() + ((layer * c.num_heads + h) * tokens + i) * c.head_dim);
+    token = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  return queries;
+}
+
 }  // namespace kvcomm::runtime

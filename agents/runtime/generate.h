@@ -58,4 +58,10 @@ Result<GenerateResult> Generate(const Model& model, const Tokenizer* tokenizer,
                                 std::span<const int32_t> prompt, KvCache& cache,
                                 const GenerateOptions& options);
 
+// LAQ's look-ahead queries: decodes `tokens` tokens greedily after `first` over `cache` (which
+// it extends; give it a copy), keeping every step's queries after RoPE:
+// [layer][q_head][tokens][head_dim]. CPU backend.
+Result<std::vector<float>> DraftQueries(const Model& model, KvCache& cache, int32_t first,
+                                        int64_t tokens);
+
 }  // namespace kvcomm::runtime

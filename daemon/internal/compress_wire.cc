@@ -67,6 +67,7 @@ Status ServeCompressed(kvstore::TieredStore& store, const kvstore::Scope& scope,
   std::vector<float> queries;
   r.q_heads = request.getQHeads();
   r.window = request.getWindow();
+  r.queries_follow = request.getQueriesFollow();
   if (tensors.size() == 1) {
     const uint64_t shape[] = {layout.num_layers, request.getQHeads(), request.getWindow(),
                               layout.head_dim};

@@ -13,8 +13,9 @@
 namespace kvcomm::kernels::cpu {
 
 void ObservationScores(const float* queries, const float* keys, int64_t q_heads, int64_t kv_heads,
-                       int64_t window, int64_t tokens, int64_t head_dim, float* scores) {
-  assert(q_heads % kv_heads == 0 && window <= tokens);
+                       int64_t window, int64_t tokens, int64_t head_dim, float* scores,
+                       bool causal) {
+  assert(q_heads % kv_heads == 0 && (window <= tokens || !causal));
   // Blocks of window queries go through one GEMM each (H2O and Compactor send every query of
   // a long prompt); softmax and column sums then run over the block's rows.
   constexpr int64_t kBlock = 256;
@@ -29,7 +30,8 @@ void ObservationScores(const float* queries, const float* keys, int64_t q_heads,
       const float* q_head = queries + (h * group + g) * window * head_dim;
       for (int64_t first = 0; first < window; first += block) {
         const int64_t rows = std::min(block, window - first);
-        const int64_t width = tokens - window + first + rows;  // what the block's last row sees
+        // What the block's last row sees.
+        const int64_t width = causal ? tokens - window + first + rows : tokens;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
                     static_cast<int>(width), static_cast<int>(head_dim), scale,
                     q_head + first * head_dim, static_cast<int>(head_dim), k,
@@ -37,7 +39,7 @@ void ObservationScores(const float* queries, const float* keys, int64_t q_heads,
         ParallelFor(rows, [&](int64_t begin, int64_t end) {
           for (int64_t r = begin; r < end; ++r) {
             float* row = logits.data() + r * width;
-            const int64_t visible = tokens - window + first + r + 1;
+            const int64_t visible = causal ? tokens - window + first + r + 1 : tokens;
             const float top = *std::max_element(row, row + visible);
             double sum = 0;
             for (int64_t t = 0; t < visible; ++t) sum += (row[t] = std::exp(row[t] - top));

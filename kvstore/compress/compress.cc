@@ -22,7 +22,7 @@ Status CheckRequest(const CompressRequest& r) {
                            r.layout.ToString(), elements);
   if (!r.queries.empty()) {
     if (r.q_heads <= 0 || r.q_heads % r.layout.kv_heads != 0 || r.window <= 0 ||
-        r.window > r.layout.tokens)
+        (r.window > r.layout.tokens && !r.queries_follow) || r.window > KvLayout::kMaxTokens)
       return InvalidArgument(
           "queries: {} query heads (a multiple of {} kv heads) and a window of {} (1..{} "
           "tokens) do not fit",
@@ -90,7 +90,8 @@ Result<int64_t> CalibratedAverage(const CompressRequest& r, const TokenScorer& s
                    r.queries.data() + uint64_t{layer} * r.q_heads * r.window * D, r.q_heads,
                    r.window};
     kernels::cpu::ObservationScores(internal::LastQueries(l, view, W, storage), view.keys,
-                                    r.q_heads, H, W, T, D, mass.data() + uint64_t{layer} * H * T);
+                                    r.q_heads, H, W, T, D, mass.data() + uint64_t{layer} * H * T,
+                                    !r.queries_follow);
   }
   std::vector<float> row(T);
   std::vector<int32_t> kept;
@@ -224,6 +225,7 @@ Result<Compressed> Compress(const CompressRequest& r) {
         r.queries.empty() ? nullptr : r.queries.data() + uint64_t{layer} * r.q_heads * r.window * D,
         r.q_heads,
         r.window,
+        r.queries_follow,
         r.inv_freq,
         r.first_position,
         static_cast<double>(average) / T};

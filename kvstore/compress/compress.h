@@ -27,6 +27,9 @@ struct CompressRequest {
   // the segment's last `window` tokens after RoPE.
   std::span<const float> queries;
   int64_t q_heads = 0, window = 0;
+  // The queries are of tokens after the segment (LAQ's look-ahead draft): each sees every token,
+  // and there may be more of them than the segment has tokens.
+  bool queries_follow = false;
   // RoPE of the keys (methods that score pre-RoPE keys): head_dim / 2 inverse frequencies and
   // the position of the segment's first token.
   std::span<const float> inv_freq;

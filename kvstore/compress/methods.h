@@ -21,6 +21,7 @@ struct LayerView {
   // [q_heads][window][head_dim]: the queries of the last `window` tokens, or null.
   const float* queries = nullptr;
   int64_t q_heads = 0, window = 0;
+  bool queries_follow = false;  // of tokens after the segment: they see every token
   // RoPE of the keys (head_dim / 2 inverse frequencies; token t sits at first_position + t),
   // for methods that score pre-RoPE keys; empty when the request did not give it.
   std::span<const float> inv_freq;

@@ -38,6 +38,29 @@ TEST(ObservationScores, EachQueryGivesOneUnitOfAttentionPerGroupHead) {
   }
 }
 
+TEST(ObservationScores, QueriesAfterTheSegmentSeeEveryToken) {
+  // A window longer than the segment is fine when the queries follow it (LAQ's draft).
+  const int64_t q_heads = 4, kv_heads = 2, window = 7, tokens = 5, dim = 8;
+  auto q = testing::RandomNormal(q_heads * window * dim, 5);
+  auto k = testing::RandomNormal(kv_heads * tokens * dim, 6);
+  std::vector<float> scores(kv_heads * tokens), by_hand(kv_heads * tokens, 0.f);
+  ObservationScores(q.data(), k.data(), q_heads, kv_heads, window, tokens, dim, scores.data(),
+                    /*causal=*/false);
+  for (int64_t qh = 0; qh < q_heads; ++qh)
+    for (int64_t i = 0; i < window; ++i) {
+      std::vector<double> w(tokens);
+      double sum = 0;
+      for (int64_t t = 0; t < tokens; ++t) {
+        double dot = 0;
+        for (int64_t d = 0; d < dim; ++d)
+          dot += double{q[(qh * window + i) * dim + d]} * k[((qh / 2) * tokens + t) * dim + d];
+        sum += (w[t] = std::exp(dot / std::sqrt(double(dim))));
+      }
+      for (int64_t t = 0; t < tokens; ++t) by_hand[(qh / 2) * tokens + t] += w[t] / sum;
+    }
+  for (size_t i = 0; i < scores.size(); ++i) EXPECT_NEAR(scores[i], by_hand[i], 1e-5);
+}
+
 TEST(Pool1D, MaxAndMeanOverAClippedWindow) {
   const float in[] = {1, 5, 2, 0, 3};
   float out[5];

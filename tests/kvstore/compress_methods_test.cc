@@ -319,6 +319,30 @@ TEST(CompressMethods, DuoKeepsEverythingInRetrievalHeadsAndAWindowElsewhere) {
             std::string::npos);
 }
 
+TEST(CompressMethods, LaqScoresWithTheQueriesOfADraftThatFollowsTheSegment) {
+  auto kv = RandomKv(44);
+  // Three draft queries (after the segment) per query head, all pointing at token 20.
+  const auto draft = QueriesPointingAt(kv, 20, 3);
+  CompressRequest r;
+  r.layout = Layout();
+  r.kv = kv;
+  r.queries = draft;
+  r.q_heads = 2 * kHeads;
+  r.window = 3;
+  r.queries_follow = true;
+  r.method = "laq:kernel=1,recent=4";
+  r.budget = "5";
+  auto c = Compress(r);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  for (uint32_t l = 0; l < kLayers; ++l)
+    for (uint32_t h = 0; h < kHeads; ++h)
+      EXPECT_EQ(KeptOf(*c, l, h), (std::vector<int32_t>{20, 60, 61, 62, 63}));
+  r.queries_follow = false;  // window queries of the segment are not a draft
+  auto refused = Compress(r);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("look-ahead draft"), std::string::npos);
+}
+
 TEST(CompressAllocators, CakeGivesDispersedShiftingLayersMore) {
   auto kv = RandomKv(35);
   const int64_t window = 8;

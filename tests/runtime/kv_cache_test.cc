@@ -4,9 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <numeric>
 #include <random>
 
+#include "agents/runtime/generate.h"
 #include "agents/runtime/model.h"
 
 namespace kvcomm::runtime {
@@ -198,6 +200,34 @@ TEST(KvCache, CapturedQueriesDependOnlyOnTheContext) {
   QueryCapture too_many{5, {}};
   KvCache three = *model->NewCache(20);
   EXPECT_FALSE(model->Forward(std::span(ids).first(4), three, false, &too_many).ok());
+}
+
+TEST(KvCache, DraftQueriesAreTheQueriesOfGreedyDecodingSteps) {
+  auto model = TinyModel();
+  const auto ids = Tokens(12, 11);
+  const auto& c = model->config();
+  KvCache drafting = *model->NewCache(20), stepping = *model->NewCache(20);
+  ASSERT_TRUE(model->Forward(std::span(ids).first(11), drafting).ok());
+  ASSERT_TRUE(model->Forward(std::span(ids).first(11), stepping).ok());
+  auto draft = DraftQueries(*model, drafting, ids[11], 3);
+  ASSERT_TRUE(draft.ok()) << draft.status().ToString();
+  ASSERT_EQ(draft->size(), uint64_t(c.num_layers) * c.num_heads * 3 * c.head_dim);
+  int32_t token = ids[11];
+  for (int64_t step = 0; step < 3; ++step) {  // the same steps by hand
+    QueryCapture one{1, {}};
+    const int32_t input[] = {token};
+    auto logits = model->Forward(input, stepping, false, &one);
+    ASSERT_TRUE(logits.ok());
+    for (int64_t l = 0; l < c.num_layers; ++l)
+      for (int64_t h = 0; h < c.num_heads; ++h)
+        for (int64_t d = 0; d < c.head_dim; ++d)
+          ASSERT_EQ((*draft)[((l * c.num_heads + h) * 3 + step) * c.head_dim + d],
+                    one.queries[(l * c.num_heads + h) * c.head_dim + d]);
+    token =
+        static_cast<int32_t>(std::max_element(logits->begin(), logits->end()) - logits->begin());
+  }
+  EXPECT_EQ(drafting.length(), 14);
+  EXPECT_FALSE(DraftQueries(*model, drafting, ids[0], 0).ok());
 }
 
 }  // namespace
