@@ -78,6 +78,14 @@ void DequantizeGroups(const uint8_t* packed, const float* scale, const float* ze
 void LowRank(const float* x, int64_t rows, int64_t cols, int64_t rank, int iterations, float* u,
              float* v);
 
+// The low-rank factors at work: out[r][c] += sum_j a[r][j] b[c][j] for a [rows][rank] and
+// b [cols][rank] (GEAR's residual added back), and the projection y[r][j] = sum_c x[r][c]
+// b[c][j] of rows onto a basis.
+void LowRankReconstruct(const float* a, const float* b, int64_t rows, int64_t cols, int64_t rank,
+                        float* out);
+void LowRankProject(const float* x, const float* b, int64_t rows, int64_t cols, int64_t rank,
+                    float* y);
+
 // MiniCache's merge of two vectors per row: the unit directions of a and b interpolated along
 // the great circle (SLERP) at t, and both norms kept so each side can be rebuilt as
 // norm * direction. angle[r] is the angle between a and b (radians), what decides whether a

@@ -61,6 +61,26 @@ void LowRank(const float* x, int64_t rows, int64_t cols, int64_t rank, int itera
   for (int64_t i = 0; i < cols * rank; ++i) v[i] = static_cast<float>(z[i]);
 }
 
+void LowRankReconstruct(const float* a, const float* b, int64_t rows, int64_t cols, int64_t rank,
+                        float* out) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      double sum = 0;
+      for (int64_t j = 0; j < rank; ++j) sum += double{a[r * rank + j]} * b[c * rank + j];
+      out[r * cols + c] += static_cast<float>(sum);
+    }
+}
+
+void LowRankProject(const float* x, const float* b, int64_t rows, int64_t cols, int64_t rank,
+                    float* y) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < rank; ++j) {
+      double sum = 0;
+      for (int64_t c = 0; c < cols; ++c) sum += double{x[r * cols + c]} * b[c * rank + j];
+      y[r * rank + j] = static_cast<float>(sum);
+    }
+}
+
 void SlerpMerge(const float* a, const float* b, int64_t rows, int64_t dim, float t,
                 float* direction, float* norm_a, float* norm_b, float* angle) {
   for (int64_t r = 0; r < rows; ++r) {

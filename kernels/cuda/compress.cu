@@ -284,7 +284,49 @@ __global__ void SlerpMergeKernel(const bf16* a, const bf16* b, int64_t rows, int
   }
 }
 
+// One thread per output element; rank is small (GEAR: 4), so the factors stay in cache.
+__global__ void LowRankReconstructKernel(const float* a, const float* b, int64_t rows, int64_t cols,
+                                         int64_t rank, float* out) {
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < rows * cols;
+       idx += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = idx / cols, c = idx % cols;
+    float sum = 0;
+    for (int64_t j = 0; j < rank; ++j) sum += a[r * rank + j] * b[c * rank + j];
+    out[idx] += sum;
+  }
+}
+
+// One warp per (row, j): the dot product of a bf16 row with a basis column.
+__global__ void LowRankProjectKernel(const bf16* x, const float* b, int64_t rows, int64_t cols,
+                                     int64_t rank, float* y) {
+  const int64_t warps = int64_t{gridDim.x} * blockDim.x / 32;
+  const int lane = threadIdx.x % 32;
+  for (int64_t w = (blockIdx.x * int64_t{blockDim.x} + threadIdx.x) / 32; w < rows * rank;
+       w += warps) {
+    const int64_t r = w / rank, j = w % rank;
+    float sum = 0;
+    for (int64_t c = lane; c < cols; c += 32)
+      sum += __bfloat162float(x[r * cols + c]) * b[c * rank + j];
+    for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffff, sum, o);
+    if (lane == 0) y[w] = sum;
+  }
+}
+
 }  // namespace
+
+cudaError_t LaunchLowRankReconstruct(const float* a, const float* b, int64_t rows, int64_t cols,
+                                     int64_t rank, float* out, cudaStream_t stream) {
+  LowRankReconstructKernel<<<Blocks(rows * cols), kThreads, 0, stream>>>(a, b, rows, cols, rank,
+                                                                         out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchLowRankProject(const bf16* x, const float* b, int64_t rows, int64_t cols,
+                                 int64_t rank, float* y, cudaStream_t stream) {
+  LowRankProjectKernel<<<Blocks(rows * rank * 32), kThreads, 0, stream>>>(x, b, rows, cols, rank,
+                                                                          y);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchSlerpMerge(const bf16* a, const bf16* b, int64_t rows, int64_t dim, float t,
                              bf16* direction, float* norm_a, float* norm_b, float* angle,

@@ -118,6 +118,12 @@ cudaError_t LaunchQuantizeGroups(const bf16* in, int64_t groups, int64_t group_s
 cudaError_t LaunchDequantizeGroups(const uint8_t* packed, const float* scale, const float* zero,
                                    int64_t groups, int64_t group_size, int bits, bf16* out,
                                    cudaStream_t stream);
+// LowRankReconstruct (fp32) and LowRankProject (bf16 rows, fp32 basis and result) of
+// kernels/compress.h.
+cudaError_t LaunchLowRankReconstruct(const float* a, const float* b, int64_t rows, int64_t cols,
+                                     int64_t rank, float* out, cudaStream_t stream);
+cudaError_t LaunchLowRankProject(const bf16* x, const float* b, int64_t rows, int64_t cols,
+                                 int64_t rank, float* y, cudaStream_t stream);
 // SlerpMerge (kernels/compress.h) on bf16 rows: bf16 directions, fp32 norms and angles.
 cudaError_t LaunchSlerpMerge(const bf16* a, const bf16* b, int64_t rows, int64_t dim, float t,
                              bf16* direction, float* norm_a, float* norm_b, float* angle,

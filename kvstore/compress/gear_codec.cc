@@ -105,13 +105,7 @@ Result<GearDecoded> DecodeGear(std::span<const std::byte> bytes) {
     r.Bytes(basis.data(), basis.size() * 4);
     kernels::cpu::DequantizeGroups(codes.data(), scale.data(), zero.data(), groups, group,
                                    static_cast<int>(bits), x);
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t d = 0; d < D; ++d) {
-        double low_rank = 0;
-        for (uint32_t j = 0; j < rank; ++j)
-          low_rank += double{u[t * rank + j]} * basis[d * rank + j];
-        x[t * D + d] += static_cast<float>(low_rank);
-      }
+    kernels::cpu::LowRankReconstruct(u.data(), basis.data(), T, D, rank, x);
     for (const auto& [index, value] : sparse) x[index] = value;
   }
   return out;

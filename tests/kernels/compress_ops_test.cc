@@ -167,6 +167,17 @@ TEST(LowRank, RecoversAMatrixOfThatRankAndShrinksTheErrorOfOthers) {
   EXPECT_LT(e12, 0.6);
 }
 
+TEST(LowRank, ProjectAndReconstructAreTheFactorProducts) {
+  // x = [[1, 2], [3, 4]]; basis b = [[1], [0]] (cols x rank 1): y = x b = first column.
+  const float x[] = {1, 2, 3, 4}, b[] = {1, 0}, a[] = {2, -1};
+  float y[2], out[4] = {1, 1, 1, 1};
+  LowRankProject(x, b, 2, 2, 1, y);
+  EXPECT_EQ(y[0], 1.f);
+  EXPECT_EQ(y[1], 3.f);
+  LowRankReconstruct(a, b, 2, 2, 1, out);  // adds a b^T = [[2, 0], [-1, 0]]
+  EXPECT_EQ(std::vector<float>(out, out + 4), (std::vector<float>{3, 1, 0, 1}));
+}
+
 TEST(SlerpMerge, InterpolatesUnitDirectionsAndKeepsBothNorms) {
   // Row 0: orthogonal (3, 0) and (0, 2): halfway is (1, 1) / sqrt 2. Row 1: parallel.
   // Row 2: a zero vector takes the other's direction.

@@ -161,6 +161,30 @@ TEST(CudaCompress, SlerpMergeMatchesCpu) {
   }
 }
 
+TEST(CudaCompress, LowRankProjectionAndReconstructionMatchCpu) {
+  REQUIRE_GPU();
+  const int64_t rows = 500, cols = 128, rank = 4;
+  auto x = testing::RandomNormal(rows * cols, 8, 1.0f, true);
+  auto b = testing::RandomNormal(cols * rank, 9);
+  auto a = testing::RandomNormal(rows * rank, 10);
+  auto base = testing::RandomNormal(rows * cols, 11);
+  std::vector<float> y(rows * rank), out = base;
+  cpu::LowRankProject(x.data(), b.data(), rows, cols, rank, y.data());
+  cpu::LowRankReconstruct(a.data(), b.data(), rows, cols, rank, out.data());
+  Dev dx = ToDeviceBf16(x), db = ToDevice(b), da = ToDevice(a), dout = ToDevice(base),
+      dy = Scratch(rows * rank * 4);
+  ASSERT_EQ(cuda::LaunchLowRankProject(dx.as<cuda::bf16>(), db.as<float>(), rows, cols, rank,
+                                       dy.as<float>(), nullptr),
+            cudaSuccess);
+  ASSERT_EQ(cuda::LaunchLowRankReconstruct(da.as<float>(), db.as<float>(), rows, cols, rank,
+                                           dout.as<float>(), nullptr),
+            cudaSuccess);
+  const auto got_y = FromDeviceF32(dy, y.size()), got_out = FromDeviceF32(dout, out.size());
+  for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(got_y[i], y[i], 1e-3 * (1 + std::abs(y[i])));
+  for (size_t i = 0; i < out.size(); ++i)
+    ASSERT_NEAR(got_out[i], out[i], 1e-4 * (1 + std::abs(out[i])));
+}
+
 #else
 TEST(CudaCompress, NeedsCuda) { GTEST_SKIP() << "built without CUDA"; }
 #endif
