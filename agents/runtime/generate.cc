@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <numeric>
+#include <optional>
 
 namespace kvcomm::runtime {
 
@@ -60,8 +61,21 @@ Result<GenerateResult> Generate(const Model& model, const Tokenizer* tokenizer,
   result.prompt_tokens = static_cast<int64_t>(prompt.size());
   Sampler sampler(options.sampling);
 
+  KVCOMM_RETURN_IF_ERROR(options.morph.Validate());
+  std::optional<MorphKv> morph;
+  if (options.morph.capacity > 0) morph.emplace(model.config(), options.morph);
+  // With MorphKV every forward's last queries are kept, and the cache trimmed after it.
+  auto forward = [&](std::span<const int32_t> tokens) -> Result<std::vector<float>> {
+    if (!morph) return model.Forward(tokens, cache);
+    QueryCapture capture{std::min<int64_t>(options.morph.recent, tokens.size()), {}};
+    KVCOMM_ASSIGN_OR_RETURN(auto logits, model.Forward(tokens, cache, false, &capture));
+    morph->Observe(capture);
+    KVCOMM_RETURN_IF_ERROR(morph->Trim(cache));
+    return logits;
+  };
+
   auto start = Clock::now();
-  KVCOMM_ASSIGN_OR_RETURN(std::vector<float> logits, model.Forward(prompt, cache));
+  KVCOMM_ASSIGN_OR_RETURN(std::vector<float> logits, forward(prompt));
   result.prefill_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (options.keep_prompt_logits) result.prompt_logits = logits;
   result.stop_reason = "max_new_tokens";
@@ -95,7 +109,7 @@ Result<GenerateResult> Generate(const Model& model, const Tokenizer* tokenizer,
       result.stop_reason = "context_full";
       break;
     }
-    KVCOMM_ASSIGN_OR_RETURN(logits, model.Forward(std::span<const int32_t>(&next, 1), cache));
+    KVCOMM_ASSIGN_OR_RETURN(logits, forward(std::span<const int32_t>(&next, 1)));
     ++result.decode_tokens;
   }
   result.decode_seconds = std::chrono::duration<double>(Clock::now() - decode_start).count();

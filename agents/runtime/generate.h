@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "agents/runtime/model.h"
+#include "agents/runtime/morph_kv.h"
 #include "agents/runtime/tokenizer.h"
 
 namespace kvcomm::runtime {
@@ -36,6 +37,7 @@ struct GenerateOptions {
   std::vector<int32_t> stop_tokens;       // generation ends after emitting one (not included)
   std::vector<std::string> stop_strings;  // generation ends when the text contains one (cut there)
   bool keep_prompt_logits = false;        // return the last prompt token's logits
+  MorphKvOptions morph;                   // decode-time compression (capacity 0: off; CPU)
 };
 
 struct GenerateResult {

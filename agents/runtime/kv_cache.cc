@@ -107,6 +107,19 @@ Status KvCache::ImportKept(int64_t layer, int64_t head, int64_t begin, int64_t e
   return Status::Ok();
 }
 
+Status KvCache::Drop(int64_t layer, int64_t head, std::span<const int32_t> positions) {
+  if (device_ != Device::kCpu)
+    return Error(ErrorCode::kFailedPrecondition, "positions are dropped on the CPU backend only");
+  if (layer < 0 || layer >= layers_ || head < 0 || head >= kv_heads_)
+    return InvalidArgument("layer {} head {} is outside the cache ({} x {})", layer, head, layers_,
+                           kv_heads_);
+  for (int32_t p : positions)
+    if (p < 0 || p >= capacity_) return InvalidArgument("position {} is outside the cache", p);
+  if (dropped_.empty()) dropped_.assign(layers_, std::vector<uint8_t>(kv_heads_ * capacity_, 0));
+  for (int32_t p : positions) dropped_[layer][head * capacity_ + p] = 1;
+  return Status::Ok();
+}
+
 Status KvCache::CheckExportRange(int64_t begin, int64_t end) const {
   if (begin < 0 || end > capacity_ || begin >= end) {
     return InvalidArgument("export range [{}, {}) is not inside the cache's {} positions", begin,

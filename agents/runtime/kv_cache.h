@@ -66,6 +66,8 @@ class KvCache {
   // keep different tokens. Mark the range valid once every head is placed. CPU backend only.
   Status ImportKept(int64_t layer, int64_t head, int64_t begin, int64_t end,
                     std::span<const int32_t> offsets, const float* keys, const float* values);
+  // Drops positions of one (layer, kv head) from attention (decode-time compression). CPU only.
+  Status Drop(int64_t layer, int64_t head, std::span<const int32_t> positions);
   // [kv_heads][capacity]: 1 where a position is dropped for that head; null when none is.
   const uint8_t* dropped(int64_t layer) const {
     return dropped_.empty() ? nullptr : dropped_[layer].data();

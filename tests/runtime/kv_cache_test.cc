@@ -230,5 +230,44 @@ TEST(KvCache, DraftQueriesAreTheQueriesOfGreedyDecodingSteps) {
   EXPECT_FALSE(DraftQueries(*model, drafting, ids[0], 0).ok());
 }
 
+TEST(KvCache, MorphKvKeepsACapacityOfTokensPerHeadWhileDecoding) {
+  auto model = TinyModel();
+  const auto ids = Tokens(30, 12);
+  const auto& c = model->config();
+  GenerateOptions plain;
+  plain.max_new_tokens = 10;
+  KvCache full = *model->NewCache(64);
+  auto expected = Generate(*model, nullptr, ids, full, plain);
+  ASSERT_TRUE(expected.ok());
+  // A capacity above everything changes nothing (and drops nothing).
+  auto roomy_options = plain;
+  roomy_options.morph = {64, 4};
+  KvCache roomy = *model->NewCache(64);
+  auto same = Generate(*model, nullptr, ids, roomy, roomy_options);
+  ASSERT_TRUE(same.ok()) << same.status().ToString();
+  EXPECT_EQ(same->tokens, expected->tokens);
+  EXPECT_EQ(roomy.dropped(0), nullptr);
+  // 12 tokens per head: the 4 latest plus the 8 older ones the latest queries attend to most.
+  auto tight_options = plain;
+  tight_options.morph = {12, 4};
+  KvCache tight = *model->NewCache(64);
+  auto trimmed = Generate(*model, nullptr, ids, tight, tight_options);
+  ASSERT_TRUE(trimmed.ok()) << trimmed.status().ToString();
+  EXPECT_EQ(trimmed->tokens[0], expected->tokens[0]);  // computed from the full prompt
+  const int64_t length = tight.length();
+  for (int64_t l = 0; l < c.num_layers; ++l)
+    for (int64_t h = 0; h < c.num_kv_heads; ++h) {
+      const uint8_t* gone = tight.dropped(l) + h * tight.capacity();
+      int64_t held_old = 0;
+      for (int64_t p = 0; p < length - 4; ++p) held_old += !gone[p];
+      EXPECT_EQ(held_old, 8) << l << "/" << h;
+      for (int64_t p = length - 4; p < length; ++p) EXPECT_FALSE(gone[p]);
+    }
+  auto bad = plain;
+  bad.morph = {4, 4};
+  KvCache unused = *model->NewCache(64);
+  EXPECT_FALSE(Generate(*model, nullptr, ids, unused, bad).ok());
+}
+
 }  // namespace
 }  // namespace kvcomm::runtime
