@@ -250,7 +250,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> budgets = {"10%", "25%", "50%"};
   std::vector<std::string> methods = {"streaming_llm",  "key_norm",    "snapkv",
                                       "snapkv@pyramid", "snapkv@cake", "snapkv@uniform:heads=ada",
-                                      "tova",           "h2o",         "d2o",
+                                      "tova",           "h2o",         "d2o@d2o",
                                       "leverage",       "curdkv",      "obcache",
                                       "compactor",      "kvcrush",     "duo",
                                       "lava@lava",      "laq",         "morphkv",

@@ -93,6 +93,34 @@ Result<std::vector<double>> LavaPreferences(const KvLayout& layout, std::span<co
   return preferences;
 }
 
+// D2O's preference of each layer: the inverse of the variance of its attention density (each
+// head's scores normalised to sum 1, variance over the tokens, averaged over heads): layers of
+// dense, even attention lose more by eviction and get more (our reading of the paper's rule).
+Result<std::vector<double>> D2oPreferences(const KvLayout& layout, std::span<const float> scores) {
+  const int64_t T = layout.tokens, H = layout.kv_heads;
+  std::vector<double> preferences(layout.num_layers);
+  for (uint32_t l = 0; l < layout.num_layers; ++l) {
+    double variance = 0;
+    for (int64_t h = 0; h < H; ++h) {
+      const float* x = scores.data() + (uint64_t{l} * H + h) * T;
+      double sum = 0;
+      for (int64_t t = 0; t < T; ++t) {
+        if (x[t] < 0)
+          return InvalidArgument(
+              "allocator 'd2o' reads the method's scores as attention density: they must not be "
+              "negative (use an attention-based method)");
+        sum += x[t];
+      }
+      if (sum <= 0) continue;
+      double square = 0;
+      for (int64_t t = 0; t < T; ++t) square += (x[t] / sum) * (x[t] / sum) / T;
+      variance += (square - 1.0 / (double(T) * T)) / H;  // E[p^2] - E[p]^2, E[p] = 1 / T
+    }
+    preferences[l] = 1.0 / std::max(variance, 1e-30);
+  }
+  return preferences;
+}
+
 }  // namespace
 
 Result<AllocatorSpec> ParseAllocator(const MethodSpec& spec) {
@@ -109,11 +137,15 @@ Result<AllocatorSpec> ParseAllocator(const MethodSpec& spec) {
     KVCOMM_ASSIGN_OR_RETURN(a.window, IntParam(spec, "window", 32, 2, 1 << 20));
     KVCOMM_ASSIGN_OR_RETURN(a.tau1, NumberParam(spec, "tau1", 1, 0.01, 100));
     KVCOMM_ASSIGN_OR_RETURN(a.tau2, NumberParam(spec, "tau2", 1, 0.01, 100));
+  } else if (spec.name == "d2o") {
+    KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"heads", "floor"}));
+    a.layers = AllocatorSpec::Layers::kD2o;
   } else if (spec.name == "lava") {
     KVCOMM_RETURN_IF_ERROR(CheckParams(spec, {"heads", "floor"}));
     a.layers = AllocatorSpec::Layers::kLava;
   } else {
-    return InvalidArgument("unknown allocator '{}' (uniform, pyramid, cake or lava)", spec.name);
+    return InvalidArgument("unknown allocator '{}' (uniform, pyramid, cake, lava or d2o)",
+                           spec.name);
   }
   KVCOMM_ASSIGN_OR_RETURN(
       auto heads,
@@ -135,13 +167,15 @@ Result<std::vector<int64_t>> AllocateLayers(const AllocatorSpec& spec, const KvL
     const double low = std::max(1.0, static_cast<double>(average) / spec.beta);
     const double high = 2.0 * average - low;
     for (int64_t l = 0; l < layers; ++l) shares[l] = high - (high - low) * l / (layers - 1);
-  } else if (spec.layers == AllocatorSpec::Layers::kCake ||
-             spec.layers == AllocatorSpec::Layers::kLava) {
+  } else if (spec.layers != AllocatorSpec::Layers::kUniform &&
+             spec.layers != AllocatorSpec::Layers::kPyramid) {
     std::vector<double> preferences;
     if (spec.layers == AllocatorSpec::Layers::kCake) {
       KVCOMM_ASSIGN_OR_RETURN(preferences, CakePreferences(spec, layout, inputs));
-    } else {
+    } else if (spec.layers == AllocatorSpec::Layers::kLava) {
       KVCOMM_ASSIGN_OR_RETURN(preferences, LavaPreferences(layout, inputs.scores));
+    } else {
+      KVCOMM_ASSIGN_OR_RETURN(preferences, D2oPreferences(layout, inputs.scores));
     }
     const double sum = std::accumulate(preferences.begin(), preferences.end(), 0.0);
     // Equal preferences everywhere (sum 0: no attention moves) leave the uniform split.

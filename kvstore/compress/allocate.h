@@ -12,6 +12,8 @@
 //   lava                   LAVa: layer l's share is proportional to the normalised entropy of
 //                          its scores (all heads and tokens as one distribution: layers whose
 //                          scores spread wider need more); heads=ada by default;
+//   d2o                    D2O: layer l's share inversely proportional to the variance of its
+//                          attention density (the method's scores, each head's normalised);
 //   ...,heads=ada,floor=20 AdaKV: inside each layer the heads share the layer's budget by the
 //                          method's scores (each head's scores normalised to sum 1, the
 //                          layer's largest taken across heads), every head keeping at least
@@ -30,7 +32,7 @@
 namespace kvcomm::kvstore::compress {
 
 struct AllocatorSpec {
-  enum class Layers { kUniform, kPyramid, kCake, kLava };
+  enum class Layers { kUniform, kPyramid, kCake, kLava, kD2o };
   Layers layers = Layers::kUniform;
   int64_t beta = 20;            // pyramid
   double tau1 = 1, tau2 = 1;    // cake

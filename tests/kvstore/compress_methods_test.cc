@@ -421,6 +421,21 @@ TEST(CompressAllocators, LossBudgetsKeepTheFewestTokensThatHoldTheWindowsAttenti
   EXPECT_FALSE(CompressKv(kv, "kivi:group=8", "loss=0.05").ok());
 }
 
+TEST(CompressAllocators, D2oGivesLayersOfEvenAttentionMore) {
+  auto kv = RandomKv(45);
+  const int64_t window = 8;
+  auto queries = QueriesPointingAt(kv, 20, window);  // layer 0: attention piled on one token
+  std::mt19937 rng(13);
+  std::normal_distribution<float> normal(0, 0.1f);
+  for (size_t i = queries.size() / kLayers; i < queries.size(); ++i) queries[i] = normal(rng);
+  auto c = CompressKv(kv, "snapkv:window=8,kernel=1", "16", "d2o", &queries, window);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(std::accumulate(c->kept.begin(), c->kept.end(), 0u), 16u * kLayers * kHeads);
+  EXPECT_LT(c->kept[0], c->kept[kHeads]);  // concentrated (high variance): fewer
+  EXPECT_LT(c->kept[0], c->kept[2 * kHeads]);
+  EXPECT_FALSE(CompressKv(kv, "key_norm", "16", "d2o").ok());  // negative scores
+}
+
 TEST(CompressAllocators, AdaKvMovesBudgetFromConcentratedToDispersedHeads) {
   auto kv = RandomKv(36);
   const int64_t window = 4;
