@@ -81,6 +81,10 @@ Status KvCache::WriteRows(int64_t layer, int kv, int64_t head, int64_t begin, in
   return kernels::CopyHostToDevice(to, staging.data(), n * 2);
 }
 
+void KvCache::AllocateDropMask() {
+  if (dropped_.empty()) dropped_.assign(layers_, std::vector<uint8_t>(kv_heads_ * capacity_, 0));
+}
+
 Status KvCache::ImportKept(int64_t layer, int64_t head, int64_t begin, int64_t end,
                            std::span<const int32_t> offsets, const float* keys,
                            const float* values) {
@@ -91,7 +95,7 @@ Status KvCache::ImportKept(int64_t layer, int64_t head, int64_t begin, int64_t e
       end > capacity_ || begin >= end)
     return InvalidArgument("layer {} head {} range [{}, {}) is outside the cache ({} x {} x {})",
                            layer, head, begin, end, layers_, kv_heads_, capacity_);
-  if (dropped_.empty()) dropped_.assign(layers_, std::vector<uint8_t>(kv_heads_ * capacity_, 0));
+  AllocateDropMask();
   uint8_t* dropped = dropped_[layer].data() + head * capacity_;
   std::fill(dropped + begin, dropped + end, 1);
   for (size_t i = 0; i < offsets.size(); ++i) {
@@ -115,7 +119,7 @@ Status KvCache::Drop(int64_t layer, int64_t head, std::span<const int32_t> posit
                            kv_heads_);
   for (int32_t p : positions)
     if (p < 0 || p >= capacity_) return InvalidArgument("position {} is outside the cache", p);
-  if (dropped_.empty()) dropped_.assign(layers_, std::vector<uint8_t>(kv_heads_ * capacity_, 0));
+  AllocateDropMask();
   for (int32_t p : positions) dropped_[layer][head * capacity_ + p] = 1;
   return Status::Ok();
 }

@@ -76,6 +76,7 @@ class KvCache {
  private:
   KvCache(const ModelConfig& config, int64_t capacity, Device device);
   Status CheckExportRange(int64_t begin, int64_t end) const;
+  void AllocateDropMask();  // all kept, on first use
   // Copies one head's rows [begin, end) of layer/kv between the cache and an fp32 host buffer.
   Status ReadRows(int64_t layer, int kv, int64_t head, int64_t begin, int64_t end,
                   float* out) const;

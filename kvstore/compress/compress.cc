@@ -73,6 +73,16 @@ Result<int64_t> AverageTokens(const Budget& budget, const KvLayout& layout,
   return InvalidArgument("bad budget");
 }
 
+// Scores +inf for what the method always keeps when a head keeps `kept` tokens: its sinks and
+// its recent window, in each of the rows [row][tokens].
+void ForceKept(const TokenScorer& scorer, int64_t kept, int64_t tokens, std::span<float> rows) {
+  const int64_t sinks = scorer.sinks(), recent = scorer.recent(kept);
+  for (size_t start = 0; start < rows.size(); start += tokens)
+    for (int64_t t = 0; t < tokens; ++t)
+      if (t < sinks || t >= tokens - recent)
+        rows[start + t] = std::numeric_limits<float>::infinity();
+}
+
 // The calibrated budget: the fewest tokens per layer and head (at least `least`) for which the
 // method's selection keeps all but `loss` of the attention the observation window's last
 // (up to 32) queries give the segment, averaged over layers and heads.
@@ -86,9 +96,11 @@ Result<int64_t> CalibratedAverage(const CompressRequest& r, const TokenScorer& s
   const int64_t T = l.tokens, D = l.head_dim, H = l.kv_heads, W = std::min<int64_t>(32, r.window);
   std::vector<float> mass(all_scores.size()), storage;
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-    LayerView view{r.kv.data() + uint64_t{layer} * 2 * H * T * D, nullptr,
-                   r.queries.data() + uint64_t{layer} * r.q_heads * r.window * D, r.q_heads,
-                   r.window};
+    LayerView view;
+    view.keys = r.kv.data() + uint64_t{layer} * 2 * H * T * D;
+    view.queries = r.queries.data() + uint64_t{layer} * r.q_heads * r.window * D;
+    view.q_heads = r.q_heads;
+    view.window = r.window;
     kernels::cpu::ObservationScores(internal::LastQueries(l, view, W, storage), view.keys,
                                     r.q_heads, H, W, T, D, mass.data() + uint64_t{layer} * H * T,
                                     !r.queries_follow);
@@ -100,9 +112,7 @@ Result<int64_t> CalibratedAverage(const CompressRequest& r, const TokenScorer& s
     kept.resize(k);
     for (uint64_t head = 0; head < uint64_t{l.num_layers} * H; ++head) {
       std::copy_n(all_scores.data() + head * T, T, row.begin());
-      for (int64_t t = 0; t < T; ++t)
-        if (t < scorer.sinks() || t >= T - scorer.recent(k))
-          row[t] = std::numeric_limits<float>::infinity();
+      ForceKept(scorer, k, T, row);
       kernels::cpu::TopKPerRow(row.data(), 1, T, k, kept.data());
       const float* m = mass.data() + head * T;
       double total = 0, held = 0;
@@ -249,11 +259,7 @@ Result<Compressed> Compress(const CompressRequest& r) {
     const LayerView view = view_of(layer);
     std::span<float> scores(all_scores.data() + uint64_t{layer} * H * T, H * T);
     const int64_t layer_count = per_layer[layer];
-    const int64_t sinks = scorer->sinks(), recent = scorer->recent(layer_count);
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t t = 0; t < T; ++t)
-        if (t < sinks || t >= T - recent)
-          scores[h * T + t] = std::numeric_limits<float>::infinity();
+    ForceKept(*scorer, layer_count, T, scores);
     std::vector<uint32_t> counts(H, static_cast<uint32_t>(layer_count));
     if (duo) {
       counts.assign(duo_counts.begin() + layer * H, duo_counts.begin() + (layer + 1) * H);
