@@ -72,6 +72,26 @@ def main():
         print(f"{'decode':<10} {args.decode:>10} {t * 1e3:>12.1f} {args.decode / t:>14.1f}   "
               "(batch 1, after a 1024-token prompt)")
 
+        # Attention alone at one layer's shape, as bench/attention_bench times ours: causal sdpa
+        # over N tokens, k/v with 8 heads expanded to 32 (what transformers' sdpa path hands it).
+        print(f"{'attention':<10} {'tokens':>10} {'ms per layer':>12} {'TFLOP/s':>14}")
+        for n in args.prefill:
+            q = torch.randn(1, 32, n, 128, device="cuda", generator=g)
+            k = torch.randn(1, 8, n, 128, device="cuda", generator=g).repeat_interleave(4, dim=1)
+            v = torch.randn(1, 8, n, 128, device="cuda", generator=g).repeat_interleave(4, dim=1)
+            start_event, stop_event = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            times = []
+            for r in range(21):
+                start_event.record()
+                torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+                stop_event.record()
+                torch.cuda.synchronize()
+                if r > 0:
+                    times.append(start_event.elapsed_time(stop_event))
+            ms = statistics.median(times)
+            flops = 4 * 128 * 32 * n * (n + 1) / 2
+            print(f"{'attention':<10} {n:>10} {ms:>12.3f} {flops / (ms * 1e-3) / 1e12:>14.1f}")
+
 
 if __name__ == "__main__":
     main()

@@ -1,9 +1,18 @@
-// Causal grouped-query attention for prefill on tensor cores, in the FlashAttention-2 style:
-// each warp owns 16 queries of one head, keeps Q, the running softmax statistics and the output
-// accumulator in registers, and streams 64-key tiles of K and V through shared memory. Scores
-// never leave the chip. Matrix products are mma.sync m16n8k16 (bf16 in, fp32 accumulate). Tiles
-// are double-buffered with cp.async: the next tile streams in while this one is multiplied,
-// which hides the load latency that the register-limited occupancy (2 CTAs per SM) cannot.
+// Causal grouped-query attention for prefill on tensor cores, in the FlashAttention-2 style: a
+// CTA of four warps owns 128 queries of one head, each warp 32 of them (two m16 tiles), and
+// streams 64-key tiles of K and V through shared memory. Scores, the running softmax statistics
+// and the output accumulator stay in registers. Matrix products are mma.sync m16n8k16 (bf16 in,
+// fp32 accumulate).
+//
+// Why this shape: the kernel is latency-bound (occupancy is capped at two CTAs per SM by
+// registers), so every fragment loaded from shared memory must feed as many MMAs as possible.
+// Two m-tiles per warp let each K and V fragment serve two MMAs instead of one; Q then no longer
+// fits in registers and is re-read from shared memory (one ldmatrix per m-tile and k-step).
+// Causal masking costs integer work per score, so only the tiles that cross a warp's diagonal
+// are masked. CTAs are launched heaviest first (last queries first) to shorten the tail.
+//
+// This is the portable kernel (any GPU with bf16 mma.sync); Hopper runs the wgmma kernel of
+// flash_attention_sm90.cu instead (LaunchFlashAttention picks).
 #include <cstdint>
 
 #include "kernels/cuda/launchers.h"
@@ -13,34 +22,37 @@ namespace {
 
 constexpr int kHeadDim = 128;
 constexpr int kWarps = 4;
-constexpr int kQueriesPerWarp = 16;
+constexpr int kTilesPerWarp = 2;  // m16 tiles of queries
+constexpr int kQueriesPerWarp = 16 * kTilesPerWarp;
 constexpr int kQueriesPerBlock = kWarps * kQueriesPerWarp;
 constexpr int kKeysPerTile = 64;
-// K and V rows are padded by 8 bf16 (16 bytes) so the fragment loads of a warp hit distinct banks.
+constexpr int kKeyTiles = kKeysPerTile / 8;  // n8 tiles of S
+constexpr int kDimTiles = kHeadDim / 8;      // n8 tiles of O
+// Rows are padded by 8 bf16 (16 bytes) so the eight rows an ldmatrix reads hit distinct banks.
 constexpr int kRowStride = kHeadDim + 8;
 
+constexpr int kQElements = kQueriesPerBlock * kRowStride;
 constexpr int kTileElements = kKeysPerTile * kRowStride;
-constexpr int kSharedBytes = 2 /*stages*/ * 2 /*K, V*/ * kTileElements * sizeof(bf16);
+// Q, then [stage][K, V] tiles; two stages double-buffer the key/value stream.
+constexpr int kSharedBytes = (kQElements + 2 * 2 * kTileElements) * sizeof(bf16);
+constexpr float kInf = __builtin_huge_valf();
 
-// Starts copying keys/values [tile, tile + 64) into one stage; rows at or past `visible` are zero.
-__device__ __forceinline__ void LoadTileAsync(bf16* k_stage, bf16* v_stage, const bf16* keys,
-                                              const bf16* values, int64_t tile, int64_t visible) {
-  for (int c = threadIdx.x; c < kKeysPerTile * kHeadDim / 8; c += blockDim.x) {
-    const int r = c / (kHeadDim / 8), col = (c % (kHeadDim / 8)) * 8;
-    const bool inside = tile + r < visible;
-    const int64_t row = inside ? tile + r : 0;
-    const int bytes = inside ? 16 : 0;  // 0: the copy writes zeros
-    const uint32_t k_dst =
-        static_cast<uint32_t>(__cvta_generic_to_shared(k_stage + r * kRowStride + col));
-    const uint32_t v_dst =
-        static_cast<uint32_t>(__cvta_generic_to_shared(v_stage + r * kRowStride + col));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(k_dst),
-                 "l"(keys + row * kHeadDim + col), "r"(bytes));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(v_dst),
-                 "l"(values + row * kHeadDim + col), "r"(bytes));
+// Starts copying `rows` rows of head_dim bf16 (source rows `src_stride` apart) into shared
+// memory; rows at or past `valid` are zero-filled without reading global memory.
+__device__ __forceinline__ void CopyRowsAsync(bf16* dst, const bf16* src, int64_t src_stride,
+                                              int rows, int valid) {
+  constexpr int kChunksPerRow = kHeadDim / 8;  // 16-byte chunks
+  for (int c = threadIdx.x; c < rows * kChunksPerRow; c += blockDim.x) {
+    const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
+    const bool inside = r < valid;
+    const bf16* from = src + (inside ? r * src_stride : 0) + col;
+    const uint32_t to = static_cast<uint32_t>(__cvta_generic_to_shared(dst + r * kRowStride + col));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(from),
+                 "r"(inside ? 16 : 0));
   }
-  asm volatile("cp.async.commit_group;\n" ::);
 }
+
+__device__ __forceinline__ void CommitAsync() { asm volatile("cp.async.commit_group;\n" ::); }
 
 __device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                     uint32_t b1) {
@@ -71,143 +83,202 @@ __device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&pair);
 }
 
-__global__ void __launch_bounds__(kWarps * 32)
-    FlashAttentionKernel(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t q_start,
-                         int64_t heads, int64_t kv_heads, const bf16* k_cache, const bf16* v_cache,
-                         int64_t capacity, float scale_log2, bf16* out) {
-  extern __shared__ __align__(16) bf16 shared[];  // [stage][K, V][key][kRowStride]
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int group = lane / 4, quad = lane % 4;  // mma fragment coordinates
-  const int64_t h = blockIdx.y, g = h / (heads / kv_heads);
-  const int64_t block_first = int64_t{blockIdx.x} * kQueriesPerBlock;
-  const int64_t warp_first = block_first + warp * kQueriesPerWarp;
-  // Rows this thread owns: r0 = warp_first + group, r1 = r0 + 8.
-  const int64_t row0 = warp_first + group, row1 = row0 + 8;
-  const int64_t pos0 = q_start + row0, pos1 = q_start + row1;
+// 2^x; -inf gives 0.
+__device__ __forceinline__ float Exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
 
-  // Q fragments for the 8 k-steps over head_dim.
-  uint32_t q[kHeadDim / 16][4];
-  {
-    const bf16* q0 = qkv + row0 * row_stride + h * kHeadDim;
-    const bf16* q1 = qkv + row1 * row_stride + h * kHeadDim;
-    for (int s = 0; s < kHeadDim / 16; ++s) {
-      const int c = s * 16 + quad * 2;
-      q[s][0] = row0 < tokens ? *reinterpret_cast<const uint32_t*>(q0 + c) : 0u;
-      q[s][1] = row1 < tokens ? *reinterpret_cast<const uint32_t*>(q1 + c) : 0u;
-      q[s][2] = row0 < tokens ? *reinterpret_cast<const uint32_t*>(q0 + c + 8) : 0u;
-      q[s][3] = row1 < tokens ? *reinterpret_cast<const uint32_t*>(q1 + c + 8) : 0u;
+// In mma fragments a thread holds two rows of each m-tile: row `group` (elements 0, 1) and row
+// `group + 8` (elements 2, 3). "Half" r in {0, 1} below names one of them.
+struct RowState {
+  float max[kTilesPerWarp][2];  // raw scores (before scaling)
+  float sum[kTilesPerWarp][2];  // this thread's partial sums, reduced over the quad at the end
+};
+
+// S = Q K^T for the warp's 32 queries and one 64-key tile.
+__device__ __forceinline__ void TileScores(float (&s)[kTilesPerWarp][kKeyTiles][4],
+                                           const bf16* q_rows, const bf16* k_tile, int lane) {
+  for (int mt = 0; mt < kTilesPerWarp; ++mt)
+    for (int n = 0; n < kKeyTiles; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
+  // A: lane -> row lane % 16, columns + 8 for the upper half-warp. B (one ldmatrix.x4 for two
+  // key n-tiles): matrix lane / 8 = (n-tile lane / 16, dims + 8 if (lane / 8) is odd).
+  const bf16* a_row = q_rows + (lane % 16) * kRowStride + (lane / 16) * 8;
+  const bf16* b_row = k_tile + ((lane / 16) * 8 + lane % 8) * kRowStride + ((lane / 8) % 2) * 8;
+  for (int st = 0; st < kHeadDim / 16; ++st) {
+    uint32_t a[kTilesPerWarp][4];
+    for (int mt = 0; mt < kTilesPerWarp; ++mt)
+      LoadMatrixX4(a[mt], a_row + mt * 16 * kRowStride + st * 16);
+    for (int n = 0; n < kKeyTiles; n += 2) {
+      uint32_t b[4];
+      LoadMatrixX4(b, b_row + n * 8 * kRowStride + st * 16);
+      for (int mt = 0; mt < kTilesPerWarp; ++mt) {
+        Mma(s[mt][n], a[mt], b[0], b[1]);
+        Mma(s[mt][n + 1], a[mt], b[2], b[3]);
+      }
     }
   }
-  float o[kHeadDim / 8][4] = {};
-  float max0 = -INFINITY, max1 = -INFINITY, sum0 = 0.f, sum1 = 0.f;
+}
 
-  const int64_t block_rows =
-      tokens - block_first < kQueriesPerBlock ? tokens - block_first : kQueriesPerBlock;
-  const int64_t visible = q_start + block_first + block_rows;  // keys the block's last query sees
+// Scores of keys after a query's position become -inf. `first_pos` is the position of the
+// warp's first query, `tile` the tile's first key.
+__device__ __forceinline__ void MaskTile(float (&s)[kTilesPerWarp][kKeyTiles][4], int tile,
+                                         int first_pos, int group, int quad) {
+  for (int mt = 0; mt < kTilesPerWarp; ++mt) {
+    for (int half = 0; half < 2; ++half) {
+      const int limit = first_pos + mt * 16 + half * 8 + group - tile;  // last visible key - tile
+      for (int n = 0; n < kKeyTiles; ++n) {
+        for (int e = 0; e < 2; ++e) {
+          if (n * 8 + quad * 2 + e > limit) s[mt][n][2 * half + e] = -kInf;
+        }
+      }
+    }
+  }
+}
+
+// Online softmax over one tile: updates the row maxima and sums, rescales O, and turns the
+// scores into probabilities (unnormalised, scaled by 2^(-max)) packed as bf16 pairs: p[mt][n][half]
+// is an mma A-fragment register. Packing here frees the fp32 scores early (register pressure).
+__device__ __forceinline__ void SoftmaxTile(float (&s)[kTilesPerWarp][kKeyTiles][4],
+                                            uint32_t (&p)[kTilesPerWarp][kKeyTiles][2],
+                                            float (&o)[kTilesPerWarp][kDimTiles][4], RowState& rows,
+                                            float scale_log2) {
+  for (int mt = 0; mt < kTilesPerWarp; ++mt) {
+    for (int half = 0; half < 2; ++half) {
+      float tile_max = rows.max[mt][half];
+      for (int n = 0; n < kKeyTiles; ++n)
+        tile_max = fmaxf(tile_max, fmaxf(s[mt][n][2 * half], s[mt][n][2 * half + 1]));
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+      // A row with every key so far masked keeps -inf; subtracting 0 then keeps exp at 0.
+      const float base = tile_max == -kInf ? 0.f : tile_max * scale_log2;
+      const float correction = Exp2(rows.max[mt][half] * scale_log2 - base);
+      rows.max[mt][half] = tile_max;
+      float tile_sum = 0.f;
+      for (int n = 0; n < kKeyTiles; ++n) {
+        const float p0 = Exp2(fmaf(s[mt][n][2 * half], scale_log2, -base));
+        const float p1 = Exp2(fmaf(s[mt][n][2 * half + 1], scale_log2, -base));
+        tile_sum += p0 + p1;
+        p[mt][n][half] = PackBf16(p0, p1);
+      }
+      rows.sum[mt][half] = rows.sum[mt][half] * correction + tile_sum;
+      for (int n = 0; n < kDimTiles; ++n) {
+        o[mt][n][2 * half] *= correction;
+        o[mt][n][2 * half + 1] *= correction;
+      }
+    }
+  }
+}
+
+// O += P V: the accumulator fragments of P are reused as A fragments, four k-steps of 16 keys.
+__device__ __forceinline__ void AccumulateValues(const uint32_t (&p)[kTilesPerWarp][kKeyTiles][2],
+                                                 float (&o)[kTilesPerWarp][kDimTiles][4],
+                                                 const bf16* v_tile, int lane) {
+  // One transposed ldmatrix.x4 brings the B fragments of two n-tiles of 8 head dims: matrix
+  // lane / 8 = (keys + 8 if odd, dims + 8 if lane / 16).
+  const bf16* b_row = v_tile + (((lane / 8) % 2) * 8 + lane % 8) * kRowStride + (lane / 16) * 8;
+  for (int st = 0; st < kKeysPerTile / 16; ++st) {
+    uint32_t a[kTilesPerWarp][4];
+    for (int mt = 0; mt < kTilesPerWarp; ++mt) {
+      a[mt][0] = p[mt][2 * st][0];
+      a[mt][1] = p[mt][2 * st][1];
+      a[mt][2] = p[mt][2 * st + 1][0];
+      a[mt][3] = p[mt][2 * st + 1][1];
+    }
+    for (int n = 0; n < kDimTiles; n += 2) {
+      uint32_t b[4];
+      LoadMatrixX4Transposed(b, b_row + st * 16 * kRowStride + n * 8);
+      for (int mt = 0; mt < kTilesPerWarp; ++mt) {
+        Mma(o[mt][n], a[mt], b[0], b[1]);
+        Mma(o[mt][n + 1], a[mt], b[2], b[3]);
+      }
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kWarps * 32, 2)
+    FlashAttentionKernel(const bf16* qkv, int64_t row_stride, int tokens, int q_start, int heads,
+                         int kv_heads, const bf16* k_cache, const bf16* v_cache, int64_t capacity,
+                         float scale_log2, bf16* out) {
+  extern __shared__ __align__(16) bf16 shared[];
+  bf16* const q_smem = shared;
+  bf16* const kv_smem = shared + kQElements;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int group = lane / 4, quad = lane % 4;  // mma fragment coordinates
+  const int h = blockIdx.x, g = h / (heads / kv_heads);
+  const int block_first = (gridDim.y - 1 - blockIdx.y) * kQueriesPerBlock;
+  const int block_rows = min(tokens - block_first, kQueriesPerBlock);
+  const int visible = q_start + block_first + block_rows;  // keys the block's last query sees
+  const int warp_first = block_first + warp * kQueriesPerWarp;
+  const int warp_rows = min(tokens - warp_first, kQueriesPerWarp);  // <= 0: nothing to do
+  const int first_pos = q_start + warp_first, last_pos = first_pos + warp_rows - 1;
   const bf16* keys = k_cache + g * capacity * kHeadDim;
   const bf16* values = v_cache + g * capacity * kHeadDim;
+  const bf16* q_rows = q_smem + warp * kQueriesPerWarp * kRowStride;
 
-  LoadTileAsync(shared, shared + kTileElements, keys, values, 0, visible);
+  CopyRowsAsync(q_smem, qkv + block_first * row_stride + h * kHeadDim, row_stride, kQueriesPerBlock,
+                block_rows);
+  CopyRowsAsync(kv_smem, keys, kHeadDim, kKeysPerTile, visible);
+  CopyRowsAsync(kv_smem + kTileElements, values, kHeadDim, kKeysPerTile, visible);
+  CommitAsync();
+
+  float o[kTilesPerWarp][kDimTiles][4] = {};
+  RowState rows;
+  for (int mt = 0; mt < kTilesPerWarp; ++mt)
+    for (int half = 0; half < 2; ++half) rows.max[mt][half] = -kInf, rows.sum[mt][half] = 0.f;
+
   int stage = 0;
-  for (int64_t tile = 0; tile < visible; tile += kKeysPerTile, stage ^= 1) {
-    const bf16* k_tile = shared + stage * 2 * kTileElements;
+  for (int tile = 0; tile < visible; tile += kKeysPerTile, stage ^= 1) {
+    const bf16* k_tile = kv_smem + stage * 2 * kTileElements;
     const bf16* v_tile = k_tile + kTileElements;
-    if (tile + kKeysPerTile < visible) {
-      bf16* next = shared + (stage ^ 1) * 2 * kTileElements;
-      LoadTileAsync(next, next + kTileElements, keys, values, tile + kKeysPerTile, visible);
+    const int next = tile + kKeysPerTile;
+    if (next < visible) {
+      bf16* next_k = kv_smem + (stage ^ 1) * 2 * kTileElements;
+      CopyRowsAsync(next_k, keys + int64_t{next} * kHeadDim, kHeadDim, kKeysPerTile,
+                    visible - next);
+      CopyRowsAsync(next_k + kTileElements, values + int64_t{next} * kHeadDim, kHeadDim,
+                    kKeysPerTile, visible - next);
+      CommitAsync();
       asm volatile("cp.async.wait_group 1;\n" ::);
     } else {
       asm volatile("cp.async.wait_group 0;\n" ::);
     }
-    __syncthreads();  // this stage's tile is in shared memory for every warp
-    const bool all_masked =
-        warp_first >= tokens || tile > q_start + warp_first + kQueriesPerWarp - 1;
-    if (!all_masked) {
-      // S = Q K^T: 8 n-tiles of 8 keys; one ldmatrix.x4 brings the B fragments of two k-steps.
-      const int matrix = lane / 8, matrix_row = lane % 8;
-      float s[kKeysPerTile / 8][4];
-      for (int n = 0; n < kKeysPerTile / 8; ++n) {
-        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-        for (int st = 0; st < kHeadDim / 16; st += 2) {
-          uint32_t b[4];  // (k-step st: b0, b1), (k-step st + 1: b0, b1)
-          LoadMatrixX4(b, k_tile + (n * 8 + matrix_row) * kRowStride + st * 16 + matrix * 8);
-          Mma(s[n], q[st], b[0], b[1]);
-          Mma(s[n], q[st + 1], b[2], b[3]);
-        }
-      }
-      // Mask, scale (to log2 units) and take row maxima over this tile.
-      float tile_max0 = -INFINITY, tile_max1 = -INFINITY;
-      for (int n = 0; n < kKeysPerTile / 8; ++n) {
-        for (int e = 0; e < 2; ++e) {
-          const int64_t key = tile + n * 8 + quad * 2 + e;
-          s[n][e] = key <= pos0 ? s[n][e] * scale_log2 : -INFINITY;
-          s[n][2 + e] = key <= pos1 ? s[n][2 + e] * scale_log2 : -INFINITY;
-          tile_max0 = fmaxf(tile_max0, s[n][e]);
-          tile_max1 = fmaxf(tile_max1, s[n][2 + e]);
-        }
-      }
-      for (int offset = 1; offset < 4; offset *= 2) {
-        tile_max0 = fmaxf(tile_max0, __shfl_xor_sync(0xffffffffu, tile_max0, offset));
-        tile_max1 = fmaxf(tile_max1, __shfl_xor_sync(0xffffffffu, tile_max1, offset));
-      }
-      const float new_max0 = fmaxf(max0, tile_max0), new_max1 = fmaxf(max1, tile_max1);
-      const float base0 = new_max0 == -INFINITY ? 0.f : new_max0,
-                  base1 = new_max1 == -INFINITY ? 0.f : new_max1;
-      const float correction0 = exp2f(max0 - base0), correction1 = exp2f(max1 - base1);
-      max0 = new_max0;
-      max1 = new_max1;
-      float tile_sum0 = 0.f, tile_sum1 = 0.f;
-      for (int n = 0; n < kKeysPerTile / 8; ++n) {
-        s[n][0] = exp2f(s[n][0] - base0);
-        s[n][1] = exp2f(s[n][1] - base0);
-        s[n][2] = exp2f(s[n][2] - base1);
-        s[n][3] = exp2f(s[n][3] - base1);
-        tile_sum0 += s[n][0] + s[n][1];
-        tile_sum1 += s[n][2] + s[n][3];
-      }
-      sum0 = sum0 * correction0 + tile_sum0;  // per-thread partial sums; reduced at the end
-      sum1 = sum1 * correction1 + tile_sum1;
-      for (int n = 0; n < kHeadDim / 8; ++n) {
-        o[n][0] *= correction0;
-        o[n][1] *= correction0;
-        o[n][2] *= correction1;
-        o[n][3] *= correction1;
-      }
-      // O += P V: P's accumulator fragments are reused as A fragments, 4 k-steps of 16 keys.
-      for (int st = 0; st < kKeysPerTile / 16; ++st) {
-        const uint32_t a[4] = {PackBf16(s[2 * st][0], s[2 * st][1]),
-                               PackBf16(s[2 * st][2], s[2 * st][3]),
-                               PackBf16(s[2 * st + 1][0], s[2 * st + 1][1]),
-                               PackBf16(s[2 * st + 1][2], s[2 * st + 1][3])};
-        // One transposed ldmatrix.x4 brings the B fragments of two n-tiles of 8 head dims.
-        for (int n = 0; n < kHeadDim / 8; n += 2) {
-          uint32_t b[4];  // (n: b0, b1), (n + 1: b0, b1)
-          LoadMatrixX4Transposed(b, v_tile +
-                                        (st * 16 + (matrix % 2) * 8 + matrix_row) * kRowStride +
-                                        (n + matrix / 2) * 8);
-          Mma(o[n], a, b[0], b[1]);
-          Mma(o[n + 1], a, b[2], b[3]);
-        }
-      }
+    __syncthreads();  // this stage's tile (and Q) is in shared memory for every warp
+    if (warp_rows > 0 && tile <= last_pos) {
+      float s[kTilesPerWarp][kKeyTiles][4];
+      TileScores(s, q_rows, k_tile, lane);
+      if (tile + kKeysPerTile - 1 > first_pos) MaskTile(s, tile, first_pos, group, quad);
+      uint32_t p[kTilesPerWarp][kKeyTiles][2];
+      SoftmaxTile(s, p, o, rows, scale_log2);
+      AccumulateValues(p, o, v_tile, lane);
     }
     __syncthreads();  // every warp is done with this stage before it is refilled
   }
+  if (warp_rows <= 0) return;
 
-  for (int offset = 1; offset < 4; offset *= 2) {
-    sum0 += __shfl_xor_sync(0xffffffffu, sum0, offset);
-    sum1 += __shfl_xor_sync(0xffffffffu, sum1, offset);
+  // Normalise and stage the warp's rows of O in its own (no longer needed) rows of Q, so the
+  // global stores are whole 16-byte chunks of rows.
+  bf16* o_rows = q_smem + warp * kQueriesPerWarp * kRowStride;
+  for (int mt = 0; mt < kTilesPerWarp; ++mt) {
+    for (int half = 0; half < 2; ++half) {
+      float sum = rows.sum[mt][half];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float inv = 1.f / sum;
+      bf16* row = o_rows + (mt * 16 + half * 8 + group) * kRowStride + quad * 2;
+      for (int n = 0; n < kDimTiles; ++n) {
+        *reinterpret_cast<uint32_t*>(row + n * 8) =
+            PackBf16(o[mt][n][2 * half] * inv, o[mt][n][2 * half + 1] * inv);
+      }
+    }
   }
-  const float inv0 = 1.f / sum0, inv1 = 1.f / sum1;
-  for (int n = 0; n < kHeadDim / 8; ++n) {
-    const int col = n * 8 + quad * 2;
-    if (row0 < tokens) {
-      *reinterpret_cast<uint32_t*>(out + (row0 * heads + h) * kHeadDim + col) =
-          PackBf16(o[n][0] * inv0, o[n][1] * inv0);
-    }
-    if (row1 < tokens) {
-      *reinterpret_cast<uint32_t*>(out + (row1 * heads + h) * kHeadDim + col) =
-          PackBf16(o[n][2] * inv1, o[n][3] * inv1);
-    }
+  __syncwarp();
+  constexpr int kChunksPerRow = kHeadDim / 8;
+  for (int c = lane; c < warp_rows * kChunksPerRow; c += 32) {
+    const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
+    *reinterpret_cast<uint4*>(out + (int64_t{warp_first + r} * heads + h) * kHeadDim + col) =
+        *reinterpret_cast<const uint4*>(o_rows + r * kRowStride + col);
   }
 }
 
@@ -215,20 +286,46 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 bool FlashAttentionSupports(int64_t head_dim) { return head_dim == kHeadDim; }
 
+bool FlashAttentionArgumentsValid(int64_t row_stride, int64_t tokens, int64_t q_start,
+                                  int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                  int64_t capacity, float scale) {
+  // 16-byte copies need 8-element aligned rows; positions and row counts fit in int.
+  return head_dim == kHeadDim && row_stride % 8 == 0 && tokens > 0 && scale > 0.f && kv_heads > 0 &&
+         heads % kv_heads == 0 && heads <= INT32_MAX && q_start >= 0 &&
+         q_start + tokens <= capacity && capacity <= INT32_MAX;
+}
+
+cudaError_t LaunchFlashAttentionMmaSync(const bf16* qkv, int64_t row_stride, int64_t tokens,
+                                        int64_t q_start, int64_t heads, int64_t kv_heads,
+                                        int64_t head_dim, const bf16* k_cache, const bf16* v_cache,
+                                        int64_t capacity, float scale, bf16* out,
+                                        cudaStream_t stream) {
+  const int64_t query_blocks = (tokens + kQueriesPerBlock - 1) / kQueriesPerBlock;
+  if (!FlashAttentionArgumentsValid(row_stride, tokens, q_start, heads, kv_heads, head_dim,
+                                    capacity, scale) ||
+      query_blocks > 65535) {
+    return cudaErrorInvalidValue;
+  }
+  static const cudaError_t configured = cudaFuncSetAttribute(
+      FlashAttentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
+  if (configured != cudaSuccess) return configured;
+  // x: heads, so CTAs that read the same keys (one kv group, one query block) run together; y:
+  // query blocks, reversed inside the kernel so the longest ones start first.
+  const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(query_blocks));
+  FlashAttentionKernel<<<grid, kWarps * 32, kSharedBytes, stream>>>(
+      qkv, row_stride, static_cast<int>(tokens), static_cast<int>(q_start), static_cast<int>(heads),
+      static_cast<int>(kv_heads), k_cache, v_cache, capacity, scale * 1.4426950408889634f, out);
+  return cudaGetLastError();
+}
+
 cudaError_t LaunchFlashAttention(const bf16* qkv, int64_t row_stride, int64_t tokens,
                                  int64_t q_start, int64_t heads, int64_t kv_heads, int64_t head_dim,
                                  const bf16* k_cache, const bf16* v_cache, int64_t capacity,
                                  float scale, bf16* out, cudaStream_t stream) {
-  if (head_dim != kHeadDim || row_stride % 2 != 0) return cudaErrorInvalidValue;
-  const dim3 grid(static_cast<unsigned>((tokens + kQueriesPerBlock - 1) / kQueriesPerBlock),
-                  static_cast<unsigned>(heads));
-  static const cudaError_t configured = cudaFuncSetAttribute(
-      FlashAttentionKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
-  if (configured != cudaSuccess) return configured;
-  FlashAttentionKernel<<<grid, kWarps * 32, kSharedBytes, stream>>>(
-      qkv, row_stride, tokens, q_start, heads, kv_heads, k_cache, v_cache, capacity,
-      scale * 1.4426950408889634f, out);
-  return cudaGetLastError();
+  auto* launch =
+      FlashAttentionWgmmaAvailable() ? LaunchFlashAttentionWgmma : LaunchFlashAttentionMmaSync;
+  return launch(qkv, row_stride, tokens, q_start, heads, kv_heads, head_dim, k_cache, v_cache,
+                capacity, scale, out, stream);
 }
 
 }  // namespace kvcomm::kernels::cuda

@@ -52,12 +52,29 @@ cudaError_t LaunchAttentionStreaming(const bf16* qkv, int64_t row_stride, int64_
                                      cudaStream_t stream);
 // Prefill attention on tensor cores (FlashAttention-2 style: online softmax, scores kept on
 // chip). Same arguments and result as LaunchAttentionStreaming; head_dim 128 only (see
-// FlashAttentionSupports).
+// FlashAttentionSupports). LaunchFlashAttention runs the wgmma kernel where the GPU has it
+// (Hopper, code built for sm_90a: FlashAttentionWgmmaAvailable) and the mma.sync kernel
+// elsewhere; both are exposed so tests can hold each to the CPU reference. Arguments outside
+// FlashAttentionArgumentsValid give cudaErrorInvalidValue.
 bool FlashAttentionSupports(int64_t head_dim);
+bool FlashAttentionArgumentsValid(int64_t row_stride, int64_t tokens, int64_t q_start,
+                                  int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                  int64_t capacity, float scale);
+bool FlashAttentionWgmmaAvailable();
 cudaError_t LaunchFlashAttention(const bf16* qkv, int64_t row_stride, int64_t tokens,
                                  int64_t q_start, int64_t heads, int64_t kv_heads, int64_t head_dim,
                                  const bf16* k_cache, const bf16* v_cache, int64_t capacity,
                                  float scale, bf16* out, cudaStream_t stream);
+cudaError_t LaunchFlashAttentionMmaSync(const bf16* qkv, int64_t row_stride, int64_t tokens,
+                                        int64_t q_start, int64_t heads, int64_t kv_heads,
+                                        int64_t head_dim, const bf16* k_cache, const bf16* v_cache,
+                                        int64_t capacity, float scale, bf16* out,
+                                        cudaStream_t stream);
+cudaError_t LaunchFlashAttentionWgmma(const bf16* qkv, int64_t row_stride, int64_t tokens,
+                                      int64_t q_start, int64_t heads, int64_t kv_heads,
+                                      int64_t head_dim, const bf16* k_cache, const bf16* v_cache,
+                                      int64_t capacity, float scale, bf16* out,
+                                      cudaStream_t stream);
 // Prefill helpers around batched GEMMs (any head_dim): gather q into [heads][tokens][hd]; causal
 // softmax of fp32 scores [heads][tokens][ctx] (row t sees keys < q_start + t + 1) into bf16 probs;
 // scatter o [heads][tokens][hd] back to [tokens][heads][hd].

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 
 #include "common/dtype.h"
 #include "kernels/device.h"
@@ -219,6 +220,63 @@ TEST(CudaModelOps, AttentionPathsMatchCpu) {
     ASSERT_EQ(cuda::LaunchScatterO(o_heads.as<bf16>(), tokens, heads, hd, out.as<bf16>(), nullptr),
               cudaSuccess);
     ExpectClose(FromDeviceBf16(out, want.size()), want, 1.0f / 32, 5e-3f);
+  }
+}
+// The tensor-core prefill kernels (mma.sync everywhere, wgmma on Hopper) against the CPU
+// reference: chunks that start at 0 or after a cached prefix, lengths that are and are not
+// multiples of their query blocks and key tiles.
+TEST(CudaModelOps, FlashAttentionMatchesCpu) {
+  REQUIRE_GPU();
+  using Launcher = decltype(&cuda::LaunchFlashAttention);
+  std::vector<std::pair<const char*, Launcher>> kernels = {
+      {"mma.sync", cuda::LaunchFlashAttentionMmaSync}};
+  if (cuda::FlashAttentionWgmmaAvailable()) {
+    kernels.push_back({"wgmma", cuda::LaunchFlashAttentionWgmma});
+  } else {
+    std::printf("wgmma kernel not available on %s: only mma.sync checked\n",
+                CudaDeviceDescription().c_str());
+  }
+  const int64_t heads = 8, kv_heads = 2, hd = 128, capacity = 1300;
+  const int64_t stride = (heads + 2 * kv_heads) * hd;
+  const float scale = 1.0f / std::sqrt(128.0f);
+  for (auto [tokens, q_start] : {std::pair<int64_t, int64_t>{1, 0},
+                                 {17, 0},
+                                 {128, 0},
+                                 {129, 3},
+                                 {300, 0},
+                                 {257, 700},
+                                 {64, 1000},
+                                 {500, 800}}) {
+    SCOPED_TRACE(::testing::Message() << tokens << " queries after " << q_start);
+    auto qkv = kvcomm::testing::RandomNormal(tokens * stride, 21, 1.0f, true);
+    auto k = kvcomm::testing::RandomNormal(kv_heads * capacity * hd, 22, 1.0f, true),
+         v = kvcomm::testing::RandomNormal(kv_heads * capacity * hd, 23, 1.0f, true);
+    std::vector<float> q(tokens * heads * hd), want(tokens * heads * hd);
+    for (int64_t t = 0; t < tokens; ++t)
+      std::copy_n(qkv.begin() + t * stride, heads * hd, q.begin() + t * heads * hd);
+    cpu::Attention(q.data(), k.data(), v.data(), tokens, q_start, heads, kv_heads, hd, capacity,
+                   scale, want.data());
+    Dev dqkv = ToDeviceBf16(qkv), dk = ToDeviceBf16(k), dv = ToDeviceBf16(v);
+    for (auto [name, launch] : kernels) {
+      SCOPED_TRACE(name);
+      Dev out = Poisoned(want.size() * 2);
+      ASSERT_EQ(launch(dqkv.as<bf16>(), stride, tokens, q_start, heads, kv_heads, hd, dk.as<bf16>(),
+                       dv.as<bf16>(), capacity, scale, out.as<bf16>(), nullptr),
+                cudaSuccess);
+      ExpectClose(FromDeviceBf16(out, want.size()), want, 1.0f / 32, 5e-3f);
+    }
+  }
+  Dev dummy = Poisoned(1 << 20);
+  for (auto [name, launch] : kernels) {
+    SCOPED_TRACE(name);
+    // Unsupported head size, queries past the cache's capacity.
+    EXPECT_EQ(launch(dummy.as<bf16>(), stride, 4, 0, heads, kv_heads, 64, dummy.as<bf16>(),
+                     dummy.as<bf16>(), capacity, scale, dummy.as<bf16>(), nullptr),
+              cudaErrorInvalidValue);
+    EXPECT_EQ(
+        launch(dummy.as<bf16>(), stride, 4, capacity - 2, heads, kv_heads, hd, dummy.as<bf16>(),
+               dummy.as<bf16>(), capacity, scale, dummy.as<bf16>(), nullptr),
+        cudaErrorInvalidValue);
   }
 }
 #endif  // KVCOMM_HAVE_CUDA

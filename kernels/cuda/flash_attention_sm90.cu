@@ -1,0 +1,336 @@
+// Causal grouped-query attention for prefill on Hopper's warpgroup tensor cores (wgmma), in the
+// FlashAttention-2 style. A CTA of kGroups warpgroups owns 64 * kGroups queries of one head; each
+// warpgroup computes S = Q K^T for its 64 queries and a tile of kKeys keys with one chain of
+// wgmma (both operands in shared memory), runs the online softmax in registers, and accumulates
+// O += P V with P straight from registers. K and V tiles are double-buffered with cp.async into
+// the 128-byte-swizzled layout wgmma reads without bank conflicts. Each warpgroup waits for its
+// own matrix work; two CTAs per SM fill those gaps with each other's softmax.
+//
+// Needs sm_90a (wgmma is not part of the portable sm_90 target): this file is built for
+// compute_90a, and FlashAttentionWgmmaAvailable() says whether the running GPU got that code.
+// Elsewhere the mma.sync kernel of flash_attention.cu runs.
+#include <cstdint>
+
+#include "kernels/cuda/launchers.h"
+
+namespace kvcomm::kernels::cuda {
+namespace {
+
+constexpr int kHeadDim = 128;
+// A row of 128 bf16 is stored as two 64-element halves of 128 bytes: the span of the 128-byte
+// swizzle, in which the 16-byte chunk c of row r sits at chunk c ^ (r % 8).
+constexpr uint32_t kHalfRowBytes = 128;
+constexpr uint32_t kSwizzleAtomBytes = 8 * kHalfRowBytes;  // 8 rows: the swizzle's period
+constexpr float kInf = __builtin_huge_valf();
+constexpr int kKeys = 64;  // per tile; 128-key tiles measured slower (bench/RESULTS.md)
+
+template <int kGroups>
+struct Sm90Tiles {
+  static constexpr int kQueries = 64 * kGroups;
+  static constexpr int kThreads = 128 * kGroups;
+  static constexpr uint32_t kQBytes = kQueries * 2 * kHalfRowBytes;
+  static constexpr uint32_t kTileBytes = kKeys * 2 * kHalfRowBytes;  // K or V of one tile
+  // Swizzled tiles must start on a 1024-byte boundary; dynamic shared memory is only 16-byte
+  // aligned, hence the slack.
+  static constexpr int kSharedBytes = kSwizzleAtomBytes + kQBytes + 2 * 2 * kTileBytes;
+};
+
+// Starts copying `rows` rows of head_dim bf16 (source rows `src_stride` apart) into the swizzled
+// [half][row][64] layout at shared address `dst`; rows at or past `valid` are zero-filled.
+__device__ __forceinline__ void CopySwizzledAsync(uint32_t dst, const bf16* src, int64_t src_stride,
+                                                  int rows, int valid, int threads) {
+  for (int c = threadIdx.x; c < rows * 16; c += threads) {
+    const int r = c / 16, chunk = c % 16, half = chunk / 8;
+    const bool inside = r < valid;
+    const bf16* from = src + (inside ? r * src_stride : 0) + chunk * 8;
+    const uint32_t to =
+        dst + half * rows * kHalfRowBytes + r * kHalfRowBytes + (((chunk % 8) ^ (r % 8)) << 4);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(from),
+                 "r"(inside ? 16 : 0));
+  }
+}
+
+// wgmma shared-memory matrix descriptor, 128-byte swizzle: start address, leading and stride
+// byte offsets (all in 16-byte units).
+__device__ __forceinline__ uint64_t Descriptor(uint32_t address, uint32_t leading_bytes,
+                                               uint32_t stride_bytes) {
+  return (uint64_t{(address & 0x3FFFF) >> 4}) | (uint64_t{leading_bytes >> 4} << 16) |
+         (uint64_t{stride_bytes >> 4} << 32) | (uint64_t{1} << 62);
+}
+
+__device__ __forceinline__ void WgmmaFence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+// Commits the wgmma issued since the fence and waits for them. The compiler sees an
+// accumulator as written when its wgmma is issued, not when it completes: naming the
+// accumulators in the wait keeps any code that reads or moves them after it.
+template <int kCount>
+__device__ __forceinline__ void WgmmaCommitAndWait(float (&accumulators)[kCount]) {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  for (int i = 0; i < kCount; ++i) asm volatile("" : "+f"(accumulators[i])::"memory");
+}
+
+// d (+)= A * B for m64n64k16, A and B in shared memory (K-major); `accumulate` 0 overwrites d.
+__device__ __forceinline__ void WgmmaSS64(float (&d)[32], uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, "
+      "%9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, "
+      "%27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+// d += A * B for m64n128k16, A in registers, B in shared memory MN-major (transposed).
+__device__ __forceinline__ void WgmmaRS128(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, "
+      "%9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, "
+      "%27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, "
+      "%45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, "
+      "%63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+        "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+        "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
+        "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
+__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
+  const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&pair);
+}
+
+__device__ __forceinline__ float Exp2(float x) {  // -inf gives 0
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Accumulator fragments of a warpgroup's m64nN result: warp w holds rows 16w .. 16w + 15; the
+// thread (group = lane / 4, quad = lane % 4) holds, for each 8-column chunk j, elements
+// 4j + {0, 1} of row 16w + group (columns 8j + 2 quad + {0, 1}) and 4j + {2, 3} of row + 8.
+// "Half" 0 / 1 below names those two rows.
+template <int kGroups, int kBlocksPerSm>
+__global__ void __launch_bounds__(128 * kGroups, kBlocksPerSm)
+    FlashAttentionWgmmaKernel(const bf16* qkv, int64_t row_stride, int tokens, int q_start,
+                              int heads, int kv_heads, const bf16* k_cache, const bf16* v_cache,
+                              int64_t capacity, float scale_log2, bf16* out) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Tiles = Sm90Tiles<kGroups>;
+  extern __shared__ uint8_t raw_shared[];
+  const uint32_t raw_address = static_cast<uint32_t>(__cvta_generic_to_shared(raw_shared));
+  const uint32_t q_smem = (raw_address + kSwizzleAtomBytes - 1) & ~(kSwizzleAtomBytes - 1);
+  const uint32_t kv_smem = q_smem + Tiles::kQBytes;  // [stage][K, V]
+  uint8_t* const q_shared = raw_shared + (q_smem - raw_address);
+
+  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  const int group = lane / 4, quad = lane % 4;
+  const int h = blockIdx.x, g = h / (heads / kv_heads);
+  const int block_first = (gridDim.y - 1 - blockIdx.y) * Tiles::kQueries;  // longest first
+  const int block_rows = min(tokens - block_first, Tiles::kQueries);
+  const int visible = q_start + block_first + block_rows;  // keys the block's last query sees
+  const int wg_first = block_first + wg * 64;
+  const int wg_rows = min(tokens - wg_first, 64);  // <= 0: nothing to do
+  const int first_pos = q_start + wg_first, last_pos = first_pos + wg_rows - 1;
+  const bf16* keys = k_cache + g * capacity * kHeadDim;
+  const bf16* values = v_cache + g * capacity * kHeadDim;
+
+  CopySwizzledAsync(q_smem, qkv + block_first * row_stride + h * kHeadDim, row_stride,
+                    Tiles::kQueries, block_rows, Tiles::kThreads);
+  CopySwizzledAsync(kv_smem, keys, kHeadDim, kKeys, visible, Tiles::kThreads);
+  CopySwizzledAsync(kv_smem + Tiles::kTileBytes, values, kHeadDim, kKeys, visible, Tiles::kThreads);
+  asm volatile("cp.async.commit_group;\n" ::);
+
+  // This warpgroup's 64 rows of Q in each half; halves are kQueries rows apart.
+  const uint32_t q_rows = q_smem + wg * 64 * kHalfRowBytes;
+  constexpr uint32_t kQHalfBytes = Tiles::kQueries * kHalfRowBytes;
+  constexpr uint32_t kTileHalfBytes = kKeys * kHalfRowBytes;
+  float o[kHeadDim / 2] = {};
+  float row_max[2] = {-kInf, -kInf}, row_sum[2] = {0.f, 0.f};
+
+  int stage = 0;
+  for (int tile = 0; tile < visible; tile += kKeys, stage ^= 1) {
+    const uint32_t k_tile = kv_smem + stage * 2 * Tiles::kTileBytes;
+    const uint32_t v_tile = k_tile + Tiles::kTileBytes;
+    const int next = tile + kKeys;
+    if (next < visible) {
+      const uint32_t next_k = kv_smem + (stage ^ 1) * 2 * Tiles::kTileBytes;
+      CopySwizzledAsync(next_k, keys + int64_t{next} * kHeadDim, kHeadDim, kKeys, visible - next,
+                        Tiles::kThreads);
+      CopySwizzledAsync(next_k + Tiles::kTileBytes, values + int64_t{next} * kHeadDim, kHeadDim,
+                        kKeys, visible - next, Tiles::kThreads);
+      asm volatile("cp.async.commit_group;\n" ::);
+      asm volatile("cp.async.wait_group 1;\n" ::);
+    } else {
+      asm volatile("cp.async.wait_group 0;\n" ::);
+    }
+    // cp.async wrote through the generic proxy; wgmma reads through the async proxy.
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncthreads();
+    if (wg_rows > 0 && tile <= last_pos) {
+      // S = Q K^T: 8 k-steps of 16 head dims; within a 128-byte half a step moves 32 bytes.
+      float s[kKeys / 2] = {};
+      WgmmaFence();
+      for (int st = 0; st < kHeadDim / 16; ++st) {
+        const uint32_t offset = (st % 4) * 32;
+        WgmmaSS64(s, Descriptor(q_rows + (st / 4) * kQHalfBytes + offset, 16, kSwizzleAtomBytes),
+                  Descriptor(k_tile + (st / 4) * kTileHalfBytes + offset, 16, kSwizzleAtomBytes),
+                  st > 0);
+      }
+      WgmmaCommitAndWait(s);
+
+      if (tile + kKeys - 1 > first_pos) {  // the tile crosses this warpgroup's diagonal
+        for (int half = 0; half < 2; ++half) {
+          const int limit = first_pos + warp * 16 + half * 8 + group - tile;
+          for (int j = 0; j < kKeys / 8; ++j) {
+            for (int e = 0; e < 2; ++e) {
+              if (j * 8 + quad * 2 + e > limit) s[4 * j + 2 * half + e] = -kInf;
+            }
+          }
+        }
+      }
+
+      // Online softmax; probabilities packed as bf16 pairs in A-fragment order.
+      uint32_t p[kKeys / 8][2];
+      for (int half = 0; half < 2; ++half) {
+        float tile_max = row_max[half];
+        for (int j = 0; j < kKeys / 8; ++j)
+          tile_max = fmaxf(tile_max, fmaxf(s[4 * j + 2 * half], s[4 * j + 2 * half + 1]));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+        // A row with every key so far masked keeps -inf; subtracting 0 then keeps exp at 0.
+        const float base = tile_max == -kInf ? 0.f : tile_max * scale_log2;
+        const float correction = Exp2(row_max[half] * scale_log2 - base);
+        row_max[half] = tile_max;
+        float tile_sum = 0.f;
+        for (int j = 0; j < kKeys / 8; ++j) {
+          const float p0 = Exp2(fmaf(s[4 * j + 2 * half], scale_log2, -base));
+          const float p1 = Exp2(fmaf(s[4 * j + 2 * half + 1], scale_log2, -base));
+          tile_sum += p0 + p1;
+          p[j][half] = PackBf16(p0, p1);
+        }
+        row_sum[half] = row_sum[half] * correction + tile_sum;
+        for (int j = 0; j < kHeadDim / 8; ++j) {
+          o[4 * j + 2 * half] *= correction;
+          o[4 * j + 2 * half + 1] *= correction;
+        }
+      }
+
+      // O += P V: k-steps of 16 keys (2048 bytes of V rows); B is V read MN-major, its two
+      // 64-dim halves a tile-half apart.
+      WgmmaFence();
+      for (int st = 0; st < kKeys / 16; ++st) {
+        const uint32_t a[4] = {p[2 * st][0], p[2 * st][1], p[2 * st + 1][0], p[2 * st + 1][1]};
+        WgmmaRS128(o, a,
+                   Descriptor(v_tile + st * 16 * kHalfRowBytes, kTileHalfBytes, kSwizzleAtomBytes));
+      }
+      WgmmaCommitAndWait(o);
+    }
+    __syncthreads();  // every warpgroup is done with this stage before it is refilled
+  }
+
+  // Normalise and stage O in this warpgroup's rows of Q (same swizzled layout, so the 4-byte
+  // writes of a warp hit distinct banks), then store whole 16-byte chunks of rows.
+  if (wg_rows > 0) {
+    for (int half = 0; half < 2; ++half) {
+      float sum = row_sum[half];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const float inv = 1.f / sum;
+      const int r = warp * 16 + half * 8 + group;
+      for (int j = 0; j < kHeadDim / 8; ++j) {
+        const uint32_t at = (j / 8) * kQHalfBytes + wg * 64 * kHalfRowBytes + r * kHalfRowBytes +
+                            (((j % 8) ^ (r % 8)) << 4) + quad * 4;
+        *reinterpret_cast<uint32_t*>(q_shared + at) =
+            PackBf16(o[4 * j + 2 * half] * inv, o[4 * j + 2 * half + 1] * inv);
+      }
+    }
+  }
+  __syncthreads();
+  if (wg_rows > 0) {
+    for (int c = threadIdx.x % 128; c < wg_rows * 16; c += 128) {
+      const int r = c / 16, chunk = c % 16;
+      const uint32_t at = (chunk / 8) * kQHalfBytes + wg * 64 * kHalfRowBytes + r * kHalfRowBytes +
+                          (((chunk % 8) ^ (r % 8)) << 4);
+      *reinterpret_cast<uint4*>(out + (int64_t{wg_first + r} * heads + h) * kHeadDim + chunk * 8) =
+          *reinterpret_cast<const uint4*>(q_shared + at);
+    }
+  }
+#endif
+}
+
+__global__ void ProbeWgmmaKernel(int* built_for_sm90a) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  *built_for_sm90a = 1;
+#else
+  *built_for_sm90a = 0;
+#endif
+}
+
+template <int kGroups, int kBlocksPerSm>
+cudaError_t LaunchWgmmaVariant(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t q_start,
+                               int64_t heads, int64_t kv_heads, const bf16* k_cache,
+                               const bf16* v_cache, int64_t capacity, float scale, bf16* out,
+                               cudaStream_t stream) {
+  using Tiles = Sm90Tiles<kGroups>;
+  auto* kernel = FlashAttentionWgmmaKernel<kGroups, kBlocksPerSm>;
+  static const cudaError_t configured = cudaFuncSetAttribute(
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tiles::kSharedBytes);
+  if (configured != cudaSuccess) return configured;
+  const int64_t query_blocks = (tokens + Tiles::kQueries - 1) / Tiles::kQueries;
+  if (query_blocks > 65535) return cudaErrorInvalidValue;
+  // x: heads, so CTAs that read the same keys (one kv group, one query block) run together; y:
+  // query blocks, reversed inside the kernel so the longest ones start first.
+  const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(query_blocks));
+  kernel<<<grid, Tiles::kThreads, Tiles::kSharedBytes, stream>>>(
+      qkv, row_stride, static_cast<int>(tokens), static_cast<int>(q_start), static_cast<int>(heads),
+      static_cast<int>(kv_heads), k_cache, v_cache, capacity, scale * 1.4426950408889634f, out);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+bool FlashAttentionWgmmaAvailable() {
+  static const bool available = [] {
+    int* flag = nullptr;
+    if (cudaMalloc(&flag, sizeof(int)) != cudaSuccess) return (cudaGetLastError(), false);
+    int built = 0;
+    cudaMemset(flag, 0, sizeof(int));
+    ProbeWgmmaKernel<<<1, 1>>>(flag);
+    const bool ok = cudaMemcpy(&built, flag, sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess;
+    cudaFree(flag);
+    cudaGetLastError();  // a GPU without this image reports no kernel image: not an error here
+    return ok && built == 1;
+  }();
+  return available;
+}
+
+cudaError_t LaunchFlashAttentionWgmma(const bf16* qkv, int64_t row_stride, int64_t tokens,
+                                      int64_t q_start, int64_t heads, int64_t kv_heads,
+                                      int64_t head_dim, const bf16* k_cache, const bf16* v_cache,
+                                      int64_t capacity, float scale, bf16* out,
+                                      cudaStream_t stream) {
+  if (!FlashAttentionArgumentsValid(row_stride, tokens, q_start, heads, kv_heads, head_dim,
+                                    capacity, scale) ||
+      !FlashAttentionWgmmaAvailable()) {
+    return cudaErrorInvalidValue;
+  }
+  // Two CTAs of two warpgroups per SM (measured best among 2-3 warpgroups, 64- or 128-key
+  // tiles, 1-2 CTAs per SM: bench/RESULTS.md).
+  return LaunchWgmmaVariant<2, 2>(qkv, row_stride, tokens, q_start, heads, kv_heads, k_cache,
+                                  v_cache, capacity, scale, out, stream);
+}
+
+}  // namespace kvcomm::kernels::cuda
