@@ -5,6 +5,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "kernels/realign.h"
+
 namespace kvcomm::daemon {
 namespace {
 
@@ -21,26 +23,46 @@ std::vector<double> SoftmaxOfNegative(const std::vector<double>& distances, doub
   return weights;
 }
 
-// Visits (layer, kv, head, token < tokens) rows of two views with the same shape but possibly
-// different token counts, calling fn(row_a, row_b, kv, token).
-template <typename Fn>
-void ForEachRow(const KvView& a, const KvView& b, uint32_t tokens, Fn&& fn) {
-  const KvLayout& la = a.layout;
-  for (uint32_t layer = 0; layer < la.num_layers; ++layer) {
-    for (uint32_t kv = 0; kv < 2; ++kv) {
-      for (uint32_t h = 0; h < la.kv_heads; ++h) {
-        for (uint32_t t = 0; t < tokens; ++t) {
-          fn(a.data + la.Offset(layer, kv, h, t) / sizeof(float),
-             b.data + b.layout.Offset(layer, kv, h, t) / sizeof(float), kv, t);
-        }
-      }
-    }
-  }
-}
-
 [[maybe_unused]] bool SameShape(const KvLayout& a, const KvLayout& b) {
   return a.num_layers == b.num_layers && a.kv_heads == b.kv_heads && a.head_dim == b.head_dim &&
          a.dtype == DType::kF32 && b.dtype == DType::kF32;
+}
+
+// The candidate and the chosen anchors, each cut to the candidate's tokens, in the contiguous
+// [anchor][segment] form of the distance kernels (kernels/realign.h): the daemon's reuse
+// decisions and blend weights use the same definitions as the GPU path.
+struct AnchorSet {
+  kernels::RealignShape shape;
+  std::vector<float> bases;  // [anchor][layer][K|V][kv_heads][tokens][head_dim]
+};
+
+AnchorSet CutToCandidate(const KvView& candidate, const std::vector<KvView>& anchors,
+                         const std::vector<size_t>& chosen) {
+  const KvLayout& l = candidate.layout;
+  AnchorSet set;
+  set.shape = {.layers = l.num_layers,
+               .kv_heads = l.kv_heads,
+               .tokens = l.tokens,
+               .head_dim = l.head_dim,
+               .anchors = static_cast<int64_t>(chosen.size())};
+  const int64_t segment = set.shape.SegmentElements(), row = int64_t{l.tokens} * l.head_dim;
+  set.bases.resize(chosen.size() * segment);
+  for (size_t a = 0; a < chosen.size(); ++a) {
+    const KvView& anchor = anchors[chosen[a]];
+    assert(SameShape(l, anchor.layout) && anchor.layout.tokens >= l.tokens);
+    float* to = set.bases.data() + a * segment;
+    for (uint32_t layer = 0; layer < l.num_layers; ++layer)
+      for (uint32_t kv = 0; kv < 2; ++kv)
+        for (uint32_t h = 0; h < l.kv_heads; ++h, to += row)
+          std::copy_n(anchor.data + anchor.layout.Offset(layer, kv, h, 0) / sizeof(float), row, to);
+  }
+  return set;
+}
+
+std::vector<size_t> All(size_t n) {
+  std::vector<size_t> indices(n);
+  std::iota(indices.begin(), indices.end(), 0);
+  return indices;
 }
 
 }  // namespace
@@ -75,16 +97,15 @@ ReuseDecision DecideReuse(const KvView& candidate, const std::vector<KvView>& an
   }
   if (candidates.size() < 2) return decision;
 
-  std::vector<double> distances;
-  for (size_t i : candidates) {
+  // The L2 distance of the values, from the per-token sums of squared differences.
+  const AnchorSet set = CutToCandidate(candidate, anchors, candidates);
+  std::vector<float> sums(candidates.size() * tokens * 3);
+  kernels::cpu::AnchorDistances(set.shape, candidate.data, set.bases.data(), sums.data());
+  std::vector<double> distances(candidates.size());
+  for (size_t a = 0; a < candidates.size(); ++a) {
     double squared = 0;
-    ForEachRow(candidate, anchors[i], tokens,
-               [&](const float* a, const float* b, uint32_t kv, uint32_t) {
-                 if (kv == 0) return;  // values only
-                 for (uint32_t d = 0; d < candidate.layout.head_dim; ++d)
-                   squared += double(a[d] - b[d]) * (a[d] - b[d]);
-               });
-    distances.push_back(std::sqrt(squared));
+    for (uint32_t t = 0; t < tokens; ++t) squared += sums[(a * tokens + t) * 3 + 2];
+    distances[a] = std::sqrt(squared);
   }
   const std::vector<double> weights = SoftmaxOfNegative(distances, 1.0);
   for (double w : weights) {
@@ -92,12 +113,14 @@ ReuseDecision DecideReuse(const KvView& candidate, const std::vector<KvView>& an
   }
   decision.limit = config.entropy_threshold * std::log2(static_cast<double>(candidates.size()));
   double squared_norm = 0;
-  ForEachRow(candidate, candidate, tokens,
-             [&](const float* a, const float*, uint32_t kv, uint32_t) {
-               if (kv == 0) return;
-               for (uint32_t d = 0; d < candidate.layout.head_dim; ++d)
-                 squared_norm += double{a[d]} * a[d];
-             });
+  const KvLayout& l = candidate.layout;
+  for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
+    for (uint32_t h = 0; h < l.kv_heads; ++h) {
+      const float* values = candidate.data + l.Offset(layer, 1, h, 0) / sizeof(float);
+      for (size_t i = 0; i < size_t{tokens} * l.head_dim; ++i)
+        squared_norm += double{values[i]} * values[i];
+    }
+  }
   decision.relative_distance =
       *std::min_element(distances.begin(), distances.end()) / std::sqrt(squared_norm + 1e-30);
   if (decision.entropy > decision.limit) return decision;
@@ -105,8 +128,7 @@ ReuseDecision DecideReuse(const KvView& candidate, const std::vector<KvView>& an
     return decision;
 
   decision.prefill = false;
-  std::vector<size_t> order(candidates.size());
-  std::iota(order.begin(), order.end(), 0);
+  std::vector<size_t> order = All(candidates.size());
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return weights[a] > weights[b]; });
   double mass = 0;
@@ -119,67 +141,30 @@ ReuseDecision DecideReuse(const KvView& candidate, const std::vector<KvView>& an
 
 BlendWeights PlaceholderWeights(const KvView& candidate, const std::vector<KvView>& anchors,
                                 double temperature) {
-  const uint32_t tokens = candidate.layout.tokens;
-  const size_t n = anchors.size();
-  // distance[kv][anchor][token]: mean absolute difference over layers, heads and dims.
-  std::vector<double> distance[2] = {std::vector<double>(n * tokens),
-                                     std::vector<double>(n * tokens)};
-  const double per_token = static_cast<double>(candidate.layout.num_layers) *
-                           candidate.layout.kv_heads * candidate.layout.head_dim;
-  for (size_t a = 0; a < n; ++a) {
-    assert(SameShape(candidate.layout, anchors[a].layout) && anchors[a].layout.tokens >= tokens);
-    ForEachRow(candidate, anchors[a], tokens,
-               [&](const float* x, const float* y, uint32_t kv, uint32_t t) {
-                 double sum = 0;
-                 for (uint32_t d = 0; d < candidate.layout.head_dim; ++d)
-                   sum += std::abs(double{x[d]} - y[d]);
-                 distance[kv][a * tokens + t] += sum / per_token;
-               });
-  }
+  const AnchorSet set = CutToCandidate(candidate, anchors, All(anchors.size()));
+  const int64_t n = set.shape.anchors, tokens = set.shape.tokens;
+  std::vector<float> sums(n * tokens * 3);
+  kernels::cpu::AnchorDistances(set.shape, candidate.data, set.bases.data(), sums.data());
+  // Mean absolute difference over layers, heads and dims, per token; keys and values apart.
+  const float per_token =
+      1.0f / static_cast<float>(set.shape.layers * set.shape.kv_heads * set.shape.head_dim);
   BlendWeights weights{std::vector<float>(n * tokens), std::vector<float>(n * tokens)};
-  std::vector<double> column(n);
-  for (uint32_t kv = 0; kv < 2; ++kv) {
-    std::vector<float>& out = kv == 0 ? weights.key : weights.value;
-    for (uint32_t t = 0; t < tokens; ++t) {
-      for (size_t a = 0; a < n; ++a) column[a] = distance[kv][a * tokens + t];
-      const std::vector<double> w = SoftmaxOfNegative(column, temperature);
-      for (size_t a = 0; a < n; ++a) out[a * tokens + t] = static_cast<float>(w[a]);
-    }
-  }
+  kernels::cpu::SoftmaxOverAnchors(sums.data(), n, tokens, 3, 0, per_token, false,
+                                   static_cast<float>(temperature), weights.key.data());
+  kernels::cpu::SoftmaxOverAnchors(sums.data(), n, tokens, 3, 1, per_token, false,
+                                   static_cast<float>(temperature), weights.value.data());
   return weights;
 }
 
 std::vector<float> FollowingSegmentWeights(const KvView& candidate,
                                            const std::vector<KvView>& anchors, double temperature) {
-  const KvLayout& l = candidate.layout;
-  const size_t n = anchors.size();
-  const size_t channels = size_t{l.num_layers} * 2 * l.kv_heads * l.head_dim;
-  // squared[anchor][channel], channel = ((layer * 2 + kv) * kv_heads + head) * head_dim + d.
-  std::vector<double> squared(n * channels);
-  for (size_t a = 0; a < n; ++a) {
-    assert(SameShape(l, anchors[a].layout) && anchors[a].layout.tokens >= l.tokens);
-    for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
-      for (uint32_t kv = 0; kv < 2; ++kv) {
-        for (uint32_t h = 0; h < l.kv_heads; ++h) {
-          double* row = squared.data() + a * channels +
-                        ((size_t{layer} * 2 + kv) * l.kv_heads + h) * l.head_dim;
-          for (uint32_t t = 0; t < l.tokens; ++t) {
-            const float* x = candidate.data + l.Offset(layer, kv, h, t) / sizeof(float);
-            const float* y =
-                anchors[a].data + anchors[a].layout.Offset(layer, kv, h, t) / sizeof(float);
-            for (uint32_t d = 0; d < l.head_dim; ++d) row[d] += double(x[d] - y[d]) * (x[d] - y[d]);
-          }
-        }
-      }
-    }
-  }
-  std::vector<float> weights(n * channels);
-  std::vector<double> column(n);
-  for (size_t c = 0; c < channels; ++c) {
-    for (size_t a = 0; a < n; ++a) column[a] = std::sqrt(squared[a * channels + c]);
-    const std::vector<double> w = SoftmaxOfNegative(column, temperature);
-    for (size_t a = 0; a < n; ++a) weights[a * channels + c] = static_cast<float>(w[a]);
-  }
+  const AnchorSet set = CutToCandidate(candidate, anchors, All(anchors.size()));
+  const int64_t n = set.shape.anchors, channels = set.shape.Channels();
+  std::vector<float> squared(n * channels), weights(n * channels);
+  kernels::cpu::AnchorChannelDistances(set.shape, candidate.data, set.bases.data(), squared.data());
+  // The L2 norm along the tokens, per channel.
+  kernels::cpu::SoftmaxOverAnchors(squared.data(), n, channels, 1, 0, 1.0f, true,
+                                   static_cast<float>(temperature), weights.data());
   return weights;
 }
 
