@@ -18,7 +18,9 @@ namespace cu = kernels::cuda;
 using cu::bf16;
 
 constexpr int64_t kChunkTokens = 4096;      // prefill chunk
-constexpr int64_t kStreamingMaxTokens = 8;  // at most this many new tokens: streaming attention
+// At most this many new tokens take the streaming attention kernel; more take the tensor-core
+// (flash) kernel, faster from 5 new tokens over a long cache (bench/RESULTS.md, runtime_bench).
+constexpr int64_t kStreamingMaxTokens = 4;
 
 // A device buffer that grows on demand.
 class Scratch {
