@@ -154,6 +154,26 @@ TEST(CudaModelOps, LinearMatchesCpu) {
   ExpectClose(FromDeviceF32(dy, want.size()), want_acc, 1e-4f, 1e-3f);
 }
 
+// Random fused qkv rows (q of `heads`, then k and v) and a random K/V cache, with the CPU
+// reference's attention output for them (scale 1 / sqrt(hd)).
+struct AttentionCase {
+  std::vector<float> qkv, k, v, want;
+};
+AttentionCase MakeAttentionCase(int64_t tokens, int64_t q_start, int64_t heads, int64_t kv_heads,
+                                int64_t hd, int64_t capacity, uint32_t seed) {
+  const int64_t stride = (heads + 2 * kv_heads) * hd;
+  AttentionCase c{kvcomm::testing::RandomNormal(tokens * stride, seed, 1.0f, true),
+                  kvcomm::testing::RandomNormal(kv_heads * capacity * hd, seed + 1, 1.0f, true),
+                  kvcomm::testing::RandomNormal(kv_heads * capacity * hd, seed + 2, 1.0f, true),
+                  std::vector<float>(tokens * heads * hd)};
+  std::vector<float> q(tokens * heads * hd);
+  for (int64_t t = 0; t < tokens; ++t)
+    std::copy_n(c.qkv.begin() + t * stride, heads * hd, q.begin() + t * heads * hd);
+  cpu::Attention(q.data(), c.k.data(), c.v.data(), tokens, q_start, heads, kv_heads, hd, capacity,
+                 1.0f / std::sqrt(static_cast<float>(hd)), c.want.data());
+  return c;
+}
+
 // Both attention paths (streaming, and GEMM + causal softmax) against the CPU reference.
 TEST(CudaModelOps, AttentionPathsMatchCpu) {
   REQUIRE_GPU();
@@ -172,15 +192,9 @@ TEST(CudaModelOps, AttentionPathsMatchCpu) {
                                  {1, 1200},
                                  {8, 1000},
                                  {5, 255}}) {
-    auto qkv = kvcomm::testing::RandomNormal(tokens * stride, 9, 1.0f, true);
-    auto k = kvcomm::testing::RandomNormal(kv_heads * capacity * hd, 10, 1.0f, true),
-         v = kvcomm::testing::RandomNormal(kv_heads * capacity * hd, 11, 1.0f, true);
-    std::vector<float> q(tokens * heads * hd), want(tokens * heads * hd);
-    for (int64_t t = 0; t < tokens; ++t)
-      std::copy_n(qkv.begin() + t * stride, heads * hd, q.begin() + t * heads * hd);
-    cpu::Attention(q.data(), k.data(), v.data(), tokens, q_start, heads, kv_heads, hd, capacity,
-                   scale, want.data());
-    Dev dqkv = ToDeviceBf16(qkv), dk = ToDeviceBf16(k), dv = ToDeviceBf16(v);
+    const AttentionCase c = MakeAttentionCase(tokens, q_start, heads, kv_heads, hd, capacity, 9);
+    const std::vector<float>& want = c.want;
+    Dev dqkv = ToDeviceBf16(c.qkv), dk = ToDeviceBf16(c.k), dv = ToDeviceBf16(c.v);
     // One split, and split over the keys when the context is long enough.
     const int64_t partial_floats =
         cuda::AttentionStreamingPartialFloats(tokens, q_start, heads, hd);
@@ -248,15 +262,9 @@ TEST(CudaModelOps, FlashAttentionMatchesCpu) {
                                  {64, 1000},
                                  {500, 800}}) {
     SCOPED_TRACE(::testing::Message() << tokens << " queries after " << q_start);
-    auto qkv = kvcomm::testing::RandomNormal(tokens * stride, 21, 1.0f, true);
-    auto k = kvcomm::testing::RandomNormal(kv_heads * capacity * hd, 22, 1.0f, true),
-         v = kvcomm::testing::RandomNormal(kv_heads * capacity * hd, 23, 1.0f, true);
-    std::vector<float> q(tokens * heads * hd), want(tokens * heads * hd);
-    for (int64_t t = 0; t < tokens; ++t)
-      std::copy_n(qkv.begin() + t * stride, heads * hd, q.begin() + t * heads * hd);
-    cpu::Attention(q.data(), k.data(), v.data(), tokens, q_start, heads, kv_heads, hd, capacity,
-                   scale, want.data());
-    Dev dqkv = ToDeviceBf16(qkv), dk = ToDeviceBf16(k), dv = ToDeviceBf16(v);
+    const AttentionCase c = MakeAttentionCase(tokens, q_start, heads, kv_heads, hd, capacity, 21);
+    const std::vector<float>& want = c.want;
+    Dev dqkv = ToDeviceBf16(c.qkv), dk = ToDeviceBf16(c.k), dv = ToDeviceBf16(c.v);
     for (auto [name, launch] : kernels) {
       SCOPED_TRACE(name);
       Dev out = Poisoned(want.size() * 2);
