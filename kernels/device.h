@@ -51,4 +51,20 @@ struct Copy2D {
 // layer and K|V; waiting after each would cost more than moving the bytes).
 Status CopyAll2D(std::span<const Copy2D> copies);
 
+// True for a pointer into device memory (cudaMalloc), false for host memory or without CUDA.
+bool IsDeviceMemory(const void* p);
+
+// A KV cache in device memory: bf16 K and V, each [layers][kv_heads][capacity][head_dim].
+struct DeviceKvCache {
+  std::byte* k;
+  std::byte* v;
+  int64_t layers, kv_heads, capacity, head_dim;
+};
+// A bf16 segment [layer][K|V][kv_heads][tokens][head_dim] in device memory into the cache at
+// positions [position, position + tokens), and out of it; one kernel, returns when done.
+Status CopySegmentToCache(const std::byte* segment, int64_t tokens, const DeviceKvCache& cache,
+                          int64_t position);
+Status CopyCacheToSegment(const DeviceKvCache& cache, int64_t position, int64_t tokens,
+                          std::byte* segment);
+
 }  // namespace kvcomm::kernels

@@ -19,16 +19,14 @@ Result<KvCache> KvCache::Create(const ModelConfig& config, int64_t capacity, Dev
   if (capacity <= 0) return InvalidArgument("cache capacity must be positive, got {}", capacity);
   KvCache cache(config, capacity, device);
   const int64_t elements = cache.kv_heads_ * capacity * cache.head_dim_;
-  for (int64_t layer = 0; layer < cache.layers_; ++layer) {
-    if (device == Device::kCpu) {
-      cache.host_k_.emplace_back(elements);
-      cache.host_v_.emplace_back(elements);
-    } else {
-      KVCOMM_ASSIGN_OR_RETURN(auto k, kernels::DeviceBuffer::Allocate(elements * 2));
-      KVCOMM_ASSIGN_OR_RETURN(auto v, kernels::DeviceBuffer::Allocate(elements * 2));
-      cache.device_k_.push_back(std::move(k));
-      cache.device_v_.push_back(std::move(v));
-    }
+  if (device == Device::kCpu) {
+    cache.host_k_.assign(cache.layers_, std::vector<float>(elements));
+    cache.host_v_.assign(cache.layers_, std::vector<float>(elements));
+  } else {
+    KVCOMM_ASSIGN_OR_RETURN(cache.device_k_,
+                            kernels::DeviceBuffer::Allocate(cache.layers_ * cache.LayerBytes()));
+    KVCOMM_ASSIGN_OR_RETURN(cache.device_v_,
+                            kernels::DeviceBuffer::Allocate(cache.layers_ * cache.LayerBytes()));
   }
   return cache;
 }
@@ -138,6 +136,8 @@ Status KvCache::CheckExportRange(int64_t begin, int64_t end) const {
 Status KvCache::CopyOut(int64_t begin, int64_t end, std::byte* out) const {
   KVCOMM_RETURN_IF_ERROR(CheckExportRange(begin, end));
   const KvLayout layout = SegmentLayout(end - begin, NativeDType());
+  if (device_ == Device::kCuda && MovesByKernel(out))
+    return kernels::CopyCacheToSegment(DeviceView(), begin, end - begin, out);
   const size_t row_bytes = (end - begin) * head_dim_ * DTypeSize(layout.dtype);
   const size_t pitch = capacity_ * head_dim_ * DTypeSize(layout.dtype);
   std::vector<kernels::Copy2D> copies;
@@ -202,8 +202,15 @@ Status KvCache::Import(const KvLayout& layout, std::span<const std::byte> payloa
         position, capacity_);
   }
   const int64_t row = tokens * head_dim_;
+  if (device_ == Device::kCuda && layout.dtype == DType::kBF16 && MovesByKernel(payload.data())) {
+    KVCOMM_RETURN_IF_ERROR(
+        kernels::CopySegmentToCache(payload.data(), tokens, DeviceView(), position));
+    MarkValid(position, position + tokens);
+    return Status::Ok();
+  }
   if (device_ == Device::kCuda && layout.dtype == DType::kBF16) {
-    // The cache's own dtype: every head's rows of a (layer, K|V) in one strided copy.
+    // The cache's own dtype from host memory: every head's rows of a (layer, K|V) in one
+    // strided copy.
     std::vector<kernels::Copy2D> copies;
     for (int64_t layer = 0; layer < layers_; ++layer)
       for (int kv = 0; kv < 2; ++kv)

@@ -44,9 +44,10 @@ class KvCache {
   float* values(int64_t layer) { return host_v_[layer].data(); }
   const float* keys(int64_t layer) const { return host_k_[layer].data(); }
   const float* values(int64_t layer) const { return host_v_[layer].data(); }
-  // CUDA storage (bf16 device memory). Only for device() == kCuda.
-  std::byte* device_keys(int64_t layer) const { return device_k_[layer].data(); }
-  std::byte* device_values(int64_t layer) const { return device_v_[layer].data(); }
+  // CUDA storage (bf16 device memory, all layers in one allocation each for K and V, so a
+  // segment moves in one kernel). Only for device() == kCuda.
+  std::byte* device_keys(int64_t layer) const { return device_k_.data() + layer * LayerBytes(); }
+  std::byte* device_values(int64_t layer) const { return device_v_.data() + layer * LayerBytes(); }
 
   // KV of positions [begin, end), all valid, as a payload in the kvstore layout and `dtype`.
   Result<Blob> Export(int64_t begin, int64_t end, DType dtype) const;
@@ -56,7 +57,7 @@ class KvCache {
   Status CopyOut(int64_t begin, int64_t end, std::byte* out) const;
   DType NativeDType() const { return device_ == Device::kCpu ? DType::kF32 : DType::kBF16; }
   // Places a payload of `layout` at positions [position, position + layout.tokens). On CUDA a
-  // BF16 payload is copied as is, and may also be in device memory (cudaMemcpyDefault).
+  // BF16 payload is copied as is, and may also be in device memory (then in one kernel).
   Status Import(const KvLayout& layout, std::span<const std::byte> payload, int64_t position);
   KvLayout SegmentLayout(int64_t tokens, DType dtype) const;
 
@@ -82,11 +83,20 @@ class KvCache {
                   float* out) const;
   Status WriteRows(int64_t layer, int kv, int64_t head, int64_t begin, int64_t end,
                    const float* in);
+  int64_t LayerBytes() const { return kv_heads_ * capacity_ * head_dim_ * 2; }
+  // A segment in device memory moves in one kernel (16 bytes a thread); others by 2D copies.
+  bool MovesByKernel(const void* segment) const {
+    return head_dim_ % 8 == 0 && reinterpret_cast<uintptr_t>(segment) % 16 == 0 &&
+           kernels::IsDeviceMemory(segment);
+  }
+  kernels::DeviceKvCache DeviceView() const {
+    return {device_k_.data(), device_v_.data(), layers_, kv_heads_, capacity_, head_dim_};
+  }
 
   Device device_;
   int64_t layers_, kv_heads_, head_dim_, capacity_;
   std::vector<std::vector<float>> host_k_, host_v_;
-  std::vector<kernels::DeviceBuffer> device_k_, device_v_;
+  kernels::DeviceBuffer device_k_, device_v_;
   std::vector<bool> valid_;
   std::vector<std::vector<uint8_t>> dropped_;  // per layer, allocated by the first ImportKept
 };

@@ -18,6 +18,11 @@ Result<DeviceBuffer> DeviceBuffer::Allocate(size_t) { return NoCuda(); }
 Status CopyHostToDevice(void*, const void*, size_t) { return NoCuda(); }
 Status CopyDeviceToHost(void*, const void*, size_t) { return NoCuda(); }
 Status CopyAll2D(std::span<const Copy2D>) { return NoCuda(); }
+bool IsDeviceMemory(const void*) { return false; }
+Status CopySegmentToCache(const std::byte*, int64_t, const DeviceKvCache&, int64_t) {
+  return NoCuda();
+}
+Status CopyCacheToSegment(const DeviceKvCache&, int64_t, int64_t, std::byte*) { return NoCuda(); }
 Status cuda::ConvertDType(const TensorView&, const TensorView&) { return NoCuda(); }
 
 }  // namespace kvcomm::kernels

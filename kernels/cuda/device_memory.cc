@@ -1,4 +1,5 @@
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launchers.h"
 #include "kernels/device.h"
 
 namespace kvcomm::kernels {
@@ -50,6 +51,37 @@ Status CopyAll2D(std::span<const Copy2D> copies) {
   for (const Copy2D& c : copies)
     KVCOMM_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(c.dst, c.dst_pitch, c.src, c.src_pitch, c.width,
                                                   c.height, cudaMemcpyDefault, nullptr));
+  KVCOMM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(nullptr));
+  return Status::Ok();
+}
+
+bool IsDeviceMemory(const void* p) {
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, p) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return attributes.type == cudaMemoryTypeDevice;
+}
+
+Status CopySegmentToCache(const std::byte* segment, int64_t tokens, const DeviceKvCache& cache,
+                          int64_t position) {
+  using cuda::bf16;
+  KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchSegmentToCache(
+      reinterpret_cast<const bf16*>(segment), cache.layers, cache.kv_heads, tokens, cache.head_dim,
+      reinterpret_cast<bf16*>(cache.k), reinterpret_cast<bf16*>(cache.v), cache.capacity, position,
+      nullptr));
+  KVCOMM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(nullptr));
+  return Status::Ok();
+}
+
+Status CopyCacheToSegment(const DeviceKvCache& cache, int64_t position, int64_t tokens,
+                          std::byte* segment) {
+  using cuda::bf16;
+  KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchCacheToSegment(
+      reinterpret_cast<const bf16*>(cache.k), reinterpret_cast<const bf16*>(cache.v),
+      cache.capacity, position, cache.layers, cache.kv_heads, tokens, cache.head_dim,
+      reinterpret_cast<bf16*>(segment), nullptr));
   KVCOMM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(nullptr));
   return Status::Ok();
 }

@@ -50,6 +50,16 @@ cudaError_t LaunchAttentionStreaming(const bf16* qkv, int64_t row_stride, int64_
                                      int64_t head_dim, const bf16* k_cache, const bf16* v_cache,
                                      int64_t capacity, float scale, bf16* out, float* partials,
                                      cudaStream_t stream);
+// A bf16 KV segment [layer][K|V][kv_heads][tokens][head_dim] in device memory into a cache
+// [layer][kv_heads][capacity][head_dim] (K and V apart, device memory) at positions
+// [position, position + tokens), and back. head_dim a multiple of 8, 16-byte aligned pointers.
+cudaError_t LaunchSegmentToCache(const bf16* segment, int64_t layers, int64_t kv_heads,
+                                 int64_t tokens, int64_t head_dim, bf16* k_cache, bf16* v_cache,
+                                 int64_t capacity, int64_t position, cudaStream_t stream);
+cudaError_t LaunchCacheToSegment(const bf16* k_cache, const bf16* v_cache, int64_t capacity,
+                                 int64_t position, int64_t layers, int64_t kv_heads, int64_t tokens,
+                                 int64_t head_dim, bf16* segment, cudaStream_t stream);
+
 // Prefill attention on tensor cores (FlashAttention-2 style: online softmax, scores kept on
 // chip). Same arguments and result as LaunchAttentionStreaming; head_dim 128 only (see
 // FlashAttentionSupports). LaunchFlashAttention runs the wgmma kernel where the GPU has it
@@ -100,7 +110,8 @@ cudaError_t LaunchRealignKv(int64_t layers, int64_t kv_heads, int64_t tokens, in
 cudaError_t LaunchAnchorDistances(int64_t layers, int64_t kv_heads, int64_t tokens,
                                   int64_t head_dim, int64_t anchors, const bf16* base,
                                   const bf16* anchor_bases, float* out, cudaStream_t stream);
-// ... and AnchorChannelDistances: one thread per dim, looping over the tokens.
+// ... and AnchorChannelDistances: per (row, anchor), threads over 8-dim chunks and token groups.
+// Both need head_dim % 8 == 0 (16-byte loads), else cudaErrorInvalidValue.
 cudaError_t LaunchAnchorChannelDistances(int64_t layers, int64_t kv_heads, int64_t tokens,
                                          int64_t head_dim, int64_t anchors, const bf16* base,
                                          const bf16* anchor_bases, float* out, cudaStream_t stream);

@@ -89,24 +89,26 @@ __global__ void RealignKernel(int64_t layers, int64_t kv_heads, int64_t tokens, 
   }
 }
 
-// One block per (anchor, token); its threads stride over the (layer, K|V, head, dim) values of
-// that token, so each row's head_dim values are read together.
+// One block per (anchor, token); its threads stride over that token's rows in 16-byte chunks
+// (8 dims), so each row's head_dim values are read together.
 __global__ void AnchorDistancesKernel(int64_t layers, int64_t kv_heads, int64_t tokens,
-                                      int64_t head_dim, const bf16* base,
-                                      const bf16* anchor_bases, float* out) {
+                                      int64_t head_dim, const bf16* base, const bf16* anchor_bases,
+                                      float* out) {
   const int64_t a = blockIdx.y, t = blockIdx.x;
-  const int64_t values = layers * 2 * kv_heads * head_dim;
-  const bf16* anchor = anchor_bases + a * layers * 2 * kv_heads * tokens * head_dim;
+  const int64_t chunks = head_dim / 8, rows = layers * 2 * kv_heads;
+  const bf16* anchor = anchor_bases + a * rows * tokens * head_dim;
   float sums[3] = {0.f, 0.f, 0.f};
-  for (int64_t i = threadIdx.x; i < values; i += blockDim.x) {
-    const int64_t r = i / head_dim, d = i % head_dim;
-    const int64_t at = (r * tokens + t) * head_dim + d;
-    const float diff = __bfloat162float(base[at]) - __bfloat162float(anchor[at]);
-    if ((r / kv_heads) % 2 == 0) {
-      sums[0] += fabsf(diff);
-    } else {
-      sums[1] += fabsf(diff);
-      sums[2] += diff * diff;
+  // Each thread takes 16-byte chunks (8 dims) of this token's rows.
+  for (int64_t i = threadIdx.x; i < rows * chunks; i += blockDim.x) {
+    const int64_t r = i / chunks, at = (r * tokens + t) * head_dim + (i % chunks) * 8;
+    float x[kPairsPerThread], y[kPairsPerThread];
+    LoadBf16x8(base + at, x);
+    LoadBf16x8(anchor + at, y);
+    const bool is_key = (r / kv_heads) % 2 == 0;
+    for (int j = 0; j < kPairsPerThread; ++j) {
+      const float diff = x[j] - y[j];
+      sums[is_key ? 0 : 1] += fabsf(diff);
+      if (!is_key) sums[2] += diff * diff;
     }
   }
   __shared__ float partial[3][32];
@@ -123,26 +125,36 @@ __global__ void AnchorDistancesKernel(int64_t layers, int64_t kv_heads, int64_t 
   }
 }
 
-// Block (row, anchor); thread d of the row's head_dim sums over the tokens.
+// Block per (row, anchor): kTokenGroups groups of threads split the tokens, each thread 8 dims
+// of a row (16-byte loads); the groups' sums meet in shared memory.
+constexpr int kTokenGroups = 16;
 __global__ void AnchorChannelDistancesKernel(int64_t rows, int64_t tokens, int64_t head_dim,
                                              const bf16* base, const bf16* anchor_bases,
                                              float* out) {
-  const int64_t r = blockIdx.x, a = blockIdx.y;
+  extern __shared__ float group_sums[];  // [kTokenGroups][head_dim]
+  const int64_t r = blockIdx.x, a = blockIdx.y, chunks = head_dim / 8;
   const bf16* anchor = anchor_bases + a * rows * tokens * head_dim;
+  const int64_t chunk = threadIdx.x % chunks, group = threadIdx.x / chunks;
+  float sum[kPairsPerThread] = {};
+  for (int64_t t = group; t < tokens; t += kTokenGroups) {
+    const int64_t at = (r * tokens + t) * head_dim + chunk * 8;
+    float x[kPairsPerThread], y[kPairsPerThread];
+    LoadBf16x8(base + at, x);
+    LoadBf16x8(anchor + at, y);
+    for (int j = 0; j < kPairsPerThread; ++j) sum[j] += (x[j] - y[j]) * (x[j] - y[j]);
+  }
+  for (int j = 0; j < kPairsPerThread; ++j) group_sums[group * head_dim + chunk * 8 + j] = sum[j];
+  __syncthreads();
   for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float sum = 0.f;
-    for (int64_t t = 0; t < tokens; ++t) {
-      const int64_t at = (r * tokens + t) * head_dim + d;
-      const float diff = __bfloat162float(base[at]) - __bfloat162float(anchor[at]);
-      sum += diff * diff;
-    }
-    out[a * rows * head_dim + r * head_dim + d] = sum;
+    float total = 0.f;
+    for (int g = 0; g < kTokenGroups; ++g) total += group_sums[g * head_dim + d];
+    out[a * rows * head_dim + r * head_dim + d] = total;
   }
 }
 
 __global__ void SoftmaxOverAnchorsKernel(const float* sums, int64_t anchors, int64_t n,
-                                         int64_t stride, int64_t component, float scale,
-                                         bool root, float temperature, float* out) {
+                                         int64_t stride, int64_t component, float scale, bool root,
+                                         float temperature, float* out) {
   for (int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; j < n;
        j += int64_t{gridDim.x} * blockDim.x) {
     float lowest = INFINITY, total = 0.f;
@@ -160,9 +172,9 @@ __global__ void SoftmaxOverAnchorsKernel(const float* sums, int64_t anchors, int
 
 }  // namespace
 
-cudaError_t LaunchSoftmaxOverAnchors(const float* sums, int64_t anchors, int64_t n,
-                                     int64_t stride, int64_t component, float scale, bool root,
-                                     float temperature, float* out, cudaStream_t stream) {
+cudaError_t LaunchSoftmaxOverAnchors(const float* sums, int64_t anchors, int64_t n, int64_t stride,
+                                     int64_t component, float scale, bool root, float temperature,
+                                     float* out, cudaStream_t stream) {
   if (n == 0 || anchors == 0) return cudaSuccess;
   const int threads = 256;
   const int blocks = static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 4096));
@@ -177,10 +189,12 @@ cudaError_t LaunchAnchorChannelDistances(int64_t layers, int64_t kv_heads, int64
                                          cudaStream_t stream) {
   const int64_t rows = layers * 2 * kv_heads;
   if (rows == 0 || anchors == 0) return cudaSuccess;
+  const int64_t threads = head_dim / 8 * kTokenGroups;
+  if (head_dim % 8 != 0 || threads > 1024) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(anchors));
-  const int threads = head_dim < 1024 ? static_cast<int>(head_dim) : 1024;
-  AnchorChannelDistancesKernel<<<grid, threads, 0, stream>>>(rows, tokens, head_dim, base,
-                                                             anchor_bases, out);
+  AnchorChannelDistancesKernel<<<grid, static_cast<int>(threads),
+                                 kTokenGroups * head_dim * sizeof(float), stream>>>(
+      rows, tokens, head_dim, base, anchor_bases, out);
   return cudaGetLastError();
 }
 
@@ -188,6 +202,7 @@ cudaError_t LaunchAnchorDistances(int64_t layers, int64_t kv_heads, int64_t toke
                                   int64_t head_dim, int64_t anchors, const bf16* base,
                                   const bf16* anchor_bases, float* out, cudaStream_t stream) {
   if (tokens == 0 || anchors == 0) return cudaSuccess;
+  if (head_dim % 8 != 0) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>(anchors));
   AnchorDistancesKernel<<<grid, 256, 0, stream>>>(layers, kv_heads, tokens, head_dim, base,
                                                   anchor_bases, out);

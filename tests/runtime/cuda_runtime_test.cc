@@ -149,6 +149,14 @@ TEST(CudaRuntime, Bf16SegmentsMoveAsIsFromHostOrDeviceMemory) {
     auto back = other->Export(30, 43, DType::kBF16);
     ASSERT_TRUE(back.ok());
     EXPECT_EQ(std::memcmp(back->data(), fast->data(), fast->size()), 0);
+    // Out into device memory (one kernel) as well.
+    auto device_back = kernels::DeviceBuffer::Allocate(fast->size());
+    ASSERT_TRUE(device_back.ok());
+    ASSERT_TRUE(other->CopyOut(30, 43, device_back->data()).ok());
+    std::vector<std::byte> host_back(fast->size());
+    ASSERT_TRUE(
+        kernels::CopyDeviceToHost(host_back.data(), device_back->data(), host_back.size()).ok());
+    EXPECT_EQ(std::memcmp(host_back.data(), fast->data(), fast->size()), 0);
   }
 }
 
