@@ -17,10 +17,12 @@ namespace {
 namespace cu = kernels::cuda;
 using cu::bf16;
 
-constexpr int64_t kChunkTokens = 4096;      // prefill chunk
-// At most this many new tokens take the streaming attention kernel; more take the tensor-core
-// (flash) kernel, faster from 5 new tokens over a long cache (bench/RESULTS.md, runtime_bench).
-constexpr int64_t kStreamingMaxTokens = 4;
+constexpr int64_t kChunkTokens = 4096;  // prefill chunk
+// At most this many new tokens take the streaming attention kernel. Where the tensor-core kernel
+// runs (head_dim 128) it is faster from 2 new tokens on, since it splits a long cache's keys for
+// a few queries (bench/RESULTS.md, runtime_bench); the GEMM path of other head sizes is not.
+constexpr int64_t kStreamingMaxTokensWithFlash = 1;
+constexpr int64_t kStreamingMaxTokens = 8;
 
 // A device buffer that grows on demand.
 class Scratch {
@@ -240,7 +242,8 @@ class CudaEngine final : public Engine {
                    const bf16* v_cache, int64_t capacity, float scale, bf16* out) {
     const int64_t heads = c_.num_heads, kv_heads = c_.num_kv_heads, hd = c_.head_dim,
                   group = heads / kv_heads;
-    if (n <= kStreamingMaxTokens) {
+    const bool flash = cu::FlashAttentionSupports(hd);
+    if (n <= (flash ? kStreamingMaxTokensWithFlash : kStreamingMaxTokens)) {
       const int64_t partial_floats = cu::AttentionStreamingPartialFloats(n, start, heads, hd);
       float* partials = nullptr;
       if (partial_floats > 0) {
@@ -252,10 +255,17 @@ class CudaEngine final : public Engine {
                                        v_cache, capacity, scale, out, partials, nullptr));
       return Status::Ok();
     }
-    if (cu::FlashAttentionSupports(hd)) {
+    if (flash) {
+      // A few new tokens over a long cache split the keys over several CTAs per head.
+      const int64_t split_floats = cu::FlashAttentionSplitFloats(n, start, heads);
+      float* workspace = nullptr;
+      if (split_floats > 0) {
+        KVCOMM_ASSIGN_OR_RETURN(auto* raw, partials_.Get(split_floats * 4));
+        workspace = reinterpret_cast<float*>(raw);
+      }
       KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchFlashAttention(qkv, qkv_dim_, n, start, heads, kv_heads,
                                                            hd, k_cache, v_cache, capacity, scale,
-                                                           out, nullptr));
+                                                           out, workspace, nullptr));
       return Status::Ok();
     }
     const int64_t ctx = start + n;  // keys visible to the last query

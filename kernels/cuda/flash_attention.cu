@@ -321,11 +321,13 @@ cudaError_t LaunchFlashAttentionMmaSync(const bf16* qkv, int64_t row_stride, int
 cudaError_t LaunchFlashAttention(const bf16* qkv, int64_t row_stride, int64_t tokens,
                                  int64_t q_start, int64_t heads, int64_t kv_heads, int64_t head_dim,
                                  const bf16* k_cache, const bf16* v_cache, int64_t capacity,
-                                 float scale, bf16* out, cudaStream_t stream) {
-  auto* launch =
-      FlashAttentionWgmmaAvailable() ? LaunchFlashAttentionWgmma : LaunchFlashAttentionMmaSync;
-  return launch(qkv, row_stride, tokens, q_start, heads, kv_heads, head_dim, k_cache, v_cache,
-                capacity, scale, out, stream);
+                                 float scale, bf16* out, float* workspace, cudaStream_t stream) {
+  if (FlashAttentionWgmmaAvailable()) {
+    return LaunchFlashAttentionWgmma(qkv, row_stride, tokens, q_start, heads, kv_heads, head_dim,
+                                     k_cache, v_cache, capacity, scale, out, workspace, stream);
+  }
+  return LaunchFlashAttentionMmaSync(qkv, row_stride, tokens, q_start, heads, kv_heads, head_dim,
+                                     k_cache, v_cache, capacity, scale, out, stream);
 }
 
 }  // namespace kvcomm::kernels::cuda

@@ -9,6 +9,7 @@
 // Needs sm_90a (wgmma is not part of the portable sm_90 target): this file is built for
 // compute_90a, and FlashAttentionWgmmaAvailable() says whether the running GPU got that code.
 // Elsewhere the mma.sync kernel of flash_attention.cu runs.
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cuda/launchers.h"
@@ -23,6 +24,9 @@ constexpr uint32_t kHalfRowBytes = 128;
 constexpr uint32_t kSwizzleAtomBytes = 8 * kHalfRowBytes;  // 8 rows: the swizzle's period
 constexpr float kInf = __builtin_huge_valf();
 constexpr int kKeys = 64;  // per tile; 128-key tiles measured slower (bench/RESULTS.md)
+// Two CTAs of two warpgroups per SM: measured best among 1-3 warpgroups, 64- or 128-key tiles
+// and 1-2 CTAs per SM (bench/RESULTS.md).
+constexpr int kLaunchedGroups = 2;
 
 template <int kGroups>
 struct Sm90Tiles {
@@ -126,7 +130,8 @@ template <int kGroups, int kBlocksPerSm>
 __global__ void __launch_bounds__(128 * kGroups, kBlocksPerSm)
     FlashAttentionWgmmaKernel(const bf16* qkv, int64_t row_stride, int tokens, int q_start,
                               int heads, int kv_heads, const bf16* k_cache, const bf16* v_cache,
-                              int64_t capacity, float scale_log2, bf16* out) {
+                              int64_t capacity, float scale_log2, bf16* out, int key_split,
+                              float* partials) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Tiles = Sm90Tiles<kGroups>;
   extern __shared__ uint8_t raw_shared[];
@@ -146,11 +151,19 @@ __global__ void __launch_bounds__(128 * kGroups, kBlocksPerSm)
   const int first_pos = q_start + wg_first, last_pos = first_pos + wg_rows - 1;
   const bf16* keys = k_cache + g * capacity * kHeadDim;
   const bf16* values = v_cache + g * capacity * kHeadDim;
+  // With partials, CTA z takes keys [z * key_split, (z + 1) * key_split) and leaves its
+  // unnormalised O and softmax statistics for MergeSplitsKernel.
+  const int key_begin = partials == nullptr ? 0 : blockIdx.z * key_split;
+  const int key_end = partials == nullptr ? visible : min(visible, key_begin + key_split);
 
   CopySwizzledAsync(q_smem, qkv + block_first * row_stride + h * kHeadDim, row_stride,
                     Tiles::kQueries, block_rows, Tiles::kThreads);
-  CopySwizzledAsync(kv_smem, keys, kHeadDim, kKeys, visible, Tiles::kThreads);
-  CopySwizzledAsync(kv_smem + Tiles::kTileBytes, values, kHeadDim, kKeys, visible, Tiles::kThreads);
+  if (key_begin < key_end) {
+    CopySwizzledAsync(kv_smem, keys + int64_t{key_begin} * kHeadDim, kHeadDim, kKeys,
+                      visible - key_begin, Tiles::kThreads);
+    CopySwizzledAsync(kv_smem + Tiles::kTileBytes, values + int64_t{key_begin} * kHeadDim, kHeadDim,
+                      kKeys, visible - key_begin, Tiles::kThreads);
+  }
   asm volatile("cp.async.commit_group;\n" ::);
 
   // This warpgroup's 64 rows of Q in each half; halves are kQueries rows apart.
@@ -161,11 +174,11 @@ __global__ void __launch_bounds__(128 * kGroups, kBlocksPerSm)
   float row_max[2] = {-kInf, -kInf}, row_sum[2] = {0.f, 0.f};
 
   int stage = 0;
-  for (int tile = 0; tile < visible; tile += kKeys, stage ^= 1) {
+  for (int tile = key_begin; tile < key_end; tile += kKeys, stage ^= 1) {
     const uint32_t k_tile = kv_smem + stage * 2 * Tiles::kTileBytes;
     const uint32_t v_tile = k_tile + Tiles::kTileBytes;
     const int next = tile + kKeys;
-    if (next < visible) {
+    if (next < key_end) {
       const uint32_t next_k = kv_smem + (stage ^ 1) * 2 * Tiles::kTileBytes;
       CopySwizzledAsync(next_k, keys + int64_t{next} * kHeadDim, kHeadDim, kKeys, visible - next,
                         Tiles::kThreads);
@@ -241,6 +254,28 @@ __global__ void __launch_bounds__(128 * kGroups, kBlocksPerSm)
     __syncthreads();  // every warpgroup is done with this stage before it is refilled
   }
 
+  if (partials != nullptr) {  // [split][token][head][head_dim] O, then [split][token][head] stats
+    for (int half = 0; half < 2; ++half) {
+      float sum = row_sum[half];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const int row = wg_first + warp * 16 + half * 8 + group;
+      if (row >= tokens) continue;
+      const int64_t at = (int64_t{blockIdx.z} * tokens + row) * heads + h;
+      float* o_row = partials + at * kHeadDim;
+      for (int j = 0; j < kHeadDim / 8; ++j) {
+        *reinterpret_cast<float2*>(o_row + j * 8 + quad * 2) =
+            make_float2(o[4 * j + 2 * half], o[4 * j + 2 * half + 1]);
+      }
+      if (quad == 0) {
+        float* stats = partials + int64_t{gridDim.z} * tokens * heads * kHeadDim + at * 2;
+        stats[0] = row_max[half];
+        stats[1] = sum;
+      }
+    }
+    return;
+  }
+
   // Normalise and stage O in this warpgroup's rows of Q (same swizzled layout, so the 4-byte
   // writes of a warp hit distinct banks), then store whole 16-byte chunks of rows.
   if (wg_rows > 0) {
@@ -279,11 +314,43 @@ __global__ void ProbeWgmmaKernel(int* built_for_sm90a) {
 #endif
 }
 
+// One block per (token, head), a thread per dim: O = sum_z 2^(m_z - m) O_z / sum_z 2^(m_z - m) l_z
+// over the key splits z (m in scaled log2 units; a split that saw no key has m_z = -inf).
+__global__ void MergeSplitsKernel(const float* partials, int splits, int tokens, int heads,
+                                  float scale_log2, bf16* out) {
+  const int64_t row_head = blockIdx.x, rows = int64_t{tokens} * heads;
+  const float* stats = partials + splits * rows * kHeadDim;
+  float top = -kInf;
+  for (int z = 0; z < splits; ++z) top = fmaxf(top, stats[(z * rows + row_head) * 2]);
+  float total = 0.f, value = 0.f;
+  for (int z = 0; z < splits; ++z) {
+    const float m = stats[(z * rows + row_head) * 2];
+    const float weight = m == -kInf ? 0.f : Exp2((m - top) * scale_log2);
+    total += weight * stats[(z * rows + row_head) * 2 + 1];
+    value += weight * partials[(z * rows + row_head) * kHeadDim + threadIdx.x];
+  }
+  out[row_head * kHeadDim + threadIdx.x] = __float2bfloat16_rn(value / total);
+}
+
+// Key splits for few queries over a long cache: CTAs per head so that the GPU is covered; 0 when
+// one query block already gives enough CTAs or the cache is short.
+struct KeySplit {
+  int splits = 0, keys = 0;
+};
+KeySplit ChooseKeySplit(int64_t tokens, int64_t q_start, int64_t queries_per_block) {
+  constexpr int64_t kMinKeysPerSplit = 512, kMaxSplits = 16;
+  const int64_t visible = q_start + tokens;
+  if (tokens > queries_per_block || visible < 2 * kMinKeysPerSplit) return {};
+  const int64_t splits = std::min(kMaxSplits, (visible + kMinKeysPerSplit - 1) / kMinKeysPerSplit);
+  const int64_t keys = ((visible + splits - 1) / splits + kKeys - 1) / kKeys * kKeys;
+  return {static_cast<int>((visible + keys - 1) / keys), static_cast<int>(keys)};
+}
+
 template <int kGroups, int kBlocksPerSm>
 cudaError_t LaunchWgmmaVariant(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t q_start,
                                int64_t heads, int64_t kv_heads, const bf16* k_cache,
                                const bf16* v_cache, int64_t capacity, float scale, bf16* out,
-                               cudaStream_t stream) {
+                               float* workspace, cudaStream_t stream) {
   using Tiles = Sm90Tiles<kGroups>;
   auto* kernel = FlashAttentionWgmmaKernel<kGroups, kBlocksPerSm>;
   static const cudaError_t configured = cudaFuncSetAttribute(
@@ -293,10 +360,21 @@ cudaError_t LaunchWgmmaVariant(const bf16* qkv, int64_t row_stride, int64_t toke
   if (query_blocks > 65535) return cudaErrorInvalidValue;
   // x: heads, so CTAs that read the same keys (one kv group, one query block) run together; y:
   // query blocks, reversed inside the kernel so the longest ones start first.
-  const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(query_blocks));
+  // z: key splits (workspace only).
+  const KeySplit split =
+      workspace != nullptr ? ChooseKeySplit(tokens, q_start, Tiles::kQueries) : KeySplit{};
+  const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(query_blocks),
+                  static_cast<unsigned>(std::max(split.splits, 1)));
+  const float scale_log2 = scale * 1.4426950408889634f;
+  float* partials = split.splits > 0 ? workspace : nullptr;
   kernel<<<grid, Tiles::kThreads, Tiles::kSharedBytes, stream>>>(
       qkv, row_stride, static_cast<int>(tokens), static_cast<int>(q_start), static_cast<int>(heads),
-      static_cast<int>(kv_heads), k_cache, v_cache, capacity, scale * 1.4426950408889634f, out);
+      static_cast<int>(kv_heads), k_cache, v_cache, capacity, scale_log2, out, split.keys,
+      partials);
+  if (partials != nullptr) {
+    MergeSplitsKernel<<<static_cast<unsigned>(tokens * heads), kHeadDim, 0, stream>>>(
+        partials, split.splits, static_cast<int>(tokens), static_cast<int>(heads), scale_log2, out);
+  }
   return cudaGetLastError();
 }
 
@@ -317,20 +395,25 @@ bool FlashAttentionWgmmaAvailable() {
   return available;
 }
 
+int64_t FlashAttentionSplitFloats(int64_t tokens, int64_t q_start, int64_t heads) {
+  if (!FlashAttentionWgmmaAvailable()) return 0;
+  const KeySplit split = ChooseKeySplit(tokens, q_start, Sm90Tiles<kLaunchedGroups>::kQueries);
+  return int64_t{split.splits} * tokens * heads * (kHeadDim + 2);
+}
+
 cudaError_t LaunchFlashAttentionWgmma(const bf16* qkv, int64_t row_stride, int64_t tokens,
                                       int64_t q_start, int64_t heads, int64_t kv_heads,
                                       int64_t head_dim, const bf16* k_cache, const bf16* v_cache,
-                                      int64_t capacity, float scale, bf16* out,
+                                      int64_t capacity, float scale, bf16* out, float* workspace,
                                       cudaStream_t stream) {
   if (!FlashAttentionArgumentsValid(row_stride, tokens, q_start, heads, kv_heads, head_dim,
                                     capacity, scale) ||
       !FlashAttentionWgmmaAvailable()) {
     return cudaErrorInvalidValue;
   }
-  // Two CTAs of two warpgroups per SM (measured best among 2-3 warpgroups, 64- or 128-key
-  // tiles, 1-2 CTAs per SM: bench/RESULTS.md).
-  return LaunchWgmmaVariant<2, 2>(qkv, row_stride, tokens, q_start, heads, kv_heads, k_cache,
-                                  v_cache, capacity, scale, out, stream);
+  return LaunchWgmmaVariant<kLaunchedGroups, 2>(qkv, row_stride, tokens, q_start, heads, kv_heads,
+                                                k_cache, v_cache, capacity, scale, out, workspace,
+                                                stream);
 }
 
 }  // namespace kvcomm::kernels::cuda

@@ -241,11 +241,17 @@ TEST(CudaModelOps, AttentionPathsMatchCpu) {
 // multiples of their query blocks and key tiles.
 TEST(CudaModelOps, FlashAttentionMatchesCpu) {
   REQUIRE_GPU();
-  using Launcher = decltype(&cuda::LaunchFlashAttention);
+  using Launcher = decltype(&cuda::LaunchFlashAttentionMmaSync);
   std::vector<std::pair<const char*, Launcher>> kernels = {
       {"mma.sync", cuda::LaunchFlashAttentionMmaSync}};
   if (cuda::FlashAttentionWgmmaAvailable()) {
-    kernels.push_back({"wgmma", cuda::LaunchFlashAttentionWgmma});
+    kernels.push_back(
+        {"wgmma", [](const bf16* qkv, int64_t stride, int64_t tokens, int64_t start, int64_t heads,
+                     int64_t kv_heads, int64_t hd, const bf16* k, const bf16* v, int64_t capacity,
+                     float scale, bf16* out, cudaStream_t stream) {
+           return cuda::LaunchFlashAttentionWgmma(qkv, stride, tokens, start, heads, kv_heads, hd,
+                                                  k, v, capacity, scale, out, nullptr, stream);
+         }});
   } else {
     std::printf("wgmma kernel not available on %s: only mma.sync checked\n",
                 CudaDeviceDescription().c_str());
@@ -253,6 +259,7 @@ TEST(CudaModelOps, FlashAttentionMatchesCpu) {
   const int64_t heads = 8, kv_heads = 2, hd = 128, capacity = 1300;
   const int64_t stride = (heads + 2 * kv_heads) * hd;
   const float scale = 1.0f / std::sqrt(128.0f);
+  int split_cases = 0;
   for (auto [tokens, q_start] : {std::pair<int64_t, int64_t>{1, 0},
                                  {17, 0},
                                  {128, 0},
@@ -260,7 +267,10 @@ TEST(CudaModelOps, FlashAttentionMatchesCpu) {
                                  {300, 0},
                                  {257, 700},
                                  {64, 1000},
-                                 {500, 800}}) {
+                                 {500, 800},
+                                 {1, 1290},
+                                 {100, 1100},
+                                 {128, 1000}}) {
     SCOPED_TRACE(::testing::Message() << tokens << " queries after " << q_start);
     const AttentionCase c = MakeAttentionCase(tokens, q_start, heads, kv_heads, hd, capacity, 21);
     const std::vector<float>& want = c.want;
@@ -273,7 +283,22 @@ TEST(CudaModelOps, FlashAttentionMatchesCpu) {
                 cudaSuccess);
       ExpectClose(FromDeviceBf16(out, want.size()), want, 1.0f / 32, 5e-3f);
     }
+    // Few queries over a long cache: the wgmma kernel splits the keys over several CTAs per
+    // head (through the runtime's entry point, given the workspace it asks for).
+    const int64_t split_floats = cuda::FlashAttentionSplitFloats(tokens, q_start, heads);
+    if (split_floats > 0) {
+      SCOPED_TRACE("wgmma, keys split");
+      Dev workspace = Poisoned(split_floats * 4), out = Poisoned(want.size() * 2);
+      ASSERT_EQ(cuda::LaunchFlashAttention(dqkv.as<bf16>(), stride, tokens, q_start, heads,
+                                           kv_heads, hd, dk.as<bf16>(), dv.as<bf16>(), capacity,
+                                           scale, out.as<bf16>(), workspace.as<float>(), nullptr),
+                cudaSuccess);
+      ExpectClose(FromDeviceBf16(out, want.size()), want, 1.0f / 32, 5e-3f);
+      ++split_cases;
+    }
   }
+  // Every shape of at most 128 queries over at least 1024 keys split: four of them.
+  if (cuda::FlashAttentionWgmmaAvailable()) EXPECT_EQ(split_cases, 4);
   Dev dummy = Poisoned(1 << 20);
   for (auto [name, launch] : kernels) {
     SCOPED_TRACE(name);
