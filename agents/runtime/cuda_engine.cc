@@ -18,10 +18,9 @@ namespace cu = kernels::cuda;
 using cu::bf16;
 
 constexpr int64_t kChunkTokens = 4096;  // prefill chunk
-// At most this many new tokens take the streaming attention kernel. Where the tensor-core kernel
-// runs (head_dim 128) it is faster from 2 new tokens on, since it splits a long cache's keys for
-// a few queries (bench/RESULTS.md, runtime_bench); the GEMM path of other head sizes is not.
-constexpr int64_t kStreamingMaxTokensWithFlash = 1;
+// At most this many new tokens take the streaming attention kernel, unless the tensor-core
+// kernel can split a long cache's keys for them: it is then faster from 2 new tokens on
+// (bench/RESULTS.md, runtime_bench). A single token always streams.
 constexpr int64_t kStreamingMaxTokens = 8;
 
 // A device buffer that grows on demand.
@@ -243,7 +242,9 @@ class CudaEngine final : public Engine {
     const int64_t heads = c_.num_heads, kv_heads = c_.num_kv_heads, hd = c_.head_dim,
                   group = heads / kv_heads;
     const bool flash = cu::FlashAttentionSupports(hd);
-    if (n <= (flash ? kStreamingMaxTokensWithFlash : kStreamingMaxTokens)) {
+    const int64_t split_floats =
+        flash && n > 1 ? cu::FlashAttentionSplitFloats(n, start, heads) : 0;
+    if (n == 1 || (split_floats == 0 && n <= kStreamingMaxTokens)) {
       const int64_t partial_floats = cu::AttentionStreamingPartialFloats(n, start, heads, hd);
       float* partials = nullptr;
       if (partial_floats > 0) {
@@ -257,7 +258,6 @@ class CudaEngine final : public Engine {
     }
     if (flash) {
       // A few new tokens over a long cache split the keys over several CTAs per head.
-      const int64_t split_floats = cu::FlashAttentionSplitFloats(n, start, heads);
       float* workspace = nullptr;
       if (split_floats > 0) {
         KVCOMM_ASSIGN_OR_RETURN(auto* raw, partials_.Get(split_floats * 4));

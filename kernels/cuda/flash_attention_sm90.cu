@@ -4,7 +4,9 @@
 // wgmma (both operands in shared memory), runs the online softmax in registers, and accumulates
 // O += P V with P straight from registers. K and V tiles are double-buffered with cp.async into
 // the 128-byte-swizzled layout wgmma reads without bank conflicts. Each warpgroup waits for its
-// own matrix work; two CTAs per SM fill those gaps with each other's softmax.
+// own matrix work; two CTAs per SM fill those gaps with each other's softmax. A few queries
+// over a long cache (one query block) would leave one CTA per head: there the keys are split
+// over several CTAs per head, each leaving unnormalised partials that a second kernel merges.
 //
 // Needs sm_90a (wgmma is not part of the portable sm_90 target): this file is built for
 // compute_90a, and FlashAttentionWgmmaAvailable() says whether the running GPU got that code.
