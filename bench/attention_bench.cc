@@ -55,18 +55,11 @@ int main(int argc, char** argv) {
       kernels::CudaDeviceDescription().c_str(), static_cast<long long>(kHeads),
       static_cast<long long>(kKvHeads), static_cast<long long>(kHeadDim),
       static_cast<long long>(chunk), repeat);
-  using Launcher = decltype(&cu::LaunchFlashAttentionMmaSync);
+  using Launcher = decltype(&cu::LaunchFlashAttention);
   std::vector<std::pair<const char*, Launcher>> kernels = {
       {"mma.sync", cu::LaunchFlashAttentionMmaSync}};
   if (cu::FlashAttentionWgmmaAvailable()) {
-    kernels.push_back({"wgmma", [](const cu::bf16* qkv, int64_t stride, int64_t tokens,
-                                   int64_t start, int64_t heads, int64_t kv_heads, int64_t hd,
-                                   const cu::bf16* k, const cu::bf16* v, int64_t capacity,
-                                   float scale, cu::bf16* out, cudaStream_t stream) {
-                         return cu::LaunchFlashAttentionWgmma(qkv, stride, tokens, start, heads,
-                                                              kv_heads, hd, k, v, capacity, scale,
-                                                              out, nullptr, stream);
-                       }});
+    kernels.push_back({"wgmma", cu::LaunchFlashAttentionWgmma});
   }
   std::printf("%-10s %10s %14s %10s\n", "kernel", "tokens", "ms per layer", "TFLOP/s");
   const int64_t qkv_dim = (kHeads + 2 * kKvHeads) * kHeadDim;
@@ -90,7 +83,7 @@ int main(int argc, char** argv) {
               launch(reinterpret_cast<const cu::bf16*>(qkv) + start * qkv_dim, qkv_dim, rows, start,
                      kHeads, kKvHeads, kHeadDim, reinterpret_cast<const cu::bf16*>(k),
                      reinterpret_cast<const cu::bf16*>(v), n, scale,
-                     reinterpret_cast<cu::bf16*>(out), nullptr);
+                     reinterpret_cast<cu::bf16*>(out), nullptr, nullptr);
           if (e != cudaSuccess) error = e;
         }
       });

@@ -107,6 +107,7 @@ ReuseDecision DecideReuse(const KvView& candidate, const std::vector<KvView>& an
     for (uint32_t t = 0; t < tokens; ++t) squared += sums[(a * tokens + t) * 3 + 2];
     distances[a] = std::sqrt(squared);
   }
+  decision.token_sums = std::move(sums);
   const std::vector<double> weights = SoftmaxOfNegative(distances, 1.0);
   for (double w : weights) {
     if (w > 0) decision.entropy -= w * std::log2(w);
@@ -142,16 +143,22 @@ ReuseDecision DecideReuse(const KvView& candidate, const std::vector<KvView>& an
 BlendWeights PlaceholderWeights(const KvView& candidate, const std::vector<KvView>& anchors,
                                 double temperature) {
   const AnchorSet set = CutToCandidate(candidate, anchors, All(anchors.size()));
-  const int64_t n = set.shape.anchors, tokens = set.shape.tokens;
-  std::vector<float> sums(n * tokens * 3);
+  std::vector<float> sums(set.shape.anchors * set.shape.tokens * 3);
   kernels::cpu::AnchorDistances(set.shape, candidate.data, set.bases.data(), sums.data());
+  return PlaceholderWeights(sums, anchors.size(), candidate.layout, temperature);
+}
+
+BlendWeights PlaceholderWeights(std::span<const float> token_sums, size_t anchors,
+                                const KvLayout& candidate, double temperature) {
+  const int64_t n = static_cast<int64_t>(anchors), tokens = candidate.tokens;
+  assert(token_sums.size() == static_cast<size_t>(n * tokens * 3));
   // Mean absolute difference over layers, heads and dims, per token; keys and values apart.
-  const float per_token =
-      1.0f / static_cast<float>(set.shape.layers * set.shape.kv_heads * set.shape.head_dim);
+  const float per_token = 1.0f / static_cast<float>(int64_t{candidate.num_layers} *
+                                                    candidate.kv_heads * candidate.head_dim);
   BlendWeights weights{std::vector<float>(n * tokens), std::vector<float>(n * tokens)};
-  kernels::cpu::SoftmaxOverAnchors(sums.data(), n, tokens, 3, 0, per_token, false,
+  kernels::cpu::SoftmaxOverAnchors(token_sums.data(), n, tokens, 3, 0, per_token, false,
                                    static_cast<float>(temperature), weights.key.data());
-  kernels::cpu::SoftmaxOverAnchors(sums.data(), n, tokens, 3, 1, per_token, false,
+  kernels::cpu::SoftmaxOverAnchors(token_sums.data(), n, tokens, 3, 1, per_token, false,
                                    static_cast<float>(temperature), weights.value.data());
   return weights;
 }

@@ -51,6 +51,9 @@ struct ReuseDecision {
   double entropy = 0;            // of the softmax over -||dV||, in bits
   double limit = 0;              // threshold * log2(#candidates)
   double relative_distance = 0;  // of the closest candidate
+  // The candidates' per-token distance sums (kernels::cpu::AnchorDistances, [candidate][token]
+  // [3]), so the blend weights of a reused placeholder need not compute them again.
+  std::vector<float> token_sums;
 };
 
 // KVCOMM's decision for a new placeholder: candidates are anchors with at least as many tokens;
@@ -68,6 +71,10 @@ struct BlendWeights {
 };
 BlendWeights PlaceholderWeights(const KvView& candidate, const std::vector<KvView>& anchors,
                                 double temperature);
+// The same from those sums of `anchors` anchors (ReuseDecision::token_sums when every anchor
+// was a candidate); `candidate` gives the geometry.
+BlendWeights PlaceholderWeights(std::span<const float> token_sums, size_t anchors,
+                                const KvLayout& candidate, double temperature);
 
 // Blend weights for the template segment that follows the placeholder, per channel:
 // [anchor][layer][K|V][kv_head][head_dim], softmax over anchors of

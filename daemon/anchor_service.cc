@@ -313,7 +313,7 @@ Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
       }
       std::vector<KvView> views;
       for (const auto& b : bases) views.push_back({b.data.data(), b.layout});
-      const ReuseDecision decision = DecideReuse({base->data.data(), base->layout}, views, config_);
+      ReuseDecision decision = DecideReuse({base->data.data(), base->layout}, views, config_);
       spdlog::debug(
           "slot '{}' agent '{}': {} candidates, entropy {:.3f} (limit {:.3f}), "
           "closest relative distance {:.3f}: {}",
@@ -336,10 +336,13 @@ Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
       slot.pool.Credit(credited);
       Persist(scope, segment.slot, slot.pool);
       for (size_t i : loaded) chosen.push_back(anchors[i]);
-      blend.emplace(Blend{segment.slot, {}, {}, std::move(bases)});
+      std::vector<float> token_sums;
+      if (decision.token_sums.size() == views.size() * tokens * 3)  // every view a candidate
+        token_sums = std::move(decision.token_sums);
+      blend.emplace(Blend{segment.slot, {}, {}, std::move(bases), std::move(token_sums)});
     }
   }
-  if (!blend) blend.emplace(Blend{segment.slot, {}, {}, {*base}});
+  if (!blend) blend.emplace(Blend{segment.slot, {}, {}, {*base}, {}});
 
   const auto start = std::chrono::steady_clock::now();
   std::vector<float> deltas;
@@ -356,7 +359,9 @@ Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
   std::vector<KvView> views;
   for (const auto& b : blend->anchor_bases) views.push_back({b.data.data(), b.layout});
   const BlendWeights weights =
-      PlaceholderWeights({base->data.data(), base->layout}, views, config_.temperature);
+      blend->token_sums.empty()
+          ? PlaceholderWeights({base->data.data(), base->layout}, views, config_.temperature)
+          : PlaceholderWeights(blend->token_sums, views.size(), base->layout, config_.temperature);
   const KvLayout& g = base->layout;
   const kernels::RealignShape shape{g.num_layers, g.kv_heads, tokens, g.head_dim,
                                     static_cast<int64_t>(chosen.size())};

@@ -104,6 +104,7 @@ class AnchorService {
     KvF32 base;
     std::vector<AnchorSlot::Anchor> anchors;
     std::vector<KvF32> anchor_bases;
+    std::vector<float> token_sums;  // the reuse decision's distances, if it saw these anchors
   };
   class PlanContext;
 

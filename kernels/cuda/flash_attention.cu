@@ -15,6 +15,7 @@
 // flash_attention_sm90.cu instead (LaunchFlashAttention picks).
 #include <cstdint>
 
+#include "kernels/cuda/flash_softmax.cuh"
 #include "kernels/cuda/launchers.h"
 
 namespace kvcomm::kernels::cuda {
@@ -35,7 +36,6 @@ constexpr int kQElements = kQueriesPerBlock * kRowStride;
 constexpr int kTileElements = kKeysPerTile * kRowStride;
 // Q, then [stage][K, V] tiles; two stages double-buffer the key/value stream.
 constexpr int kSharedBytes = (kQElements + 2 * 2 * kTileElements) * sizeof(bf16);
-constexpr float kInf = __builtin_huge_valf();
 
 // Starts copying `rows` rows of head_dim bf16 (source rows `src_stride` apart) into shared
 // memory; rows at or past `valid` are zero-filled without reading global memory.
@@ -78,18 +78,6 @@ __device__ __forceinline__ void LoadMatrixX4Transposed(uint32_t (&r)[4], const b
                : "r"(address));
 }
 
-__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
-  const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&pair);
-}
-
-// 2^x; -inf gives 0.
-__device__ __forceinline__ float Exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
 // In mma fragments a thread holds two rows of each m-tile: row `group` (elements 0, 1) and row
 // `group + 8` (elements 2, 3). "Half" r in {0, 1} below names one of them.
 struct RowState {
@@ -125,48 +113,23 @@ __device__ __forceinline__ void TileScores(float (&s)[kTilesPerWarp][kKeyTiles][
 // warp's first query, `tile` the tile's first key.
 __device__ __forceinline__ void MaskTile(float (&s)[kTilesPerWarp][kKeyTiles][4], int tile,
                                          int first_pos, int group, int quad) {
-  for (int mt = 0; mt < kTilesPerWarp; ++mt) {
-    for (int half = 0; half < 2; ++half) {
-      const int limit = first_pos + mt * 16 + half * 8 + group - tile;  // last visible key - tile
-      for (int n = 0; n < kKeyTiles; ++n) {
-        for (int e = 0; e < 2; ++e) {
-          if (n * 8 + quad * 2 + e > limit) s[mt][n][2 * half + e] = -kInf;
-        }
-      }
-    }
-  }
+  for (int mt = 0; mt < kTilesPerWarp; ++mt)
+    for (int half = 0; half < 2; ++half)
+      MaskHalfRow(s[mt], half, first_pos + mt * 16 + half * 8 + group - tile, quad);
 }
 
-// Online softmax over one tile: updates the row maxima and sums, rescales O, and turns the
-// scores into probabilities (unnormalised, scaled by 2^(-max)) packed as bf16 pairs: p[mt][n][half]
-// is an mma A-fragment register. Packing here frees the fp32 scores early (register pressure).
-__device__ __forceinline__ void SoftmaxTile(float (&s)[kTilesPerWarp][kKeyTiles][4],
+// Online softmax over one tile: row maxima and sums move on, O is rescaled, and the scores turn
+// into probabilities packed as bf16 pairs (p[mt][n][half], mma A-fragment registers). Packing
+// here frees the fp32 scores early (register pressure).
+__device__ __forceinline__ void SoftmaxTile(const float (&s)[kTilesPerWarp][kKeyTiles][4],
                                             uint32_t (&p)[kTilesPerWarp][kKeyTiles][2],
                                             float (&o)[kTilesPerWarp][kDimTiles][4], RowState& rows,
                                             float scale_log2) {
   for (int mt = 0; mt < kTilesPerWarp; ++mt) {
     for (int half = 0; half < 2; ++half) {
-      float tile_max = rows.max[mt][half];
-      for (int n = 0; n < kKeyTiles; ++n)
-        tile_max = fmaxf(tile_max, fmaxf(s[mt][n][2 * half], s[mt][n][2 * half + 1]));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-      tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-      // A row with every key so far masked keeps -inf; subtracting 0 then keeps exp at 0.
-      const float base = tile_max == -kInf ? 0.f : tile_max * scale_log2;
-      const float correction = Exp2(rows.max[mt][half] * scale_log2 - base);
-      rows.max[mt][half] = tile_max;
-      float tile_sum = 0.f;
-      for (int n = 0; n < kKeyTiles; ++n) {
-        const float p0 = Exp2(fmaf(s[mt][n][2 * half], scale_log2, -base));
-        const float p1 = Exp2(fmaf(s[mt][n][2 * half + 1], scale_log2, -base));
-        tile_sum += p0 + p1;
-        p[mt][n][half] = PackBf16(p0, p1);
-      }
-      rows.sum[mt][half] = rows.sum[mt][half] * correction + tile_sum;
-      for (int n = 0; n < kDimTiles; ++n) {
-        o[mt][n][2 * half] *= correction;
-        o[mt][n][2 * half + 1] *= correction;
-      }
+      ScaleHalfRow(
+          o[mt], half,
+          SoftmaxHalfRow(s[mt], half, scale_log2, rows.max[mt][half], rows.sum[mt][half], p[mt]));
     }
   }
 }
@@ -299,7 +262,7 @@ cudaError_t LaunchFlashAttentionMmaSync(const bf16* qkv, int64_t row_stride, int
                                         int64_t q_start, int64_t heads, int64_t kv_heads,
                                         int64_t head_dim, const bf16* k_cache, const bf16* v_cache,
                                         int64_t capacity, float scale, bf16* out,
-                                        cudaStream_t stream) {
+                                        float* /*workspace: never splits*/, cudaStream_t stream) {
   const int64_t query_blocks = (tokens + kQueriesPerBlock - 1) / kQueriesPerBlock;
   if (!FlashAttentionArgumentsValid(row_stride, tokens, q_start, heads, kv_heads, head_dim,
                                     capacity, scale) ||
@@ -322,12 +285,10 @@ cudaError_t LaunchFlashAttention(const bf16* qkv, int64_t row_stride, int64_t to
                                  int64_t q_start, int64_t heads, int64_t kv_heads, int64_t head_dim,
                                  const bf16* k_cache, const bf16* v_cache, int64_t capacity,
                                  float scale, bf16* out, float* workspace, cudaStream_t stream) {
-  if (FlashAttentionWgmmaAvailable()) {
-    return LaunchFlashAttentionWgmma(qkv, row_stride, tokens, q_start, heads, kv_heads, head_dim,
-                                     k_cache, v_cache, capacity, scale, out, workspace, stream);
-  }
-  return LaunchFlashAttentionMmaSync(qkv, row_stride, tokens, q_start, heads, kv_heads, head_dim,
-                                     k_cache, v_cache, capacity, scale, out, stream);
+  auto* launch =
+      FlashAttentionWgmmaAvailable() ? LaunchFlashAttentionWgmma : LaunchFlashAttentionMmaSync;
+  return launch(qkv, row_stride, tokens, q_start, heads, kv_heads, head_dim, k_cache, v_cache,
+                capacity, scale, out, workspace, stream);
 }
 
 }  // namespace kvcomm::kernels::cuda

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/cuda/flash_softmax.cuh"
 #include "kernels/cuda/launchers.h"
 
 namespace kvcomm::kernels::cuda {
@@ -24,7 +25,6 @@ constexpr int kHeadDim = 128;
 // swizzle, in which the 16-byte chunk c of row r sits at chunk c ^ (r % 8).
 constexpr uint32_t kHalfRowBytes = 128;
 constexpr uint32_t kSwizzleAtomBytes = 8 * kHalfRowBytes;  // 8 rows: the swizzle's period
-constexpr float kInf = __builtin_huge_valf();
 constexpr int kKeys = 64;  // per tile; 128-key tiles measured slower (bench/RESULTS.md)
 // Two CTAs of two warpgroups per SM: measured best among 1-3 warpgroups, 64- or 128-key tiles
 // and 1-2 CTAs per SM (bench/RESULTS.md).
@@ -70,29 +70,32 @@ __device__ __forceinline__ void WgmmaFence() {
 // Commits the wgmma issued since the fence and waits for them. The compiler sees an
 // accumulator as written when its wgmma is issued, not when it completes: naming the
 // accumulators in the wait keeps any code that reads or moves them after it.
-template <int kCount>
-__device__ __forceinline__ void WgmmaCommitAndWait(float (&accumulators)[kCount]) {
+template <int kChunks>
+__device__ __forceinline__ void WgmmaCommitAndWait(float (&accumulators)[kChunks][4]) {
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-  for (int i = 0; i < kCount; ++i) asm volatile("" : "+f"(accumulators[i])::"memory");
+  for (int j = 0; j < kChunks; ++j)
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(accumulators[j][e])::"memory");
 }
 
 // d (+)= A * B for m64n64k16, A and B in shared memory (K-major); `accumulate` 0 overwrites d.
-__device__ __forceinline__ void WgmmaSS64(float (&d)[32], uint64_t a, uint64_t b, int accumulate) {
+__device__ __forceinline__ void WgmmaSS64(float (&d)[8][4], uint64_t a, uint64_t b,
+                                          int accumulate) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, "
       "%9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, "
       "%27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
-        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
-        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
-        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
-        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+        "+f"(d[7][2]), "+f"(d[7][3])
       : "l"(a), "l"(b), "r"(accumulate));
 }
 // d += A * B for m64n128k16, A in registers, B in shared memory MN-major (transposed).
-__device__ __forceinline__ void WgmmaRS128(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {
+__device__ __forceinline__ void WgmmaRS128(float (&d)[16][4], const uint32_t (&a)[4], uint64_t b) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, "
@@ -100,34 +103,23 @@ __device__ __forceinline__ void WgmmaRS128(float (&d)[64], const uint32_t (&a)[4
       "%27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, "
       "%45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, "
       "%63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
-        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
-        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
-        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
-        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
-        "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
-        "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
-        "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
-        "+f"(d[63])
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+        "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
+        "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]),
+        "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]),
+        "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
+        "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]),
+        "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]),
+        "+f"(d[15][2]), "+f"(d[15][3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
 }
 
-__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
-  const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&pair);
-}
-
-__device__ __forceinline__ float Exp2(float x) {  // -inf gives 0
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// Accumulator fragments of a warpgroup's m64nN result: warp w holds rows 16w .. 16w + 15; the
-// thread (group = lane / 4, quad = lane % 4) holds, for each 8-column chunk j, elements
-// 4j + {0, 1} of row 16w + group (columns 8j + 2 quad + {0, 1}) and 4j + {2, 3} of row + 8.
-// "Half" 0 / 1 below names those two rows.
+// Accumulator fragments of a warpgroup's m64nN result: warp w holds rows 16w .. 16w + 15, laid
+// out per thread as flash_softmax.cuh describes.
 template <int kGroups, int kBlocksPerSm>
 __global__ void __launch_bounds__(128 * kGroups, kBlocksPerSm)
     FlashAttentionWgmmaKernel(const bf16* qkv, int64_t row_stride, int tokens, int q_start,
@@ -172,7 +164,7 @@ __global__ void __launch_bounds__(128 * kGroups, kBlocksPerSm)
   const uint32_t q_rows = q_smem + wg * 64 * kHalfRowBytes;
   constexpr uint32_t kQHalfBytes = Tiles::kQueries * kHalfRowBytes;
   constexpr uint32_t kTileHalfBytes = kKeys * kHalfRowBytes;
-  float o[kHeadDim / 2] = {};
+  float o[kHeadDim / 8][4] = {};
   float row_max[2] = {-kInf, -kInf}, row_sum[2] = {0.f, 0.f};
 
   int stage = 0;
@@ -196,7 +188,7 @@ __global__ void __launch_bounds__(128 * kGroups, kBlocksPerSm)
     __syncthreads();
     if (wg_rows > 0 && tile <= last_pos) {
       // S = Q K^T: 8 k-steps of 16 head dims; within a 128-byte half a step moves 32 bytes.
-      float s[kKeys / 2] = {};
+      float s[kKeys / 8][4] = {};
       WgmmaFence();
       for (int st = 0; st < kHeadDim / 16; ++st) {
         const uint32_t offset = (st % 4) * 32;
@@ -207,41 +199,12 @@ __global__ void __launch_bounds__(128 * kGroups, kBlocksPerSm)
       WgmmaCommitAndWait(s);
 
       if (tile + kKeys - 1 > first_pos) {  // the tile crosses this warpgroup's diagonal
-        for (int half = 0; half < 2; ++half) {
-          const int limit = first_pos + warp * 16 + half * 8 + group - tile;
-          for (int j = 0; j < kKeys / 8; ++j) {
-            for (int e = 0; e < 2; ++e) {
-              if (j * 8 + quad * 2 + e > limit) s[4 * j + 2 * half + e] = -kInf;
-            }
-          }
-        }
+        for (int half = 0; half < 2; ++half)
+          MaskHalfRow(s, half, first_pos + warp * 16 + half * 8 + group - tile, quad);
       }
-
-      // Online softmax; probabilities packed as bf16 pairs in A-fragment order.
-      uint32_t p[kKeys / 8][2];
-      for (int half = 0; half < 2; ++half) {
-        float tile_max = row_max[half];
-        for (int j = 0; j < kKeys / 8; ++j)
-          tile_max = fmaxf(tile_max, fmaxf(s[4 * j + 2 * half], s[4 * j + 2 * half + 1]));
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-        tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-        // A row with every key so far masked keeps -inf; subtracting 0 then keeps exp at 0.
-        const float base = tile_max == -kInf ? 0.f : tile_max * scale_log2;
-        const float correction = Exp2(row_max[half] * scale_log2 - base);
-        row_max[half] = tile_max;
-        float tile_sum = 0.f;
-        for (int j = 0; j < kKeys / 8; ++j) {
-          const float p0 = Exp2(fmaf(s[4 * j + 2 * half], scale_log2, -base));
-          const float p1 = Exp2(fmaf(s[4 * j + 2 * half + 1], scale_log2, -base));
-          tile_sum += p0 + p1;
-          p[j][half] = PackBf16(p0, p1);
-        }
-        row_sum[half] = row_sum[half] * correction + tile_sum;
-        for (int j = 0; j < kHeadDim / 8; ++j) {
-          o[4 * j + 2 * half] *= correction;
-          o[4 * j + 2 * half + 1] *= correction;
-        }
-      }
+      uint32_t p[kKeys / 8][2];  // probabilities as bf16 pairs in A-fragment order
+      for (int half = 0; half < 2; ++half)
+        ScaleHalfRow(o, half, SoftmaxHalfRow(s, half, scale_log2, row_max[half], row_sum[half], p));
 
       // O += P V: k-steps of 16 keys (2048 bytes of V rows); B is V read MN-major, its two
       // 64-dim halves a tile-half apart.
@@ -267,7 +230,7 @@ __global__ void __launch_bounds__(128 * kGroups, kBlocksPerSm)
       float* o_row = partials + at * kHeadDim;
       for (int j = 0; j < kHeadDim / 8; ++j) {
         *reinterpret_cast<float2*>(o_row + j * 8 + quad * 2) =
-            make_float2(o[4 * j + 2 * half], o[4 * j + 2 * half + 1]);
+            make_float2(o[j][2 * half], o[j][2 * half + 1]);
       }
       if (quad == 0) {
         float* stats = partials + int64_t{gridDim.z} * tokens * heads * kHeadDim + at * 2;
@@ -291,7 +254,7 @@ __global__ void __launch_bounds__(128 * kGroups, kBlocksPerSm)
         const uint32_t at = (j / 8) * kQHalfBytes + wg * 64 * kHalfRowBytes + r * kHalfRowBytes +
                             (((j % 8) ^ (r % 8)) << 4) + quad * 4;
         *reinterpret_cast<uint32_t*>(q_shared + at) =
-            PackBf16(o[4 * j + 2 * half] * inv, o[4 * j + 2 * half + 1] * inv);
+            PackBf16(o[j][2 * half] * inv, o[j][2 * half + 1] * inv);
       }
     }
   }

@@ -78,12 +78,12 @@ cudaError_t LaunchFlashAttention(const bf16* qkv, int64_t row_stride, int64_t to
 cudaError_t LaunchFlashAttentionMmaSync(const bf16* qkv, int64_t row_stride, int64_t tokens,
                                         int64_t q_start, int64_t heads, int64_t kv_heads,
                                         int64_t head_dim, const bf16* k_cache, const bf16* v_cache,
-                                        int64_t capacity, float scale, bf16* out,
+                                        int64_t capacity, float scale, bf16* out, float* workspace,
                                         cudaStream_t stream);
 // The wgmma kernel can also split the keys of few queries over a long cache across several
 // CTAs per head and merge their partial results: it does when `workspace` (device memory of
 // FlashAttentionSplitFloats floats; 0 floats: no split for this shape or no wgmma kernel) is
-// given. LaunchFlashAttention passes it on; the mma.sync kernel never splits.
+// given. LaunchFlashAttention passes it on; the mma.sync kernel never splits (ignores it).
 int64_t FlashAttentionSplitFloats(int64_t tokens, int64_t q_start, int64_t heads);
 cudaError_t LaunchFlashAttentionWgmma(const bf16* qkv, int64_t row_stride, int64_t tokens,
                                       int64_t q_start, int64_t heads, int64_t kv_heads,

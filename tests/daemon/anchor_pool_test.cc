@@ -114,6 +114,13 @@ TEST(AnchorPool, PlaceholderWeightsFollowTheFormula) {
   EXPECT_NEAR(w.key[0 * 2 + 1], std::exp(-d0) / (std::exp(-d0) + std::exp(-d1)), 1e-6);
   EXPECT_NEAR(w.key[1 * 2 + 1], std::exp(-d1) / (std::exp(-d0) + std::exp(-d1)), 1e-6);
   EXPECT_NEAR(w.value[0 * 2 + 1], 0.5, 1e-6);
+  // The reuse decision's distance sums give the same weights.
+  AnchorPoolConfig config;
+  config.max_relative_distance = 0;
+  const ReuseDecision decision = DecideReuse(View(p, 2), {View(a0, 2), View(a1, 2)}, config);
+  const BlendWeights from_sums = PlaceholderWeights(decision.token_sums, 2, layout, 1.0);
+  EXPECT_EQ(from_sums.key, w.key);
+  EXPECT_EQ(from_sums.value, w.value);
 }
 
 TEST(AnchorPool, FollowingSegmentWeightsArePerChannelL2AlongTokens) {

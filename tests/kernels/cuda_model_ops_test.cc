@@ -241,17 +241,11 @@ TEST(CudaModelOps, AttentionPathsMatchCpu) {
 // multiples of their query blocks and key tiles.
 TEST(CudaModelOps, FlashAttentionMatchesCpu) {
   REQUIRE_GPU();
-  using Launcher = decltype(&cuda::LaunchFlashAttentionMmaSync);
+  using Launcher = decltype(&cuda::LaunchFlashAttention);
   std::vector<std::pair<const char*, Launcher>> kernels = {
       {"mma.sync", cuda::LaunchFlashAttentionMmaSync}};
   if (cuda::FlashAttentionWgmmaAvailable()) {
-    kernels.push_back(
-        {"wgmma", [](const bf16* qkv, int64_t stride, int64_t tokens, int64_t start, int64_t heads,
-                     int64_t kv_heads, int64_t hd, const bf16* k, const bf16* v, int64_t capacity,
-                     float scale, bf16* out, cudaStream_t stream) {
-           return cuda::LaunchFlashAttentionWgmma(qkv, stride, tokens, start, heads, kv_heads, hd,
-                                                  k, v, capacity, scale, out, nullptr, stream);
-         }});
+    kernels.push_back({"wgmma", cuda::LaunchFlashAttentionWgmma});
   } else {
     std::printf("wgmma kernel not available on %s: only mma.sync checked\n",
                 CudaDeviceDescription().c_str());
@@ -279,7 +273,7 @@ TEST(CudaModelOps, FlashAttentionMatchesCpu) {
       SCOPED_TRACE(name);
       Dev out = Poisoned(want.size() * 2);
       ASSERT_EQ(launch(dqkv.as<bf16>(), stride, tokens, q_start, heads, kv_heads, hd, dk.as<bf16>(),
-                       dv.as<bf16>(), capacity, scale, out.as<bf16>(), nullptr),
+                       dv.as<bf16>(), capacity, scale, out.as<bf16>(), nullptr, nullptr),
                 cudaSuccess);
       ExpectClose(FromDeviceBf16(out, want.size()), want, 1.0f / 32, 5e-3f);
     }
@@ -298,17 +292,19 @@ TEST(CudaModelOps, FlashAttentionMatchesCpu) {
     }
   }
   // Every shape of at most 128 queries over at least 1024 keys split: four of them.
-  if (cuda::FlashAttentionWgmmaAvailable()) EXPECT_EQ(split_cases, 4);
+  if (cuda::FlashAttentionWgmmaAvailable()) {
+    EXPECT_EQ(split_cases, 4);
+  }
   Dev dummy = Poisoned(1 << 20);
   for (auto [name, launch] : kernels) {
     SCOPED_TRACE(name);
     // Unsupported head size, queries past the cache's capacity.
     EXPECT_EQ(launch(dummy.as<bf16>(), stride, 4, 0, heads, kv_heads, 64, dummy.as<bf16>(),
-                     dummy.as<bf16>(), capacity, scale, dummy.as<bf16>(), nullptr),
+                     dummy.as<bf16>(), capacity, scale, dummy.as<bf16>(), nullptr, nullptr),
               cudaErrorInvalidValue);
     EXPECT_EQ(
         launch(dummy.as<bf16>(), stride, 4, capacity - 2, heads, kv_heads, hd, dummy.as<bf16>(),
-               dummy.as<bf16>(), capacity, scale, dummy.as<bf16>(), nullptr),
+               dummy.as<bf16>(), capacity, scale, dummy.as<bf16>(), nullptr, nullptr),
         cudaErrorInvalidValue);
   }
 }
