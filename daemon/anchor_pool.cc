@@ -28,9 +28,9 @@ std::vector<double> SoftmaxOfNegative(const std::vector<double>& distances, doub
          a.dtype == DType::kF32 && b.dtype == DType::kF32;
 }
 
-// The candidate and the chosen anchors, each cut to the candidate's tokens, in the contiguous
-// [anchor][segment] form of the distance kernels (kernels/realign.h): the daemon's reuse
-// decisions and blend weights use the same definitions as the GPU path.
+// The chosen anchors, each cut to the candidate's tokens, in the contiguous [anchor][segment]
+// form of the distance kernels (kernels/realign.h): the daemon's reuse decisions and blend
+// weights use the same definitions as the GPU path.
 struct AnchorSet {
   kernels::RealignShape shape;
   std::vector<float> bases;  // [anchor][layer][K|V][kv_heads][tokens][head_dim]
