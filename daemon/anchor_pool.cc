@@ -97,22 +97,9 @@ ReuseDecision DecideReuse(const KvView& candidate, const std::vector<KvView>& an
   }
   if (candidates.size() < 2) return decision;
 
-  // The L2 distance of the values, from the per-token sums of squared differences.
   const AnchorSet set = CutToCandidate(candidate, anchors, candidates);
   std::vector<float> sums(candidates.size() * tokens * 3);
   kernels::cpu::AnchorDistances(set.shape, candidate.data, set.bases.data(), sums.data());
-  std::vector<double> distances(candidates.size());
-  for (size_t a = 0; a < candidates.size(); ++a) {
-    double squared = 0;
-    for (uint32_t t = 0; t < tokens; ++t) squared += sums[(a * tokens + t) * 3 + 2];
-    distances[a] = std::sqrt(squared);
-  }
-  decision.token_sums = std::move(sums);
-  const std::vector<double> weights = SoftmaxOfNegative(distances, 1.0);
-  for (double w : weights) {
-    if (w > 0) decision.entropy -= w * std::log2(w);
-  }
-  decision.limit = config.entropy_threshold * std::log2(static_cast<double>(candidates.size()));
   double squared_norm = 0;
   const KvLayout& l = candidate.layout;
   for (uint32_t layer = 0; layer < l.num_layers; ++layer) {
@@ -122,8 +109,30 @@ ReuseDecision DecideReuse(const KvView& candidate, const std::vector<KvView>& an
         squared_norm += double{values[i]} * values[i];
     }
   }
-  decision.relative_distance =
-      *std::min_element(distances.begin(), distances.end()) / std::sqrt(squared_norm + 1e-30);
+  return DecideReuseFromSums(std::move(sums), candidates, tokens, squared_norm, config);
+}
+
+ReuseDecision DecideReuseFromSums(std::vector<float> token_sums,
+                                  const std::vector<size_t>& candidates, uint32_t tokens,
+                                  double value_squared_norm, const AnchorPoolConfig& config) {
+  ReuseDecision decision;
+  if (candidates.size() < 2) return decision;
+  assert(token_sums.size() == candidates.size() * tokens * 3);
+  // The L2 distance of the values, from the per-token sums of squared differences.
+  std::vector<double> distances(candidates.size());
+  for (size_t a = 0; a < candidates.size(); ++a) {
+    double squared = 0;
+    for (uint32_t t = 0; t < tokens; ++t) squared += token_sums[(a * tokens + t) * 3 + 2];
+    distances[a] = std::sqrt(squared);
+  }
+  decision.token_sums = std::move(token_sums);
+  const std::vector<double> weights = SoftmaxOfNegative(distances, 1.0);
+  for (double w : weights) {
+    if (w > 0) decision.entropy -= w * std::log2(w);
+  }
+  decision.limit = config.entropy_threshold * std::log2(static_cast<double>(candidates.size()));
+  decision.relative_distance = *std::min_element(distances.begin(), distances.end()) /
+                               std::sqrt(value_squared_norm + 1e-30);
   if (decision.entropy > decision.limit) return decision;
   if (config.max_relative_distance > 0 && decision.relative_distance > config.max_relative_distance)
     return decision;

@@ -62,6 +62,14 @@ struct ReuseDecision {
 ReuseDecision DecideReuse(const KvView& candidate, const std::vector<KvView>& anchors,
                           const AnchorPoolConfig& config);
 
+// The same decision from the candidates' per-token distance sums (kernels::cpu::AnchorDistances
+// against the new placeholder, [candidate][token][3]) and the sum of squares of the
+// placeholder's values: `candidates` are the indices (in the caller's anchor list) of the sums'
+// rows, all at least `tokens` long.
+ReuseDecision DecideReuseFromSums(std::vector<float> token_sums,
+                                  const std::vector<size_t>& candidates, uint32_t tokens,
+                                  double value_squared_norm, const AnchorPoolConfig& config);
+
 // Per-token blend weights over anchors, [anchor][token], separately for keys and values:
 // softmax over anchors of -mean|base(P) - base(anchor)| / temperature at that token (mean over
 // layers, heads and dims). These are the weights kernels/realign.h applies.

@@ -75,12 +75,6 @@ SegmentKey FollowingBaseKey(const kvstore::Scope& scope, std::string_view slot,
   return DerivedKey(scope, "following-base", slot, {}, agent, TokensHash(following));
 }
 
-std::vector<int32_t> Positions(int32_t first, size_t count) {
-  std::vector<int32_t> out(count);
-  std::iota(out.begin(), out.end(), first);
-  return out;
-}
-
 double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -148,7 +142,8 @@ Status ActualInput::Validate() const {
 // Per-plan state: where each segment sits, and the statistics the plan adds.
 class AnchorService::PlanContext {
  public:
-  PlanContext(const kvstore::Scope& scope, const PlanInput& input) : scope(scope), input(input) {}
+  PlanContext(const kvstore::Scope& scope, const PlanInput& input, ReuseMath& math)
+      : scope(scope), input(input), math(math) {}
   ReuseCounter& Counter(const std::string& slot) {
     auto& c = counters[slot];
     c.name_space = scope.name_space;
@@ -158,8 +153,17 @@ class AnchorService::PlanContext {
   }
   const kvstore::Scope& scope;
   const PlanInput& input;
+  ReuseMath& math;
   std::map<std::string, ReuseCounter> counters;  // node-based: references stay valid
 };
+
+AnchorService::AnchorService(kvstore::TieredStore& store, AnchorPoolConfig config,
+                             DeviceLeases* leases)
+    : store_(store),
+      config_(config),
+      device_leases_(leases),
+      host_math_(store),
+      device_math_(leases ? std::make_unique<DeviceMath>(store, *leases) : nullptr) {}
 
 AnchorService::SlotState& AnchorService::Slot(const kvstore::Scope& scope,
                                               const std::string& slot) {
@@ -169,43 +173,27 @@ AnchorService::SlotState& AnchorService::Slot(const kvstore::Scope& scope,
   return *state;
 }
 
-Result<std::optional<kvstore::Segment>> AnchorService::Fetch(const kvstore::Scope& scope,
-                                                             const SegmentKey& key,
-                                                             const KvLayout& geometry) {
-  auto segment = store_.Get(key, kvstore::KeyKind::kContext, scope);
-  if (!segment.ok()) {
-    if (segment.status().code() == ErrorCode::kNotFound) return std::optional<kvstore::Segment>();
-    return segment.status();
-  }
-  const KvLayout& l = segment->meta.layout;
-  if (l.num_layers != geometry.num_layers || l.kv_heads != geometry.kv_heads ||
-      l.head_dim != geometry.head_dim) {
-    return InvalidArgument("stored segment {} has KV shape {}, the request's model has {}",
-                           key.ToHex(), l.ToString(), geometry.ToString());
-  }
-  return std::optional<kvstore::Segment>(std::move(*segment));
-}
-
-Result<std::optional<KvF32>> AnchorService::Load(const kvstore::Scope& scope, const SegmentKey& key,
-                                                 const KvLayout& geometry,
-                                                 int32_t* first_position) {
-  KVCOMM_ASSIGN_OR_RETURN(auto segment, Fetch(scope, key, geometry));
-  if (!segment) return std::optional<KvF32>();
-  if (first_position) *first_position = segment->meta.first_position;
-  KVCOMM_ASSIGN_OR_RETURN(auto kv, DecodeKv(segment->meta.layout, segment->payload.span()));
-  return std::optional<KvF32>(std::move(kv));
+Result<std::optional<KvF32>> AnchorService::LoadHost(const kvstore::Scope& scope,
+                                                     const SegmentKey& key,
+                                                     const KvLayout& geometry,
+                                                     int32_t* first_position) {
+  KVCOMM_ASSIGN_OR_RETURN(auto kv, host_math_.Load(scope, key, geometry));
+  if (!kv) return std::optional<KvF32>();
+  if (first_position) *first_position = kv->first_position;
+  return std::optional<KvF32>(*kv->host);
 }
 
 Status AnchorService::PutDerived(const kvstore::Scope& scope, const SegmentKey& key,
-                                 const KvF32& kv, int32_t first_position) {
+                                 const KvF32& kv, int32_t first_position, DType dtype) {
   kvstore::SegmentMeta meta;
   meta.context_key = key;
   meta.content_key = Hasher128().AddString("kvcomm.derived-content").AddHash(key).Finish();
   meta.fingerprint = *scope.model;
   meta.name_space = scope.name_space;
   meta.layout = kv.layout;
+  meta.layout.dtype = dtype;
   meta.first_position = first_position;
-  KVCOMM_ASSIGN_OR_RETURN(Blob payload, EncodeKv(kv, DType::kF32));
+  KVCOMM_ASSIGN_OR_RETURN(Blob payload, EncodeKv(kv, dtype));
   meta.payload_bytes = payload.size();
   meta.checksum = Checksum64(payload.span());
   return store_.Put(std::move(meta), std::move(payload)).status();
@@ -220,12 +208,29 @@ void AnchorService::ReleaseAnchor(const kvstore::Scope& scope, const AnchorSlot:
 }
 
 Result<std::vector<SegmentPlanOutput>> AnchorService::Plan(const kvstore::Scope& scope,
-                                                           const PlanInput& input) {
+                                                           const PlanInput& input,
+                                                           Delivery delivery) {
   KVCOMM_RETURN_IF_ERROR(input.Validate());
-  PlanContext context(scope, input);
+  ReuseMath* math = &host_math_;
+  if (delivery == Delivery::kDevice) {
+    if (!device_math_)
+      return Error(ErrorCode::kUnavailable,
+                   "kvcommd serves no device delivery: it needs a GPU tier (store.gpu_capacity) "
+                   "and a lease arena (ipc.arena)");
+    if (input.model.geometry.dtype != DType::kBF16 || input.model.geometry.head_dim % 16 != 0)
+      return InvalidArgument("device delivery needs bf16 KV with head_dim % 16 == 0, got {}",
+                             input.model.geometry.ToString());
+    math = device_math_.get();
+  }
+  PlanContext context(scope, input, *math);
   std::vector<SegmentPlanOutput> out;
   std::vector<int32_t> preceding;
   std::optional<Blend> blend;  // of the placeholder just before, if realigned
+  // Leases of a plan that fails half way are given back, not left to expire.
+  auto release_leases = [&] {
+    for (const auto& plan : out)
+      if (plan.kv.lease) (void)device_leases_->Release(plan.kv.lease->id);
+  };
   for (const auto& segment : input.segments) {
     const int32_t position = static_cast<int32_t>(preceding.size());
     const SegmentKey context_key = ComputeContextKey(*scope.model, scope.name_space,
@@ -235,31 +240,37 @@ Result<std::vector<SegmentPlanOutput>> AnchorService::Plan(const kvstore::Scope&
     counter.tokens_requested += segment.tokens.size();
     std::optional<Blend> next_blend;
     SegmentPlanOutput plan;
-    KVCOMM_ASSIGN_OR_RETURN(auto exact, Fetch(scope, context_key, input.model.geometry));
-    if (exact) {
+    Status status;
+    auto exact = math->Exact(scope, context_key, input.model.geometry);
+    if (!exact.ok()) {
+      status = exact.status();
+    } else if (*exact) {
       plan.decision = Decision::kExact;
-      const KvLayout& stored = exact->meta.layout;
-      plan.layout = WithTokens(stored, stored.tokens, input.model.geometry.dtype);
-      if (stored.dtype == plan.layout.dtype) {
-        plan.kv = exact->payload;  // as stored, without a copy
-      } else {
-        KVCOMM_ASSIGN_OR_RETURN(auto kv, DecodeKv(stored, exact->payload.span()));
-        KVCOMM_ASSIGN_OR_RETURN(plan.kv, EncodeKv(kv, plan.layout.dtype));
-      }
+      plan.kv = std::move(**exact);
     } else if (segment.placeholder) {
-      KVCOMM_ASSIGN_OR_RETURN(plan, PlanPlaceholder(context, segment, position, next_blend));
+      auto planned = PlanPlaceholder(context, segment, position, next_blend);
+      if (planned.ok()) plan = std::move(*planned);
+      status = planned.status();
     } else if (blend && &segment != &input.segments.back()) {
       // The prompt's final segment is the agent's own suffix: prefilled, never estimated, as
       // its KV is where the answer forms (blending it would carry the anchors' answers).
-      KVCOMM_ASSIGN_OR_RETURN(plan, PlanFollowing(context, segment, position, *blend));
+      auto planned = PlanFollowing(context, segment, position, *blend);
+      if (planned.ok()) plan = std::move(*planned);
+      status = planned.status();
     }
-    if (plan.decision != Decision::kPrefill && plan.layout.tokens != segment.tokens.size())
-      return Error(ErrorCode::kInternal, "planned KV of {} tokens for a segment of {}",
-                   plan.layout.tokens, segment.tokens.size());
+    if (status.ok() && plan.decision != Decision::kPrefill &&
+        plan.kv.layout.tokens != segment.tokens.size())
+      status = Error(ErrorCode::kInternal, "planned KV of {} tokens for a segment of {}",
+                     plan.kv.layout.tokens, segment.tokens.size());
+    if (!status.ok()) {
+      if (plan.kv.lease) (void)device_leases_->Release(plan.kv.lease->id);
+      release_leases();
+      return status;
+    }
     (plan.decision == Decision::kExact       ? counter.tokens_exact
      : plan.decision == Decision::kRealigned ? counter.tokens_realigned
                                              : counter.tokens_prefill) += segment.tokens.size();
-    counter.bytes_moved += plan.kv.size();
+    counter.bytes_moved += plan.kv.bytes();
     out.push_back(std::move(plan));
     blend = std::move(next_blend);
     preceding.insert(preceding.end(), segment.tokens.begin(), segment.tokens.end());
@@ -275,10 +286,11 @@ Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
   const auto& scope = context.scope;
   const auto& model = context.input.model;
   const std::string& agent = context.input.agent;
+  ReuseMath& math = context.math;
   const SegmentKey base_key = ComputeContextKey(*scope.model, scope.name_space,
                                                 TokenPrefixHash(model.base_prefix), segment.tokens);
   SegmentPlanOutput plan;  // prefill unless decided otherwise
-  KVCOMM_ASSIGN_OR_RETURN(auto base, Load(scope, base_key, model.geometry));
+  KVCOMM_ASSIGN_OR_RETURN(auto base, math.Load(scope, base_key, model.geometry));
   if (!base) return plan;  // no base: nothing to realign from, and no anchor can be made
   const uint32_t tokens = static_cast<uint32_t>(segment.tokens.size());
 
@@ -303,21 +315,19 @@ Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
       std::vector<size_t> candidates;
       for (size_t i : slot.pool.CandidatesFor(tokens))
         if (anchors[i].deltas.contains(agent)) candidates.push_back(i);
-      std::vector<KvF32> bases;
+      std::vector<MathKv> bases;
       std::vector<size_t> loaded;
       for (size_t i : candidates) {
-        KVCOMM_ASSIGN_OR_RETURN(auto b, Load(scope, anchors[i].base, model.geometry));
+        KVCOMM_ASSIGN_OR_RETURN(auto b, math.Load(scope, anchors[i].base, model.geometry));
         if (!b) continue;  // its base left the store: it cannot be used
         bases.push_back(std::move(*b));
         loaded.push_back(i);
       }
-      std::vector<KvView> views;
-      for (const auto& b : bases) views.push_back({b.data.data(), b.layout});
-      ReuseDecision decision = DecideReuse({base->data.data(), base->layout}, views, config_);
+      KVCOMM_ASSIGN_OR_RETURN(ReuseDecision decision, math.Decide(*base, bases, config_));
       spdlog::debug(
           "slot '{}' agent '{}': {} candidates, entropy {:.3f} (limit {:.3f}), "
           "closest relative distance {:.3f}: {}",
-          segment.slot, agent, views.size(), decision.entropy, decision.limit,
+          segment.slot, agent, bases.size(), decision.entropy, decision.limit,
           decision.relative_distance, decision.prefill ? "prefill" : "reuse");
       if (decision.prefill) {
         auto evicted = slot.pool.Add({base_key, tokens, 0, {}});
@@ -337,7 +347,7 @@ Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
       Persist(scope, segment.slot, slot.pool);
       for (size_t i : loaded) chosen.push_back(anchors[i]);
       std::vector<float> token_sums;
-      if (decision.token_sums.size() == views.size() * tokens * 3)  // every view a candidate
+      if (decision.token_sums.size() == bases.size() * tokens * 3)  // every base a candidate
         token_sums = std::move(decision.token_sums);
       blend.emplace(Blend{segment.slot, {}, {}, std::move(bases), std::move(token_sums)});
     }
@@ -345,35 +355,22 @@ Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
   if (!blend) blend.emplace(Blend{segment.slot, {}, {}, {*base}, {}});
 
   const auto start = std::chrono::steady_clock::now();
-  std::vector<float> deltas;
+  std::vector<MathKv> deltas;
   for (const auto& anchor : chosen) {
     KVCOMM_ASSIGN_OR_RETURN(auto delta,
-                            Load(scope, anchor.deltas.at(agent).placeholder, model.geometry));
+                            math.Load(scope, anchor.deltas.at(agent).placeholder, model.geometry));
     if (!delta || delta->layout.tokens < tokens) {
       blend.reset();
       return plan;  // a delta left the store: compute instead
     }
-    const KvF32 first = FirstTokens(*delta, tokens);
-    deltas.insert(deltas.end(), first.data.begin(), first.data.end());
+    deltas.push_back(std::move(*delta));
   }
-  std::vector<KvView> views;
-  for (const auto& b : blend->anchor_bases) views.push_back({b.data.data(), b.layout});
-  const BlendWeights weights =
-      blend->token_sums.empty()
-          ? PlaceholderWeights({base->data.data(), base->layout}, views, config_.temperature)
-          : PlaceholderWeights(blend->token_sums, views.size(), base->layout, config_.temperature);
-  const KvLayout& g = base->layout;
-  const kernels::RealignShape shape{g.num_layers, g.kv_heads, tokens, g.head_dim,
-                                    static_cast<int64_t>(chosen.size())};
-  KvF32 realigned{g, std::vector<float>(base->data.size())};
-  kernels::cpu::RealignKv(shape, base->data.data(),
-                          Positions(static_cast<int32_t>(model.base_prefix.size()), tokens),
-                          Positions(position, tokens), model.inv_freq, deltas.data(),
-                          weights.key.data(), weights.value.data(), realigned.data.data());
+  KVCOMM_ASSIGN_OR_RETURN(
+      plan.kv, math.BlendPlaceholder({*base, blend->anchor_bases, blend->token_sums, deltas,
+                                      static_cast<int32_t>(model.base_prefix.size()), position},
+                                     model.inv_freq, config_.temperature, model.geometry.dtype));
   context.Counter(segment.slot).realign_seconds += SecondsSince(start);
   plan.decision = Decision::kRealigned;
-  plan.layout = WithTokens(g, tokens, model.geometry.dtype);
-  KVCOMM_ASSIGN_OR_RETURN(plan.kv, EncodeKv(realigned, plan.layout.dtype));
   blend->base = std::move(*base);
   blend->anchors = std::move(chosen);
   return plan;
@@ -385,41 +382,31 @@ Result<SegmentPlanOutput> AnchorService::PlanFollowing(PlanContext& context,
   const auto& scope = context.scope;
   const auto& model = context.input.model;
   const std::string& agent = context.input.agent;
+  ReuseMath& math = context.math;
   SegmentPlanOutput plan;
-  int32_t base_position = 0;
-  KVCOMM_ASSIGN_OR_RETURN(auto base,
-                          Load(scope, FollowingBaseKey(scope, blend.slot, agent, segment.tokens),
-                               model.geometry, &base_position));
+  KVCOMM_ASSIGN_OR_RETURN(
+      auto base,
+      math.Load(scope, FollowingBaseKey(scope, blend.slot, agent, segment.tokens), model.geometry));
   if (!base) return plan;
   // Anchors that saw this agent's very template segment after them.
-  std::vector<float> deltas;
-  std::vector<KvView> views;
+  std::vector<MathKv> deltas, anchor_bases;
   for (size_t a = 0; a < blend.anchors.size(); ++a) {
     KVCOMM_ASSIGN_OR_RETURN(
         auto delta,
-        Load(scope,
-             FollowingDeltaKey(scope, blend.slot, blend.anchors[a].base, agent, segment.tokens),
-             model.geometry));
+        math.Load(scope,
+                  FollowingDeltaKey(scope, blend.slot, blend.anchors[a].base, agent, segment.tokens),
+                  model.geometry));
     if (!delta || delta->layout.tokens != segment.tokens.size()) continue;
-    deltas.insert(deltas.end(), delta->data.begin(), delta->data.end());
-    views.push_back({blend.anchor_bases[a].data.data(), blend.anchor_bases[a].layout});
+    deltas.push_back(std::move(*delta));
+    anchor_bases.push_back(blend.anchor_bases[a]);
   }
-  if (views.empty()) return plan;
+  if (deltas.empty()) return plan;
   const auto start = std::chrono::steady_clock::now();
-  const std::vector<float> weights = FollowingSegmentWeights(
-      {blend.base.data.data(), blend.base.layout}, views, config_.temperature);
-  const KvLayout& g = base->layout;
-  kernels::RealignShape shape{g.num_layers, g.kv_heads, g.tokens, g.head_dim,
-                              static_cast<int64_t>(views.size())};
-  shape.per_channel_weights = true;
-  KvF32 realigned{g, std::vector<float>(base->data.size())};
-  kernels::cpu::RealignKv(shape, base->data.data(), Positions(base_position, g.tokens),
-                          Positions(position, g.tokens), model.inv_freq, deltas.data(),
-                          weights.data(), weights.data(), realigned.data.data());
+  KVCOMM_ASSIGN_OR_RETURN(
+      plan.kv, math.BlendFollowing({*base, blend.base, anchor_bases, deltas, position},
+                                   model.inv_freq, config_.temperature, model.geometry.dtype));
   context.Counter("").realign_seconds += SecondsSince(start);
   plan.decision = Decision::kRealigned;
-  plan.layout = WithTokens(g, g.tokens, model.geometry.dtype);
-  KVCOMM_ASSIGN_OR_RETURN(plan.kv, EncodeKv(realigned, plan.layout.dtype));
   return plan;
 }
 
@@ -428,7 +415,7 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
   const auto& model = input.model;
   const SegmentKey base_key = ComputeContextKey(
       *scope.model, scope.name_space, TokenPrefixHash(model.base_prefix), input.placeholder_tokens);
-  KVCOMM_ASSIGN_OR_RETURN(auto base, Load(scope, base_key, model.geometry));
+  KVCOMM_ASSIGN_OR_RETURN(auto base, LoadHost(scope, base_key, model.geometry));
   if (!base) {
     return Status(ErrorCode::kNotFound,
                   "no base segment for the reported placeholder (store it before planning)");
@@ -446,7 +433,7 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
       PutDerived(scope, deltas.placeholder,
                  Subtract(PositionFree(actual, input.placeholder_position, model.inv_freq),
                           PositionFree(*base, base_position, model.inv_freq)),
-                 0));
+                 0, model.geometry.dtype));
   if (!input.following_tokens.empty()) {
     const KvLayout t_layout =
         WithTokens(model.geometry, input.following_tokens.size(), model.geometry.dtype);
@@ -454,10 +441,10 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
     const SegmentKey t_base_key =
         FollowingBaseKey(scope, input.slot, input.agent, input.following_tokens);
     int32_t t_base_position = input.following_position;
-    KVCOMM_ASSIGN_OR_RETURN(auto t_base, Load(scope, t_base_key, model.geometry, &t_base_position));
+    KVCOMM_ASSIGN_OR_RETURN(auto t_base, LoadHost(scope, t_base_key, model.geometry, &t_base_position));
     if (!t_base) {
       // The agent's first report of this segment becomes its base (its own delta is zero).
-      KVCOMM_RETURN_IF_ERROR(PutDerived(scope, t_base_key, following, input.following_position));
+      KVCOMM_RETURN_IF_ERROR(PutDerived(scope, t_base_key, following, input.following_position, model.geometry.dtype));
       t_base = following;
     }
     deltas.following =
@@ -466,7 +453,7 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
         PutDerived(scope, deltas.following,
                    Subtract(PositionFree(following, input.following_position, model.inv_freq),
                             PositionFree(*t_base, t_base_position, model.inv_freq)),
-                   0));
+                   0, model.geometry.dtype));
   }
   SlotState& slot = Slot(scope, input.slot);
   bool recorded = false;

@@ -20,6 +20,7 @@
 
 #include "daemon/anchor_kv.h"
 #include "daemon/anchor_pool.h"
+#include "daemon/reuse_math.h"
 #include "daemon/reuse_stats.h"
 #include "kvstore/store.h"
 
@@ -47,11 +48,13 @@ struct PlanInput {
 
 enum class Decision { kExact, kRealigned, kPrefill };
 
+// Where a plan's KV goes: bytes in the reply, or leases of the IPC arena on the daemon's GPU.
+enum class Delivery { kHost, kDevice };
+
 struct SegmentPlanOutput {
   Decision decision = Decision::kPrefill;
   bool report_actual = false;
-  KvLayout layout;  // of `kv`, for exact and realigned
-  Blob kv;
+  PlannedKv kv;  // exact and realigned
 };
 
 struct ActualInput {
@@ -73,8 +76,9 @@ struct SlotListing {
 
 class AnchorService {
  public:
-  AnchorService(kvstore::TieredStore& store, AnchorPoolConfig config)
-      : store_(store), config_(config) {}
+  // `leases`: the IPC arena for device delivery, or nullptr (then only host delivery).
+  AnchorService(kvstore::TieredStore& store, AnchorPoolConfig config,
+                DeviceLeases* leases = nullptr);
 
   struct RestoreSummary {
     uint64_t slots = 0, anchors = 0;
@@ -86,11 +90,15 @@ class AnchorService {
   // is still stored and deltas whose segments are. Call once, before serving.
   Result<RestoreSummary> Restore();
 
-  // `scope.model` must be set. One answer per input segment.
-  Result<std::vector<SegmentPlanOutput>> Plan(const kvstore::Scope& scope, const PlanInput& input);
+  // `scope.model` must be set. One answer per input segment. With device delivery, every
+  // exact or realigned segment's KV is in a lease the caller hands on (or releases).
+  Result<std::vector<SegmentPlanOutput>> Plan(const kvstore::Scope& scope, const PlanInput& input,
+                                              Delivery delivery = Delivery::kHost);
   Status ReportActual(const kvstore::Scope& scope, const ActualInput& input);
   std::vector<SlotListing> List(const kvstore::Scope& scope) const;
   std::vector<ReuseCounter> Stats() const { return stats_.Snapshot(); }
+  // The lease arena of device delivery, or nullptr.
+  DeviceLeases* leases() const { return device_leases_; }
 
  private:
   struct SlotState {
@@ -101,9 +109,9 @@ class AnchorService {
   // The anchors a realigned placeholder was blended from, kept for the template segment after it.
   struct Blend {
     std::string slot;
-    KvF32 base;
+    MathKv base;
     std::vector<AnchorSlot::Anchor> anchors;
-    std::vector<KvF32> anchor_bases;
+    std::vector<MathKv> anchor_bases;
     std::vector<float> token_sums;  // the reuse decision's distances, if it saw these anchors
   };
   class PlanContext;
@@ -114,14 +122,11 @@ class AnchorService {
                                             int32_t position, std::optional<Blend>& blend);
   Result<SegmentPlanOutput> PlanFollowing(PlanContext& context, const PlanSegmentInput& segment,
                                           int32_t position, const Blend& blend);
-  // The stored segment (checked against the request's KV geometry), or nullopt if absent.
-  Result<std::optional<kvstore::Segment>> Fetch(const kvstore::Scope& scope, const SegmentKey& key,
-                                                const KvLayout& geometry);
-  // The same as fp32.
-  Result<std::optional<KvF32>> Load(const kvstore::Scope& scope, const SegmentKey& key,
-                                    const KvLayout& geometry, int32_t* first_position = nullptr);
+  // A stored segment as fp32 (checked against the request's KV geometry), or nullopt if absent.
+  Result<std::optional<KvF32>> LoadHost(const kvstore::Scope& scope, const SegmentKey& key,
+                                        const KvLayout& geometry, int32_t* first_position = nullptr);
   Status PutDerived(const kvstore::Scope& scope, const SegmentKey& key, const KvF32& kv,
-                    int32_t first_position);
+                    int32_t first_position, DType dtype);
   void ReleaseAnchor(const kvstore::Scope& scope, const AnchorSlot::Anchor& anchor);
   bool IsStored(const kvstore::Scope& scope, const SegmentKey& key) const;
   // Rewrites the slot's record (anchor_records.h); called with the slot's lock held whenever it
@@ -130,6 +135,9 @@ class AnchorService {
 
   kvstore::TieredStore& store_;
   AnchorPoolConfig config_;
+  DeviceLeases* device_leases_;
+  HostMath host_math_;
+  std::unique_ptr<DeviceMath> device_math_;  // with a lease arena
   ReuseStats stats_;
   mutable std::mutex slots_mutex_;
   // (namespace, model, slot) -> pool

@@ -96,6 +96,9 @@ DaemonConfig DaemonConfig::Defaults() {
 Status DaemonConfig::Validate() const {
   KVCOMM_RETURN_IF_ERROR(server.Validate());
   KVCOMM_RETURN_IF_ERROR(anchors.Validate());
+  KVCOMM_RETURN_IF_ERROR(ipc.Validate());
+  if (ipc.arena_bytes > 0 && store.gpu_capacity_bytes == 0)
+    return InvalidArgument("ipc.arena needs a GPU tier: set store.gpu_capacity too");
   return store.Validate();
 }
 
@@ -166,6 +169,22 @@ Status DaemonConfig::MergeTomlFile(const std::string& path) {
                                     : anchors.max_relative_distance) = *d;
         } else {
           return error(name, "is not a known setting");
+        }
+      }
+    } else if (k == "ipc") {
+      const toml::table* t = node.as_table();
+      if (t == nullptr) return error(k, "must be a table");
+      for (const auto& [ikey, inode] : *t) {
+        std::string_view i = ikey.str();
+        if (i == "arena") {
+          KVCOMM_ASSIGN_OR_RETURN(ipc.arena_bytes, BytesSetting(inode, "ipc.arena"));
+        } else if (i == "lease_ttl_ms") {
+          auto ms = inode.value<int64_t>();
+          if (!ms || *ms <= 0 || *ms > 3'600'000)
+            return error("ipc.lease_ttl_ms", "must be an integer in 1..3600000");
+          ipc.ttl_ms = static_cast<uint32_t>(*ms);
+        } else {
+          return error(fmt::format("ipc.{}", i), "is not a known setting");
         }
       }
     } else {

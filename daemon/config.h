@@ -7,6 +7,7 @@
 
 #include "common/status.h"
 #include "daemon/anchor_pool.h"
+#include "daemon/device_leases.h"
 #include "kvstore/store.h"
 
 namespace kvcomm::daemon {
@@ -25,6 +26,7 @@ struct DaemonConfig {
   ServerConfig server;
   kvstore::StoreOptions store;
   AnchorPoolConfig anchors;
+  LeaseConfig ipc;  // device delivery of KV to workers on this GPU
 
   // Defaults: an ipc:// socket in the runtime directory and a data directory in the user's
   // state directory.

@@ -24,7 +24,7 @@ int Fail(const Status& status) {
 int main(int argc, char** argv) {
   CLI::App app{"kvcommd: KV-cache sharing daemon for multi-agent LLM pipelines"};
   std::string config_file, endpoint, data_dir, host_capacity, gpu_capacity, disk_capacity,
-      log_level, max_request;
+      log_level, max_request, ipc_arena;
   bool no_persist = false;
   uint32_t workers = 0;
   app.add_option("--config", config_file, "TOML configuration file")->check(CLI::ExistingFile);
@@ -33,6 +33,8 @@ int main(int argc, char** argv) {
   app.add_option("--host-capacity", host_capacity, "host tier capacity, e.g. 4GiB");
   app.add_option("--gpu-capacity", gpu_capacity, "GPU tier capacity, e.g. 8GiB (0: no GPU tier)");
   app.add_option("--disk-capacity", disk_capacity, "disk tier capacity (0: unlimited)");
+  app.add_option("--ipc-arena", ipc_arena,
+                 "device arena lent to workers on this GPU through CUDA IPC, e.g. 2GiB (0: none)");
   app.add_flag("--no-persist", no_persist, "keep segments in memory only");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off");
   app.add_option("--workers", workers, "request-handling threads");
@@ -55,6 +57,7 @@ int main(int argc, char** argv) {
        {apply_size(host_capacity, "--host-capacity", &config.store.host_capacity_bytes),
         apply_size(gpu_capacity, "--gpu-capacity", &config.store.gpu_capacity_bytes),
         apply_size(disk_capacity, "--disk-capacity", &config.store.disk_capacity_bytes),
+        apply_size(ipc_arena, "--ipc-arena", &config.ipc.arena_bytes),
         apply_size(max_request, "--max-request-bytes", &config.server.max_request_bytes)}) {
     if (!s.ok()) return Fail(s);
   }

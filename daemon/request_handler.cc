@@ -85,6 +85,8 @@ class RequestDispatch {
         return ListAnchors(call);
       case Request::GET_COMPRESSED:
         return GetCompressed(call);
+      case Request::RELEASE_LEASES:
+        return ReleaseLeases(call);
     }
     return InvalidArgument("unknown request type {}", static_cast<int>(call.request.which()));
   }
@@ -279,9 +281,38 @@ class RequestDispatch {
   Status PlanPrompt(Call& call) {
     KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "PlanPrompt"));
     KVCOMM_ASSIGN_OR_RETURN(Session session, RequireModelSession(call, "PlanPrompt"));
-    KVCOMM_ASSIGN_OR_RETURN(auto input, internal::ReadPlanInput(call.request.getPlanPrompt()));
-    KVCOMM_ASSIGN_OR_RETURN(auto plans, anchors_.Plan(ScopeOf(session), input));
-    internal::FillPlanResult(call.reply.initPlan(), plans, call.payload_out);
+    auto request = call.request.getPlanPrompt();
+    KVCOMM_ASSIGN_OR_RETURN(auto input, internal::ReadPlanInput(request));
+    Delivery delivery;
+    switch (request.getDelivery()) {
+      case proto::KvDelivery::FRAMES:
+        delivery = Delivery::kHost;
+        break;
+      case proto::KvDelivery::DEVICE_IPC:
+        delivery = Delivery::kDevice;
+        break;
+      default:
+        return InvalidArgument("unknown KV delivery {}", static_cast<int>(request.getDelivery()));
+    }
+    KVCOMM_ASSIGN_OR_RETURN(auto plans, anchors_.Plan(ScopeOf(session), input, delivery));
+    internal::FillPlanResult(call.reply.initPlan(), plans,
+                             delivery == Delivery::kDevice ? anchors_.leases() : nullptr,
+                             call.payload_out);
+    return Status::Ok();
+  }
+
+  Status ReleaseLeases(Call& call) {
+    KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "ReleaseLeases"));
+    KVCOMM_RETURN_IF_ERROR(RequireSession(call).status());
+    DeviceLeases* leases = anchors_.leases();
+    if (leases == nullptr)
+      return Error(ErrorCode::kUnavailable, "kvcommd has no lease arena (ipc.arena is 0)");
+    auto ids = call.request.getReleaseLeases().getIds();
+    if (ids.size() > kMaxLookupKeys)
+      return InvalidArgument("ReleaseLeases of {} ids, at most {}", ids.size(), kMaxLookupKeys);
+    uint32_t released = 0;
+    for (uint64_t id : ids) released += leases->Release(id).ok();
+    call.reply.setReleaseLeases(released);
     return Status::Ok();
   }
 

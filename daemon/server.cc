@@ -30,7 +30,13 @@ Result<std::unique_ptr<Server>> Server::Start(const DaemonConfig& config) {
   std::unique_ptr<Server> server(new Server(config));
   KVCOMM_ASSIGN_OR_RETURN(server->store_, kvstore::TieredStore::Open(config.store));
   server->sessions_ = std::make_unique<SessionTable>(config.server.max_sessions);
-  server->anchors_ = std::make_unique<AnchorService>(*server->store_, config.anchors);
+  if (config.ipc.arena_bytes > 0) {
+    auto leases = DeviceLeases::Create(config.ipc);
+    if (!leases.ok()) return leases.status().WithContext("ipc.arena");
+    server->leases_ = std::move(leases).value();
+  }
+  server->anchors_ =
+      std::make_unique<AnchorService>(*server->store_, config.anchors, server->leases_.get());
   KVCOMM_ASSIGN_OR_RETURN(auto restored, server->anchors_->Restore());
   if (restored.slots > 0 || restored.bad_records > 0) {
     spdlog::info(

@@ -51,6 +51,7 @@ class Server {
   std::unique_ptr<kvstore::TieredStore> store_;
   DaemonCounters counters_;
   std::unique_ptr<SessionTable> sessions_;
+  std::unique_ptr<DeviceLeases> leases_;  // with ipc.arena
   std::unique_ptr<AnchorService> anchors_;
   std::unique_ptr<RequestHandler> handler_;
   zmq::context_t context_;

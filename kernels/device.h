@@ -6,6 +6,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 
@@ -35,9 +36,44 @@ class DeviceBuffer {
   size_t size_ = 0;
 };
 
-// Synchronous copies between host and device memory.
+// A device buffer that grows to the largest size asked of it: per-call scratch without an
+// allocation per call.
+class DeviceScratch {
+ public:
+  Result<std::byte*> Reserve(size_t bytes);
+
+ private:
+  DeviceBuffer buffer_;
+};
+
+// The current device's UUID as 32 hex digits: two processes share a GPU when theirs match.
+Result<std::string> CudaDeviceUuid();
+
+// CUDA IPC: a process maps a device allocation another process on the same GPU exported.
+constexpr size_t kIpcHandleBytes = 64;  // sizeof(cudaIpcMemHandle_t)
+// The handle of the whole of `buffer` (its bytes, to send to another process).
+Result<std::string> ExportIpcHandle(const DeviceBuffer& buffer);
+// This process's mapping of an allocation another process exported; unmapped on destruction.
+// Opening a handle exported by this very process fails (CUDA does not map its own memory).
+class IpcMapping {
+ public:
+  static Result<IpcMapping> Open(std::string_view handle);
+  IpcMapping() = default;
+  IpcMapping(IpcMapping&&) noexcept = default;
+  IpcMapping& operator=(IpcMapping&&) noexcept = default;
+  std::byte* data() const { return static_cast<std::byte*>(ptr_.get()); }
+
+ private:
+  struct Close {
+    void operator()(void* p) const;
+  };
+  std::unique_ptr<void, Close> ptr_;
+};
+
+// Synchronous copies between host and device memory, and within device memory.
 Status CopyHostToDevice(void* device_dst, const void* host_src, size_t bytes);
 Status CopyDeviceToHost(void* host_dst, const void* device_src, size_t bytes);
+Status CopyDeviceToDevice(void* device_dst, const void* device_src, size_t bytes);
 // `height` rows of `width` bytes between any two of host and device memory (the direction is
 // inferred from the pointers), rows `dst_pitch` / `src_pitch` bytes apart.
 struct Copy2D {

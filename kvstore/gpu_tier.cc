@@ -8,50 +8,58 @@ Result<std::unique_ptr<GpuTier>> GpuTier::Create(uint64_t capacity_bytes) {
   if (!kernels::CudaAvailable()) {
     return Error(ErrorCode::kUnavailable, "no GPU tier: {}", kernels::CudaDeviceDescription());
   }
-  KVCOMM_ASSIGN_OR_RETURN(auto arena, kernels::DeviceBuffer::Allocate(capacity_bytes));
-  return std::unique_ptr<GpuTier>(new GpuTier(std::move(arena), capacity_bytes));
+  KVCOMM_ASSIGN_OR_RETURN(auto memory, kernels::DeviceBuffer::Allocate(capacity_bytes));
+  auto arena = std::make_shared<Arena>(std::move(memory), ArenaAllocator(capacity_bytes));
+  return std::unique_ptr<GpuTier>(new GpuTier(std::move(arena)));
+}
+
+GpuTier::Block::~Block() {
+  std::lock_guard lock(arena->mutex);
+  arena->allocator.Free(offset);
+}
+
+bool GpuTier::CanFit(uint64_t bytes) const {
+  std::lock_guard lock(arena_->mutex);
+  return arena_->allocator.CanAllocate(bytes);
 }
 
 Status GpuTier::Put(const SegmentMeta& meta, const Blob& payload) {
   assert(!index_.Contains(meta.context_key));
-  auto offset = allocator_.Allocate(payload.size());
+  std::optional<uint64_t> offset;
+  {
+    std::lock_guard lock(arena_->mutex);
+    offset = arena_->allocator.Allocate(payload.size());
+  }
   if (!offset) {
     return Error(ErrorCode::kResourceExhausted, "GPU arena has no free block of {} bytes",
                  payload.size());
   }
-  Status copied =
-      kernels::CopyHostToDevice(arena_.data() + *offset, payload.data(), payload.size());
-  if (!copied.ok()) {
-    allocator_.Free(*offset);
-    return copied;
-  }
-  index_.Insert(meta.context_key, Placed{*offset, payload.size()});
+  auto block = std::make_shared<Block>(arena_, *offset, payload.size());
+  KVCOMM_RETURN_IF_ERROR(kernels::CopyHostToDevice(const_cast<std::byte*>(block->data()),
+                                                   payload.data(), payload.size()));
+  index_.Insert(meta.context_key, std::move(block));
   used_ += payload.size();
   return Status::Ok();
 }
 
 Result<Blob> GpuTier::Read(const SegmentKey& key) {
-  const Placed* placed = index_.Touch(key);
-  if (placed == nullptr)
+  const auto* block = index_.Touch(key);
+  if (block == nullptr)
     return Error(ErrorCode::kNotFound, "GPU tier has no segment {}", key.ToHex());
-  std::vector<std::byte> host(placed->bytes);
-  KVCOMM_RETURN_IF_ERROR(
-      kernels::CopyDeviceToHost(host.data(), arena_.data() + placed->offset, placed->bytes));
+  std::vector<std::byte> host((*block)->bytes);
+  KVCOMM_RETURN_IF_ERROR(kernels::CopyDeviceToHost(host.data(), (*block)->data(), host.size()));
   return Blob::FromVector(std::move(host));
 }
 
 Status GpuTier::Erase(const SegmentKey& key) {
-  auto placed = index_.Remove(key);
-  if (placed) {
-    allocator_.Free(placed->offset);
-    used_ -= placed->bytes;
-  }
+  if (auto block = index_.Remove(key)) used_ -= (*block)->bytes;
   return Status::Ok();
 }
 
-const std::byte* GpuTier::DevicePointer(const SegmentKey& key) const {
-  const Placed* placed = index_.Find(key);
-  return placed == nullptr ? nullptr : arena_.data() + placed->offset;
+DeviceBytes GpuTier::Share(const SegmentKey& key) {
+  const auto* block = index_.Touch(key);
+  if (block == nullptr) return {};
+  return DeviceBytes(*block, (*block)->data(), (*block)->bytes);
 }
 
 }  // namespace kvcomm::kvstore

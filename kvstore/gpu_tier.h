@@ -1,47 +1,74 @@
 // GpuTier: payloads in one device-memory arena (a single cudaMalloc of the configured capacity,
-// sub-allocated first-fit). Reads copy to a host Blob for the socket. Without CUDA in the build,
+// sub-allocated first-fit). Reads copy to a host Blob for the socket; Share() hands out the
+// device bytes themselves, for kernels that work on them in place. Without CUDA in the build,
 // or with no device, Create() reports kUnavailable and the store runs without a GPU tier.
 #pragma once
 
 #include <memory>
+#include <mutex>
 
+#include "common/arena_allocator.h"
 #include "common/lru_index.h"
 #include "kernels/device.h"
-#include "kvstore/internal/arena_allocator.h"
 #include "kvstore/tier.h"
 
 namespace kvcomm::kvstore {
+
+// A stored payload's device bytes. The block stays allocated while any DeviceBytes of it lives,
+// even if the segment is erased, demoted or replaced meanwhile (its arena space is reused only
+// after the last holder lets go), so a kernel reading it never sees other data.
+class DeviceBytes {
+ public:
+  DeviceBytes() = default;
+  const std::byte* data() const { return data_; }
+  uint64_t size() const { return size_; }
+  explicit operator bool() const { return data_ != nullptr; }
+
+ private:
+  friend class GpuTier;
+  DeviceBytes(std::shared_ptr<const void> hold, const std::byte* data, uint64_t size)
+      : hold_(std::move(hold)), data_(data), size_(size) {}
+  std::shared_ptr<const void> hold_;
+  const std::byte* data_ = nullptr;
+  uint64_t size_ = 0;
+};
 
 class GpuTier final : public StorageTier {
  public:
   static Result<std::unique_ptr<GpuTier>> Create(uint64_t capacity_bytes);
 
   TierKind kind() const override { return TierKind::kGpu; }
-  uint64_t capacity_bytes() const override { return allocator_.capacity(); }
+  uint64_t capacity_bytes() const override { return arena_->allocator.capacity(); }
   uint64_t used_bytes() const override { return used_; }
   uint64_t segment_count() const override { return index_.size(); }
   bool Contains(const SegmentKey& key) const override { return index_.Contains(key); }
-  bool CanFit(uint64_t bytes) const override { return allocator_.CanAllocate(bytes); }
+  bool CanFit(uint64_t bytes) const override;
   Status Put(const SegmentMeta& meta, const Blob& payload) override;
   Result<Blob> Read(const SegmentKey& key) override;
   Status Erase(const SegmentKey& key) override;
   std::optional<SegmentKey> Coldest() const override { return index_.Coldest(); }
 
-  // Device address of a stored payload (for kernels that work on it in place), or nullptr.
-  const std::byte* DevicePointer(const SegmentKey& key) const;
+  // The device bytes of a stored payload (marked most recently used), or empty if absent.
+  DeviceBytes Share(const SegmentKey& key);
 
  private:
-  struct Placed {
-    uint64_t offset;
-    uint64_t bytes;
+  // Blocks free themselves into the arena, possibly after the tier let go of them.
+  struct Arena {
+    kernels::DeviceBuffer memory;
+    ArenaAllocator allocator;
+    std::mutex mutex;  // blocks are freed by their last holder, on any thread
   };
-  GpuTier(kernels::DeviceBuffer arena, uint64_t capacity)
-      : arena_(std::move(arena)), allocator_(capacity) {}
+  struct Block {
+    std::shared_ptr<Arena> arena;
+    uint64_t offset, bytes;
+    ~Block();
+    const std::byte* data() const { return arena->memory.data() + offset; }
+  };
+  explicit GpuTier(std::shared_ptr<Arena> arena) : arena_(std::move(arena)) {}
 
-  kernels::DeviceBuffer arena_;
-  internal::ArenaAllocator allocator_;
-  uint64_t used_ = 0;  // payload bytes, not rounded
-  LruIndex<Placed> index_;
+  std::shared_ptr<Arena> arena_;
+  uint64_t used_ = 0;  // payload bytes of the stored segments, not rounded
+  LruIndex<std::shared_ptr<Block>> index_;
 };
 
 }  // namespace kvcomm::kvstore

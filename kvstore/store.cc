@@ -238,48 +238,91 @@ const SegmentMeta* TieredStore::Resolve(const SegmentKey& key, KeyKind kind, con
   return found;
 }
 
-Result<Segment> TieredStore::Get(const SegmentKey& key, KeyKind kind, const Scope& scope) {
-  std::lock_guard lock(mu_);
+const SegmentMeta* TieredStore::Find(const SegmentKey& key, KeyKind kind, const Scope& scope,
+                                     Status* error, int* holding) {
   ++totals_.gets;
-  Status error;
-  const SegmentMeta* meta = Resolve(key, kind, scope, &error);
+  const SegmentMeta* meta = Resolve(key, kind, scope, error);
   if (meta == nullptr) {
     for (auto& c : counters_) ++c.misses;
-    return error;
+    return nullptr;
   }
-  const SegmentMeta found = *meta;  // entries_ may change while tiers make room
-  const SegmentKey context_key = found.context_key;
-  const int holding = HighestTierHolding(context_key);
-  assert(holding >= 0);
-  for (int i = 0; i < holding; ++i) ++counters_[i].misses;
-  ++counters_[holding].hits;
+  *holding = HighestTierHolding(meta->context_key);
+  assert(*holding >= 0);
+  for (int i = 0; i < *holding; ++i) ++counters_[i].misses;
+  ++counters_[*holding].hits;
+  return meta;
+}
 
-  auto payload = tiers_[holding]->Read(context_key);
+Result<Blob> TieredStore::ReadFrom(int tier, const SegmentKey& key) {
+  auto payload = tiers_[tier]->Read(key);
   if (!payload.ok()) {
     if (payload.status().code() == ErrorCode::kDataLoss) {
       ++totals_.corrupt_records;
       spdlog::error("corrupt segment dropped: {}", payload.status().message());
     }
-    if (HighestTierHolding(context_key) < 0) DropEntry(context_key);
-    return payload.status();
+    if (HighestTierHolding(key) < 0) DropEntry(key);
   }
-  if (holding > 0 && PlaceInMemoryTiers(found, *payload, static_cast<size_t>(holding))) {
-    ++totals_.promotions;
-    // A promotion moves the segment between memory tiers; the disk copy stays (write-through).
-    StorageTier& from = *tiers_[holding];
-    if (&from != disk_ && from.Contains(context_key)) {
-      Status erased = from.Erase(context_key);
-      if (!erased.ok()) spdlog::error("erase after promotion failed: {}", erased.ToString());
-    }
+  return payload;
+}
+
+void TieredStore::FinishPromotion(int from, const SegmentKey& key) {
+  ++totals_.promotions;
+  // A promotion moves the segment between memory tiers; the disk copy stays (write-through).
+  StorageTier& tier = *tiers_[from];
+  if (&tier != disk_ && tier.Contains(key)) {
+    Status erased = tier.Erase(key);
+    if (!erased.ok()) spdlog::error("erase after promotion failed: {}", erased.ToString());
   }
-  auto it = entries_.find(context_key);
-  if (it == entries_.end()) {  // evicted while tiers made room (tiny tiers): still serve this read
-    return Segment{found, std::move(payload).value()};
-  }
+}
+
+const SegmentMeta* TieredStore::RecordAccess(const SegmentKey& key) {
+  auto it = entries_.find(key);
+  if (it == entries_.end()) return nullptr;  // evicted while tiers made room (tiny tiers)
   it->second.access_count++;
   it->second.last_access_unix_ms = NowUnixMs();
-  if (disk_ != nullptr && disk_->Contains(context_key)) dirty_meta_.insert(context_key);
-  return Segment{it->second, std::move(payload).value()};
+  if (disk_ != nullptr && disk_->Contains(key)) dirty_meta_.insert(key);
+  return &it->second;
+}
+
+Result<Segment> TieredStore::Get(const SegmentKey& key, KeyKind kind, const Scope& scope) {
+  std::lock_guard lock(mu_);
+  Status error;
+  int holding = -1;
+  const SegmentMeta* meta = Find(key, kind, scope, &error, &holding);
+  if (meta == nullptr) return error;
+  const SegmentMeta found = *meta;  // entries_ may change while tiers make room
+  KVCOMM_ASSIGN_OR_RETURN(Blob payload, ReadFrom(holding, found.context_key));
+  if (holding > 0 && PlaceInMemoryTiers(found, payload, static_cast<size_t>(holding)))
+    FinishPromotion(holding, found.context_key);
+  const SegmentMeta* accessed = RecordAccess(found.context_key);
+  return Segment{accessed ? *accessed : found, std::move(payload)};
+}
+
+Result<DeviceSegment> TieredStore::GetOnDevice(const SegmentKey& key, KeyKind kind,
+                                               const Scope& scope) {
+  std::lock_guard lock(mu_);
+  if (tiers_.front()->kind() != TierKind::kGpu)
+    return Error(ErrorCode::kUnavailable, "the store has no GPU tier (its GPU capacity is 0)");
+  auto& gpu = static_cast<GpuTier&>(*tiers_.front());
+  Status error;
+  int holding = -1;
+  const SegmentMeta* meta = Find(key, kind, scope, &error, &holding);
+  if (meta == nullptr) return error;
+  const SegmentMeta found = *meta;
+  if (holding > 0) {
+    KVCOMM_ASSIGN_OR_RETURN(Blob payload, ReadFrom(holding, found.context_key));
+    if (!MakeRoom(0, payload.size()) || !gpu.Put(found, payload).ok()) {
+      return Error(ErrorCode::kResourceExhausted,
+                   "segment {} ({} bytes) does not fit in the GPU tier ({} of {} bytes used)",
+                   found.context_key.ToHex(), payload.size(), gpu.used_bytes(),
+                   gpu.capacity_bytes());
+    }
+    FinishPromotion(holding, found.context_key);
+  }
+  DeviceBytes bytes = gpu.Share(found.context_key);
+  assert(bytes);
+  const SegmentMeta* accessed = RecordAccess(found.context_key);
+  return DeviceSegment{accessed ? *accessed : found, std::move(bytes)};
 }
 
 std::vector<LookupHit> TieredStore::Lookup(const std::vector<std::pair<SegmentKey, KeyKind>>& keys,

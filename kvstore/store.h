@@ -26,6 +26,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "kvstore/gpu_tier.h"
 #include "kvstore/rocks_tier.h"
 #include "kvstore/segment.h"
 #include "kvstore/tier.h"
@@ -79,6 +80,13 @@ struct StoreStats {
   uint64_t segments = 0;  // distinct segments held anywhere
 };
 
+// A segment's metadata and its payload in the GPU tier, usable in place by kernels for as long
+// as `payload` is held.
+struct DeviceSegment {
+  SegmentMeta meta;
+  DeviceBytes payload;
+};
+
 struct SegmentListing {
   SegmentMeta meta;
   TierKind tier;
@@ -96,6 +104,9 @@ class TieredStore {
   // stored metadata.
   Result<SegmentMeta> Put(SegmentMeta meta, Blob payload);
   Result<Segment> Get(const SegmentKey& key, KeyKind kind, const Scope& scope);
+  // The same, promoted into the GPU tier (if it is not there yet) and not copied out of it.
+  // kUnavailable without a GPU tier; kResourceExhausted if it cannot be placed there.
+  Result<DeviceSegment> GetOnDevice(const SegmentKey& key, KeyKind kind, const Scope& scope);
   // Where each key is, without counting hits or promoting.
   std::vector<LookupHit> Lookup(const std::vector<std::pair<SegmentKey, KeyKind>>& keys,
                                 const Scope& scope) const;
@@ -127,6 +138,13 @@ class TieredStore {
 
   // All private helpers expect mu_ held.
   int HighestTierHolding(const SegmentKey& key) const;
+  // Resolves a read and counts it: hit in the tier `holding`, misses above it.
+  const SegmentMeta* Find(const SegmentKey& key, KeyKind kind, const Scope& scope, Status* error,
+                          int* holding);
+  Result<Blob> ReadFrom(int tier, const SegmentKey& key);
+  void FinishPromotion(int from, const SegmentKey& key);
+  // Counts an access; nullptr if the entry is gone (evicted while tiers made room).
+  const SegmentMeta* RecordAccess(const SegmentKey& key);
   const SegmentMeta* Resolve(const SegmentKey& key, KeyKind kind, const Scope& scope,
                              Status* error) const;
   bool MakeRoom(size_t tier, uint64_t bytes);

@@ -248,22 +248,51 @@ struct PlanSegment {
   tokenIds @2 :List(Int32);
 }
 
+# How a plan's KV reaches the agent.
+enum KvDelivery {
+  frames @0;      # payload frames of the reply
+  deviceIpc @1;   # leases of kvcommd's GPU arena, read in place through CUDA IPC: for workers on
+                  # the daemon's GPU; bf16 KV only; the agent releases each lease when it has
+                  # copied the KV (ReleaseLeases), or it expires
+}
+
 struct PlanPrompt {
   agent @0 :Text;                  # deltas are recorded per agent (template + role)
   model @1 :ReuseModel;
   segments @2 :List(PlanSegment);
+  delivery @3 :KvDelivery;
+}
+
+# A block of the arena holding one segment's KV, in the segment layout.
+struct DeviceLease {
+  id @0 :UInt64;
+  offset @1 :UInt64;               # bytes from the arena's start
+  bytes @2 :UInt64;
+}
+
+struct DeviceArena {
+  ipcHandle @0 :Data;              # cudaIpcMemHandle_t of the whole arena
+  arenaId @1 :UInt64;              # another id: another arena (kvcommd restarted), map it again
+  deviceUuid @2 :Text;             # hex UUID of kvcommd's GPU; only a worker on it can map it
+  bytes @3 :UInt64;                # the arena's size
 }
 
 struct SegmentPlan {
   decision @0 :ReuseDecision;
   reportActual @1 :Bool;
-  tensorIndex @2 :Int32;           # the frame holding its KV (exact, realigned), -1 if none
+  tensorIndex @2 :Int32;           # frames: the frame holding its KV (exact, realigned), -1 if none
+  lease @3 :DeviceLease;           # deviceIpc: where its KV is (exact, realigned)
 }
 
 # Frames 1..n hold the KV of the exact and realigned segments, described by `tensors`.
 struct PlanResult {
   segments @0 :List(SegmentPlan);
   tensors @1 :List(TensorDesc);
+  arena @2 :DeviceArena;           # deviceIpc
+}
+
+struct ReleaseLeases {
+  ids @0 :List(UInt64);
 }
 
 # The actual KV of a placeholder the plan asked about (frame 1) and of the template segment
@@ -365,6 +394,7 @@ struct Request {
     reportActual @10 :ReportActual;
     listAnchors @11 :Void;
     getCompressed @12 :GetCompressed;
+    releaseLeases @13 :ReleaseLeases;
   }
 }
 
@@ -384,5 +414,6 @@ struct Reply {
     reportActual @11 :Void;
     anchors @12 :AnchorListing;
     compressed @13 :CompressedResult;
+    releaseLeases @14 :UInt32;     # how many of the ids were held (the others had expired)
   }
 }

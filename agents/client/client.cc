@@ -8,6 +8,8 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "agents/client/internal/call.h"
+#include "agents/client/internal/mapped_arena.h"
 #include "common/endpoint.h"
 #include "schemas/kvcomm.capnp.h"
 #include "schemas/wire.h"
@@ -15,15 +17,12 @@
 namespace kvcomm::client {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using internal::Guarded;
+using internal::Response;
+using internal::Roundtrip;
+using internal::Unexpected;
 
-// A decoded reply and the frames it refers to.
-struct Response {
-  std::vector<zmq::message_t> frames;
-  std::unique_ptr<wire::AlignedFrame> aligned;
-  std::unique_ptr<capnp::FlatArrayMessageReader> reader;
-  proto::Reply::Reader reply() const { return reader->getRoot<proto::Reply>(); }
-};
+using Clock = std::chrono::steady_clock;
 
 SegmentInfo ReadInfo(proto::SegmentInfo::Reader in) {
   SegmentInfo out;
@@ -43,17 +42,6 @@ SegmentInfo ReadInfo(proto::SegmentInfo::Reader in) {
   out.tier = static_cast<Tier>(in.getTier());
   out.has_token_ids = in.getHasTokenIds();
   return out;
-}
-
-// Runs `parse`, turning a Cap'n Proto decoding exception into a Status.
-template <typename Fn>
-auto Guarded(Fn&& parse) -> decltype(parse()) {
-  try {
-    return parse();
-  } catch (const kj::Exception& e) {
-    return Error(ErrorCode::kMalformedMessage, "kvcommd sent a reply that does not decode: {}",
-                 e.getDescription().cStr());
-  }
 }
 
 }  // namespace
@@ -143,13 +131,9 @@ class Transport {
 
 }  // namespace internal
 
-namespace {
+namespace internal {
 
-using Filler = std::function<std::vector<zmq::message_t>(proto::Request::Builder)>;
-
-// Sends one request and returns the reply, or the daemon's error as a Status. A daemon that no
-// longer knows this session (it restarted) answers kFailedPrecondition: say Hello, retry once.
-Result<Response> Roundtrip(internal::Transport& transport, const Filler& fill,
+Result<Response> Roundtrip(Transport& transport, const Filler& fill,
                            std::chrono::milliseconds timeout,
                            const std::function<Status()>& rehello) {
   for (int attempt = 0;; ++attempt) {
@@ -179,7 +163,7 @@ Status Unexpected(std::string_view call) {
   return Error(ErrorCode::kMalformedMessage, "kvcommd answered {} with the wrong reply type", call);
 }
 
-}  // namespace
+}  // namespace internal
 
 Client::Client(ClientOptions options) : options_(std::move(options)) {
   if (options_.endpoint.empty()) options_.endpoint = DefaultEndpoint();
@@ -200,10 +184,6 @@ Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   KVCOMM_RETURN_IF_ERROR(client->Hello());
   return client;
 }
-
-#define KVCOMM_CALL(response, fill)                                                         \
-  KVCOMM_ASSIGN_OR_RETURN(Response response, Roundtrip(*transport_, fill, options_.timeout, \
-                                                       [this] { return Hello(); }))
 
 Status Client::Hello() {
   KVCOMM_ASSIGN_OR_RETURN(Response response,
@@ -386,118 +366,6 @@ Result<DaemonStats> Client::Stats() {
   });
 }
 
-std::string_view ReuseDecisionName(ReuseDecision decision) {
-  switch (decision) {
-    case ReuseDecision::kExact:
-      return "exact";
-    case ReuseDecision::kRealigned:
-      return "realigned";
-    case ReuseDecision::kPrefill:
-      return "prefill";
-  }
-  return "?";
-}
-
-namespace {
-
-void WriteReuseModel(proto::ReuseModel::Builder out, const ReuseModel& model) {
-  auto shape = out.initShape();
-  shape.setNumLayers(model.geometry.num_layers);
-  shape.setKvHeads(model.geometry.kv_heads);
-  shape.setHeadDim(model.geometry.head_dim);
-  shape.setDtype(static_cast<proto::DType>(model.geometry.dtype));
-  auto freq = out.initRopeInvFreq(static_cast<unsigned>(model.rope_inv_freq.size()));
-  for (unsigned i = 0; i < freq.size(); ++i) freq.set(i, model.rope_inv_freq[i]);
-  auto prefix = out.initBasePrefix(static_cast<unsigned>(model.base_prefix.size()));
-  for (unsigned i = 0; i < prefix.size(); ++i) prefix.set(i, model.base_prefix[i]);
-}
-
-void WriteTokens(capnp::List<int32_t>::Builder out, const std::vector<int32_t>& tokens) {
-  for (unsigned i = 0; i < out.size(); ++i) out.set(i, tokens[i]);
-}
-
-}  // namespace
-
-Result<std::vector<SegmentPlan>> Client::PlanPrompt(const PlanRequest& plan) {
-  KVCOMM_CALL(response, [&](proto::Request::Builder request) {
-    auto out = request.initPlanPrompt();
-    out.setAgent(plan.agent);
-    WriteReuseModel(out.initModel(), plan.model);
-    auto segments = out.initSegments(static_cast<unsigned>(plan.segments.size()));
-    for (unsigned i = 0; i < segments.size(); ++i) {
-      const auto& s = plan.segments[i];
-      segments[i].setRole(s.placeholder ? proto::SegmentRole::PLACEHOLDER
-                                        : proto::SegmentRole::TEMPLATE);
-      segments[i].setSlot(s.slot);
-      WriteTokens(segments[i].initTokenIds(static_cast<unsigned>(s.token_ids.size())), s.token_ids);
-    }
-    return std::vector<zmq::message_t>{};
-  });
-  return Guarded([&]() -> Result<std::vector<SegmentPlan>> {
-    if (!response.reply().isPlan()) return Unexpected("PlanPrompt");
-    auto result = response.reply().getPlan();
-    auto segments = result.getSegments();
-    auto tensors = result.getTensors();
-    if (segments.size() != plan.segments.size() || tensors.size() + 1 != response.frames.size())
-      return Error(ErrorCode::kMalformedMessage, "PlanPrompt reply does not match the request");
-    std::vector<SegmentPlan> out(segments.size());
-    for (unsigned i = 0; i < segments.size(); ++i) {
-      const auto decision = static_cast<uint32_t>(segments[i].getDecision());
-      if (decision > static_cast<uint32_t>(ReuseDecision::kPrefill))
-        return Error(ErrorCode::kMalformedMessage, "unknown reuse decision {}", decision);
-      out[i].decision = static_cast<ReuseDecision>(decision);
-      out[i].report_actual = segments[i].getReportActual();
-      if (out[i].decision == ReuseDecision::kPrefill) continue;
-      const int32_t index = segments[i].getTensorIndex();
-      if (index < 0 || static_cast<uint32_t>(index) >= tensors.size())
-        return Error(ErrorCode::kMalformedMessage, "segment {} names tensor {}", i, index);
-      out[i].layout = plan.model.geometry;
-      out[i].layout.tokens = static_cast<uint32_t>(plan.segments[i].token_ids.size());
-      auto& frame = response.frames[static_cast<size_t>(index) + 1];
-      std::span<const std::byte> bytes(static_cast<const std::byte*>(frame.data()), frame.size());
-      KVCOMM_RETURN_IF_ERROR(wire::CheckKvTensor(tensors[index], out[i].layout, bytes));
-      out[i].payload = wire::FrameToBlob(std::move(frame));
-    }
-    return out;
-  });
-}
-
-Status Client::ReportActual(const ActualReport& report) {
-  KvLayout layout = report.model.geometry;
-  layout.tokens = static_cast<uint32_t>(report.placeholder_tokens.size());
-  KvLayout following = report.model.geometry;
-  following.tokens = static_cast<uint32_t>(report.following_tokens.size());
-  if (report.placeholder_kv.size() != layout.PayloadBytes() ||
-      report.following_kv.size() != following.PayloadBytes()) {
-    return InvalidArgument("reported KV sizes do not match the model geometry and token counts");
-  }
-  KVCOMM_CALL(response, [&](proto::Request::Builder request) {
-    auto out = request.initReportActual();
-    out.setAgent(report.agent);
-    out.setSlot(report.slot);
-    WriteReuseModel(out.initModel(), report.model);
-    WriteTokens(out.initPlaceholderTokens(static_cast<unsigned>(report.placeholder_tokens.size())),
-                report.placeholder_tokens);
-    out.setPlaceholderPosition(report.placeholder_position);
-    WriteTokens(out.initFollowingTokens(static_cast<unsigned>(report.following_tokens.size())),
-                report.following_tokens);
-    out.setFollowingPosition(report.following_position);
-    const bool has_following = !report.following_tokens.empty();
-    auto tensors = out.initTensors(has_following ? 2 : 1);
-    std::vector<zmq::message_t> payload;
-    wire::DescribeKvTensor(tensors[0], layout, Checksum64(report.placeholder_kv.span()));
-    payload.push_back(wire::BlobFrame(report.placeholder_kv));
-    if (has_following) {
-      wire::DescribeKvTensor(tensors[1], following, Checksum64(report.following_kv.span()));
-      payload.push_back(wire::BlobFrame(report.following_kv));
-    }
-    return payload;
-  });
-  return Guarded([&]() -> Status {
-    return response.reply().isReportActual() ? Status::Ok() : Unexpected("ReportActual");
-  });
-}
-
 Result<CompressedSegment> Client::GetCompressed(const CompressedFetch& fetch) {
   const uint64_t per_layer = uint64_t{fetch.q_heads} * fetch.window * fetch.head_dim;
   if (!fetch.queries.empty() && (per_layer == 0 || fetch.queries.size() % per_layer != 0))
@@ -552,27 +420,6 @@ Result<CompressedSegment> Client::GetCompressed(const CompressedFetch& fetch) {
                                      response.frames[1].size());
     KVCOMM_RETURN_IF_ERROR(wire::CheckBytes(result.getTensors()[0], "compressed", bytes));
     out.bytes = wire::FrameToBlob(std::move(response.frames[1]));
-    return out;
-  });
-}
-
-Result<std::vector<AnchorSlotInfo>> Client::ListAnchors() {
-  KVCOMM_CALL(response, [](proto::Request::Builder request) {
-    request.setListAnchors();
-    return std::vector<zmq::message_t>{};
-  });
-  return Guarded([&]() -> Result<std::vector<AnchorSlotInfo>> {
-    if (!response.reply().isAnchors()) return Unexpected("ListAnchors");
-    std::vector<AnchorSlotInfo> out;
-    for (auto slot : response.reply().getAnchors().getSlots()) {
-      AnchorSlotInfo info{slot.getSlot().cStr(), {}};
-      for (auto a : slot.getAnchors()) {
-        AnchorInfo anchor{wire::ReadKey(a.getBaseKey()), a.getTokens(), a.getActivations(), {}};
-        for (auto agent : a.getAgents()) anchor.agents.emplace_back(agent.cStr());
-        info.anchors.push_back(std::move(anchor));
-      }
-      out.push_back(std::move(info));
-    }
     return out;
   });
 }

@@ -29,6 +29,7 @@
 namespace kvcomm::client {
 namespace internal {
 class Transport;
+struct MappedArena;
 }  // namespace internal
 
 enum class KeyKind : uint8_t { kContext = 0, kContent = 1 };
@@ -124,10 +125,17 @@ struct PlanSegment {
   std::vector<int32_t> token_ids;
 };
 
+// How a plan's KV arrives (schemas/kvcomm.capnp, KvDelivery).
+enum class Delivery : uint8_t {
+  kFrames = 0,     // bytes in the reply
+  kDeviceIpc = 1,  // in kvcommd's GPU arena, read in place (a worker on kvcommd's GPU; bf16)
+};
+
 struct PlanRequest {
   std::string agent;
   ReuseModel model;
   std::vector<PlanSegment> segments;  // the whole prompt, from position 0
+  Delivery delivery = Delivery::kFrames;
 };
 
 enum class ReuseDecision : uint8_t { kExact = 0, kRealigned = 1, kPrefill = 2 };
@@ -136,8 +144,12 @@ std::string_view ReuseDecisionName(ReuseDecision decision);
 struct SegmentPlan {
   ReuseDecision decision = ReuseDecision::kPrefill;
   bool report_actual = false;  // prefill it, then ReportActual: it becomes an anchor
-  KvLayout layout;             // exact and realigned: the KV in `payload`
-  Blob payload;
+  KvLayout layout;             // exact and realigned: the KV in `payload` or at `device`
+  Blob payload;                // frames
+  // Device delivery: the KV in this process's mapping of kvcommd's arena, readable until the
+  // lease is released (ReleaseLeases) or expires.
+  const std::byte* device = nullptr;
+  uint64_t lease_id = 0;
 };
 
 struct ActualReport {
@@ -213,6 +225,9 @@ class Client {
   // KVCOMM: one plan per segment of the prompt, with the KV of exact and realigned ones.
   Result<std::vector<SegmentPlan>> PlanPrompt(const PlanRequest& request);
   Status ReportActual(const ActualReport& report);
+  // Gives back device-delivered KV; returns how many leases were still held (the others had
+  // expired: their KV may have been overwritten).
+  Result<uint32_t> ReleaseLeases(const std::vector<uint64_t>& ids);
   Result<std::vector<AnchorSlotInfo>> ListAnchors();
   Result<CompressedSegment> GetCompressed(const CompressedFetch& fetch);
 
@@ -224,6 +239,7 @@ class Client {
 
   ClientOptions options_;
   std::unique_ptr<internal::Transport> transport_;
+  std::unique_ptr<internal::MappedArena> arena_;  // of device delivery, mapped on first use
 };
 
 }  // namespace kvcomm::client

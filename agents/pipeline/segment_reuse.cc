@@ -48,13 +48,15 @@ std::vector<SegmentSpan> SegmentSpans(const TokenizedPrompt& prompt,
 }
 
 SegmentReuse::SegmentReuse(client::Client& client, const runtime::Model& model, DType dtype,
-                           Mode mode, std::vector<int32_t> base_prefix)
+                           Mode mode, std::vector<int32_t> base_prefix,
+                           client::Delivery delivery)
     : client_(client),
       model_(model),
       dtype_(dtype),
       mode_(mode),
       inv_freq_(model.config().RopeInverseFrequencies()),
-      base_prefix_(std::move(base_prefix)) {
+      base_prefix_(std::move(base_prefix)),
+      delivery_(delivery) {
   assert(mode != Mode::kKvcomm || !base_prefix_.empty());
 }
 
@@ -206,7 +208,7 @@ Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
                                                  const std::string& agent,
                                                  runtime::KvCache& cache) {
   KVCOMM_RETURN_IF_ERROR(EnsureBases(prompt, spans));
-  client::PlanRequest request{agent, ReuseModel(), {}};
+  client::PlanRequest request{agent, ReuseModel(), {}, delivery_};
   std::span<const int32_t> tokens(prompt.tokens);
   for (const auto& span : spans) {
     auto ids = tokens.subspan(span.begin, span.tokens());
@@ -219,14 +221,29 @@ Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
     if (plans[i].report_actual) result.report.push_back(i);
   // A turn that makes anchors computes everything not exact, so what it reports is the true KV.
   const bool exact_only = !result.report.empty();
+  Status imported;
+  std::vector<uint64_t> leases;
   for (size_t i = 0; i < spans.size(); ++i) {
     const auto& plan = plans[i];
-    if (plan.decision == client::ReuseDecision::kPrefill) continue;
+    if (plan.lease_id != 0) leases.push_back(plan.lease_id);
+    if (!imported.ok() || plan.decision == client::ReuseDecision::kPrefill) continue;
     if (exact_only && plan.decision != client::ReuseDecision::kExact) continue;
-    KVCOMM_RETURN_IF_ERROR(cache.Import(plan.layout, plan.payload.span(), spans[i].begin));
+    const auto kv = plan.device ? std::span(plan.device, plan.layout.PayloadBytes())
+                                : plan.payload.span();
+    imported = cache.Import(plan.layout, kv, spans[i].begin);
     result.source[i] = plan.decision == client::ReuseDecision::kExact ? SpanSource::kExact
                                                                       : SpanSource::kRealigned;
   }
+  // Every lease goes back, imported or not; one that expired meanwhile may have been
+  // overwritten, so what was read from it cannot be trusted.
+  if (!leases.empty()) {
+    KVCOMM_ASSIGN_OR_RETURN(uint32_t held, client_.ReleaseLeases(leases));
+    if (imported.ok() && held != leases.size())
+      return Error(ErrorCode::kDeadlineExceeded,
+                   "{} of {} KV leases expired before the import finished (raise ipc.lease_ttl_ms)",
+                   leases.size() - held, leases.size());
+  }
+  KVCOMM_RETURN_IF_ERROR(imported);
   return result;
 }
 

@@ -54,8 +54,10 @@ class SegmentReuse {
   // `base_prefix`: kvcomm computes a placeholder's base KV right after these tokens (BOS and a
   // short neutral lead-in, so the placeholder's first token is not the one right after BOS,
   // whose KV is unlike that of any token in context).
+  // `delivery`: how kvcomm plans bring KV (kDeviceIpc: a CUDA model on kvcommd's GPU, bf16).
   SegmentReuse(client::Client& client, const runtime::Model& model, DType dtype, Mode mode,
-               std::vector<int32_t> base_prefix = {});
+               std::vector<int32_t> base_prefix = {},
+               client::Delivery delivery = client::Delivery::kFrames);
 
   // Imports reusable segments into an empty `cache`. `agent` names the agent (kvcomm records
   // anchor deltas per agent).
@@ -100,6 +102,7 @@ class SegmentReuse {
   Mode mode_;
   std::vector<float> inv_freq_;
   std::vector<int32_t> base_prefix_;
+  client::Delivery delivery_;
 };
 
 }  // namespace kvcomm::pipeline

@@ -106,11 +106,11 @@ Result<ActualInput> ReadActualInput(proto::ReportActual::Reader report,
 }
 
 void FillPlanResult(proto::PlanResult::Builder out, std::vector<SegmentPlanOutput>& plans,
-                    std::vector<zmq::message_t>& payload_out) {
-  size_t with_kv = 0;
-  for (const auto& p : plans) with_kv += p.decision != Decision::kPrefill;
+                    const DeviceLeases* leases, std::vector<zmq::message_t>& payload_out) {
+  size_t in_frames = 0;
+  for (const auto& p : plans) in_frames += p.decision != Decision::kPrefill && !p.kv.lease;
   auto segments = out.initSegments(static_cast<unsigned>(plans.size()));
-  auto tensors = out.initTensors(static_cast<unsigned>(with_kv));
+  auto tensors = out.initTensors(static_cast<unsigned>(in_frames));
   int32_t next = 0;
   for (unsigned i = 0; i < plans.size(); ++i) {
     auto& p = plans[i];
@@ -118,14 +118,28 @@ void FillPlanResult(proto::PlanResult::Builder out, std::vector<SegmentPlanOutpu
                             : p.decision == Decision::kRealigned ? proto::ReuseDecision::REALIGNED
                                                                  : proto::ReuseDecision::PREFILL);
     segments[i].setReportActual(p.report_actual);
-    if (p.decision == Decision::kPrefill) {
-      segments[i].setTensorIndex(-1);
+    segments[i].setTensorIndex(-1);
+    if (p.decision == Decision::kPrefill) continue;
+    if (p.kv.lease) {
+      auto lease = segments[i].initLease();
+      lease.setId(p.kv.lease->id);
+      lease.setOffset(p.kv.lease->offset);
+      lease.setBytes(p.kv.lease->bytes);
       continue;
     }
     segments[i].setTensorIndex(next);
-    wire::DescribeKvTensor(tensors[next], p.layout, Checksum64(p.kv.span()));
-    payload_out.push_back(wire::BlobFrame(p.kv));
+    wire::DescribeKvTensor(tensors[next], p.kv.layout, Checksum64(p.kv.kv.span()));
+    payload_out.push_back(wire::BlobFrame(p.kv.kv));
     ++next;
+  }
+  if (leases != nullptr) {
+    auto arena = out.initArena();
+    const std::string& handle = leases->ipc_handle();
+    arena.setIpcHandle(kj::arrayPtr(reinterpret_cast<const kj::byte*>(handle.data()),
+                                    handle.size()));
+    arena.setArenaId(leases->arena_id());
+    arena.setDeviceUuid(leases->device_uuid());
+    arena.setBytes(leases->capacity());
   }
 }
 

@@ -14,8 +14,9 @@ Result<PlanInput> ReadPlanInput(proto::PlanPrompt::Reader plan);
 // `frames[0]` is the Cap'n Proto frame; the KV frames follow.
 Result<ActualInput> ReadActualInput(proto::ReportActual::Reader report,
                                     std::vector<zmq::message_t>& frames);
+// `leases`: set for device delivery (the reply then names the arena).
 void FillPlanResult(proto::PlanResult::Builder out, std::vector<SegmentPlanOutput>& plans,
-                    std::vector<zmq::message_t>& payload_out);
+                    const DeviceLeases* leases, std::vector<zmq::message_t>& payload_out);
 void FillAnchorListing(proto::AnchorListing::Builder out, const std::vector<SlotListing>& slots);
 void FillReuseCounters(capnp::List<proto::ReuseCounter>::Builder out,
                        const std::vector<ReuseCounter>& counters);

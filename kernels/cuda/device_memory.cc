@@ -1,3 +1,5 @@
+#include <cstring>
+
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/launchers.h"
 #include "kernels/device.h"
@@ -37,6 +39,14 @@ Result<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes) {
   return buffer;
 }
 
+Result<std::byte*> DeviceScratch::Reserve(size_t bytes) {
+  if (buffer_.size() < bytes) {
+    buffer_ = DeviceBuffer();  // free first: the old and new buffer need not fit together
+    KVCOMM_ASSIGN_OR_RETURN(buffer_, DeviceBuffer::Allocate(bytes));
+  }
+  return buffer_.data();
+}
+
 Status CopyHostToDevice(void* device_dst, const void* host_src, size_t bytes) {
   KVCOMM_CUDA_RETURN_IF_ERROR(cudaMemcpy(device_dst, host_src, bytes, cudaMemcpyHostToDevice));
   return Status::Ok();
@@ -45,6 +55,50 @@ Status CopyHostToDevice(void* device_dst, const void* host_src, size_t bytes) {
 Status CopyDeviceToHost(void* host_dst, const void* device_src, size_t bytes) {
   KVCOMM_CUDA_RETURN_IF_ERROR(cudaMemcpy(host_dst, device_src, bytes, cudaMemcpyDeviceToHost));
   return Status::Ok();
+}
+
+Status CopyDeviceToDevice(void* device_dst, const void* device_src, size_t bytes) {
+  KVCOMM_CUDA_RETURN_IF_ERROR(
+      cudaMemcpy(device_dst, device_src, bytes, cudaMemcpyDeviceToDevice));
+  return Status::Ok();
+}
+
+Result<std::string> CudaDeviceUuid() {
+  int device = 0;
+  KVCOMM_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  cudaDeviceProp prop{};
+  KVCOMM_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device));
+  std::string hex;
+  for (char byte : prop.uuid.bytes) hex += fmt::format("{:02x}", static_cast<uint8_t>(byte));
+  return hex;
+}
+
+Result<std::string> ExportIpcHandle(const DeviceBuffer& buffer) {
+  static_assert(sizeof(cudaIpcMemHandle_t) == kIpcHandleBytes);
+  if (buffer.data() == nullptr) return InvalidArgument("no device allocation to export");
+  cudaIpcMemHandle_t handle;
+  KVCOMM_CUDA_RETURN_IF_ERROR(cudaIpcGetMemHandle(&handle, buffer.data()));
+  return std::string(reinterpret_cast<const char*>(&handle), sizeof(handle));
+}
+
+void IpcMapping::Close::operator()(void* p) const { cudaIpcCloseMemHandle(p); }
+
+Result<IpcMapping> IpcMapping::Open(std::string_view handle) {
+  if (handle.size() != kIpcHandleBytes)
+    return InvalidArgument("a CUDA IPC handle has {} bytes, got {}", kIpcHandleBytes,
+                           handle.size());
+  cudaIpcMemHandle_t h;
+  std::memcpy(&h, handle.data(), sizeof(h));
+  void* p = nullptr;
+  const cudaError_t err = cudaIpcOpenMemHandle(&p, h, cudaIpcMemLazyEnablePeerAccess);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return Error(ErrorCode::kUnavailable, "cannot map the CUDA IPC handle: {} ({})",
+                 cudaGetErrorName(err), cudaGetErrorString(err));
+  }
+  IpcMapping mapping;
+  mapping.ptr_.reset(p);
+  return mapping;
 }
 
 Status CopyAll2D(std::span<const Copy2D> copies) {

@@ -120,6 +120,10 @@ cudaError_t LaunchAnchorDistances(int64_t layers, int64_t kv_heads, int64_t toke
 cudaError_t LaunchAnchorChannelDistances(int64_t layers, int64_t kv_heads, int64_t tokens,
                                          int64_t head_dim, int64_t anchors, const bf16* base,
                                          const bf16* anchor_bases, float* out, cudaStream_t stream);
+// *out = the sum of squares of a segment's values (fp32, device memory; head_dim % 8 == 0).
+cudaError_t LaunchValueSquaredNorm(int64_t layers, int64_t kv_heads, int64_t tokens,
+                                   int64_t head_dim, const bf16* segment, float* out,
+                                   cudaStream_t stream);
 // ... and SoftmaxOverAnchors (fp32 in and out, device memory).
 cudaError_t LaunchSoftmaxOverAnchors(const float* sums, int64_t anchors, int64_t n, int64_t stride,
                                      int64_t component, float scale, bool root, float temperature,

@@ -170,6 +170,22 @@ __global__ void SoftmaxOverAnchorsKernel(const float* sums, int64_t anchors, int
   }
 }
 
+// Sum of squares of a segment's values (its V rows), accumulated into *out.
+__global__ void ValueSquaredNormKernel(int64_t layers, int64_t layer_values, const bf16* segment,
+                                       float* out) {
+  const int64_t chunks = layer_values / 8;
+  float sum = 0.f;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < layers * chunks;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t layer = i / chunks;
+    float x[kPairsPerThread];
+    LoadBf16x8(segment + (2 * layer + 1) * layer_values + (i % chunks) * 8, x);
+    for (float v : x) sum += v * v;
+  }
+  for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
+  if (threadIdx.x % 32 == 0) atomicAdd(out, sum);
+}
+
 }  // namespace
 
 cudaError_t LaunchSoftmaxOverAnchors(const float* sums, int64_t anchors, int64_t n, int64_t stride,
@@ -206,6 +222,21 @@ cudaError_t LaunchAnchorDistances(int64_t layers, int64_t kv_heads, int64_t toke
   const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>(anchors));
   AnchorDistancesKernel<<<grid, 256, 0, stream>>>(layers, kv_heads, tokens, head_dim, base,
                                                   anchor_bases, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchValueSquaredNorm(int64_t layers, int64_t kv_heads, int64_t tokens,
+                                   int64_t head_dim, const bf16* segment, float* out,
+                                   cudaStream_t stream) {
+  if (head_dim % 8 != 0) return cudaErrorInvalidValue;
+  const cudaError_t zeroed = cudaMemsetAsync(out, 0, sizeof(float), stream);
+  if (zeroed != cudaSuccess) return zeroed;
+  const int64_t chunks = layers * kv_heads * tokens * head_dim / 8;
+  if (chunks == 0) return cudaSuccess;
+  const int threads = 256;
+  const int blocks = static_cast<int>(std::min<int64_t>((chunks + threads - 1) / threads, 4096));
+  ValueSquaredNormKernel<<<blocks, threads, 0, stream>>>(layers, kv_heads * tokens * head_dim,
+                                                         segment, out);
   return cudaGetLastError();
 }
 

@@ -199,8 +199,8 @@ TEST_F(AnchorServiceTest, AnAnchorsOwnDeltasReproduceItsActualKvAtANewPosition) 
   const KvF32 base_moved = Moved(base, 2, 7);
   const size_t layer0 = Geometry(4).Offset(1, 0, 0, 0) / 4;
   std::copy_n(base_moved.data.begin(), layer0, expected.data.begin());
-  ExpectNear(second[1].kv.span(), expected);
-  ExpectNear(second[2].kv.span(), Moved(following, 9, 11));
+  ExpectNear(second[1].kv.kv.span(), expected);
+  ExpectNear(second[2].kv.kv.span(), Moved(following, 9, 11));
 
   const auto stats = service_->Stats();
   uint64_t realigned = 0, created = 0;
@@ -236,7 +236,7 @@ TEST_F(AnchorServiceTest, ANewPlaceholderIsBaseMovedPlusTheAnchorsDeltas) {
   EXPECT_FALSE(plan[1].report_actual);
   std::vector<float> delta4 = FirstTokens({Geometry(6), delta}, 4).data;
   KvF32 expected = Moved(base3, 2, 9, &delta4);
-  ExpectNear(plan[1].kv.span(), expected);
+  ExpectNear(plan[1].kv.kv.span(), expected);
 
   // Another agent has no deltas for these anchors: it computes, and reports.
   auto other = Plan(Prompt("b", 9, Tokens(40, 4)));
@@ -275,8 +275,8 @@ TEST_F(AnchorServiceTest, ARestartKeepsThePoolsAndDropsWhatLeftTheStore) {
   // The same plan realigns to the very same KV after the restart.
   const auto after = Plan(Prompt("a", 9, Tokens(40, 6)));
   ASSERT_EQ(after[1].decision, Decision::kRealigned);
-  ASSERT_EQ(after[1].kv.size(), before[1].kv.size());
-  EXPECT_EQ(std::memcmp(after[1].kv.data(), before[1].kv.data(), after[1].kv.size()), 0);
+  ASSERT_EQ(after[1].kv.kv.size(), before[1].kv.kv.size());
+  EXPECT_EQ(std::memcmp(after[1].kv.kv.data(), before[1].kv.kv.data(), after[1].kv.kv.size()), 0);
 
   // Segments that leave the store while kvcommd is down leave the pool too.
   const auto& first = relisted[0].anchors[0];
@@ -302,12 +302,12 @@ TEST_F(AnchorServiceTest, ASegmentStoredAfterTheSameTokensIsExactInAnyDtype) {
   EXPECT_EQ(plan[0].decision, Decision::kPrefill);
   ASSERT_EQ(plan[1].decision, Decision::kExact);
   EXPECT_FALSE(plan[1].report_actual);
-  ExpectNear(plan[1].kv.span(), base);
+  ExpectNear(plan[1].kv.kv.span(), base);
   input.model.geometry.dtype = DType::kBF16;
   plan = Plan(input);
   ASSERT_EQ(plan[1].decision, Decision::kExact);
-  ASSERT_EQ(plan[1].layout.dtype, DType::kBF16);
-  auto back = DecodeKv(plan[1].layout, plan[1].kv.span());
+  ASSERT_EQ(plan[1].kv.layout.dtype, DType::kBF16);
+  auto back = DecodeKv(plan[1].kv.layout, plan[1].kv.kv.span());
   ASSERT_TRUE(back.ok());
   for (size_t i = 0; i < base.data.size(); ++i)
     EXPECT_NEAR(back->data[i], base.data[i], 1e-2 * std::abs(base.data[i]) + 1e-6);

@@ -1,10 +1,10 @@
-#include "kvstore/internal/arena_allocator.h"
+#include "common/arena_allocator.h"
 
 #include <gtest/gtest.h>
 
 #include <random>
 
-namespace kvcomm::kvstore::internal {
+namespace kvcomm {
 namespace {
 
 TEST(ArenaAllocator, AllocatesFirstFitAndCoalescesFreedNeighbours) {
@@ -54,4 +54,4 @@ TEST(ArenaAllocator, RandomAllocFreeNeverOverlapsOrExceedsCapacity) {
 }
 
 }  // namespace
-}  // namespace kvcomm::kvstore::internal
+}  // namespace kvcomm

@@ -32,7 +32,7 @@ TEST(GpuTier, StoresReadsAndErasesInDeviceMemory) {
   ASSERT_TRUE(tier.ok()) << tier.status().ToString();
   ASSERT_TRUE((*tier)->Put(a.meta, a.payload).ok());
   ASSERT_TRUE((*tier)->Put(b.meta, b.payload).ok());
-  EXPECT_NE((*tier)->DevicePointer(a.meta.context_key), nullptr);
+  EXPECT_TRUE((*tier)->Share(a.meta.context_key));
   auto read = (*tier)->Read(a.meta.context_key);
   ASSERT_TRUE(read.ok());
   EXPECT_EQ(std::memcmp(read->data(), a.payload.data(), a.payload.size()), 0);
@@ -69,6 +69,52 @@ TEST(GpuTier, StoreDemotesFromGpuToHostAndPromotesBack) {
   EXPECT_EQ(stats.demotions, 2u);
   EXPECT_LE(stats.tiers[0].bytes, options.gpu_capacity_bytes);
   EXPECT_EQ(stats.tiers[1].segments, 1u);  // promotion moved a out of the host tier
+}
+
+TEST(GpuTier, GetOnDeviceServesInPlaceAndKeepsHeldBytesValid) {
+  auto a = MakeSegment(64, 1), b = MakeSegment(64, 2);
+  StoreOptions options;
+  options.persist = false;
+  options.host_capacity_bytes = 1 << 20;
+  Scope scope{"test", std::nullopt};
+  if (!kernels::CudaAvailable()) {
+    auto store = TieredStore::Open(options);
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE((*store)->Put(a.meta, a.payload).ok());
+    EXPECT_EQ((*store)->GetOnDevice(a.meta.context_key, KeyKind::kContext, scope).status().code(),
+              ErrorCode::kUnavailable);
+    GTEST_SKIP() << "needs a CUDA GPU for the rest: " << kernels::CudaDeviceDescription();
+  }
+  options.gpu_capacity_bytes = a.payload.size() + 512;  // one segment
+  auto store = TieredStore::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  ASSERT_TRUE((*store)->Put(a.meta, a.payload).ok());
+  ASSERT_TRUE((*store)->Put(b.meta, b.payload).ok());  // a goes down to the host tier
+  EXPECT_EQ((*store)->GetOnDevice(b.meta.context_key, KeyKind::kContent, scope).status().code(),
+            ErrorCode::kNotFound);
+
+  // a comes back up (b goes down), and its device bytes are the payload.
+  auto held = (*store)->GetOnDevice(a.meta.context_key, KeyKind::kContext, scope);
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+  ASSERT_EQ(held->payload.size(), a.payload.size());
+  auto where = (*store)->Lookup(
+      {{a.meta.context_key, KeyKind::kContext}, {b.meta.context_key, KeyKind::kContext}}, scope);
+  EXPECT_EQ(where[0].tier, TierKind::kGpu);
+  EXPECT_EQ(where[1].tier, TierKind::kHost);
+  EXPECT_EQ((*store)->Stats().promotions, 1u);
+
+  // Deleted while held, its block is not reused: b cannot move up until it is let go of.
+  ASSERT_TRUE((*store)->Delete(a.meta.context_key, scope).ok());
+  EXPECT_EQ((*store)->GetOnDevice(b.meta.context_key, KeyKind::kContext, scope).status().code(),
+            ErrorCode::kResourceExhausted);
+  std::vector<std::byte> back(a.payload.size());
+  ASSERT_TRUE(kernels::CopyDeviceToHost(back.data(), held->payload.data(), back.size()).ok());
+  EXPECT_EQ(std::memcmp(back.data(), a.payload.data(), back.size()), 0);
+  held = Error(ErrorCode::kNotFound, "let go");
+  auto b_held = (*store)->GetOnDevice(b.meta.context_key, KeyKind::kContext, scope);
+  ASSERT_TRUE(b_held.ok()) << b_held.status().ToString();
+  ASSERT_TRUE(kernels::CopyDeviceToHost(back.data(), b_held->payload.data(), back.size()).ok());
+  EXPECT_EQ(std::memcmp(back.data(), b.payload.data(), back.size()), 0);
 }
 
 }  // namespace

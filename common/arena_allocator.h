@@ -7,7 +7,7 @@
 #include <map>
 #include <optional>
 
-namespace kvcomm::kvstore::internal {
+namespace kvcomm {
 
 class ArenaAllocator {
  public:
@@ -31,4 +31,4 @@ class ArenaAllocator {
   std::map<uint64_t, uint64_t> used_;  // offset -> size
 };
 
-}  // namespace kvcomm::kvstore::internal
+}  // namespace kvcomm

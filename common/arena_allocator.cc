@@ -1,8 +1,8 @@
-#include "kvstore/internal/arena_allocator.h"
+#include "common/arena_allocator.h"
 
 #include <cassert>
 
-namespace kvcomm::kvstore::internal {
+namespace kvcomm {
 
 ArenaAllocator::ArenaAllocator(uint64_t capacity, uint64_t alignment)
     : capacity_(capacity & ~(alignment - 1)), alignment_(alignment) {
@@ -54,4 +54,4 @@ void ArenaAllocator::Free(uint64_t offset) {
   free_.emplace(offset, size);
 }
 
-}  // namespace kvcomm::kvstore::internal
+}  // namespace kvcomm

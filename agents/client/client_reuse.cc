@@ -1,0 +1,199 @@
+// The KVCOMM reuse requests of the client (schemas/kvcomm.capnp, "KVCOMM reuse").
+#include "agents/client/client.h"
+#include "agents/client/internal/call.h"
+#include "agents/client/internal/mapped_arena.h"
+
+namespace kvcomm::client {
+
+using internal::Guarded;
+using internal::Unexpected;
+
+namespace internal {
+
+Result<const MappedArena*> MapArena(std::unique_ptr<MappedArena>& arena,
+                                    proto::DeviceArena::Reader described) {
+  const uint64_t id = described.getArenaId();
+  if (arena && arena->id == id) return arena.get();
+  KVCOMM_ASSIGN_OR_RETURN(std::string own_gpu, kernels::CudaDeviceUuid());
+  const std::string daemon_gpu = described.getDeviceUuid().cStr();
+  if (daemon_gpu != own_gpu)
+    return Error(ErrorCode::kFailedPrecondition,
+                 "device delivery needs kvcommd's GPU ({}); this process runs on {}", daemon_gpu,
+                 own_gpu);
+  auto handle = described.getIpcHandle();
+  KVCOMM_ASSIGN_OR_RETURN(
+      auto mapping, kernels::IpcMapping::Open(std::string_view(
+                        reinterpret_cast<const char*>(handle.begin()), handle.size())));
+  arena = std::make_unique<MappedArena>(id, described.getBytes(), std::move(mapping));
+  return arena.get();
+}
+
+}  // namespace internal
+
+std::string_view ReuseDecisionName(ReuseDecision decision) {
+  switch (decision) {
+    case ReuseDecision::kExact:
+      return "exact";
+    case ReuseDecision::kRealigned:
+      return "realigned";
+    case ReuseDecision::kPrefill:
+      return "prefill";
+  }
+  return "?";
+}
+
+namespace {
+
+void WriteReuseModel(proto::ReuseModel::Builder out, const ReuseModel& model) {
+  auto shape = out.initShape();
+  shape.setNumLayers(model.geometry.num_layers);
+  shape.setKvHeads(model.geometry.kv_heads);
+  shape.setHeadDim(model.geometry.head_dim);
+  shape.setDtype(static_cast<proto::DType>(model.geometry.dtype));
+  auto freq = out.initRopeInvFreq(static_cast<unsigned>(model.rope_inv_freq.size()));
+  for (unsigned i = 0; i < freq.size(); ++i) freq.set(i, model.rope_inv_freq[i]);
+  auto prefix = out.initBasePrefix(static_cast<unsigned>(model.base_prefix.size()));
+  for (unsigned i = 0; i < prefix.size(); ++i) prefix.set(i, model.base_prefix[i]);
+}
+
+void WriteTokens(capnp::List<int32_t>::Builder out, const std::vector<int32_t>& tokens) {
+  for (unsigned i = 0; i < out.size(); ++i) out.set(i, tokens[i]);
+}
+
+}  // namespace
+
+Result<std::vector<SegmentPlan>> Client::PlanPrompt(const PlanRequest& plan) {
+  const bool device = plan.delivery == Delivery::kDeviceIpc;
+  KVCOMM_CALL(response, [&](proto::Request::Builder request) {
+    auto out = request.initPlanPrompt();
+    out.setAgent(plan.agent);
+    WriteReuseModel(out.initModel(), plan.model);
+    auto segments = out.initSegments(static_cast<unsigned>(plan.segments.size()));
+    for (unsigned i = 0; i < segments.size(); ++i) {
+      const auto& s = plan.segments[i];
+      segments[i].setRole(s.placeholder ? proto::SegmentRole::PLACEHOLDER
+                                        : proto::SegmentRole::TEMPLATE);
+      segments[i].setSlot(s.slot);
+      WriteTokens(segments[i].initTokenIds(static_cast<unsigned>(s.token_ids.size())), s.token_ids);
+    }
+    out.setDelivery(device ? proto::KvDelivery::DEVICE_IPC : proto::KvDelivery::FRAMES);
+    return std::vector<zmq::message_t>{};
+  });
+  return Guarded([&]() -> Result<std::vector<SegmentPlan>> {
+    if (!response.reply().isPlan()) return Unexpected("PlanPrompt");
+    auto result = response.reply().getPlan();
+    auto segments = result.getSegments();
+    auto tensors = result.getTensors();
+    if (segments.size() != plan.segments.size() || tensors.size() + 1 != response.frames.size())
+      return Error(ErrorCode::kMalformedMessage, "PlanPrompt reply does not match the request");
+    const internal::MappedArena* arena = nullptr;
+    std::vector<SegmentPlan> out(segments.size());
+    for (unsigned i = 0; i < segments.size(); ++i) {
+      const auto decision = static_cast<uint32_t>(segments[i].getDecision());
+      if (decision > static_cast<uint32_t>(ReuseDecision::kPrefill))
+        return Error(ErrorCode::kMalformedMessage, "unknown reuse decision {}", decision);
+      out[i].decision = static_cast<ReuseDecision>(decision);
+      out[i].report_actual = segments[i].getReportActual();
+      if (out[i].decision == ReuseDecision::kPrefill) continue;
+      out[i].layout = plan.model.geometry;
+      out[i].layout.tokens = static_cast<uint32_t>(plan.segments[i].token_ids.size());
+      if (device) {
+        if (arena == nullptr) {
+          if (!result.hasArena())
+            return Error(ErrorCode::kMalformedMessage, "a device plan without its arena");
+          KVCOMM_ASSIGN_OR_RETURN(arena, internal::MapArena(arena_, result.getArena()));
+        }
+        auto lease = segments[i].getLease();
+        if (lease.getBytes() != out[i].layout.PayloadBytes() ||
+            lease.getOffset() > arena->bytes || arena->bytes - lease.getOffset() < lease.getBytes())
+          return Error(ErrorCode::kMalformedMessage,
+                       "segment {}'s lease ({} bytes at {}) does not fit its KV ({}) or the arena "
+                       "({} bytes)",
+                       i, lease.getBytes(), lease.getOffset(), out[i].layout.ToString(),
+                       arena->bytes);
+        out[i].device = arena->mapping.data() + lease.getOffset();
+        out[i].lease_id = lease.getId();
+        continue;
+      }
+      const int32_t index = segments[i].getTensorIndex();
+      if (index < 0 || static_cast<uint32_t>(index) >= tensors.size())
+        return Error(ErrorCode::kMalformedMessage, "segment {} names tensor {}", i, index);
+      auto& frame = response.frames[static_cast<size_t>(index) + 1];
+      std::span<const std::byte> bytes(static_cast<const std::byte*>(frame.data()), frame.size());
+      KVCOMM_RETURN_IF_ERROR(wire::CheckKvTensor(tensors[index], out[i].layout, bytes));
+      out[i].payload = wire::FrameToBlob(std::move(frame));
+    }
+    return out;
+  });
+}
+
+Result<uint32_t> Client::ReleaseLeases(const std::vector<uint64_t>& ids) {
+  KVCOMM_CALL(response, [&](proto::Request::Builder request) {
+    auto out = request.initReleaseLeases().initIds(static_cast<unsigned>(ids.size()));
+    for (unsigned i = 0; i < out.size(); ++i) out.set(i, ids[i]);
+    return std::vector<zmq::message_t>{};
+  });
+  return Guarded([&]() -> Result<uint32_t> {
+    if (!response.reply().isReleaseLeases()) return Unexpected("ReleaseLeases");
+    return response.reply().getReleaseLeases();
+  });
+}
+
+Status Client::ReportActual(const ActualReport& report) {
+  KvLayout layout = report.model.geometry;
+  layout.tokens = static_cast<uint32_t>(report.placeholder_tokens.size());
+  KvLayout following = report.model.geometry;
+  following.tokens = static_cast<uint32_t>(report.following_tokens.size());
+  if (report.placeholder_kv.size() != layout.PayloadBytes() ||
+      report.following_kv.size() != following.PayloadBytes()) {
+    return InvalidArgument("reported KV sizes do not match the model geometry and token counts");
+  }
+  KVCOMM_CALL(response, [&](proto::Request::Builder request) {
+    auto out = request.initReportActual();
+    out.setAgent(report.agent);
+    out.setSlot(report.slot);
+    WriteReuseModel(out.initModel(), report.model);
+    WriteTokens(out.initPlaceholderTokens(static_cast<unsigned>(report.placeholder_tokens.size())),
+                report.placeholder_tokens);
+    out.setPlaceholderPosition(report.placeholder_position);
+    WriteTokens(out.initFollowingTokens(static_cast<unsigned>(report.following_tokens.size())),
+                report.following_tokens);
+    out.setFollowingPosition(report.following_position);
+    const bool has_following = !report.following_tokens.empty();
+    auto tensors = out.initTensors(has_following ? 2 : 1);
+    std::vector<zmq::message_t> payload;
+    wire::DescribeKvTensor(tensors[0], layout, Checksum64(report.placeholder_kv.span()));
+    payload.push_back(wire::BlobFrame(report.placeholder_kv));
+    if (has_following) {
+      wire::DescribeKvTensor(tensors[1], following, Checksum64(report.following_kv.span()));
+      payload.push_back(wire::BlobFrame(report.following_kv));
+    }
+    return payload;
+  });
+  return Guarded([&]() -> Status {
+    return response.reply().isReportActual() ? Status::Ok() : Unexpected("ReportActual");
+  });
+}
+
+Result<std::vector<AnchorSlotInfo>> Client::ListAnchors() {
+  KVCOMM_CALL(response, [](proto::Request::Builder request) {
+    request.setListAnchors();
+    return std::vector<zmq::message_t>{};
+  });
+  return Guarded([&]() -> Result<std::vector<AnchorSlotInfo>> {
+    if (!response.reply().isAnchors()) return Unexpected("ListAnchors");
+    std::vector<AnchorSlotInfo> out;
+    for (auto slot : response.reply().getAnchors().getSlots()) {
+      AnchorSlotInfo info{slot.getSlot().cStr(), {}};
+      for (auto a : slot.getAnchors()) {
+        AnchorInfo anchor{wire::ReadKey(a.getBaseKey()), a.getTokens(), a.getActivations(), {}};
+        for (auto agent : a.getAgents()) anchor.agents.emplace_back(agent.cStr());
+        info.anchors.push_back(std::move(anchor));
+      }
+      out.push_back(std::move(info));
+    }
+    return out;
+  });
+}
+
+}  // namespace kvcomm::client

@@ -1,0 +1,355 @@
+// daemon_pipeline_bench: pipeline_bench's workload through the product's own path: a kvcommd
+// process, agents that plan every prompt with it (agents/pipeline/segment_reuse.h, the code
+// kvcomm-agent runs), and KV handed over in place through CUDA IPC (--delivery device) or as
+// ZeroMQ frames (--delivery frames). Dense and kvcomm turns run side by side in one process.
+//   daemon_pipeline_bench --shape llama3-8b                       the setting on the GPU
+//   daemon_pipeline_bench --device cpu --delivery frames --shape tiny-20m --input-tokens 96
+//                         --prefix-tokens 32 --output-tokens 16   a quick check on CPU
+//
+// Workload (pipeline_bench's): agent i's prompt is BOS + its own prefix + a label + the shared
+// input, and from round 2 on, per other agent, a label + that agent's previous reply; a short
+// cue ends it. Replies are greedy. Each run has a new input (so new replies).
+//
+// The anchor pools fill the way they do in service: --warm-runs whole pipeline runs first, in
+// which placeholders without two anchors are prefilled and their actual KV reported; the run
+// timed after them reuses. kvcommd runs KVCOMM's reuse rule, but random weights make every
+// placeholder equally far from every anchor, so the rule's thresholds are opened (entropy
+// threshold 1, no distance limit: reuse whenever two anchors have deltas for the agent); the
+// work per turn does not depend on that choice.
+// TTFT counts from the turn's start (the plan request) to the first reply token's logits;
+// storing the turn's KV, reports and the reply's base afterwards are timed apart ("after").
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "agents/client/client.h"
+#include "agents/pipeline/segment_reuse.h"
+#include "agents/runtime/model.h"
+#include "agents/runtime/weights.h"
+#include "bench/model_shapes.h"
+#include "kernels/device.h"
+
+extern char** environ;
+
+using namespace kvcomm;
+using namespace kvcomm::runtime;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+void Check(const Status& s) { bench::ExitOnError("daemon_pipeline_bench", s); }
+template <typename T>
+T Check(Result<T> r) {
+  Check(r.status());
+  return std::move(r).value();
+}
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+// kvcommd in a child process, stopped (SIGTERM) when this goes away.
+class Daemon {
+ public:
+  Daemon(const std::string& binary, const std::filesystem::path& dir, const std::string& toml) {
+    const auto config = dir / "kvcommd.toml";
+    std::ofstream(config) << toml;
+    std::vector<std::string> args = {binary, "--config", config.string(), "--log-level", "warn"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    if (posix_spawn(&pid_, binary.c_str(), nullptr, nullptr, argv.data(), environ) != 0)
+      Check(Error(ErrorCode::kUnavailable, "cannot start {}", binary));
+  }
+  ~Daemon() {
+    kill(pid_, SIGTERM);
+    waitpid(pid_, nullptr, 0);
+  }
+
+ private:
+  pid_t pid_ = 0;
+};
+
+struct Options {
+  int agents = 5, rounds = 2, warm_runs = 2;
+  int64_t input_tokens = 1024, prefix_tokens = 512, output_tokens = 512, label_tokens = 8;
+};
+
+struct TurnTiming {
+  double ttft = 0, import = 0, decode = 0, after = 0;
+  int64_t prompt_tokens = 0, reused_tokens = 0;
+  std::vector<int32_t> reply;
+};
+using RunTimings = std::vector<std::vector<TurnTiming>>;  // [round][agent]
+
+class Bench {
+ public:
+  Bench(const Model& model, client::Client& daemon, client::Delivery delivery, Options o)
+      : model_(model), o_(o), rng_(7) {
+    const DType dtype = model.device() == Device::kCpu ? DType::kF32 : DType::kBF16;
+    base_prefix_ = {Bos()};
+    const auto lead_in = RandomTokens(4);
+    base_prefix_.insert(base_prefix_.end(), lead_in.begin(), lead_in.end());
+    reuse_.emplace(daemon, model, dtype, pipeline::Mode::kKvcomm, base_prefix_, delivery);
+    for (int i = 0; i < o.agents; ++i) prefixes_.push_back(RandomTokens(o.prefix_tokens));
+    label_input_ = RandomTokens(o.label_tokens);
+    label_reply_ = RandomTokens(o.label_tokens);
+    cue_ = RandomTokens(o.label_tokens);
+  }
+
+  std::vector<int32_t> NewInput() { return RandomTokens(o_.input_tokens); }
+
+  RunTimings Run(const std::vector<int32_t>& input, bool kvcomm) {
+    RunTimings rounds;
+    std::vector<std::vector<int32_t>> replies(o_.agents);
+    for (int r = 0; r < o_.rounds; ++r) {
+      std::vector<TurnTiming> turns;
+      for (int i = 0; i < o_.agents; ++i) {
+        pipeline::TokenizedPrompt prompt;
+        std::vector<pipeline::SegmentSpan> spans;
+        auto add = [&](const std::vector<int32_t>& tokens, pipeline::SegmentKind kind,
+                       std::string slot) {
+          const int64_t begin = static_cast<int64_t>(prompt.tokens.size());
+          prompt.segment_begin.push_back(begin);
+          prompt.tokens.insert(prompt.tokens.end(), tokens.begin(), tokens.end());
+          spans.push_back({begin, static_cast<int64_t>(prompt.tokens.size()), kind, slot});
+        };
+        std::vector<int32_t> own = {Bos()};
+        own.insert(own.end(), prefixes_[i].begin(), prefixes_[i].end());
+        own.insert(own.end(), label_input_.begin(), label_input_.end());
+        add(own, pipeline::SegmentKind::kText, "");
+        add(input, pipeline::SegmentKind::kInput, "input");
+        if (r > 0)
+          for (int j = 0; j < o_.agents; ++j) {
+            if (j == i) continue;
+            add(label_reply_, pipeline::SegmentKind::kText, "");
+            add(replies[j], pipeline::SegmentKind::kMessage, "reply." + std::to_string(j));
+          }
+        add(cue_, pipeline::SegmentKind::kText, "");
+        const bool read_later = r + 1 < o_.rounds;
+        turns.push_back(kvcomm ? ReuseTurn(prompt, spans, i, read_later) : DenseTurn(prompt));
+      }
+      for (int i = 0; i < o_.agents; ++i) replies[i] = turns[i].reply;
+      rounds.push_back(std::move(turns));
+    }
+    return rounds;
+  }
+
+  void WarmUp() {
+    auto cache = Check(model_.NewCache(64));
+    std::vector<int32_t> t(32, 5);
+    Check(model_.Forward(t, cache).status());
+  }
+
+ private:
+  int32_t Bos() const {
+    return model_.config().bos_token_id >= 0 ? model_.config().bos_token_id : 1;
+  }
+  std::vector<int32_t> RandomTokens(int64_t n) {
+    std::vector<int32_t> t(n);
+    for (auto& x : t) x = 3 + static_cast<int32_t>(rng_() % (model_.config().vocab_size - 3));
+    return t;
+  }
+
+  void Decode(const std::vector<float>& logits, KvCache& cache, TurnTiming& turn) {
+    const auto start = Clock::now();
+    auto argmax = [](const std::vector<float>& l) {
+      return static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+    };
+    turn.reply = {argmax(logits)};
+    while (static_cast<int64_t>(turn.reply.size()) < o_.output_tokens) {
+      const int32_t next = turn.reply.back();
+      turn.reply.push_back(argmax(Check(model_.Forward(std::span(&next, 1), cache))));
+    }
+    turn.decode = Seconds(start);
+  }
+
+  TurnTiming DenseTurn(const pipeline::TokenizedPrompt& prompt) {
+    TurnTiming turn;
+    turn.prompt_tokens = static_cast<int64_t>(prompt.tokens.size());
+    auto cache = Check(model_.NewCache(turn.prompt_tokens + o_.output_tokens));
+    const auto start = Clock::now();
+    auto logits = Check(model_.Forward(prompt.tokens, cache));
+    turn.ttft = Seconds(start);
+    Decode(logits, cache, turn);
+    return turn;
+  }
+
+  TurnTiming ReuseTurn(const pipeline::TokenizedPrompt& prompt,
+                       const std::vector<pipeline::SegmentSpan>& spans, int agent,
+                       bool read_later) {
+    TurnTiming turn;
+    turn.prompt_tokens = static_cast<int64_t>(prompt.tokens.size());
+    auto cache = Check(model_.NewCache(turn.prompt_tokens + o_.output_tokens));
+    const std::string name = "agent" + std::to_string(agent);
+    const auto start = Clock::now();
+    const auto imported = Check(reuse_->Import(prompt, spans, name, cache));
+    turn.import = Seconds(start);
+    std::vector<float> logits;
+    std::span<const int32_t> tokens(prompt.tokens);
+    for (size_t s = 0; s < spans.size(); ++s) {
+      if (imported.imported(s)) {
+        turn.reused_tokens += spans[s].tokens();
+        continue;
+      }
+      logits = Check(model_.Forward(tokens.subspan(spans[s].begin, spans[s].tokens()), cache));
+    }
+    turn.ttft = Seconds(start);
+    Decode(logits, cache, turn);
+    const auto after = Clock::now();
+    Check(reuse_->Store(prompt, spans, imported, cache));
+    Check(reuse_->Report(prompt, spans, imported, name, cache));
+    if (read_later) Check(reuse_->StoreBase(turn.reply));
+    turn.after = Seconds(after);
+    return turn;
+  }
+
+  const Model& model_;
+  Options o_;
+  std::mt19937_64 rng_;
+  std::vector<int32_t> base_prefix_;
+  std::optional<pipeline::SegmentReuse> reuse_;
+  std::vector<std::vector<int32_t>> prefixes_;
+  std::vector<int32_t> label_input_, label_reply_, cue_;
+};
+
+void PrintRun(const char* title, const RunTimings& dense, const RunTimings& kvcomm) {
+  std::printf("\n%s\n", title);
+  double dense_ttft = 0, kvcomm_ttft = 0, dense_e2e = 0, kvcomm_e2e = 0;
+  int turns = 0;
+  for (size_t r = 0; r < kvcomm.size(); ++r) {
+    std::printf("round %zu\n%-7s %8s %8s %11s %11s %10s %8s %10s %10s %10s\n", r + 1, "agent",
+                "prompt", "reused", "dense TTFT", "kvcomm TTFT", "of it plan", "speedup",
+                "dense e2e", "kvcomm e2e", "after turn");
+    for (size_t i = 0; i < kvcomm[r].size(); ++i) {
+      const TurnTiming &d = dense[r][i], &k = kvcomm[r][i];
+      std::printf("%-7zu %8lld %7.1f%% %8.1f ms %8.1f ms %7.1f ms %7.2fx %8.0f ms %8.0f ms %7.0f ms\n",
+                  i, static_cast<long long>(k.prompt_tokens),
+                  100.0 * k.reused_tokens / k.prompt_tokens, 1e3 * d.ttft, 1e3 * k.ttft,
+                  1e3 * k.import, d.ttft / k.ttft, 1e3 * (d.ttft + d.decode),
+                  1e3 * (k.ttft + k.decode + k.after), 1e3 * k.after);
+      dense_ttft += d.ttft;
+      kvcomm_ttft += k.ttft;
+      dense_e2e += d.ttft + d.decode;
+      kvcomm_e2e += k.ttft + k.decode + k.after;
+      ++turns;
+    }
+  }
+  std::printf(
+      "all turns: mean TTFT dense %.1f ms, kvcomm %.1f ms (%.2fx); end to end %.2f s vs %.2f s "
+      "(%.2fx)\n",
+      1e3 * dense_ttft / turns, 1e3 * kvcomm_ttft / turns, dense_ttft / kvcomm_ttft, dense_e2e,
+      kvcomm_e2e, dense_e2e / kvcomm_e2e);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"daemon_pipeline_bench: TTFT of fully connected agents through kvcommd"};
+  std::string device = "cuda", shape = "llama3-8b", delivery_name = "device";
+  std::string kvcommd = (std::filesystem::path(argv[0]).parent_path() / "kvcommd").string();
+  std::string gpu_capacity = "32GiB", arena = "4GiB";
+  Options o;
+  app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--delivery", delivery_name, "how kvcommd hands KV over: device (CUDA IPC) or frames")
+      ->check(CLI::IsMember({"device", "frames"}));
+  app.add_option("--shape", shape, "llama3-8b or tiny-20m (random weights)");
+  app.add_option("--kvcommd", kvcommd, "the kvcommd binary")->check(CLI::ExistingFile);
+  app.add_option("--gpu-capacity", gpu_capacity, "kvcommd's GPU tier");
+  app.add_option("--ipc-arena", arena, "kvcommd's lease arena");
+  app.add_option("--agents", o.agents, "agents, all reading each other")->check(CLI::Range(2, 16));
+  app.add_option("--rounds", o.rounds, "rounds (replies are read from round 2 on)")
+      ->check(CLI::Range(1, 8));
+  app.add_option("--warm-runs", o.warm_runs, "whole runs that fill the anchor pools first")
+      ->check(CLI::Range(0, 8));
+  app.add_option("--input-tokens", o.input_tokens, "shared input")->check(CLI::Range(8, 65536));
+  app.add_option("--prefix-tokens", o.prefix_tokens, "each agent's own prefix")
+      ->check(CLI::Range(1, 65536));
+  app.add_option("--output-tokens", o.output_tokens, "reply length")->check(CLI::Range(1, 8192));
+  CLI11_PARSE(app, argc, argv);
+  const bool cuda = device == "cuda";
+  const auto delivery =
+      delivery_name == "device" ? client::Delivery::kDeviceIpc : client::Delivery::kFrames;
+  if (!cuda && delivery == client::Delivery::kDeviceIpc)
+    Check(InvalidArgument("--delivery device needs --device cuda"));
+
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("kvcomm_daemon_bench_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string endpoint = "ipc://" + (dir / "kvcommd.sock").string();
+  std::string toml = fmt::format(
+      "endpoint = \"{}\"\nmax_request_bytes = \"2GiB\"\nworkers = 2\n"
+      "[store]\npersist = false\nhost_capacity = \"16GiB\"\ngpu_capacity = \"{}\"\n"
+      "[anchors]\nentropy_threshold = 1.0\nmax_relative_distance = 0.0\n",
+      endpoint, cuda ? gpu_capacity : "0");
+  if (cuda) toml += fmt::format("[ipc]\narena = \"{}\"\nlease_ttl_ms = 60000\n", arena);
+  Daemon daemon(kvcommd, dir, toml);
+
+  const ModelConfig config = bench::Shape(shape);
+  const auto load_start = Clock::now();
+  auto model = Check(cuda ? Model::RandomOnGpu(config, 1)
+                          : Model::FromWeights(config, RandomWeights(config, 1), Device::kCpu));
+  client::ClientOptions options{endpoint, "daemon_pipeline_bench", "bench", model->fingerprint(),
+                                std::chrono::milliseconds(120000)};
+  std::unique_ptr<client::Client> client;
+  for (int attempt = 0; attempt < 100 && !client; ++attempt) {
+    auto connected = client::Client::Connect(options);
+    if (connected.ok()) {
+      client = std::move(connected).value();
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
+  if (!client) Check(Error(ErrorCode::kUnavailable, "kvcommd did not answer at {}", endpoint));
+  std::printf(
+      "daemon_pipeline_bench: %s (%.2fB parameters, %s, random weights) on %s, loaded in %.1f s\n"
+      "kvcommd (a separate process) delivers KV by %s; %d agents fully connected, %d rounds; "
+      "input %lld tokens, prefixes %lld, replies %lld; %d warm-up runs fill the anchor pools\n",
+      shape.c_str(), bench::Parameters(config) / 1e9, cuda ? "bf16" : "fp32",
+      cuda ? kernels::CudaDeviceDescription().c_str() : "CPU", Seconds(load_start),
+      delivery_name == "device" ? "CUDA IPC (in place on the GPU)" : "ZeroMQ frames", o.agents,
+      o.rounds, static_cast<long long>(o.input_tokens), static_cast<long long>(o.prefix_tokens),
+      static_cast<long long>(o.output_tokens), o.warm_runs);
+
+  Bench bench(*model, *client, delivery, o);
+  bench.WarmUp();
+  for (int w = 0; w < o.warm_runs; ++w) {
+    const auto start = Clock::now();
+    bench.Run(bench.NewInput(), true);
+    std::printf("warm-up run %d: %.1f s\n", w + 1, Seconds(start));
+  }
+  const auto input = bench.NewInput();
+  const RunTimings dense = bench.Run(input, false);
+  const RunTimings kvcomm = bench.Run(input, true);
+  PrintRun("timed run (after the warm-up runs)", dense, kvcomm);
+
+  const auto stats = Check(client->Stats());
+  uint64_t requested = 0, exact = 0, realigned = 0, prefill = 0, created = 0;
+  double realign_seconds = 0;
+  for (const auto& c : stats.reuse) {
+    requested += c.tokens_requested;
+    exact += c.tokens_exact;
+    realigned += c.tokens_realigned;
+    prefill += c.tokens_prefill;
+    created += c.anchors_created;
+    realign_seconds += c.realign_seconds;
+  }
+  std::printf(
+      "\nkvcommd over all runs: %llu tokens planned, %llu exact, %llu realigned, %llu prefill; "
+      "%llu anchors made; %.1f ms realigning\n",
+      static_cast<unsigned long long>(requested), static_cast<unsigned long long>(exact),
+      static_cast<unsigned long long>(realigned), static_cast<unsigned long long>(prefill),
+      static_cast<unsigned long long>(created), 1e3 * realign_seconds);
+  client.reset();
+  std::filesystem::remove_all(dir);
+  return 0;
+}

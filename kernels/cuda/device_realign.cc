@@ -1,0 +1,124 @@
+#include "kernels/device_realign.h"
+
+#include <cmath>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launchers.h"
+#include "kernels/device.h"
+
+namespace kvcomm::kernels {
+namespace {
+
+using cuda::bf16;
+const bf16* Bf16(const std::byte* p) { return reinterpret_cast<const bf16*>(p); }
+
+template <typename T>
+Result<T*> Reserve(DeviceScratch& scratch, size_t count) {
+  KVCOMM_ASSIGN_OR_RETURN(std::byte* p, scratch.Reserve(count * sizeof(T)));
+  return reinterpret_cast<T*>(p);
+}
+
+template <typename T>
+Result<T*> Upload(DeviceScratch& scratch, std::span<const T> values) {
+  KVCOMM_ASSIGN_OR_RETURN(T* device, Reserve<T>(scratch, values.size()));
+  KVCOMM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device, values.data(), values.size_bytes(),
+                                              cudaMemcpyHostToDevice, nullptr));
+  return device;
+}
+
+Status Check(const RealignShape& s) {
+  if (s.head_dim % 16 != 0)
+    return InvalidArgument("GPU realignment needs head_dim % 16 == 0, got {}", s.head_dim);
+  return Status::Ok();
+}
+
+}  // namespace
+
+struct DeviceRealigner::Workspace {
+  DeviceScratch sums, norm, key_weights, value_weights, base_positions, target_positions, inv_freq;
+  bool channel_weights = false;  // the key weights serve the values too
+};
+
+DeviceRealigner::DeviceRealigner() : workspace_(std::make_unique<Workspace>()) {}
+DeviceRealigner::~DeviceRealigner() = default;
+
+Status DeviceRealigner::TokenSums(const RealignShape& s, const std::byte* base,
+                                  const std::byte* anchors, std::span<float> out) {
+  KVCOMM_RETURN_IF_ERROR(Check(s));
+  assert(out.size() == static_cast<size_t>(s.anchors * s.tokens * 3));
+  KVCOMM_ASSIGN_OR_RETURN(float* sums, Reserve<float>(workspace_->sums, out.size()));
+  KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchAnchorDistances(s.layers, s.kv_heads, s.tokens,
+                                                          s.head_dim, s.anchors, Bf16(base),
+                                                          Bf16(anchors), sums, nullptr));
+  KVCOMM_CUDA_RETURN_IF_ERROR(
+      cudaMemcpy(out.data(), sums, out.size_bytes(), cudaMemcpyDeviceToHost));
+  return Status::Ok();
+}
+
+Result<double> DeviceRealigner::ValueSquaredNorm(const RealignShape& s, const std::byte* segment) {
+  KVCOMM_RETURN_IF_ERROR(Check(s));
+  KVCOMM_ASSIGN_OR_RETURN(float* norm, Reserve<float>(workspace_->norm, 1));
+  KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchValueSquaredNorm(s.layers, s.kv_heads, s.tokens,
+                                                           s.head_dim, Bf16(segment), norm,
+                                                           nullptr));
+  float host = 0;
+  KVCOMM_CUDA_RETURN_IF_ERROR(cudaMemcpy(&host, norm, sizeof(host), cudaMemcpyDeviceToHost));
+  return double{host};
+}
+
+Status DeviceRealigner::SetTokenWeights(std::span<const float> key, std::span<const float> value) {
+  assert(key.size() == value.size());
+  KVCOMM_RETURN_IF_ERROR(Upload(workspace_->key_weights, key).status());
+  KVCOMM_RETURN_IF_ERROR(Upload(workspace_->value_weights, value).status());
+  workspace_->channel_weights = false;
+  return Status::Ok();
+}
+
+Status DeviceRealigner::SetChannelWeights(const RealignShape& s, const std::byte* base,
+                                          const std::byte* anchors, float temperature) {
+  KVCOMM_RETURN_IF_ERROR(Check(s));
+  const int64_t n = s.anchors * s.Channels();
+  KVCOMM_ASSIGN_OR_RETURN(float* sums, Reserve<float>(workspace_->sums, n));
+  KVCOMM_ASSIGN_OR_RETURN(float* weights, Reserve<float>(workspace_->key_weights, n));
+  KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchAnchorChannelDistances(s.layers, s.kv_heads, s.tokens,
+                                                                 s.head_dim, s.anchors, Bf16(base),
+                                                                 Bf16(anchors), sums, nullptr));
+  KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchSoftmaxOverAnchors(
+      sums, s.anchors, s.Channels(), 1, 0, 1.f, /*root=*/true, temperature, weights, nullptr));
+  workspace_->channel_weights = true;
+  return Status::Ok();
+}
+
+Status DeviceRealigner::Realign(const RealignShape& s, const std::byte* base,
+                                std::span<const int32_t> base_positions,
+                                std::span<const int32_t> target_positions,
+                                std::span<const float> inv_freq, const std::byte* deltas,
+                                std::byte* out) {
+  KVCOMM_RETURN_IF_ERROR(Check(s));
+  assert(s.per_channel_weights == workspace_->channel_weights || s.anchors == 0);
+  KVCOMM_ASSIGN_OR_RETURN(int32_t* from, Upload(workspace_->base_positions, base_positions));
+  KVCOMM_ASSIGN_OR_RETURN(int32_t* to, Upload(workspace_->target_positions, target_positions));
+  KVCOMM_ASSIGN_OR_RETURN(float* freq, Upload(workspace_->inv_freq, inv_freq));
+  KVCOMM_ASSIGN_OR_RETURN(float* key_weights, Reserve<float>(workspace_->key_weights, 1));
+  KVCOMM_ASSIGN_OR_RETURN(float* value_weights,
+                          workspace_->channel_weights ? Reserve<float>(workspace_->key_weights, 1)
+                                                      : Reserve<float>(workspace_->value_weights, 1));
+  KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchRealignKv(
+      s.layers, s.kv_heads, s.tokens, s.head_dim, s.anchors, s.first_blended_layer,
+      s.per_channel_weights, Bf16(base), from, to, freq, Bf16(deltas), key_weights, value_weights,
+      reinterpret_cast<bf16*>(out), nullptr));
+  KVCOMM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(nullptr));
+  return Status::Ok();
+}
+
+Status CopyFirstTokens(const std::byte* segment, int64_t rows, int64_t from_tokens, int64_t tokens,
+                       int64_t head_dim, std::byte* out) {
+  assert(tokens <= from_tokens);
+  const size_t row_bytes = static_cast<size_t>(head_dim) * sizeof(bf16);
+  KVCOMM_CUDA_RETURN_IF_ERROR(cudaMemcpy2D(out, tokens * row_bytes, segment,
+                                           from_tokens * row_bytes, tokens * row_bytes, rows,
+                                           cudaMemcpyDeviceToDevice));
+  return Status::Ok();
+}
+
+}  // namespace kvcomm::kernels

@@ -1,0 +1,133 @@
+// Device delivery end to end: kvcommd in its own process (CUDA IPC needs two) with a GPU tier
+// and a lease arena; this process plans prompts, maps the arena and reads KV in place.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "agents/client/client.h"
+#include "common/dtype.h"
+#include "kernels/device.h"
+
+extern char** environ;
+
+namespace kvcomm {
+namespace {
+
+constexpr uint32_t kLayers = 2, kHeads = 2, kDim = 16;
+
+class DeviceDeliveryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!kernels::CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU";
+    dir_ = std::filesystem::temp_directory_path() / ("kvcomm_ipc_" + std::to_string(getpid()));
+    std::filesystem::create_directories(dir_);
+    endpoint_ = "ipc://" + (dir_ / "kvcommd.sock").string();
+    std::vector<std::string> args = {KVCOMMD_BIN,   "--endpoint",     endpoint_,
+                                     "--no-persist", "--gpu-capacity", "64MiB",
+                                     "--ipc-arena",  "16MiB",          "--log-level",
+                                     "warn"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ASSERT_EQ(posix_spawn(&daemon_, KVCOMMD_BIN, nullptr, nullptr, argv.data(), environ), 0);
+    client::ClientOptions options{endpoint_, "device-delivery-test", "test", Hash128{3, 4},
+                                  std::chrono::milliseconds(2000)};
+    for (int attempt = 0; attempt < 50 && !client_; ++attempt) {
+      auto connected = client::Client::Connect(options);
+      if (connected.ok()) {
+        client_ = std::move(connected).value();
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+    }
+    ASSERT_TRUE(client_) << "kvcommd did not come up at " << endpoint_;
+  }
+
+  void TearDown() override {
+    client_.reset();
+    if (daemon_ > 0) {
+      kill(daemon_, SIGTERM);
+      int status = 0;
+      waitpid(daemon_, &status, 0);
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "kvcommd exit " << status;
+    }
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  client::PutRequest RandomSegment(const std::vector<int32_t>& tokens, DType dtype) {
+    client::PutRequest put;
+    put.layout = {kLayers, kHeads, static_cast<uint32_t>(tokens.size()), kDim, dtype};
+    std::vector<std::byte> bytes(put.layout.PayloadBytes());
+    std::mt19937 rng(static_cast<uint32_t>(tokens.front()));
+    for (auto& b : bytes) b = static_cast<std::byte>(rng() & 0x3f);  // finite bf16 values
+    put.payload = Blob::FromVector(std::move(bytes));
+    put.token_ids = tokens;
+    return put;
+  }
+
+  client::PlanRequest Plan(const std::vector<int32_t>& tokens, client::Delivery delivery) {
+    client::PlanRequest plan{"agent", {{kLayers, kHeads, 0, kDim, DType::kBF16},
+                                       std::vector<float>(kDim / 2, 0.01f), {1}}, {}, delivery};
+    plan.segments.push_back({false, "", tokens});
+    plan.segments.push_back({false, "", {900, 901}});
+    return plan;
+  }
+
+  std::filesystem::path dir_;
+  std::string endpoint_;
+  pid_t daemon_ = 0;
+  std::unique_ptr<client::Client> client_;
+};
+
+TEST_F(DeviceDeliveryTest, ExactKvIsReadInPlaceAndLeasesGoBack) {
+  const std::vector<int32_t> tokens = {5, 6, 7, 8, 9};
+  const auto put = RandomSegment(tokens, DType::kBF16);
+  ASSERT_TRUE(client_->Put(put).ok());
+
+  auto by_frames = client_->PlanPrompt(Plan(tokens, client::Delivery::kFrames));
+  ASSERT_TRUE(by_frames.ok()) << by_frames.status().ToString();
+  auto in_place = client_->PlanPrompt(Plan(tokens, client::Delivery::kDeviceIpc));
+  ASSERT_TRUE(in_place.ok()) << in_place.status().ToString();
+  ASSERT_EQ((*in_place)[0].decision, client::ReuseDecision::kExact);
+  EXPECT_EQ((*in_place)[1].decision, client::ReuseDecision::kPrefill);
+  EXPECT_EQ((*in_place)[1].lease_id, 0u);
+  const auto& exact = (*in_place)[0];
+  ASSERT_NE(exact.device, nullptr);
+  ASSERT_TRUE(kernels::IsDeviceMemory(exact.device));
+  std::vector<std::byte> back(exact.layout.PayloadBytes());
+  ASSERT_TRUE(kernels::CopyDeviceToHost(back.data(), exact.device, back.size()).ok());
+  EXPECT_EQ(back, std::vector<std::byte>(put.payload.data(), put.payload.data() + back.size()));
+  EXPECT_EQ(std::memcmp((*by_frames)[0].payload.data(), back.data(), back.size()), 0);
+
+  // A second plan maps nothing new; every lease is released once.
+  auto again = client_->PlanPrompt(Plan(tokens, client::Delivery::kDeviceIpc));
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_NE((*again)[0].lease_id, exact.lease_id);
+  auto released = client_->ReleaseLeases({exact.lease_id, (*again)[0].lease_id});
+  ASSERT_TRUE(released.ok()) << released.status().ToString();
+  EXPECT_EQ(*released, 2u);
+  EXPECT_EQ(*client_->ReleaseLeases({exact.lease_id}), 0u);
+}
+
+TEST_F(DeviceDeliveryTest, SegmentsThatCannotBeServedInPlaceGetATypedError) {
+  const std::vector<int32_t> tokens = {15, 16, 17};
+  ASSERT_TRUE(client_->Put(RandomSegment(tokens, DType::kF32)).ok());
+  auto plan = client_->PlanPrompt(Plan(tokens, client::Delivery::kDeviceIpc));
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().code(), ErrorCode::kFailedPrecondition) << plan.status().ToString();
+  // The frames path still serves it, and the daemon is fine.
+  EXPECT_TRUE(client_->PlanPrompt(Plan(tokens, client::Delivery::kFrames)).ok());
+  auto wrong_dtype = Plan(tokens, client::Delivery::kDeviceIpc);
+  wrong_dtype.model.geometry.dtype = DType::kF32;
+  EXPECT_EQ(client_->PlanPrompt(wrong_dtype).status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(client_->Ping().ok());
+}
+
+}  // namespace
+}  // namespace kvcomm
