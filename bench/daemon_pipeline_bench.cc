@@ -86,6 +86,9 @@ struct Options {
 
 struct TurnTiming {
   double ttft = 0, import = 0, decode = 0, after = 0;
+  double bases = 0, plan = 0, copy = 0, release = 0;  // parts of `import`
+  double prefill = 0;                // of the spans not imported
+  double cue = 0, cue_again = 0;     // the last span's part of it; --probe: computed once more
   int64_t prompt_tokens = 0, reused_tokens = 0;
   std::vector<int32_t> reply;
 };
@@ -107,6 +110,7 @@ class Bench {
   }
 
   std::vector<int32_t> NewInput() { return RandomTokens(o_.input_tokens); }
+  void set_probe(bool probe) { probe_ = probe; }
 
   RunTimings Run(const std::vector<int32_t>& input, bool kvcomm) {
     RunTimings rounds;
@@ -194,16 +198,34 @@ class Bench {
     const auto start = Clock::now();
     const auto imported = Check(reuse_->Import(prompt, spans, name, cache));
     turn.import = Seconds(start);
-    std::vector<float> logits;
+    turn.bases = imported.bases_seconds;
+    turn.plan = imported.plan_seconds;
+    turn.copy = imported.copy_seconds;
+    turn.release = imported.release_seconds;
     std::span<const int32_t> tokens(prompt.tokens);
+    auto compute = [&](const pipeline::SegmentSpan& span) {
+      return Check(model_.Forward(tokens.subspan(span.begin, span.tokens()), cache));
+    };
+    const auto prefill_start = Clock::now();
+    std::vector<float> logits;
     for (size_t s = 0; s < spans.size(); ++s) {
       if (imported.imported(s)) {
         turn.reused_tokens += spans[s].tokens();
         continue;
       }
-      logits = Check(model_.Forward(tokens.subspan(spans[s].begin, spans[s].tokens()), cache));
+      const auto span_start = Clock::now();
+      logits = compute(spans[s]);
+      turn.cue = Seconds(span_start);
     }
     turn.ttft = Seconds(start);
+    turn.prefill = Seconds(prefill_start);
+    if (probe_ && !imported.imported(spans.size() - 1)) {
+      // The cue again, right after the first time, over the same cache.
+      cache.Truncate(spans.back().begin);
+      const auto again = Clock::now();
+      logits = compute(spans.back());
+      turn.cue_again = Seconds(again);
+    }
     Decode(logits, cache, turn);
     const auto after = Clock::now();
     Check(reuse_->Store(prompt, spans, imported, cache));
@@ -215,6 +237,7 @@ class Bench {
 
   const Model& model_;
   Options o_;
+  bool probe_ = false;
   std::mt19937_64 rng_;
   std::vector<int32_t> base_prefix_;
   std::optional<pipeline::SegmentReuse> reuse_;
@@ -243,6 +266,23 @@ void PrintRun(const char* title, const RunTimings& dense, const RunTimings& kvco
       kvcomm_e2e += k.ttft + k.decode + k.after;
       ++turns;
     }
+    TurnTiming mean;
+    for (const auto& k : kvcomm[r]) {
+      for (auto [sum, part] : {std::pair{&mean.bases, k.bases}, {&mean.plan, k.plan},
+                               {&mean.copy, k.copy}, {&mean.release, k.release},
+                               {&mean.prefill, k.prefill}, {&mean.cue, k.cue},
+                               {&mean.cue_again, k.cue_again}})
+        *sum += part / static_cast<double>(kvcomm[r].size());
+    }
+    std::printf(
+        "kvcomm TTFT by phase, mean over agents: bases %.1f ms, plan round trip %.1f ms, copy "
+        "into the cache %.1f ms, lease release %.1f ms, prefill of the rest %.1f ms (the "
+        "cue's %.1f ms",
+        1e3 * mean.bases, 1e3 * mean.plan, 1e3 * mean.copy, 1e3 * mean.release,
+        1e3 * mean.prefill, 1e3 * mean.cue);
+    if (mean.cue_again > 0) std::printf("; %.1f ms computed again right after", 1e3 * mean.cue_again);
+    std::printf(")");
+    std::printf("\n");
   }
   std::printf(
       "all turns: mean TTFT dense %.1f ms, kvcomm %.1f ms (%.2fx); end to end %.2f s vs %.2f s "
@@ -275,6 +315,10 @@ int main(int argc, char** argv) {
   app.add_option("--prefix-tokens", o.prefix_tokens, "each agent's own prefix")
       ->check(CLI::Range(1, 65536));
   app.add_option("--output-tokens", o.output_tokens, "reply length")->check(CLI::Range(1, 8192));
+  bool probe = false;
+  app.add_flag("--probe", probe,
+               "in the timed run, prefill the cue of fully reused prompts a second time right "
+               "after the first (is the first slower for following the plan's round trip?)");
   CLI11_PARSE(app, argc, argv);
   const bool cuda = device == "cuda";
   const auto delivery =
@@ -328,6 +372,7 @@ int main(int argc, char** argv) {
     std::printf("warm-up run %d: %.1f s\n", w + 1, Seconds(start));
   }
   const auto input = bench.NewInput();
+  bench.set_probe(probe);
   const RunTimings dense = bench.Run(input, false);
   const RunTimings kvcomm = bench.Run(input, true);
   PrintRun("timed run (after the warm-up runs)", dense, kvcomm);

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "common/endpoint.h"
+#include "kernels/device_realign.h"
 
 namespace kvcomm::daemon {
 namespace {
@@ -99,6 +100,10 @@ Status DaemonConfig::Validate() const {
   KVCOMM_RETURN_IF_ERROR(ipc.Validate());
   if (ipc.arena_bytes > 0 && store.gpu_capacity_bytes == 0)
     return InvalidArgument("ipc.arena needs a GPU tier: set store.gpu_capacity too");
+  if (ipc.arena_bytes > 0 && anchors.capacity > kernels::DeviceRealigner::kMaxBlendedAnchors)
+    return InvalidArgument("with ipc.arena, anchors.capacity can be at most {} (a GPU blend takes "
+                           "at most that many anchors), got {}",
+                           kernels::DeviceRealigner::kMaxBlendedAnchors, anchors.capacity);
   return store.Validate();
 }
 

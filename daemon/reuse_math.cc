@@ -159,16 +159,12 @@ Result<std::optional<MathKv>> DeviceMath::Load(const kvstore::Scope& scope, cons
   return std::optional<MathKv>(std::move(out));
 }
 
-Result<DeviceLeases::Lease> DeviceMath::Output(const KvLayout& layout) {
-  return leases_.Acquire(layout.PayloadBytes());
-}
-
 Result<std::optional<PlannedKv>> DeviceMath::Exact(const kvstore::Scope& scope,
                                                    const SegmentKey& key,
                                                    const KvLayout& geometry) {
   KVCOMM_ASSIGN_OR_RETURN(auto kv, Load(scope, key, geometry));
   if (!kv) return std::optional<PlannedKv>();
-  KVCOMM_ASSIGN_OR_RETURN(auto lease, Output(kv->layout));
+  KVCOMM_ASSIGN_OR_RETURN(auto lease, leases_.Acquire(kv->layout.PayloadBytes()));
   Status copied = kernels::CopyDeviceToDevice(lease.data, kv->device.data(), lease.bytes);
   if (!copied.ok()) {
     (void)leases_.Release(lease.id);
@@ -177,44 +173,52 @@ Result<std::optional<PlannedKv>> DeviceMath::Exact(const kvstore::Scope& scope,
   return std::optional<PlannedKv>(PlannedKv{kv->layout, {}, lease});
 }
 
-Result<const std::byte*> DeviceMath::Stage(const std::vector<MathKv>& segments, uint32_t tokens,
-                                           kernels::DeviceScratch& scratch) {
-  if (segments.empty()) return nullptr;
-  KvLayout cut = segments.front().layout;
-  cut.tokens = tokens;
-  const uint64_t bytes = cut.PayloadBytes();
-  KVCOMM_ASSIGN_OR_RETURN(std::byte * out, scratch.Reserve(bytes * segments.size()));
-  for (size_t i = 0; i < segments.size(); ++i) {
-    const KvLayout& l = segments[i].layout;
-    assert(l.tokens >= tokens);
-    KVCOMM_RETURN_IF_ERROR(kernels::CopyFirstTokens(segments[i].device.data(),
-                                                    int64_t{l.num_layers} * 2 * l.kv_heads,
-                                                    l.tokens, tokens, l.head_dim,
-                                                    out + i * bytes));
-  }
-  return static_cast<const std::byte*>(out);
+namespace {
+
+std::vector<kernels::DeviceSegmentRef> Refs(const std::vector<MathKv>& segments) {
+  std::vector<kernels::DeviceSegmentRef> refs;
+  for (const auto& s : segments) refs.push_back({s.device.data(), s.layout.tokens});
+  return refs;
 }
+
+}  // namespace
 
 Result<ReuseDecision> DeviceMath::Decide(const MathKv& placeholder,
                                          const std::vector<MathKv>& anchors,
                                          const AnchorPoolConfig& config) {
   const uint32_t tokens = placeholder.layout.tokens;
   std::vector<size_t> candidates;
-  std::vector<MathKv> cut;
+  std::vector<MathKv> long_enough;
   for (size_t i = 0; i < anchors.size(); ++i) {
     if (anchors[i].layout.tokens < tokens) continue;
     candidates.push_back(i);
-    cut.push_back(anchors[i]);
+    long_enough.push_back(anchors[i]);
   }
   if (candidates.size() < 2) return ReuseDecision{};
+  const kernels::RealignShape shape = ShapeOf(placeholder.layout, candidates.size());
+  std::vector<float> sums(candidates.size() * tokens * 3);
   std::lock_guard lock(mutex_);
-  KVCOMM_ASSIGN_OR_RETURN(const std::byte* staged, Stage(cut, tokens, anchors_));
-  const kernels::RealignShape shape = ShapeOf(placeholder.layout, cut.size());
-  std::vector<float> sums(cut.size() * tokens * 3);
-  KVCOMM_RETURN_IF_ERROR(realigner_.TokenSums(shape, placeholder.device.data(), staged, sums));
+  KVCOMM_RETURN_IF_ERROR(
+      realigner_.TokenSums(shape, placeholder.device.data(), Refs(long_enough), sums));
   KVCOMM_ASSIGN_OR_RETURN(double norm,
                           realigner_.ValueSquaredNorm(shape, placeholder.device.data()));
   return DecideReuseFromSums(std::move(sums), candidates, tokens, norm, config);
+}
+
+Result<PlannedKv> DeviceMath::Realigned(const kernels::RealignShape& shape, const MathKv& base,
+                                        int32_t base_position, int32_t position,
+                                        std::span<const float> inv_freq,
+                                        const std::vector<MathKv>& deltas) {
+  KVCOMM_ASSIGN_OR_RETURN(auto lease, leases_.Acquire(base.layout.PayloadBytes()));
+  Status done = realigner_.Realign(shape, base.device.data(),
+                                   Positions(base_position, base.layout.tokens),
+                                   Positions(position, base.layout.tokens), inv_freq, Refs(deltas),
+                                   lease.data);
+  if (!done.ok()) {
+    (void)leases_.Release(lease.id);
+    return done;
+  }
+  return PlannedKv{base.layout, {}, lease};
 }
 
 Result<PlannedKv> DeviceMath::BlendPlaceholder(const PlaceholderBlendInput& in,
@@ -222,28 +226,18 @@ Result<PlannedKv> DeviceMath::BlendPlaceholder(const PlaceholderBlendInput& in,
                                                double temperature, DType dtype) {
   const KvLayout& layout = in.base.layout;
   if (dtype != DType::kBF16) return NeedsBf16({}, WithDType(layout, dtype));
-  const uint32_t tokens = layout.tokens;
+  assert(in.anchor_bases.size() == in.deltas.size());
   const kernels::RealignShape shape = ShapeOf(layout, in.deltas.size());
   std::lock_guard lock(mutex_);
   std::vector<float> sums(in.token_sums.begin(), in.token_sums.end());
-  if (sums.empty() && !in.anchor_bases.empty()) {
-    KVCOMM_ASSIGN_OR_RETURN(const std::byte* staged, Stage(in.anchor_bases, tokens, anchors_));
-    sums.resize(in.anchor_bases.size() * tokens * 3);
+  if (sums.empty()) {
+    sums.resize(in.anchor_bases.size() * layout.tokens * 3);
     KVCOMM_RETURN_IF_ERROR(
-        realigner_.TokenSums(ShapeOf(layout, in.anchor_bases.size()), in.base.device.data(),
-                             staged, sums));
+        realigner_.TokenSums(shape, in.base.device.data(), Refs(in.anchor_bases), sums));
   }
-  const BlendWeights weights = PlaceholderWeights(sums, in.deltas.size(), layout, temperature);
+  const BlendWeights weights = PlaceholderWeights(sums, in.anchor_bases.size(), layout, temperature);
   KVCOMM_RETURN_IF_ERROR(realigner_.SetTokenWeights(weights.key, weights.value));
-  KVCOMM_ASSIGN_OR_RETURN(const std::byte* deltas, Stage(in.deltas, tokens, deltas_));
-  KVCOMM_ASSIGN_OR_RETURN(auto lease, Output(layout));
-  Status done = realigner_.Realign(shape, in.base.device.data(), Positions(in.base_position, tokens),
-                                   Positions(in.position, tokens), inv_freq, deltas, lease.data);
-  if (!done.ok()) {
-    (void)leases_.Release(lease.id);
-    return done;
-  }
-  return PlannedKv{layout, {}, lease};
+  return Realigned(shape, in.base, in.base_position, in.position, inv_freq, in.deltas);
 }
 
 Result<PlannedKv> DeviceMath::BlendFollowing(const FollowingBlendInput& in,
@@ -253,24 +247,12 @@ Result<PlannedKv> DeviceMath::BlendFollowing(const FollowingBlendInput& in,
   if (dtype != DType::kBF16) return NeedsBf16({}, WithDType(layout, dtype));
   const KvLayout& placeholder = in.placeholder_base.layout;
   std::lock_guard lock(mutex_);
-  KVCOMM_ASSIGN_OR_RETURN(const std::byte* anchors,
-                          Stage(in.anchor_bases, placeholder.tokens, anchors_));
-  KVCOMM_RETURN_IF_ERROR(realigner_.SetChannelWeights(ShapeOf(placeholder, in.anchor_bases.size()),
-                                                      in.placeholder_base.device.data(), anchors,
-                                                      static_cast<float>(temperature)));
-  KVCOMM_ASSIGN_OR_RETURN(const std::byte* deltas, Stage(in.deltas, layout.tokens, deltas_));
+  KVCOMM_RETURN_IF_ERROR(realigner_.SetChannelWeights(
+      ShapeOf(placeholder, in.anchor_bases.size()), in.placeholder_base.device.data(),
+      Refs(in.anchor_bases), static_cast<float>(temperature)));
   kernels::RealignShape shape = ShapeOf(layout, in.deltas.size());
   shape.per_channel_weights = true;
-  KVCOMM_ASSIGN_OR_RETURN(auto lease, Output(layout));
-  Status done = realigner_.Realign(shape, in.base.device.data(),
-                                   Positions(in.base.first_position, layout.tokens),
-                                   Positions(in.position, layout.tokens), inv_freq, deltas,
-                                   lease.data);
-  if (!done.ok()) {
-    (void)leases_.Release(lease.id);
-    return done;
-  }
-  return PlannedKv{layout, {}, lease};
+  return Realigned(shape, in.base, in.base.first_position, in.position, inv_freq, in.deltas);
 }
 
 }  // namespace kvcomm::daemon

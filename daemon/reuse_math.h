@@ -112,16 +112,15 @@ class DeviceMath final : public ReuseMath {
                                    double temperature, DType dtype) override;
 
  private:
-  // The segments cut to `tokens` tokens each, back to back in `scratch` ([anchor][segment]).
-  Result<const std::byte*> Stage(const std::vector<MathKv>& segments, uint32_t tokens,
-                                 kernels::DeviceScratch& scratch);
-  Result<DeviceLeases::Lease> Output(const KvLayout& layout);
+  // `base` realigned with the weights set last, into a new lease; mutex_ held.
+  Result<PlannedKv> Realigned(const kernels::RealignShape& shape, const MathKv& base,
+                              int32_t base_position, int32_t position,
+                              std::span<const float> inv_freq, const std::vector<MathKv>& deltas);
 
   kvstore::TieredStore& store_;
   DeviceLeases& leases_;
   std::mutex mutex_;
   kernels::DeviceRealigner realigner_;
-  kernels::DeviceScratch anchors_, deltas_;
 };
 
 // The positions first .. first + count - 1.

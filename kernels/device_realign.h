@@ -1,6 +1,7 @@
 // kernels/realign.h on bf16 segments in device memory, for callers that include no CUDA headers
-// (kvcommd's anchor service). Segments use the layout of kernels/realign.h; `anchors` arrays are
-// [anchor][segment] with the segment cut to the placeholder's tokens. Calls run on the default
+// (kvcommd's anchor service). Segments use the layout of kernels/realign.h. Anchors (bases or
+// deltas) are referenced where they lie, each at least as long as the segment worked on (only
+// its first tokens count), so nothing is copied to line them up. Calls run on the default
 // stream and return when their results are ready.
 //
 // Not thread-safe: the workspace (weights, positions, sums) is reused from call to call; give
@@ -16,16 +17,25 @@
 
 namespace kvcomm::kernels {
 
+// A bf16 segment in device memory and its token count.
+struct DeviceSegmentRef {
+  const std::byte* data;
+  int64_t tokens;
+};
+
 class DeviceRealigner {
  public:
+  // Realign blends at most this many deltas (distances take any number of anchors).
+  static constexpr size_t kMaxBlendedAnchors = 32;
+
   DeviceRealigner();
   ~DeviceRealigner();
   DeviceRealigner(const DeviceRealigner&) = delete;
   DeviceRealigner& operator=(const DeviceRealigner&) = delete;
 
-  // AnchorDistances into host memory: out has shape.anchors * shape.tokens * 3 floats.
-  Status TokenSums(const RealignShape& shape, const std::byte* base, const std::byte* anchors,
-                   std::span<float> out);
+  // AnchorDistances into host memory: out has anchors.size() * shape.tokens * 3 floats.
+  Status TokenSums(const RealignShape& shape, const std::byte* base,
+                   std::span<const DeviceSegmentRef> anchors, std::span<float> out);
   // The sum of squares of a segment's values.
   Result<double> ValueSquaredNorm(const RealignShape& shape, const std::byte* segment);
   // Per-token weights, [anchor][token] each (daemon/anchor_pool.h's BlendWeights), for the next
@@ -35,22 +45,17 @@ class DeviceRealigner {
   // a softmax of -L2 / temperature), for the next Realign of the segment after it: `shape` is
   // the placeholder's.
   Status SetChannelWeights(const RealignShape& shape, const std::byte* base,
-                           const std::byte* anchors, float temperature);
-  // RealignKv with the weights set last (per channel when shape.per_channel_weights).
+                           std::span<const DeviceSegmentRef> anchors, float temperature);
+  // RealignKv with the weights set last (per channel when shape.per_channel_weights), blending
+  // the deltas (shape.anchors is ignored: one weight row per delta).
   Status Realign(const RealignShape& shape, const std::byte* base,
                  std::span<const int32_t> base_positions,
                  std::span<const int32_t> target_positions, std::span<const float> inv_freq,
-                 const std::byte* deltas, std::byte* out);
+                 std::span<const DeviceSegmentRef> deltas, std::byte* out);
 
  private:
   struct Workspace;
   std::unique_ptr<Workspace> workspace_;
 };
-
-// Copies the first `tokens` tokens of each (layer, K|V, head) row of a device segment of
-// `from_tokens` tokens to `out` (device memory, `tokens` tokens a row): anchors longer than a
-// placeholder are cut to it this way.
-Status CopyFirstTokens(const std::byte* segment, int64_t rows, int64_t from_tokens,
-                       int64_t tokens, int64_t head_dim, std::byte* out);
 
 }  // namespace kvcomm::kernels

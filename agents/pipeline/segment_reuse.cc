@@ -1,6 +1,7 @@
 #include "agents/pipeline/segment_reuse.h"
 
 #include <cassert>
+#include <chrono>
 #include <numeric>
 
 #include "kernels/ops.h"
@@ -207,7 +208,17 @@ Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
                                                  const std::vector<SegmentSpan>& spans,
                                                  const std::string& agent,
                                                  runtime::KvCache& cache) {
+  using Clock = std::chrono::steady_clock;
+  auto lap = Clock::now();
+  auto seconds = [&lap] {
+    const auto now = Clock::now();
+    const double s = std::chrono::duration<double>(now - lap).count();
+    lap = now;
+    return s;
+  };
+  ImportResult result;
   KVCOMM_RETURN_IF_ERROR(EnsureBases(prompt, spans));
+  result.bases_seconds = seconds();
   client::PlanRequest request{agent, ReuseModel(), {}, delivery_};
   std::span<const int32_t> tokens(prompt.tokens);
   for (const auto& span : spans) {
@@ -215,7 +226,7 @@ Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
     request.segments.push_back({span.placeholder(), span.slot, {ids.begin(), ids.end()}});
   }
   KVCOMM_ASSIGN_OR_RETURN(auto plans, client_.PlanPrompt(request));
-  ImportResult result;
+  result.plan_seconds = seconds();
   result.source.assign(spans.size(), SpanSource::kComputed);
   for (size_t i = 0; i < spans.size(); ++i)
     if (plans[i].report_actual) result.report.push_back(i);
@@ -234,6 +245,7 @@ Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
     result.source[i] = plan.decision == client::ReuseDecision::kExact ? SpanSource::kExact
                                                                       : SpanSource::kRealigned;
   }
+  result.copy_seconds = seconds();
   // Every lease goes back, imported or not; one that expired meanwhile may have been
   // overwritten, so what was read from it cannot be trusted.
   if (!leases.empty()) {
@@ -244,6 +256,7 @@ Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
                    leases.size() - held, leases.size());
   }
   KVCOMM_RETURN_IF_ERROR(imported);
+  result.release_seconds = seconds();
   return result;
 }
 

@@ -33,8 +33,8 @@ Status CopyCacheToSegment(const DeviceKvCache&, int64_t, int64_t, std::byte*) { 
 struct DeviceRealigner::Workspace {};
 DeviceRealigner::DeviceRealigner() = default;
 DeviceRealigner::~DeviceRealigner() = default;
-Status DeviceRealigner::TokenSums(const RealignShape&, const std::byte*, const std::byte*,
-                                  std::span<float>) {
+Status DeviceRealigner::TokenSums(const RealignShape&, const std::byte*,
+                                  std::span<const DeviceSegmentRef>, std::span<float>) {
   return NoCuda();
 }
 Result<double> DeviceRealigner::ValueSquaredNorm(const RealignShape&, const std::byte*) {
@@ -43,16 +43,13 @@ Result<double> DeviceRealigner::ValueSquaredNorm(const RealignShape&, const std:
 Status DeviceRealigner::SetTokenWeights(std::span<const float>, std::span<const float>) {
   return NoCuda();
 }
-Status DeviceRealigner::SetChannelWeights(const RealignShape&, const std::byte*, const std::byte*,
-                                          float) {
+Status DeviceRealigner::SetChannelWeights(const RealignShape&, const std::byte*,
+                                          std::span<const DeviceSegmentRef>, float) {
   return NoCuda();
 }
 Status DeviceRealigner::Realign(const RealignShape&, const std::byte*, std::span<const int32_t>,
                                 std::span<const int32_t>, std::span<const float>,
-                                const std::byte*, std::byte*) {
-  return NoCuda();
-}
-Status CopyFirstTokens(const std::byte*, int64_t, int64_t, int64_t, int64_t, std::byte*) {
+                                std::span<const DeviceSegmentRef>, std::byte*) {
   return NoCuda();
 }
 Status cuda::ConvertDType(const TensorView&, const TensorView&) { return NoCuda(); }

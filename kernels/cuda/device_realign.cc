@@ -1,5 +1,6 @@
 #include "kernels/device_realign.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cuda/cuda_check.h"
@@ -32,6 +33,21 @@ Status Check(const RealignShape& s) {
   return Status::Ok();
 }
 
+// Up to kMaxAnchorRefs anchors from `first` on, for one launch.
+Result<cuda::AnchorRefs> Refs(std::span<const DeviceSegmentRef> anchors, size_t first,
+                              int64_t tokens) {
+  cuda::AnchorRefs refs{};
+  refs.count = static_cast<int>(std::min<size_t>(anchors.size() - first, cuda::kMaxAnchorRefs));
+  for (int a = 0; a < refs.count; ++a) {
+    refs.data[a] = Bf16(anchors[first + a].data);
+    refs.tokens[a] = anchors[first + a].tokens;
+  }
+  if (!refs.Valid(tokens))
+    return InvalidArgument("anchor segments must be 16-byte aligned and at least {} tokens long",
+                           tokens);
+  return refs;
+}
+
 }  // namespace
 
 struct DeviceRealigner::Workspace {
@@ -43,13 +59,17 @@ DeviceRealigner::DeviceRealigner() : workspace_(std::make_unique<Workspace>()) {
 DeviceRealigner::~DeviceRealigner() = default;
 
 Status DeviceRealigner::TokenSums(const RealignShape& s, const std::byte* base,
-                                  const std::byte* anchors, std::span<float> out) {
+                                  std::span<const DeviceSegmentRef> anchors,
+                                  std::span<float> out) {
   KVCOMM_RETURN_IF_ERROR(Check(s));
-  assert(out.size() == static_cast<size_t>(s.anchors * s.tokens * 3));
+  assert(out.size() == anchors.size() * s.tokens * 3);
   KVCOMM_ASSIGN_OR_RETURN(float* sums, Reserve<float>(workspace_->sums, out.size()));
-  KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchAnchorDistances(s.layers, s.kv_heads, s.tokens,
-                                                          s.head_dim, s.anchors, Bf16(base),
-                                                          Bf16(anchors), sums, nullptr));
+  for (size_t first = 0; first < anchors.size(); first += cuda::kMaxAnchorRefs) {
+    KVCOMM_ASSIGN_OR_RETURN(auto refs, Refs(anchors, first, s.tokens));
+    KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchAnchorDistances(s.layers, s.kv_heads, s.tokens,
+                                                            s.head_dim, Bf16(base), refs,
+                                                            sums + first * s.tokens * 3, nullptr));
+  }
   KVCOMM_CUDA_RETURN_IF_ERROR(
       cudaMemcpy(out.data(), sums, out.size_bytes(), cudaMemcpyDeviceToHost));
   return Status::Ok();
@@ -75,16 +95,20 @@ Status DeviceRealigner::SetTokenWeights(std::span<const float> key, std::span<co
 }
 
 Status DeviceRealigner::SetChannelWeights(const RealignShape& s, const std::byte* base,
-                                          const std::byte* anchors, float temperature) {
+                                          std::span<const DeviceSegmentRef> anchors,
+                                          float temperature) {
   KVCOMM_RETURN_IF_ERROR(Check(s));
-  const int64_t n = s.anchors * s.Channels();
+  const int64_t count = static_cast<int64_t>(anchors.size()), n = count * s.Channels();
   KVCOMM_ASSIGN_OR_RETURN(float* sums, Reserve<float>(workspace_->sums, n));
   KVCOMM_ASSIGN_OR_RETURN(float* weights, Reserve<float>(workspace_->key_weights, n));
-  KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchAnchorChannelDistances(s.layers, s.kv_heads, s.tokens,
-                                                                 s.head_dim, s.anchors, Bf16(base),
-                                                                 Bf16(anchors), sums, nullptr));
+  for (size_t first = 0; first < anchors.size(); first += cuda::kMaxAnchorRefs) {
+    KVCOMM_ASSIGN_OR_RETURN(auto refs, Refs(anchors, first, s.tokens));
+    KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchAnchorChannelDistances(
+        s.layers, s.kv_heads, s.tokens, s.head_dim, Bf16(base), refs,
+        sums + first * s.Channels(), nullptr));
+  }
   KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchSoftmaxOverAnchors(
-      sums, s.anchors, s.Channels(), 1, 0, 1.f, /*root=*/true, temperature, weights, nullptr));
+      sums, count, s.Channels(), 1, 0, 1.f, /*root=*/true, temperature, weights, nullptr));
   workspace_->channel_weights = true;
   return Status::Ok();
 }
@@ -92,10 +116,14 @@ Status DeviceRealigner::SetChannelWeights(const RealignShape& s, const std::byte
 Status DeviceRealigner::Realign(const RealignShape& s, const std::byte* base,
                                 std::span<const int32_t> base_positions,
                                 std::span<const int32_t> target_positions,
-                                std::span<const float> inv_freq, const std::byte* deltas,
-                                std::byte* out) {
+                                std::span<const float> inv_freq,
+                                std::span<const DeviceSegmentRef> deltas, std::byte* out) {
   KVCOMM_RETURN_IF_ERROR(Check(s));
-  assert(s.per_channel_weights == workspace_->channel_weights || s.anchors == 0);
+  if (deltas.size() > kMaxBlendedAnchors)
+    return InvalidArgument("a GPU realignment blends at most {} anchors, got {}",
+                           kMaxBlendedAnchors, deltas.size());
+  assert(s.per_channel_weights == workspace_->channel_weights || deltas.empty());
+  KVCOMM_ASSIGN_OR_RETURN(auto refs, Refs(deltas, 0, s.tokens));
   KVCOMM_ASSIGN_OR_RETURN(int32_t* from, Upload(workspace_->base_positions, base_positions));
   KVCOMM_ASSIGN_OR_RETURN(int32_t* to, Upload(workspace_->target_positions, target_positions));
   KVCOMM_ASSIGN_OR_RETURN(float* freq, Upload(workspace_->inv_freq, inv_freq));
@@ -104,20 +132,10 @@ Status DeviceRealigner::Realign(const RealignShape& s, const std::byte* base,
                           workspace_->channel_weights ? Reserve<float>(workspace_->key_weights, 1)
                                                       : Reserve<float>(workspace_->value_weights, 1));
   KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchRealignKv(
-      s.layers, s.kv_heads, s.tokens, s.head_dim, s.anchors, s.first_blended_layer,
-      s.per_channel_weights, Bf16(base), from, to, freq, Bf16(deltas), key_weights, value_weights,
-      reinterpret_cast<bf16*>(out), nullptr));
+      s.layers, s.kv_heads, s.tokens, s.head_dim, s.first_blended_layer, s.per_channel_weights,
+      Bf16(base), from, to, freq, refs, key_weights, value_weights, reinterpret_cast<bf16*>(out),
+      nullptr));
   KVCOMM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(nullptr));
-  return Status::Ok();
-}
-
-Status CopyFirstTokens(const std::byte* segment, int64_t rows, int64_t from_tokens, int64_t tokens,
-                       int64_t head_dim, std::byte* out) {
-  assert(tokens <= from_tokens);
-  const size_t row_bytes = static_cast<size_t>(head_dim) * sizeof(bf16);
-  KVCOMM_CUDA_RETURN_IF_ERROR(cudaMemcpy2D(out, tokens * row_bytes, segment,
-                                           from_tokens * row_bytes, tokens * row_bytes, rows,
-                                           cudaMemcpyDeviceToDevice));
   return Status::Ok();
 }
 

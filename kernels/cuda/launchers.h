@@ -103,6 +103,42 @@ cudaError_t LaunchScatterO(const bf16* o_heads, int64_t tokens, int64_t heads, i
 // as bf16, or as fp32 y = result + beta * y. Needs in % 8 == 0 and 16-byte aligned w and x.
 cudaError_t LaunchGemv(const bf16* w, const bf16* x, int64_t in, int64_t out, void* y, bool y_fp32,
                        float beta, cudaStream_t stream);
+// Anchor segments (bases or deltas) wherever they lie, passed by value to the kernels (no staging
+// copies): anchor a's row r (layer, K|V, head), token t starts at data[a] + (r * tokens[a] + t) *
+// head_dim. Each must be at least as long as the segment worked on (only its first tokens count).
+constexpr int kMaxAnchorRefs = 32;
+struct AnchorRefs {
+  const bf16* data[kMaxAnchorRefs];
+  int64_t tokens[kMaxAnchorRefs];
+  int count;
+  __host__ __device__ const bf16* At(int64_t a, int64_t row, int64_t t, int64_t head_dim) const {
+    return data[a] + (row * tokens[a] + t) * head_dim;
+  }
+  bool Valid(int64_t segment_tokens) const {
+    if (count < 0 || count > kMaxAnchorRefs) return false;
+    for (int a = 0; a < count; ++a)
+      if (tokens[a] < segment_tokens || reinterpret_cast<uintptr_t>(data[a]) % 16 != 0)
+        return false;
+    return true;
+  }
+};
+// `anchors` contiguous segments of `tokens` tokens from `first` ([anchor][segment]).
+AnchorRefs ContiguousAnchors(const bf16* first, int64_t anchors, int64_t rows, int64_t tokens,
+                             int64_t head_dim);
+cudaError_t LaunchRealignKv(int64_t layers, int64_t kv_heads, int64_t tokens, int64_t head_dim,
+                            int64_t first_blended_layer, bool per_channel_weights,
+                            const bf16* base, const int32_t* base_positions,
+                            const int32_t* target_positions, const float* inv_freq,
+                            const AnchorRefs& deltas, const float* key_weights,
+                            const float* value_weights, bf16* out, cudaStream_t stream);
+cudaError_t LaunchAnchorDistances(int64_t layers, int64_t kv_heads, int64_t tokens,
+                                  int64_t head_dim, const bf16* base, const AnchorRefs& anchors,
+                                  float* out, cudaStream_t stream);
+cudaError_t LaunchAnchorChannelDistances(int64_t layers, int64_t kv_heads, int64_t tokens,
+                                         int64_t head_dim, const bf16* base,
+                                         const AnchorRefs& anchors, float* out,
+                                         cudaStream_t stream);
+// The same with contiguous [anchor][segment] arrays (at most kMaxAnchorRefs anchors).
 // kernels/realign.h on the GPU: bf16 base / deltas / out, fp32 weights and inv_freq, int32
 // positions, all in device memory. 16-byte accesses: head_dim % 16 == 0, arrays 16-byte aligned.
 cudaError_t LaunchRealignKv(int64_t layers, int64_t kv_heads, int64_t tokens, int64_t head_dim,

@@ -24,10 +24,10 @@ __global__ void RealignKernel(int64_t layers, int64_t kv_heads, int64_t tokens, 
                               int64_t anchors, int64_t first_blended_layer,
                               bool per_channel_weights, const bf16* base,
                               const int32_t* base_positions, const int32_t* target_positions,
-                              const float* inv_freq, const bf16* deltas, const float* key_weights,
+                              const float* inv_freq, AnchorRefs deltas, const float* key_weights,
                               const float* value_weights, bf16* out) {
   const int64_t half = head_dim / 2, groups = half / kPairsPerThread;
-  const int64_t rows = layers * 2 * kv_heads * tokens, segment = rows * head_dim;
+  const int64_t rows = layers * 2 * kv_heads * tokens;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < rows * groups;
        idx += int64_t{gridDim.x} * blockDim.x) {
     const int64_t r = idx / groups, i = (idx % groups) * kPairsPerThread;
@@ -51,8 +51,9 @@ __global__ void RealignKernel(int64_t layers, int64_t kv_heads, int64_t tokens, 
       const int64_t channels = layers * 2 * kv_heads * head_dim;
       for (int64_t k = 0; k < anchors; ++k) {
         float da[kPairsPerThread], db[kPairsPerThread];
-        LoadBf16x8(deltas + k * segment + lo, da);
-        LoadBf16x8(deltas + k * segment + hi, db);
+        const bf16* delta = deltas.At(k, r / tokens, t, head_dim) + i;
+        LoadBf16x8(delta, da);
+        LoadBf16x8(delta + half, db);
         if (per_channel_weights) {  // channel row (layer, kv, head) = r / tokens
           const float* w = weights + k * channels + (r / tokens) * head_dim;
           for (int j = 0; j < kPairsPerThread; ++j) {
@@ -92,18 +93,17 @@ __global__ void RealignKernel(int64_t layers, int64_t kv_heads, int64_t tokens, 
 // One block per (anchor, token); its threads stride over that token's rows in 16-byte chunks
 // (8 dims), so each row's head_dim values are read together.
 __global__ void AnchorDistancesKernel(int64_t layers, int64_t kv_heads, int64_t tokens,
-                                      int64_t head_dim, const bf16* base, const bf16* anchor_bases,
+                                      int64_t head_dim, const bf16* base, AnchorRefs anchors,
                                       float* out) {
   const int64_t a = blockIdx.y, t = blockIdx.x;
   const int64_t chunks = head_dim / 8, rows = layers * 2 * kv_heads;
-  const bf16* anchor = anchor_bases + a * rows * tokens * head_dim;
   float sums[3] = {0.f, 0.f, 0.f};
   // Each thread takes 16-byte chunks (8 dims) of this token's rows.
   for (int64_t i = threadIdx.x; i < rows * chunks; i += blockDim.x) {
     const int64_t r = i / chunks, at = (r * tokens + t) * head_dim + (i % chunks) * 8;
     float x[kPairsPerThread], y[kPairsPerThread];
     LoadBf16x8(base + at, x);
-    LoadBf16x8(anchor + at, y);
+    LoadBf16x8(anchors.At(a, r, t, head_dim) + (i % chunks) * 8, y);
     const bool is_key = (r / kv_heads) % 2 == 0;
     for (int j = 0; j < kPairsPerThread; ++j) {
       const float diff = x[j] - y[j];
@@ -129,18 +129,16 @@ __global__ void AnchorDistancesKernel(int64_t layers, int64_t kv_heads, int64_t 
 // of a row (16-byte loads); the groups' sums meet in shared memory.
 constexpr int kTokenGroups = 16;
 __global__ void AnchorChannelDistancesKernel(int64_t rows, int64_t tokens, int64_t head_dim,
-                                             const bf16* base, const bf16* anchor_bases,
-                                             float* out) {
+                                             const bf16* base, AnchorRefs anchors, float* out) {
   extern __shared__ float group_sums[];  // [kTokenGroups][head_dim]
   const int64_t r = blockIdx.x, a = blockIdx.y, chunks = head_dim / 8;
-  const bf16* anchor = anchor_bases + a * rows * tokens * head_dim;
   const int64_t chunk = threadIdx.x % chunks, group = threadIdx.x / chunks;
   float sum[kPairsPerThread] = {};
   for (int64_t t = group; t < tokens; t += kTokenGroups) {
     const int64_t at = (r * tokens + t) * head_dim + chunk * 8;
     float x[kPairsPerThread], y[kPairsPerThread];
     LoadBf16x8(base + at, x);
-    LoadBf16x8(anchor + at, y);
+    LoadBf16x8(anchors.At(a, r, t, head_dim) + chunk * 8, y);
     for (int j = 0; j < kPairsPerThread; ++j) sum[j] += (x[j] - y[j]) * (x[j] - y[j]);
   }
   for (int j = 0; j < kPairsPerThread; ++j) group_sums[group * head_dim + chunk * 8 + j] = sum[j];
@@ -199,30 +197,62 @@ cudaError_t LaunchSoftmaxOverAnchors(const float* sums, int64_t anchors, int64_t
   return cudaGetLastError();
 }
 
+AnchorRefs ContiguousAnchors(const bf16* first, int64_t anchors, int64_t rows, int64_t tokens,
+                             int64_t head_dim) {
+  AnchorRefs refs{};
+  refs.count = static_cast<int>(anchors);
+  for (int64_t a = 0; a < anchors && a < kMaxAnchorRefs; ++a) {
+    refs.data[a] = first + a * rows * tokens * head_dim;
+    refs.tokens[a] = tokens;
+  }
+  return refs;
+}
+
+cudaError_t LaunchAnchorChannelDistances(int64_t layers, int64_t kv_heads, int64_t tokens,
+                                         int64_t head_dim, const bf16* base,
+                                         const AnchorRefs& anchors, float* out,
+                                         cudaStream_t stream) {
+  const int64_t rows = layers * 2 * kv_heads;
+  if (rows == 0 || anchors.count == 0) return cudaSuccess;
+  const int64_t threads = head_dim / 8 * kTokenGroups;
+  if (head_dim % 8 != 0 || threads > 1024 || !anchors.Valid(tokens)) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(anchors.count));
+  AnchorChannelDistancesKernel<<<grid, static_cast<int>(threads),
+                                 kTokenGroups * head_dim * sizeof(float), stream>>>(
+      rows, tokens, head_dim, base, anchors, out);
+  return cudaGetLastError();
+}
+
 cudaError_t LaunchAnchorChannelDistances(int64_t layers, int64_t kv_heads, int64_t tokens,
                                          int64_t head_dim, int64_t anchors, const bf16* base,
                                          const bf16* anchor_bases, float* out,
                                          cudaStream_t stream) {
-  const int64_t rows = layers * 2 * kv_heads;
-  if (rows == 0 || anchors == 0) return cudaSuccess;
-  const int64_t threads = head_dim / 8 * kTokenGroups;
-  if (head_dim % 8 != 0 || threads > 1024) return cudaErrorInvalidValue;
-  const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(anchors));
-  AnchorChannelDistancesKernel<<<grid, static_cast<int>(threads),
-                                 kTokenGroups * head_dim * sizeof(float), stream>>>(
-      rows, tokens, head_dim, base, anchor_bases, out);
+  if (anchors > kMaxAnchorRefs) return cudaErrorInvalidValue;
+  return LaunchAnchorChannelDistances(
+      layers, kv_heads, tokens, head_dim, base,
+      ContiguousAnchors(anchor_bases, anchors, layers * 2 * kv_heads, tokens, head_dim), out,
+      stream);
+}
+
+cudaError_t LaunchAnchorDistances(int64_t layers, int64_t kv_heads, int64_t tokens,
+                                  int64_t head_dim, const bf16* base, const AnchorRefs& anchors,
+                                  float* out, cudaStream_t stream) {
+  if (tokens == 0 || anchors.count == 0) return cudaSuccess;
+  if (head_dim % 8 != 0 || !anchors.Valid(tokens)) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>(anchors.count));
+  AnchorDistancesKernel<<<grid, 256, 0, stream>>>(layers, kv_heads, tokens, head_dim, base,
+                                                  anchors, out);
   return cudaGetLastError();
 }
 
 cudaError_t LaunchAnchorDistances(int64_t layers, int64_t kv_heads, int64_t tokens,
                                   int64_t head_dim, int64_t anchors, const bf16* base,
                                   const bf16* anchor_bases, float* out, cudaStream_t stream) {
-  if (tokens == 0 || anchors == 0) return cudaSuccess;
-  if (head_dim % 8 != 0) return cudaErrorInvalidValue;
-  const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>(anchors));
-  AnchorDistancesKernel<<<grid, 256, 0, stream>>>(layers, kv_heads, tokens, head_dim, base,
-                                                  anchor_bases, out);
-  return cudaGetLastError();
+  if (anchors > kMaxAnchorRefs) return cudaErrorInvalidValue;
+  return LaunchAnchorDistances(
+      layers, kv_heads, tokens, head_dim, base,
+      ContiguousAnchors(anchor_bases, anchors, layers * 2 * kv_heads, tokens, head_dim), out,
+      stream);
 }
 
 cudaError_t LaunchValueSquaredNorm(int64_t layers, int64_t kv_heads, int64_t tokens,
@@ -241,19 +271,34 @@ cudaError_t LaunchValueSquaredNorm(int64_t layers, int64_t kv_heads, int64_t tok
 }
 
 cudaError_t LaunchRealignKv(int64_t layers, int64_t kv_heads, int64_t tokens, int64_t head_dim,
+                            int64_t first_blended_layer, bool per_channel_weights,
+                            const bf16* base, const int32_t* base_positions,
+                            const int32_t* target_positions, const float* inv_freq,
+                            const AnchorRefs& deltas, const float* key_weights,
+                            const float* value_weights, bf16* out, cudaStream_t stream) {
+  if (head_dim % 16 != 0 || !deltas.Valid(tokens)) return cudaErrorInvalidValue;
+  const int64_t pairs = layers * 2 * kv_heads * tokens * (head_dim / 2);
+  if (pairs == 0) return cudaSuccess;
+  const int threads = 256;
+  const int blocks = static_cast<int>(std::min<int64_t>((pairs + threads - 1) / threads, 65536));
+  RealignKernel<<<blocks, threads, 0, stream>>>(
+      layers, kv_heads, tokens, head_dim, deltas.count, first_blended_layer, per_channel_weights,
+      base, base_positions, target_positions, inv_freq, deltas, key_weights, value_weights, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchRealignKv(int64_t layers, int64_t kv_heads, int64_t tokens, int64_t head_dim,
                             int64_t anchors, int64_t first_blended_layer, bool per_channel_weights,
                             const bf16* base, const int32_t* base_positions,
                             const int32_t* target_positions, const float* inv_freq,
                             const bf16* deltas, const float* key_weights,
                             const float* value_weights, bf16* out, cudaStream_t stream) {
-  const int64_t pairs = layers * 2 * kv_heads * tokens * (head_dim / 2);
-  const int threads = 256;
-  const int blocks = static_cast<int>(
-      (pairs + threads - 1) / threads < 65536 ? (pairs + threads - 1) / threads : 65536);
-  RealignKernel<<<blocks, threads, 0, stream>>>(
-      layers, kv_heads, tokens, head_dim, anchors, first_blended_layer, per_channel_weights, base,
-      base_positions, target_positions, inv_freq, deltas, key_weights, value_weights, out);
-  return cudaGetLastError();
+  if (anchors > kMaxAnchorRefs) return cudaErrorInvalidValue;
+  return LaunchRealignKv(
+      layers, kv_heads, tokens, head_dim, first_blended_layer, per_channel_weights, base,
+      base_positions, target_positions, inv_freq,
+      ContiguousAnchors(deltas, anchors, layers * 2 * kv_heads, tokens, head_dim), key_weights,
+      value_weights, out, stream);
 }
 
 }  // namespace kvcomm::kernels::cuda

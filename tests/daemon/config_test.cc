@@ -73,6 +73,9 @@ TEST(DaemonConfig, BadSettingsAreNamed) {
       {"[store]\ncolour = 1", "store.colour"},
       {"workers = -3", "workers"},
       {"[anchors]\ntop_p = \"most\"", "anchors.top_p"},
+      {"[ipc]\narena = \"big\"", "ipc.arena"},
+      {"[ipc]\nlease_ttl_ms = 0", "ipc.lease_ttl_ms"},
+      {"[ipc]\nlease = 1", "ipc.lease"},
       {"this is not toml", "kvcommd.toml"},
   };
   for (const auto& c : cases) {
@@ -100,6 +103,19 @@ TEST(DaemonConfig, ValidateRejectsBadValues) {
   config = DaemonConfig::Defaults();
   config.anchors.eviction_window = config.anchors.capacity + 1;
   EXPECT_NE(config.Validate().message().find("eviction window"), std::string::npos);
+}
+
+TEST(DaemonConfig, TheLeaseArenaNeedsAGpuTierAndFewEnoughAnchors) {
+  auto path = WriteConfig("[ipc]\narena = \"1GiB\"\nlease_ttl_ms = 2500\n");
+  DaemonConfig config = DaemonConfig::Defaults();
+  ASSERT_TRUE(config.MergeTomlFile(path).ok());
+  EXPECT_EQ(config.ipc.arena_bytes, 1ull << 30);
+  EXPECT_EQ(config.ipc.ttl_ms, 2500u);
+  EXPECT_NE(config.Validate().message().find("store.gpu_capacity"), std::string::npos);
+  config.store.gpu_capacity_bytes = 1ull << 30;
+  EXPECT_TRUE(config.Validate().ok());
+  config.anchors.capacity = 40;
+  EXPECT_NE(config.Validate().message().find("anchors.capacity"), std::string::npos);
 }
 
 }  // namespace

@@ -44,23 +44,45 @@ void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, 
   EXPECT_LT(worst, tolerance) << what;
 }
 
+// Segments of different lengths in separate allocations, as kvcommd's anchors lie in its GPU
+// tier, and the same values cut to `tokens` and laid back to back for the CPU reference.
+struct Anchors {
+  std::vector<Dev> device;
+  std::vector<DeviceSegmentRef> refs;
+  std::vector<float> cut;  // [anchor][segment of `tokens` tokens]
+};
+Anchors MakeAnchors(const RealignShape& s, const std::vector<int64_t>& lengths, uint32_t seed,
+                    float stddev) {
+  Anchors out;
+  const int64_t rows = s.layers * 2 * s.kv_heads;
+  for (int64_t length : lengths) {
+    const auto values = RandomNormal(rows * length * s.head_dim, seed++, stddev, true);
+    out.device.push_back(ToDeviceBf16(values));
+    for (int64_t r = 0; r < rows; ++r)
+      out.cut.insert(out.cut.end(), values.begin() + r * length * s.head_dim,
+                     values.begin() + (r * length + s.tokens) * s.head_dim);
+  }
+  for (size_t a = 0; a < lengths.size(); ++a)
+    out.refs.push_back({out.device[a].buffer.data(), lengths[a]});
+  return out;
+}
+
 TEST(DeviceRealigner, MatchesCpuForPlaceholdersAndFollowingSegments) {
   if (!CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU: " << CudaDeviceDescription();
   const RealignShape s{.layers = 3, .kv_heads = 2, .tokens = 37, .head_dim = 32, .anchors = 3};
   const int64_t n = s.SegmentElements();
   const auto base = RandomNormal(n, 1, 1.f, true);
-  const auto anchors = RandomNormal(n * s.anchors, 2, 1.f, true);
-  const auto deltas = RandomNormal(n * s.anchors, 3, 0.2f, true);
+  const Anchors anchors = MakeAnchors(s, {37, 45, 40}, 2, 1.f);
+  const Anchors deltas = MakeAnchors(s, {40, 37, 52}, 20, 0.2f);
   const auto freq = InvFreq(s.head_dim);
   const auto from = Iota(5, s.tokens), to = Iota(300, s.tokens);
-  Dev d_base = ToDeviceBf16(base), d_anchors = ToDeviceBf16(anchors),
-      d_deltas = ToDeviceBf16(deltas), d_out = ToDeviceBf16(std::vector<float>(n));
+  Dev d_base = ToDeviceBf16(base), d_out = ToDeviceBf16(std::vector<float>(n));
   DeviceRealigner realigner;
 
   // Token sums and the value norm, as the reuse decision takes them.
   std::vector<float> sums(s.anchors * s.tokens * 3), want_sums(sums.size());
-  ASSERT_TRUE(realigner.TokenSums(s, d_base.buffer.data(), d_anchors.buffer.data(), sums).ok());
-  cpu::AnchorDistances(s, base.data(), anchors.data(), want_sums.data());
+  ASSERT_TRUE(realigner.TokenSums(s, d_base.buffer.data(), anchors.refs, sums).ok());
+  cpu::AnchorDistances(s, base.data(), anchors.cut.data(), want_sums.data());
   ExpectClose(sums, want_sums, 1e-3f, "token sums");
   auto norm = realigner.ValueSquaredNorm(s, d_base.buffer.data());
   ASSERT_TRUE(norm.ok()) << norm.status().ToString();
@@ -76,23 +98,20 @@ TEST(DeviceRealigner, MatchesCpuForPlaceholdersAndFollowingSegments) {
   const auto key_w = RandomNormal(s.anchors * s.tokens, 4, 0.3f);
   const auto value_w = RandomNormal(s.anchors * s.tokens, 5, 0.3f);
   ASSERT_TRUE(realigner.SetTokenWeights(key_w, value_w).ok());
-  ASSERT_TRUE(realigner
-                  .Realign(s, d_base.buffer.data(), from, to, freq, d_deltas.buffer.data(),
-                           d_out.buffer.data())
-                  .ok());
+  ASSERT_TRUE(
+      realigner.Realign(s, d_base.buffer.data(), from, to, freq, deltas.refs, d_out.buffer.data())
+          .ok());
   std::vector<float> want(n);
-  cpu::RealignKv(s, base.data(), from, to, freq, deltas.data(), key_w.data(), value_w.data(),
+  cpu::RealignKv(s, base.data(), from, to, freq, deltas.cut.data(), key_w.data(), value_w.data(),
                  want.data());
   ExpectClose(FromDeviceBf16(d_out, n), want, 2e-2f, "per-token realignment");
 
   // Per-channel weights computed on the device from the placeholder's bases.
   const float temperature = 0.5f;
-  ASSERT_TRUE(realigner
-                  .SetChannelWeights(s, d_base.buffer.data(), d_anchors.buffer.data(),
-                                     temperature)
-                  .ok());
+  ASSERT_TRUE(
+      realigner.SetChannelWeights(s, d_base.buffer.data(), anchors.refs, temperature).ok());
   std::vector<float> channel_sums(s.anchors * s.Channels()), weights(channel_sums.size());
-  cpu::AnchorChannelDistances(s, base.data(), anchors.data(), channel_sums.data());
+  cpu::AnchorChannelDistances(s, base.data(), anchors.cut.data(), channel_sums.data());
   cpu::SoftmaxOverAnchors(channel_sums.data(), s.anchors, s.Channels(), 1, 0, 1.f, true,
                           temperature, weights.data());
   RealignShape following = s;
@@ -100,32 +119,43 @@ TEST(DeviceRealigner, MatchesCpuForPlaceholdersAndFollowingSegments) {
   following.per_channel_weights = true;
   const int64_t fn = following.SegmentElements();
   const auto f_base = RandomNormal(fn, 6, 1.f, true);
-  const auto f_deltas = RandomNormal(fn * s.anchors, 7, 0.2f, true);
-  Dev d_f_base = ToDeviceBf16(f_base), d_f_deltas = ToDeviceBf16(f_deltas),
-      d_f_out = ToDeviceBf16(std::vector<float>(fn));
+  const Anchors f_deltas = MakeAnchors(following, {9, 9, 9}, 30, 0.2f);
+  Dev d_f_base = ToDeviceBf16(f_base), d_f_out = ToDeviceBf16(std::vector<float>(fn));
   const auto f_from = Iota(50, following.tokens), f_to = Iota(400, following.tokens);
   ASSERT_TRUE(realigner
-                  .Realign(following, d_f_base.buffer.data(), f_from, f_to, freq,
-                           d_f_deltas.buffer.data(), d_f_out.buffer.data())
+                  .Realign(following, d_f_base.buffer.data(), f_from, f_to, freq, f_deltas.refs,
+                           d_f_out.buffer.data())
                   .ok());
   std::vector<float> f_want(fn);
-  cpu::RealignKv(following, f_base.data(), f_from, f_to, freq, f_deltas.data(), weights.data(),
-                 weights.data(), f_want.data());
+  cpu::RealignKv(following, f_base.data(), f_from, f_to, freq, f_deltas.cut.data(),
+                 weights.data(), weights.data(), f_want.data());
   ExpectClose(FromDeviceBf16(d_f_out, fn), f_want, 2e-2f, "per-channel realignment");
 }
 
-TEST(DeviceRealigner, CopyFirstTokensCutsEveryRow) {
+TEST(DeviceRealigner, TakesMoreAnchorsThanOneLaunchForDistancesButNotForABlend) {
   if (!CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU: " << CudaDeviceDescription();
-  const int64_t rows = 6, from_tokens = 11, tokens = 4, head_dim = 16;
-  const auto values = RandomNormal(rows * from_tokens * head_dim, 8, 1.f, true);
-  Dev in = ToDeviceBf16(values), out = ToDeviceBf16(std::vector<float>(rows * tokens * head_dim));
-  ASSERT_TRUE(
-      CopyFirstTokens(in.buffer.data(), rows, from_tokens, tokens, head_dim, out.buffer.data())
-          .ok());
-  const auto got = FromDeviceBf16(out, rows * tokens * head_dim);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t i = 0; i < tokens * head_dim; ++i)
-      ASSERT_EQ(got[r * tokens * head_dim + i], values[r * from_tokens * head_dim + i]);
+  RealignShape s{.layers = 2, .kv_heads = 1, .tokens = 5, .head_dim = 16, .anchors = 40};
+  const auto base = RandomNormal(s.SegmentElements(), 1, 1.f, true);
+  const Anchors anchors = MakeAnchors(s, std::vector<int64_t>(40, 6), 2, 1.f);
+  Dev d_base = ToDeviceBf16(base);
+  DeviceRealigner realigner;
+  std::vector<float> sums(s.anchors * s.tokens * 3), want(sums.size());
+  ASSERT_TRUE(realigner.TokenSums(s, d_base.buffer.data(), anchors.refs, sums).ok());
+  cpu::AnchorDistances(s, base.data(), anchors.cut.data(), want.data());
+  ExpectClose(sums, want, 1e-3f, "token sums over 40 anchors");
+  Dev d_out = ToDeviceBf16(std::vector<float>(s.SegmentElements()));
+  const std::vector<float> w(s.anchors * s.tokens, 1.f / 40);
+  ASSERT_TRUE(realigner.SetTokenWeights(w, w).ok());
+  EXPECT_EQ(realigner
+                .Realign(s, d_base.buffer.data(), Iota(0, 5), Iota(3, 5), InvFreq(16),
+                         anchors.refs, d_out.buffer.data())
+                .code(),
+            ErrorCode::kInvalidArgument);
+  // An anchor shorter than the segment is refused, not read past its end.
+  const std::vector<DeviceSegmentRef> short_one = {anchors.refs[0], {anchors.refs[1].data, 4}};
+  std::vector<float> two(2 * s.tokens * 3);
+  EXPECT_EQ(realigner.TokenSums(s, d_base.buffer.data(), short_one, two).code(),
+            ErrorCode::kInvalidArgument);
 }
 
 TEST(DeviceRealigner, RejectsHeadDimsTheKernelsCannotLoad) {
@@ -134,7 +164,8 @@ TEST(DeviceRealigner, RejectsHeadDimsTheKernelsCannotLoad) {
   const RealignShape s{.layers = 1, .kv_heads = 1, .tokens = 2, .head_dim = 12, .anchors = 1};
   std::vector<float> sums(6);
   Dev d = ToDeviceBf16(std::vector<float>(48, 1.f));
-  EXPECT_EQ(realigner.TokenSums(s, d.buffer.data(), d.buffer.data(), sums).code(),
+  const std::vector<DeviceSegmentRef> anchors = {{d.buffer.data(), 2}};
+  EXPECT_EQ(realigner.TokenSums(s, d.buffer.data(), anchors, sums).code(),
             ErrorCode::kInvalidArgument);
 }
 
