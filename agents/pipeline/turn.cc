@@ -86,7 +86,7 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
       cache.Truncate(0);
     }
   }
-  KVCOMM_ASSIGN_OR_RETURN(auto last_run, ComputeGaps(prompt, spans, imported, cache));
+  const auto last_run = Gaps(prompt, spans, imported, cache, &generate.gaps_before);
   for (size_t i = 0; i < spans.size(); ++i) {
     // The last prompt token is recomputed for the first reply token.
     const int64_t reused =
@@ -130,10 +130,10 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
   return turn;
 }
 
-Result<std::span<const int32_t>> LocalExecutor::ComputeGaps(const TokenizedPrompt& prompt,
-                                                            const std::vector<SegmentSpan>& spans,
-                                                            const ImportResult& imported,
-                                                            runtime::KvCache& cache) const {
+std::span<const int32_t> LocalExecutor::Gaps(const TokenizedPrompt& prompt,
+                                             const std::vector<SegmentSpan>& spans,
+                                             const ImportResult& imported, runtime::KvCache& cache,
+                                             std::vector<runtime::Model::TokenRun>* gaps) const {
   std::span<const int32_t> tokens(prompt.tokens);
   const int64_t total = static_cast<int64_t>(tokens.size());
   std::vector<std::pair<int64_t, int64_t>> runs;  // [begin, end) of spans to compute
@@ -152,10 +152,9 @@ Result<std::span<const int32_t>> LocalExecutor::ComputeGaps(const TokenizedPromp
     cache.Truncate(total - 1);
     runs.emplace_back(total - 1, total);
   }
-  for (size_t r = 0; r + 1 < runs.size(); ++r) {
-    auto run = tokens.subspan(runs[r].first, runs[r].second - runs[r].first);
-    KVCOMM_RETURN_IF_ERROR(model_.Forward(run, cache).status());
-  }
+  for (size_t r = 0; r + 1 < runs.size(); ++r)
+    gaps->push_back({tokens.subspan(runs[r].first, runs[r].second - runs[r].first),
+                     runs[r].first});
   return tokens.subspan(runs.back().first, runs.back().second - runs.back().first);
 }
 

@@ -80,12 +80,12 @@ class LocalExecutor final : public TurnExecutor {
   Status MeasureFidelity(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
                          const ImportResult& imported, const runtime::KvCache& cache,
                          const std::vector<float>& logits, TurnResult& turn) const;
-  // Computes the spans not imported, in order, all but the last run of them; returns the
-  // tokens of that last run (what generation starts from).
-  Result<std::span<const int32_t>> ComputeGaps(const TokenizedPrompt& prompt,
-                                               const std::vector<SegmentSpan>& spans,
-                                               const ImportResult& imported,
-                                               runtime::KvCache& cache) const;
+  // The spans not imported, as runs: all but the last go to `gaps` (computed with the last in
+  // one pass); returns the tokens of that last run (what generation starts from).
+  std::span<const int32_t> Gaps(const TokenizedPrompt& prompt,
+                                const std::vector<SegmentSpan>& spans,
+                                const ImportResult& imported, runtime::KvCache& cache,
+                                std::vector<runtime::Model::TokenRun>* gaps) const;
 
   const runtime::Model& model_;
   const runtime::Tokenizer& tokenizer_;

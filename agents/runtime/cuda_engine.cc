@@ -94,11 +94,28 @@ class CudaEngine final : public Engine {
     for (int64_t done = 0; done < n;) {
       const int64_t chunk = std::min(kChunkTokens, n - done);
       const bool last = done + chunk == n;
-      KVCOMM_RETURN_IF_ERROR(ForwardChunk(tokens.subspan(done, chunk), start + done, cache,
+      const RowRun run{0, chunk, start + done};
+      KVCOMM_RETURN_IF_ERROR(ForwardChunk(tokens.subspan(done, chunk), std::span(&run, 1), cache,
                                           last ? (all_logits ? chunk : 1) : 0, &logits,
                                           all_logits));
       done += chunk;
     }
+    return logits;
+  }
+
+  Result<std::vector<float>> ForwardRuns(std::span<const Model::TokenRun> runs,
+                                         KvCache& cache) override {
+    std::vector<int32_t> tokens;
+    std::vector<RowRun> rows;
+    for (const auto& run : runs) {
+      rows.push_back({static_cast<int64_t>(tokens.size()),
+                      static_cast<int64_t>(run.tokens.size()), run.position});
+      tokens.insert(tokens.end(), run.tokens.begin(), run.tokens.end());
+    }
+    if (static_cast<int64_t>(tokens.size()) > kChunkTokens)  // long gaps: one chunk each
+      return Engine::ForwardRuns(runs, cache);
+    std::vector<float> logits;
+    KVCOMM_RETURN_IF_ERROR(ForwardChunk(tokens, rows, cache, 1, &logits, false));
     return logits;
   }
 
@@ -158,9 +175,17 @@ class CudaEngine final : public Engine {
     return Status::Ok();
   }
 
-  // One chunk through every layer; `logit_rows` of its last rows get logits (0: none).
-  Status ForwardChunk(std::span<const int32_t> tokens, int64_t start, KvCache& cache,
-                      int64_t logit_rows, std::vector<float>* logits, bool append) {
+  // Rows [row, row + rows) of a chunk hold tokens at positions start .. start + rows - 1.
+  struct RowRun {
+    int64_t row, rows, start;
+  };
+
+  // One chunk through every layer, its rows at the runs' positions (ascending); `logit_rows` of
+  // its last rows get logits (0: none). Every layer writes all runs' KV before any run's
+  // attention, so a run sees the ones before it.
+  Status ForwardChunk(std::span<const int32_t> tokens, std::span<const RowRun> runs,
+                      KvCache& cache, int64_t logit_rows, std::vector<float>* logits,
+                      bool append) {
     const int64_t n = static_cast<int64_t>(tokens.size());
     const int64_t hidden = c_.hidden_size, heads = c_.num_heads, kv_heads = c_.num_kv_heads,
                   hd = c_.head_dim;
@@ -169,7 +194,9 @@ class CudaEngine final : public Engine {
                 scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
     std::vector<int32_t> positions(n);
-    for (int64_t t = 0; t < n; ++t) positions[t] = static_cast<int32_t>(start + t);
+    for (const RowRun& run : runs)
+      for (int64_t t = 0; t < run.rows; ++t)
+        positions[run.row + t] = static_cast<int32_t>(run.start + t);
     KVCOMM_ASSIGN_OR_RETURN(auto* ids_d, ids_.Get(n * 8));
     auto* positions_d = ids_d + n * 4;
     KVCOMM_RETURN_IF_ERROR(kernels::CopyHostToDevice(ids_d, tokens.data(), n * 4));
@@ -203,10 +230,14 @@ class CudaEngine final : public Engine {
       KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchRope(
           qkv, n, qkv_dim_, heads, kv_heads, hd, reinterpret_cast<int32_t*>(positions_d),
           reinterpret_cast<float*>(inv_freq_.data()), nullptr));
-      KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchWriteKv(qkv, n, qkv_dim_, heads, kv_heads, hd, k_cache,
-                                                    v_cache, cache.capacity(), start, nullptr));
-      KVCOMM_RETURN_IF_ERROR(
-          Attention(qkv, n, start, k_cache, v_cache, cache.capacity(), scale, attn));
+      for (const RowRun& run : runs)
+        KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchWriteKv(qkv + run.row * qkv_dim_, run.rows, qkv_dim_,
+                                                      heads, kv_heads, hd, k_cache, v_cache,
+                                                      cache.capacity(), run.start, nullptr));
+      for (const RowRun& run : runs)
+        KVCOMM_RETURN_IF_ERROR(Attention(qkv + run.row * qkv_dim_, run.rows, run.start, k_cache,
+                                         v_cache, cache.capacity(), scale,
+                                         attn + run.row * q_dim));
       KVCOMM_RETURN_IF_ERROR(Linear(attn, w.o, n, q_dim, hidden, x, true, 1.0f));  // x += o
       KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchRmsNorm(x, w.post_norm, n, hidden, eps, h, nullptr));
       KVCOMM_RETURN_IF_ERROR(Linear(h, w.gate_up, n, hidden, 2 * inter, gate_up, false));

@@ -75,7 +75,17 @@ Result<GenerateResult> Generate(const Model& model, const Tokenizer* tokenizer,
   };
 
   auto start = Clock::now();
-  KVCOMM_ASSIGN_OR_RETURN(std::vector<float> logits, forward(prompt));
+  std::vector<float> logits;
+  if (options.gaps_before.empty()) {
+    KVCOMM_ASSIGN_OR_RETURN(logits, forward(prompt));
+  } else {
+    if (morph) return InvalidArgument("MorphKV does not take a prompt with gaps");
+    std::vector<Model::TokenRun> runs = options.gaps_before;
+    int64_t position = runs.back().position + static_cast<int64_t>(runs.back().tokens.size());
+    while (position < cache.capacity() && cache.IsValid(position)) ++position;
+    runs.push_back({prompt, position});
+    KVCOMM_ASSIGN_OR_RETURN(logits, model.ForwardRuns(runs, cache));
+  }
   result.prefill_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (options.keep_prompt_logits) result.prompt_logits = logits;
   result.stop_reason = "max_new_tokens";

@@ -38,6 +38,9 @@ struct GenerateOptions {
   std::vector<std::string> stop_strings;  // generation ends when the text contains one (cut there)
   bool keep_prompt_logits = false;        // return the last prompt token's logits
   MorphKvOptions morph;                   // decode-time compression (capacity 0: off; CPU)
+  // Gaps before the prompt in a cache with imported KV: computed with the prompt in one pass
+  // (Model::ForwardRuns), the prompt then going where the KV after the last gap ends.
+  std::vector<Model::TokenRun> gaps_before;
 };
 
 struct GenerateResult {

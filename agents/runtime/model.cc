@@ -41,6 +41,42 @@ Result<std::unique_ptr<Model>> Model::RandomOnGpu(ModelConfig config, uint64_t s
   return std::unique_ptr<Model>(new Model(std::move(config), hash, std::move(engine)));
 }
 
+Result<std::vector<float>> Model::ForwardRuns(std::span<const TokenRun> runs,
+                                              KvCache& cache) const {
+  if (runs.empty()) return InvalidArgument("ForwardRuns needs at least one run");
+  if (cache.device() != device())
+    return InvalidArgument("the cache lives on another device than the model");
+  int64_t next = cache.length();
+  for (size_t r = 0; r < runs.size(); ++r) {
+    const int64_t begin = runs[r].position, n = static_cast<int64_t>(runs[r].tokens.size());
+    if (n == 0) return InvalidArgument("run {} has no tokens", r);
+    if (r == 0 && begin != next)
+      return InvalidArgument("the first run starts at {}, the cache's first free position is {}",
+                             begin, next);
+    if (begin < next) return InvalidArgument("run {} at {} overlaps the run before it", r, begin);
+    for (int64_t p = next; p < begin; ++p)
+      if (!cache.IsValid(p))
+        return InvalidArgument("position {} between runs {} and {} holds no KV", p, r - 1, r);
+    if (begin + n > cache.capacity())
+      return InvalidArgument("run {} ends at {}, past the cache capacity {}", r, begin + n,
+                             cache.capacity());
+    for (int64_t p = begin; p < begin + n; ++p)
+      if (cache.IsValid(p))
+        return InvalidArgument("run {} overlaps KV already in the cache at {}", r, p);
+    for (int32_t id : runs[r].tokens)
+      if (id < 0 || id >= config_.vocab_size)
+        return InvalidArgument("token id {} is outside the vocabulary of {}", id,
+                               config_.vocab_size);
+    next = begin + n;
+  }
+  std::unique_lock<std::mutex> lock(cuda_mu_, std::defer_lock);
+  if (device() == Device::kCuda) lock.lock();
+  KVCOMM_ASSIGN_OR_RETURN(auto logits, engine_->ForwardRuns(runs, cache));
+  for (const auto& run : runs)
+    cache.MarkValid(run.position, run.position + static_cast<int64_t>(run.tokens.size()));
+  return logits;
+}
+
 Result<std::vector<float>> Model::Forward(std::span<const int32_t> tokens, KvCache& cache,
                                           bool all_logits, QueryCapture* capture) const {
   const int64_t n = static_cast<int64_t>(tokens.size());

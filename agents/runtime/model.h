@@ -55,6 +55,17 @@ class Model {
                                      bool all_logits = false,
                                      QueryCapture* capture = nullptr) const;
 
+  // Several runs of tokens in one pass: the gaps a prompt with reused segments leaves. The runs
+  // ascend and do not overlap; the first starts at cache.length() and every position between
+  // two runs already holds valid KV (imported). The same as Forward on each run in order, but
+  // the CUDA backend reads the weights once for all of them (a few-token prefill costs about
+  // one pass over the weights). Returns the last run's last-token logits.
+  struct TokenRun {
+    std::span<const int32_t> tokens;
+    int64_t position;
+  };
+  Result<std::vector<float>> ForwardRuns(std::span<const TokenRun> runs, KvCache& cache) const;
+
  private:
   Model(ModelConfig config, Hash128 weights_hash, std::unique_ptr<internal::Engine> engine);
 

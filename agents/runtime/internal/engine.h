@@ -22,6 +22,15 @@ class Engine {
   virtual Result<std::vector<float>> Forward(std::span<const int32_t> tokens, int64_t start,
                                              KvCache& cache, bool all_logits,
                                              QueryCapture* capture) = 0;
+  // Model::ForwardRuns, checked. By default one Forward per run, in order.
+  virtual Result<std::vector<float>> ForwardRuns(std::span<const Model::TokenRun> runs,
+                                                 KvCache& cache) {
+    std::vector<float> logits;
+    for (const auto& run : runs) {
+      KVCOMM_ASSIGN_OR_RETURN(logits, Forward(run.tokens, run.position, cache, false, nullptr));
+    }
+    return logits;
+  }
 };
 
 std::unique_ptr<Engine> MakeCpuEngine(const ModelConfig& config, ModelWeights weights);
