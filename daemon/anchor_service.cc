@@ -165,6 +165,18 @@ AnchorService::AnchorService(kvstore::TieredStore& store, AnchorPoolConfig confi
       host_math_(store),
       device_math_(leases ? std::make_unique<DeviceMath>(store, *leases) : nullptr) {}
 
+AnchorService::~AnchorService() { SaveCredits(); }
+
+void AnchorService::SaveCredits() {
+  std::lock_guard lock(slots_mutex_);
+  for (auto& [key, state] : slots_) {
+    std::lock_guard slot_lock(state->mutex);
+    if (!state->credits_unsaved) continue;
+    const auto& [name_space, model, slot] = key;
+    Persist({name_space, model}, slot, *state);
+  }
+}
+
 AnchorService::SlotState& AnchorService::Slot(const kvstore::Scope& scope,
                                               const std::string& slot) {
   std::lock_guard lock(slots_mutex_);
@@ -211,6 +223,7 @@ Result<std::vector<SegmentPlanOutput>> AnchorService::Plan(const kvstore::Scope&
                                                            const PlanInput& input,
                                                            Delivery delivery) {
   KVCOMM_RETURN_IF_ERROR(input.Validate());
+  const auto start = std::chrono::steady_clock::now();
   ReuseMath* math = &host_math_;
   if (delivery == Delivery::kDevice) {
     if (!device_math_)
@@ -275,6 +288,7 @@ Result<std::vector<SegmentPlanOutput>> AnchorService::Plan(const kvstore::Scope&
     blend = std::move(next_blend);
     preceding.insert(preceding.end(), segment.tokens.begin(), segment.tokens.end());
   }
+  context.Counter("").plan_seconds += SecondsSince(start);
   for (const auto& [slot, counter] : context.counters) stats_.Add(counter);
   return out;
 }
@@ -310,7 +324,7 @@ Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
       slot.pool.Credit({i});
       chosen.push_back(anchors[i]);
     }
-    if (!chosen.empty()) Persist(scope, segment.slot, slot.pool);
+    if (!chosen.empty()) slot.credits_unsaved = true;
     if (chosen.empty()) {
       std::vector<size_t> candidates;
       for (size_t i : slot.pool.CandidatesFor(tokens))
@@ -337,14 +351,14 @@ Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
           ++c.anchors_evicted;
           ReleaseAnchor(scope, *evicted);
         }
-        Persist(scope, segment.slot, slot.pool);
+        Persist(scope, segment.slot, slot);
         plan.report_actual = true;
         return plan;
       }
       std::vector<size_t> credited;
       for (size_t k : decision.credited) credited.push_back(loaded[k]);
       slot.pool.Credit(credited);
-      Persist(scope, segment.slot, slot.pool);
+      slot.credits_unsaved = true;
       for (size_t i : loaded) chosen.push_back(anchors[i]);
       std::vector<float> token_sums;
       if (decision.token_sums.size() == bases.size() * tokens * 3)  // every base a candidate
@@ -460,7 +474,7 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
   {
     std::lock_guard lock(slot.mutex);
     recorded = slot.pool.SetDeltas(base_key, input.agent, deltas);
-    if (recorded) Persist(scope, input.slot, slot.pool);
+    if (recorded) Persist(scope, input.slot, slot);
   }
   ReuseCounter counter{scope.name_space, input.agent, input.slot};
   counter.bytes_moved = input.placeholder_kv.size() + input.following_kv.size();
@@ -480,7 +494,9 @@ bool AnchorService::IsStored(const kvstore::Scope& scope, const SegmentKey& key)
 }
 
 void AnchorService::Persist(const kvstore::Scope& scope, const std::string& slot,
-                            const AnchorSlot& pool) {
+                            SlotState& state) {
+  state.credits_unsaved = false;
+  const AnchorSlot& pool = state.pool;
   const std::string name = SlotRecordName(scope.name_space, *scope.model, slot);
   Status persisted =
       pool.anchors().empty()
@@ -535,7 +551,7 @@ Result<AnchorService::RestoreSummary> AnchorService::Restore() {
     }
     summary.anchors += state.pool.anchors().size();
     ++summary.slots;
-    if (changed) Persist(scope, record->slot, state.pool);
+    if (changed) Persist(scope, record->slot, state);
   }
   return summary;
 }

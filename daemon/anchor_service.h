@@ -79,6 +79,7 @@ class AnchorService {
   // `leases`: the IPC arena for device delivery, or nullptr (then only host delivery).
   AnchorService(kvstore::TieredStore& store, AnchorPoolConfig config,
                 DeviceLeases* leases = nullptr);
+  ~AnchorService();  // saves the credits
 
   struct RestoreSummary {
     uint64_t slots = 0, anchors = 0;
@@ -96,6 +97,11 @@ class AnchorService {
                                               Delivery delivery = Delivery::kHost);
   Status ReportActual(const kvstore::Scope& scope, const ActualInput& input);
   std::vector<SlotListing> List(const kvstore::Scope& scope) const;
+  // Writes the pools whose activation counts changed since they were last persisted. Credits
+  // alone do not write the record at once (that would put a store write in every plan); they
+  // are saved with the pool's next change, here, and on destruction, so a crash loses only
+  // activation counts.
+  void SaveCredits();
   std::vector<ReuseCounter> Stats() const { return stats_.Snapshot(); }
   // The lease arena of device delivery, or nullptr.
   DeviceLeases* leases() const { return device_leases_; }
@@ -105,6 +111,7 @@ class AnchorService {
     explicit SlotState(const AnchorPoolConfig& config) : pool(config) {}
     std::mutex mutex;
     AnchorSlot pool;
+    bool credits_unsaved = false;  // activations changed since the record was written
   };
   // The anchors a realigned placeholder was blended from, kept for the template segment after it.
   struct Blend {
@@ -129,9 +136,9 @@ class AnchorService {
                     int32_t first_position, DType dtype);
   void ReleaseAnchor(const kvstore::Scope& scope, const AnchorSlot::Anchor& anchor);
   bool IsStored(const kvstore::Scope& scope, const SegmentKey& key) const;
-  // Rewrites the slot's record (anchor_records.h); called with the slot's lock held whenever it
-  // changed. A failure is logged: serving goes on, only a restart would forget the pool.
-  void Persist(const kvstore::Scope& scope, const std::string& slot, const AnchorSlot& pool);
+  // Rewrites the slot's record (anchor_records.h); called with the slot's lock held whenever its
+  // anchors changed. A failure is logged: serving goes on, only a restart would forget the pool.
+  void Persist(const kvstore::Scope& scope, const std::string& slot, SlotState& state);
 
   kvstore::TieredStore& store_;
   AnchorPoolConfig config_;

@@ -19,6 +19,7 @@ void ReuseStats::Add(const ReuseCounter& delta) {
   c.anchors_evicted += delta.anchors_evicted;
   c.bytes_moved += delta.bytes_moved;
   c.realign_seconds += delta.realign_seconds;
+  c.plan_seconds += delta.plan_seconds;
 }
 
 std::vector<ReuseCounter> ReuseStats::Snapshot() const {

@@ -17,6 +17,9 @@ struct ReuseCounter {
   uint64_t anchors_created = 0, anchors_evicted = 0;
   uint64_t bytes_moved = 0;  // KV sent in plans and received in reports
   double realign_seconds = 0;
+  // Time spent answering PlanPrompt (template counter only): realignment, reuse decisions and
+  // fetching segments.
+  double plan_seconds = 0;
 };
 
 class ReuseStats {

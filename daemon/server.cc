@@ -124,6 +124,7 @@ Status Server::Stop() {
   if (proxy_.joinable()) proxy_.join();
   frontend_.close();
   backend_.close();
+  anchors_->SaveCredits();
   Status flushed = store_->Flush();
   if (flushed.ok()) {
     spdlog::info("kvcommd stopped: store flushed, {} requests served", counters_.requests());

@@ -337,6 +337,7 @@ struct ReuseCounter {
   anchorsEvicted @8 :UInt64;
   bytesMoved @9 :UInt64;
   realignSeconds @10 :Float64;
+  planSeconds @11 :Float64;        # answering PlanPrompt (template counter only)
 }
 
 # ---- Compressed hand-out (kvstore/compress) ----

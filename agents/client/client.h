@@ -101,6 +101,7 @@ struct ReuseCounter {
   uint64_t tokens_requested = 0, tokens_exact = 0, tokens_realigned = 0, tokens_prefill = 0;
   uint64_t anchors_created = 0, anchors_evicted = 0, bytes_moved = 0;
   double realign_seconds = 0;
+  double plan_seconds = 0;  // kvcommd answering PlanPrompt (template counter only)
 };
 
 struct DaemonStats {

@@ -162,26 +162,31 @@ client::ReuseModel SegmentReuse::ReuseModel() const {
   return {geometry, inv_freq_, base_prefix_};
 }
 
+SegmentKey SegmentReuse::BaseKey(std::span<const int32_t> content) const {
+  return ComputeContextKey(model_.fingerprint(), client_.options().name_space,
+                           TokenPrefixHash(base_prefix_), content);
+}
+
 Status SegmentReuse::EnsureBases(const TokenizedPrompt& prompt,
                                  const std::vector<SegmentSpan>& spans) {
-  const Hash128 prefix_hash = TokenPrefixHash(base_prefix_);
   std::vector<size_t> placeholders;
   std::vector<std::pair<SegmentKey, client::KeyKind>> keys;
   std::span<const int32_t> tokens(prompt.tokens);
   for (size_t i = 0; i < spans.size(); ++i) {
     if (!spans[i].placeholder()) continue;
+    const SegmentKey key = BaseKey(tokens.subspan(spans[i].begin, spans[i].tokens()));
+    if (stored_bases_.contains(key)) continue;
     placeholders.push_back(i);
-    keys.emplace_back(
-        ComputeContextKey(model_.fingerprint(), client_.options().name_space, prefix_hash,
-                          tokens.subspan(spans[i].begin, spans[i].tokens())),
-        client::KeyKind::kContext);
+    keys.emplace_back(key, client::KeyKind::kContext);
   }
   if (keys.empty()) return Status();
   KVCOMM_ASSIGN_OR_RETURN(auto found, client_.Lookup(keys));
   for (size_t k = 0; k < placeholders.size(); ++k) {
-    if (found[k].found) continue;
-    const SegmentSpan& span = spans[placeholders[k]];
-    KVCOMM_RETURN_IF_ERROR(PutBase(tokens.subspan(span.begin, span.tokens()), span.kind));
+    if (!found[k].found) {
+      const SegmentSpan& span = spans[placeholders[k]];
+      KVCOMM_RETURN_IF_ERROR(PutBase(tokens.subspan(span.begin, span.tokens()), span.kind));
+    }
+    stored_bases_.insert(keys[k].first);
   }
   return Status();
 }
@@ -197,11 +202,11 @@ Status SegmentReuse::PutBase(std::span<const int32_t> content, SegmentKind kind)
 
 Status SegmentReuse::StoreBase(std::span<const int32_t> content) {
   assert(mode_ == Mode::kKvcomm);
-  const SegmentKey key = ComputeContextKey(model_.fingerprint(), client_.options().name_space,
-                                           TokenPrefixHash(base_prefix_), content);
+  const SegmentKey key = BaseKey(content);
   KVCOMM_ASSIGN_OR_RETURN(auto found, client_.Lookup({{key, client::KeyKind::kContext}}));
-  if (found.front().found) return Status();
-  return PutBase(content, SegmentKind::kMessage);
+  if (!found.front().found) KVCOMM_RETURN_IF_ERROR(PutBase(content, SegmentKind::kMessage));
+  stored_bases_.insert(key);
+  return Status();
 }
 
 Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
@@ -228,15 +233,18 @@ Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
   KVCOMM_ASSIGN_OR_RETURN(auto plans, client_.PlanPrompt(request));
   result.plan_seconds = seconds();
   result.source.assign(spans.size(), SpanSource::kComputed);
-  for (size_t i = 0; i < spans.size(); ++i)
+  for (size_t i = 0; i < spans.size(); ++i) {
     if (plans[i].report_actual) result.report.push_back(i);
+    if (spans[i].placeholder() && plans[i].decision == client::ReuseDecision::kPrefill &&
+        !plans[i].report_actual)
+      stored_bases_.erase(BaseKey(tokens.subspan(spans[i].begin, spans[i].tokens())));
+  }
   // A turn that makes anchors computes everything not exact, so what it reports is the true KV.
   const bool exact_only = !result.report.empty();
   Status imported;
-  std::vector<uint64_t> leases;
   for (size_t i = 0; i < spans.size(); ++i) {
     const auto& plan = plans[i];
-    if (plan.lease_id != 0) leases.push_back(plan.lease_id);
+    if (plan.lease_id != 0) result.leases.push_back(plan.lease_id);
     if (!imported.ok() || plan.decision == client::ReuseDecision::kPrefill) continue;
     if (exact_only && plan.decision != client::ReuseDecision::kExact) continue;
     const auto kv = plan.device ? std::span(plan.device, plan.layout.PayloadBytes())
@@ -246,18 +254,24 @@ Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
                                                                       : SpanSource::kRealigned;
   }
   result.copy_seconds = seconds();
-  // Every lease goes back, imported or not; one that expired meanwhile may have been
-  // overwritten, so what was read from it cannot be trusted.
-  if (!leases.empty()) {
-    KVCOMM_ASSIGN_OR_RETURN(uint32_t held, client_.ReleaseLeases(leases));
-    if (imported.ok() && held != leases.size())
-      return Error(ErrorCode::kDeadlineExceeded,
-                   "{} of {} KV leases expired before the import finished (raise ipc.lease_ttl_ms)",
-                   leases.size() - held, leases.size());
+  if (!imported.ok()) {
+    (void)ReleaseLeases(result);
+    return imported;
   }
-  KVCOMM_RETURN_IF_ERROR(imported);
-  result.release_seconds = seconds();
   return result;
+}
+
+Status SegmentReuse::ReleaseLeases(ImportResult& imported) {
+  if (imported.leases.empty()) return Status();
+  const std::vector<uint64_t> leases = std::move(imported.leases);
+  imported.leases.clear();
+  KVCOMM_ASSIGN_OR_RETURN(uint32_t held, client_.ReleaseLeases(leases));
+  // One that expired before it was given back may have been overwritten while it was copied.
+  if (held != leases.size())
+    return Error(ErrorCode::kDeadlineExceeded,
+                 "{} of {} KV leases expired before they were released (raise ipc.lease_ttl_ms)",
+                 leases.size() - held, leases.size());
+  return Status();
 }
 
 Status SegmentReuse::Report(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "agents/client/client.h"
@@ -45,10 +46,11 @@ enum class SpanSource { kComputed, kExact, kRealigned };
 struct ImportResult {
   std::vector<SpanSource> source;  // per span
   std::vector<size_t> report;      // kvcomm: placeholder spans whose actual KV is asked for
+  // kvcomm with device delivery: leases still held (ReleaseLeases gives them back).
+  std::vector<uint64_t> leases;
   // kvcomm: where the import's time went (seconds): computing and storing missing bases, the
-  // plan round trip (kvcommd's realignment included), copying KV into the cache, and giving
-  // device leases back.
-  double bases_seconds = 0, plan_seconds = 0, copy_seconds = 0, release_seconds = 0;
+  // plan round trip (kvcommd's realignment included), copying KV into the cache.
+  double bases_seconds = 0, plan_seconds = 0, copy_seconds = 0;
   bool imported(size_t span) const { return source[span] != SpanSource::kComputed; }
 };
 
@@ -67,6 +69,11 @@ class SegmentReuse {
   // anchor deltas per agent).
   Result<ImportResult> Import(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
                               const std::string& agent, runtime::KvCache& cache);
+  // Gives back the device leases of an import, once its KV is no longer needed from kvcommd
+  // (it was copied into the cache during Import; releasing can wait until after the first
+  // token). kDeadlineExceeded if one expired first: its KV may have been overwritten while it
+  // was copied.
+  Status ReleaseLeases(ImportResult& imported);
   // Stores the computed spans that saw only exact KV before them, read from `cache` (which
   // holds the whole prompt). A span computed after realigned KV is not stored: its KV is
   // not the one of its context.
@@ -94,7 +101,10 @@ class SegmentReuse {
                                      const std::vector<SegmentSpan>& spans,
                                      const std::string& agent, runtime::KvCache& cache);
   // Stores base(P) (P's KV right after the base prefix) of placeholders that lack one.
+  // Remembers which bases kvcommd holds, so later turns skip asking; a placeholder planned
+  // PREFILL without a report means its base is gone (forgotten: stored again next time).
   Status EnsureBases(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans);
+  SegmentKey BaseKey(std::span<const int32_t> content) const;
   Status PutBase(std::span<const int32_t> content, SegmentKind kind);
   client::ReuseModel ReuseModel() const;
   Status PutSpan(const TokenizedPrompt& prompt, const SegmentSpan& span,
@@ -107,6 +117,7 @@ class SegmentReuse {
   std::vector<float> inv_freq_;
   std::vector<int32_t> base_prefix_;
   client::Delivery delivery_;
+  std::unordered_set<SegmentKey, Hash128Hasher> stored_bases_;
 };
 
 }  // namespace kvcomm::pipeline

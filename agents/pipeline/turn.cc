@@ -102,6 +102,7 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
   const double gaps_seconds = seconds_since(start);
   KVCOMM_ASSIGN_OR_RETURN(auto out,
                           runtime::Generate(model_, &tokenizer_, last_run, cache, generate));
+  if (reuse_) KVCOMM_RETURN_IF_ERROR(reuse_->ReleaseLeases(imported));
   turn.reply = out.text;
   turn.prefill_seconds = gaps_seconds + out.prefill_seconds;
   turn.seconds = seconds_since(start);

@@ -175,6 +175,7 @@ void FillReuseCounters(capnp::List<proto::ReuseCounter>::Builder out,
     out[i].setAnchorsEvicted(c.anchors_evicted);
     out[i].setBytesMoved(c.bytes_moved);
     out[i].setRealignSeconds(c.realign_seconds);
+    out[i].setPlanSeconds(c.plan_seconds);
   }
 }
 

@@ -76,7 +76,8 @@ json ReuseJson(const std::vector<ReuseCounter>& counters) {
                    {"anchors_created", c.anchors_created},
                    {"anchors_evicted", c.anchors_evicted},
                    {"bytes_moved", c.bytes_moved},
-                   {"realign_seconds", c.realign_seconds}});
+                   {"realign_seconds", c.realign_seconds},
+                   {"plan_seconds", c.plan_seconds}});
   }
   return out;
 }
@@ -84,15 +85,16 @@ json ReuseJson(const std::vector<ReuseCounter>& counters) {
 void PrintReuse(const std::vector<ReuseCounter>& counters) {
   if (counters.empty()) return;
   constexpr auto kRow =
-      "{:<18} {:<28} {:<26} {:>9} {:>8} {:>9} {:>8} {:>6} {:>5} {:>5} {:>9} {:>9}\n";
+      "{:<18} {:<28} {:<26} {:>9} {:>8} {:>9} {:>8} {:>6} {:>5} {:>5} {:>9} {:>9} {:>9}\n";
   fmt::print("\nKVCOMM reuse (tokens)\n");
   fmt::print(kRow, "namespace", "agent", "slot", "requested", "exact", "realigned", "prefill",
-             "reuse", "anch+", "anch-", "moved", "realign");
+             "reuse", "anch+", "anch-", "moved", "realign", "plan");
   for (const auto& c : counters) {
     fmt::print(kRow, c.name_space, c.agent, c.slot.empty() ? "(template)" : c.slot,
                c.tokens_requested, c.tokens_exact, c.tokens_realigned, c.tokens_prefill,
                fmt::format("{:.1f}%", 100 * ReuseRate(c)), c.anchors_created, c.anchors_evicted,
-               HumanBytes(c.bytes_moved), fmt::format("{:.1f}ms", 1e3 * c.realign_seconds));
+               HumanBytes(c.bytes_moved), fmt::format("{:.1f}ms", 1e3 * c.realign_seconds),
+               c.slot.empty() ? fmt::format("{:.1f}ms", 1e3 * c.plan_seconds) : "");
   }
 }
 
