@@ -168,7 +168,8 @@ __global__ void SoftmaxOverAnchorsKernel(const float* sums, int64_t anchors, int
   }
 }
 
-// Sum of squares of a segment's values (its V rows), accumulated into *out.
+// Sum of squares of a segment's values (its V rows), accumulated into *out: one atomic per
+// block (per warp, thousands of atomics on one address serialised into a visible cost).
 __global__ void ValueSquaredNormKernel(int64_t layers, int64_t layer_values, const bf16* segment,
                                        float* out) {
   const int64_t chunks = layer_values / 8;
@@ -181,7 +182,14 @@ __global__ void ValueSquaredNormKernel(int64_t layers, int64_t layer_values, con
     for (float v : x) sum += v * v;
   }
   for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
-  if (threadIdx.x % 32 == 0) atomicAdd(out, sum);
+  __shared__ float warp_sums[32];
+  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = sum;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float total = 0.f;
+    for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) total += warp_sums[w];
+    atomicAdd(out, total);
+  }
 }
 
 }  // namespace
@@ -264,7 +272,7 @@ cudaError_t LaunchValueSquaredNorm(int64_t layers, int64_t kv_heads, int64_t tok
   const int64_t chunks = layers * kv_heads * tokens * head_dim / 8;
   if (chunks == 0) return cudaSuccess;
   const int threads = 256;
-  const int blocks = static_cast<int>(std::min<int64_t>((chunks + threads - 1) / threads, 4096));
+  const int blocks = static_cast<int>(std::min<int64_t>((chunks + threads - 1) / threads, 1024));
   ValueSquaredNormKernel<<<blocks, threads, 0, stream>>>(layers, kv_heads * tokens * head_dim,
                                                          segment, out);
   return cudaGetLastError();
