@@ -37,10 +37,21 @@ int main(int argc, char** argv) {
   app.add_option("--daemon-timeout-ms", daemon_timeout_ms, "per kvcommd request")
       ->check(CLI::Range(int64_t{100}, int64_t{600000}));
   app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  std::string kv_delivery = "frames";
+  app.add_option("--kv-delivery", kv_delivery,
+                 "how kvcomm plans bring KV: frames (over the socket) or device (in place from "
+                 "kvcommd's GPU through CUDA IPC; needs --device cuda on that GPU and kvcommd "
+                 "with ipc.arena)")
+      ->check(CLI::IsMember({"frames", "device"}));
   app.add_option("--log-level", log_level, "spdlog level")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   CLI11_PARSE(app, argc, argv);
   options.daemon_timeout = std::chrono::milliseconds(daemon_timeout_ms);
+  if (kv_delivery == "device") {
+    if (device != "cuda")
+      return Fail(InvalidArgument("--kv-delivery device needs --device cuda"));
+    options.kv_delivery = client::Delivery::kDeviceIpc;
+  }
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e level=%l %v");
 

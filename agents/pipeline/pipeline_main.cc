@@ -183,6 +183,11 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--device", device, "cpu or cuda, for models run in this process")
       ->check(CLI::IsMember({"cpu", "cuda"}));
+  std::string kv_delivery = "frames";
+  app.add_option("--kv-delivery", kv_delivery,
+                 "how kvcomm plans bring KV to models run here: frames or device (in place from "
+                 "kvcommd's GPU through CUDA IPC; needs --device cuda and kvcommd with ipc.arena)")
+      ->check(CLI::IsMember({"frames", "device"}));
   app.add_option("--mode", mode_names,
                  "dense (full prefill), prefix (exact prefix reuse via kvcommd), naive (also "
                  "placeholders, positionally realigned) or kvcomm (placeholders realigned with "
@@ -244,6 +249,10 @@ int main(int argc, char** argv) {
       tasks.push_back(std::move(*bound));
     }
   }
+  if (kv_delivery == "device" && device != "cuda")
+    return Fail(InvalidArgument("--kv-delivery device needs --device cuda"));
+  const auto delivery =
+      kv_delivery == "device" ? client::Delivery::kDeviceIpc : client::Delivery::kFrames;
   // Models used in this process, loaded once for every mode.
   const auto run_device = device == "cuda" ? runtime::Device::kCuda : runtime::Device::kCpu;
   std::map<std::string, LoadedModel> models;
@@ -277,7 +286,8 @@ int main(int argc, char** argv) {
         executors.daemons.push_back(std::move(*connected));
       }
       executors.by_model[id] =
-          std::make_unique<LocalExecutor>(*loaded.model, *loaded.tokenizer, options, daemon);
+          std::make_unique<LocalExecutor>(*loaded.model, *loaded.tokenizer, options, daemon,
+                                          delivery);
     }
     AgentSettings defaults;
     defaults.max_reply_tokens = max_reply_tokens;

@@ -30,7 +30,8 @@ Status TurnRequest::Validate() const {
 }
 
 LocalExecutor::LocalExecutor(const runtime::Model& model, const runtime::Tokenizer& tokenizer,
-                             ExecutorOptions options, client::Client* daemon)
+                             ExecutorOptions options, client::Client* daemon,
+                             client::Delivery delivery)
     : model_(model),
       tokenizer_(tokenizer),
       options_(options),
@@ -41,7 +42,8 @@ LocalExecutor::LocalExecutor(const runtime::Model& model, const runtime::Tokeniz
                    model.device() == runtime::Device::kCpu ? DType::kF32 : DType::kBF16,
                    options.mode,
                    options.mode == Mode::kKvcomm ? BasePrefix(tokenizer, bos_)
-                                                 : std::vector<int32_t>());  // only kvcomm
+                                                 : std::vector<int32_t>(),  // only kvcomm
+                   delivery);
   }
 }
 

@@ -71,8 +71,10 @@ double KlDivergence(std::span<const float> reference_logits, std::span<const flo
 class LocalExecutor final : public TurnExecutor {
  public:
   // `daemon` is needed by the reuse modes; model, tokenizer and daemon must outlive this.
+  // `delivery`: how kvcomm plans bring KV (kDeviceIpc: a CUDA model on kvcommd's GPU).
   LocalExecutor(const runtime::Model& model, const runtime::Tokenizer& tokenizer,
-                ExecutorOptions options = {}, client::Client* daemon = nullptr);
+                ExecutorOptions options = {}, client::Client* daemon = nullptr,
+                client::Delivery delivery = client::Delivery::kFrames);
   Result<TurnResult> Run(const TurnRequest& request) override;
 
  private:

@@ -19,6 +19,8 @@ namespace kvcomm::pipeline {
 struct WorkerOptions {
   std::string daemon_endpoint;  // empty: the default kvcommd endpoint
   std::chrono::milliseconds daemon_timeout{10000};
+  // kDeviceIpc: kvcomm plans' KV read in place from kvcommd's GPU (a CUDA model on that GPU).
+  client::Delivery kv_delivery = client::Delivery::kFrames;
 };
 
 class AgentWorker {

@@ -55,6 +55,11 @@ expect_error "give --pipeline FILE" --mode dense
 expect_error "mode" --pipeline "$src/examples/rag.toml" --mode fast
 expect_error "--worker needs --pipeline" --model "$src/models/kvcomm-tiny" \
   --tasks "$src/bench/tasks/rag.jsonl" --worker "ipc://$work/a.sock"
+expect_error "needs --device cuda" --pipeline "$src/examples/rag.toml" --mode kvcomm \
+  --kv-delivery device
+if "$bin/kvcomm-agent" --model "$src/models/kvcomm-tiny" --listen "ipc://$work/c.sock" \
+  --kv-delivery device 2>"$work/err.txt"; then fail "kvcomm-agent accepted device delivery on CPU"; fi
+grep -q "needs --device cuda" "$work/err.txt" || fail "kvcomm-agent: $(cat "$work/err.txt")"
 
 for i in 1 2; do
   kill -TERM "${pids[$i]}"
