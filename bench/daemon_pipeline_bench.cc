@@ -35,6 +35,7 @@
 #include "agents/pipeline/segment_reuse.h"
 #include "agents/runtime/model.h"
 #include "agents/runtime/weights.h"
+#include "bench/greedy_turns.h"
 #include "bench/model_shapes.h"
 #include "kernels/device.h"
 
@@ -88,8 +89,8 @@ struct TurnTiming {
   double ttft = 0, import = 0, decode = 0, after = 0;
   double bases = 0, plan = 0, copy = 0;  // parts of `import`
   double daemon_plan = 0;                // of `plan`, kvcommd's own time (its stats)
-  double prefill = 0;    // of the spans not imported, in one pass
-  int64_t gaps = 0;      // runs of them
+  double prefill = 0;                    // of the spans not imported, in one pass
+  int64_t gaps = 0;                      // runs of them
   double cue_again = 0;  // --probe: the last span alone, computed once more right after
   int64_t prompt_tokens = 0, reused_tokens = 0;
   std::vector<int32_t> reply;
@@ -150,12 +151,6 @@ class Bench {
     return rounds;
   }
 
-  void WarmUp() {
-    auto cache = Check(model_.NewCache(64));
-    std::vector<int32_t> t(32, 5);
-    Check(model_.Forward(t, cache).status());
-  }
-
  private:
   int32_t Bos() const {
     return model_.config().bos_token_id >= 0 ? model_.config().bos_token_id : 1;
@@ -166,27 +161,13 @@ class Bench {
     return t;
   }
 
-  void Decode(const std::vector<float>& logits, KvCache& cache, TurnTiming& turn) {
-    const auto start = Clock::now();
-    auto argmax = [](const std::vector<float>& l) {
-      return static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
-    };
-    turn.reply = {argmax(logits)};
-    while (static_cast<int64_t>(turn.reply.size()) < o_.output_tokens) {
-      const int32_t next = turn.reply.back();
-      turn.reply.push_back(argmax(Check(model_.Forward(std::span(&next, 1), cache))));
-    }
-    turn.decode = Seconds(start);
-  }
-
   TurnTiming DenseTurn(const pipeline::TokenizedPrompt& prompt) {
     TurnTiming turn;
     turn.prompt_tokens = static_cast<int64_t>(prompt.tokens.size());
-    auto cache = Check(model_.NewCache(turn.prompt_tokens + o_.output_tokens));
-    const auto start = Clock::now();
-    auto logits = Check(model_.Forward(prompt.tokens, cache));
-    turn.ttft = Seconds(start);
-    Decode(logits, cache, turn);
+    auto dense = Check(bench::DenseTurn(model_, prompt.tokens, o_.output_tokens));
+    turn.ttft = dense.ttft;
+    turn.decode = dense.decode;
+    turn.reply = std::move(dense.reply);
     return turn;
   }
 
@@ -213,8 +194,8 @@ class Bench {
         continue;
       }
       if (s > 0 && !imported.imported(s - 1)) {
-        runs.back().tokens = tokens.subspan(runs.back().position,
-                                            spans[s].end - runs.back().position);
+        runs.back().tokens =
+            tokens.subspan(runs.back().position, spans[s].end - runs.back().position);
       } else {
         runs.push_back({tokens.subspan(spans[s].begin, spans[s].tokens()), spans[s].begin});
       }
@@ -233,7 +214,7 @@ class Bench {
       logits = Check(model_.Forward(runs.back().tokens, cache));
       turn.cue_again = Seconds(again);
     }
-    Decode(logits, cache, turn);
+    turn.reply = Check(bench::GreedyReply(model_, logits, cache, o_.output_tokens, &turn.decode));
     const auto after = Clock::now();
     Check(reuse_->Store(prompt, spans, imported, cache));
     Check(reuse_->Report(prompt, spans, imported, name, cache));
@@ -271,11 +252,11 @@ void PrintRun(const char* title, const RunTimings& dense, const RunTimings& kvco
                 "dense e2e", "kvcomm e2e", "after turn");
     for (size_t i = 0; i < kvcomm[r].size(); ++i) {
       const TurnTiming &d = dense[r][i], &k = kvcomm[r][i];
-      std::printf("%-7zu %8lld %7.1f%% %8.1f ms %8.1f ms %7.1f ms %7.2fx %8.0f ms %8.0f ms %7.0f ms\n",
-                  i, static_cast<long long>(k.prompt_tokens),
-                  100.0 * k.reused_tokens / k.prompt_tokens, 1e3 * d.ttft, 1e3 * k.ttft,
-                  1e3 * k.import, d.ttft / k.ttft, 1e3 * (d.ttft + d.decode),
-                  1e3 * (k.ttft + k.decode + k.after), 1e3 * k.after);
+      std::printf(
+          "%-7zu %8lld %7.1f%% %8.1f ms %8.1f ms %7.1f ms %7.2fx %8.0f ms %8.0f ms %7.0f ms\n", i,
+          static_cast<long long>(k.prompt_tokens), 100.0 * k.reused_tokens / k.prompt_tokens,
+          1e3 * d.ttft, 1e3 * k.ttft, 1e3 * k.import, d.ttft / k.ttft, 1e3 * (d.ttft + d.decode),
+          1e3 * (k.ttft + k.decode + k.after), 1e3 * k.after);
       dense_ttft += d.ttft;
       kvcomm_ttft += k.ttft;
       dense_e2e += d.ttft + d.decode;
@@ -284,9 +265,12 @@ void PrintRun(const char* title, const RunTimings& dense, const RunTimings& kvco
     }
     TurnTiming mean;
     for (const auto& k : kvcomm[r]) {
-      for (auto [sum, part] : {std::pair{&mean.bases, k.bases}, {&mean.plan, k.plan},
-                               {&mean.copy, k.copy}, {&mean.daemon_plan, k.daemon_plan},
-                               {&mean.prefill, k.prefill}, {&mean.cue_again, k.cue_again}})
+      for (auto [sum, part] : {std::pair{&mean.bases, k.bases},
+                               {&mean.plan, k.plan},
+                               {&mean.copy, k.copy},
+                               {&mean.daemon_plan, k.daemon_plan},
+                               {&mean.prefill, k.prefill},
+                               {&mean.cue_again, k.cue_again}})
         *sum += part / static_cast<double>(kvcomm[r].size());
     }
     std::printf(
@@ -315,7 +299,8 @@ int main(int argc, char** argv) {
   std::string gpu_capacity = "32GiB", arena = "4GiB";
   Options o;
   app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  app.add_option("--delivery", delivery_name, "how kvcommd hands KV over: device (CUDA IPC) or frames")
+  app.add_option("--delivery", delivery_name,
+                 "how kvcommd hands KV over: device (CUDA IPC) or frames")
       ->check(CLI::IsMember({"device", "frames"}));
   app.add_option("--shape", shape, "llama3-8b or tiny-20m (random weights)");
   app.add_option("--kvcommd", kvcommd, "the kvcommd binary")->check(CLI::ExistingFile);
@@ -341,8 +326,8 @@ int main(int argc, char** argv) {
   if (!cuda && delivery == client::Delivery::kDeviceIpc)
     Check(InvalidArgument("--delivery device needs --device cuda"));
 
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("kvcomm_daemon_bench_" + std::to_string(getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("kvcomm_daemon_bench_" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   const std::string endpoint = "ipc://" + (dir / "kvcommd.sock").string();
   std::string toml = fmt::format(
@@ -380,7 +365,7 @@ int main(int argc, char** argv) {
       static_cast<long long>(o.output_tokens), o.warm_runs);
 
   Bench bench(*model, *client, delivery, o);
-  bench.WarmUp();
+  Check(bench::WarmUp(*model));
   for (int w = 0; w < o.warm_runs; ++w) {
     const auto start = Clock::now();
     bench.Run(bench.NewInput(), true);

@@ -37,6 +37,7 @@
 
 #include "agents/runtime/model.h"
 #include "agents/runtime/weights.h"
+#include "bench/greedy_turns.h"
 #include "bench/model_shapes.h"
 #include "kernels/realign.h"
 #if KVCOMM_HAVE_CUDA
@@ -315,13 +316,6 @@ class Bench {
     return rounds;
   }
 
-  // Untimed: brings up the device's libraries and kernels.
-  void WarmUp() {
-    auto cache = Check(model_.NewCache(64));
-    std::vector<int32_t> t(32, 5);
-    Check(model_.Forward(t, cache).status());
-  }
-
  private:
   KvLayout Layout(int64_t tokens) const {
     const auto& c = model_.config();
@@ -340,33 +334,15 @@ class Bench {
     return n;
   }
 
-  // Greedy decoding of the rest of the reply after the first token.
-  void Decode(int32_t first, KvCache& cache, TurnTiming& turn) {
-    const auto start = Clock::now();
-    turn.reply = {first};
-    int32_t next = first;
-    while (static_cast<int64_t>(turn.reply.size()) < o_.output_tokens) {
-      auto logits = Check(model_.Forward(std::span(&next, 1), cache));
-      next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-      turn.reply.push_back(next);
-    }
-    turn.decode = Seconds(start);
-  }
-
-  static int32_t Argmax(const std::vector<float>& logits) {
-    return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-  }
-
   TurnTiming DenseTurn(const std::vector<Span>& prompt) {
     TurnTiming turn;
     std::vector<int32_t> tokens;
     for (const auto& s : prompt) tokens.insert(tokens.end(), s.tokens.begin(), s.tokens.end());
     turn.prompt_tokens = static_cast<int64_t>(tokens.size());
-    auto cache = Check(model_.NewCache(turn.prompt_tokens + o_.output_tokens));
-    const auto start = Clock::now();
-    const int32_t first = Argmax(Check(model_.Forward(tokens, cache)));
-    turn.ttft = Seconds(start);
-    Decode(first, cache, turn);
+    auto dense = Check(bench::DenseTurn(model_, tokens, o_.output_tokens));
+    turn.ttft = dense.ttft;
+    turn.decode = dense.decode;
+    turn.reply = std::move(dense.reply);
     return turn;
   }
 
@@ -476,7 +452,7 @@ class Bench {
       Check(cache.CopyOut(0, n, kept.data()));
       own_prefix_.emplace(agent, std::move(kept));
     }
-    Decode(Argmax(logits), cache, turn);
+    turn.reply = Check(bench::GreedyReply(model_, logits, cache, o_.output_tokens, &turn.decode));
     return turn;
   }
 
@@ -533,7 +509,7 @@ int main(int argc, char** argv) {
       o.rounds, static_cast<long long>(o.input_tokens), static_cast<long long>(o.prefix_tokens),
       static_cast<long long>(o.output_tokens), o.anchors, bases_by.c_str());
   Bench bench(*model, o);
-  bench.WarmUp();
+  Check(bench::WarmUp(*model));
   const auto dense = bench.Run(false);
   const auto kvcomm = bench.Run(true);
 

@@ -131,8 +131,8 @@ ReuseDecision DecideReuseFromSums(std::vector<float> token_sums,
     if (w > 0) decision.entropy -= w * std::log2(w);
   }
   decision.limit = config.entropy_threshold * std::log2(static_cast<double>(candidates.size()));
-  decision.relative_distance = *std::min_element(distances.begin(), distances.end()) /
-                               std::sqrt(value_squared_norm + 1e-30);
+  decision.relative_distance =
+      *std::min_element(distances.begin(), distances.end()) / std::sqrt(value_squared_norm + 1e-30);
   if (decision.entropy > decision.limit) return decision;
   if (config.max_relative_distance > 0 && decision.relative_distance > config.max_relative_distance)
     return decision;

@@ -406,10 +406,10 @@ Result<SegmentPlanOutput> AnchorService::PlanFollowing(PlanContext& context,
   std::vector<MathKv> deltas, anchor_bases;
   for (size_t a = 0; a < blend.anchors.size(); ++a) {
     KVCOMM_ASSIGN_OR_RETURN(
-        auto delta,
-        math.Load(scope,
-                  FollowingDeltaKey(scope, blend.slot, blend.anchors[a].base, agent, segment.tokens),
-                  model.geometry));
+        auto delta, math.Load(scope,
+                              FollowingDeltaKey(scope, blend.slot, blend.anchors[a].base, agent,
+                                                segment.tokens),
+                              model.geometry));
     if (!delta || delta->layout.tokens != segment.tokens.size()) continue;
     deltas.push_back(std::move(*delta));
     anchor_bases.push_back(blend.anchor_bases[a]);
@@ -455,10 +455,12 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
     const SegmentKey t_base_key =
         FollowingBaseKey(scope, input.slot, input.agent, input.following_tokens);
     int32_t t_base_position = input.following_position;
-    KVCOMM_ASSIGN_OR_RETURN(auto t_base, LoadHost(scope, t_base_key, model.geometry, &t_base_position));
+    KVCOMM_ASSIGN_OR_RETURN(auto t_base,
+                            LoadHost(scope, t_base_key, model.geometry, &t_base_position));
     if (!t_base) {
       // The agent's first report of this segment becomes its base (its own delta is zero).
-      KVCOMM_RETURN_IF_ERROR(PutDerived(scope, t_base_key, following, input.following_position, model.geometry.dtype));
+      KVCOMM_RETURN_IF_ERROR(
+          PutDerived(scope, t_base_key, following, input.following_position, model.geometry.dtype));
       t_base = following;
     }
     deltas.following =

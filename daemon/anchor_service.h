@@ -131,7 +131,8 @@ class AnchorService {
                                           int32_t position, const Blend& blend);
   // A stored segment as fp32 (checked against the request's KV geometry), or nullopt if absent.
   Result<std::optional<KvF32>> LoadHost(const kvstore::Scope& scope, const SegmentKey& key,
-                                        const KvLayout& geometry, int32_t* first_position = nullptr);
+                                        const KvLayout& geometry,
+                                        int32_t* first_position = nullptr);
   Status PutDerived(const kvstore::Scope& scope, const SegmentKey& key, const KvF32& kv,
                     int32_t first_position, DType dtype);
   void ReleaseAnchor(const kvstore::Scope& scope, const AnchorSlot::Anchor& anchor);

@@ -101,9 +101,10 @@ Status DaemonConfig::Validate() const {
   if (ipc.arena_bytes > 0 && store.gpu_capacity_bytes == 0)
     return InvalidArgument("ipc.arena needs a GPU tier: set store.gpu_capacity too");
   if (ipc.arena_bytes > 0 && anchors.capacity > kernels::DeviceRealigner::kMaxBlendedAnchors)
-    return InvalidArgument("with ipc.arena, anchors.capacity can be at most {} (a GPU blend takes "
-                           "at most that many anchors), got {}",
-                           kernels::DeviceRealigner::kMaxBlendedAnchors, anchors.capacity);
+    return InvalidArgument(
+        "with ipc.arena, anchors.capacity can be at most {} (a GPU blend takes "
+        "at most that many anchors), got {}",
+        kernels::DeviceRealigner::kMaxBlendedAnchors, anchors.capacity);
   return store.Validate();
 }
 

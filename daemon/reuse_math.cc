@@ -65,8 +65,8 @@ Result<std::optional<MathKv>> HostMath::Load(const kvstore::Scope& scope, const 
   return std::optional<MathKv>(std::move(out));
 }
 
-Result<std::optional<PlannedKv>> HostMath::Exact(const kvstore::Scope& scope,
-                                                 const SegmentKey& key, const KvLayout& geometry) {
+Result<std::optional<PlannedKv>> HostMath::Exact(const kvstore::Scope& scope, const SegmentKey& key,
+                                                 const KvLayout& geometry) {
   KVCOMM_ASSIGN_OR_RETURN(auto segment,
                           Found(store_.Get(key, kvstore::KeyKind::kContext, scope), key, geometry));
   if (!segment) return std::optional<PlannedKv>();
@@ -210,10 +210,9 @@ Result<PlannedKv> DeviceMath::Realigned(const kernels::RealignShape& shape, cons
                                         std::span<const float> inv_freq,
                                         const std::vector<MathKv>& deltas) {
   KVCOMM_ASSIGN_OR_RETURN(auto lease, leases_.Acquire(base.layout.PayloadBytes()));
-  Status done = realigner_.Realign(shape, base.device.data(),
-                                   Positions(base_position, base.layout.tokens),
-                                   Positions(position, base.layout.tokens), inv_freq, Refs(deltas),
-                                   lease.data);
+  Status done = realigner_.Realign(
+      shape, base.device.data(), Positions(base_position, base.layout.tokens),
+      Positions(position, base.layout.tokens), inv_freq, Refs(deltas), lease.data);
   if (!done.ok()) {
     (void)leases_.Release(lease.id);
     return done;
@@ -222,8 +221,8 @@ Result<PlannedKv> DeviceMath::Realigned(const kernels::RealignShape& shape, cons
 }
 
 Result<PlannedKv> DeviceMath::BlendPlaceholder(const PlaceholderBlendInput& in,
-                                               std::span<const float> inv_freq,
-                                               double temperature, DType dtype) {
+                                               std::span<const float> inv_freq, double temperature,
+                                               DType dtype) {
   const KvLayout& layout = in.base.layout;
   if (dtype != DType::kBF16) return NeedsBf16({}, WithDType(layout, dtype));
   assert(in.anchor_bases.size() == in.deltas.size());
@@ -235,7 +234,8 @@ Result<PlannedKv> DeviceMath::BlendPlaceholder(const PlaceholderBlendInput& in,
     KVCOMM_RETURN_IF_ERROR(
         realigner_.TokenSums(shape, in.base.device.data(), Refs(in.anchor_bases), sums));
   }
-  const BlendWeights weights = PlaceholderWeights(sums, in.anchor_bases.size(), layout, temperature);
+  const BlendWeights weights =
+      PlaceholderWeights(sums, in.anchor_bases.size(), layout, temperature);
   KVCOMM_RETURN_IF_ERROR(realigner_.SetTokenWeights(weights.key, weights.value));
   return Realigned(shape, in.base, in.base_position, in.position, inv_freq, in.deltas);
 }

@@ -61,8 +61,7 @@ class ReuseMath {
   virtual Result<std::optional<MathKv>> Load(const kvstore::Scope& scope, const SegmentKey& key,
                                              const KvLayout& geometry) = 0;
   // An exact hit's KV in geometry.dtype; nullopt if absent.
-  virtual Result<std::optional<PlannedKv>> Exact(const kvstore::Scope& scope,
-                                                 const SegmentKey& key,
+  virtual Result<std::optional<PlannedKv>> Exact(const kvstore::Scope& scope, const SegmentKey& key,
                                                  const KvLayout& geometry) = 0;
   virtual Result<ReuseDecision> Decide(const MathKv& placeholder,
                                        const std::vector<MathKv>& anchors,

@@ -49,9 +49,9 @@ class DeviceRealigner {
   // RealignKv with the weights set last (per channel when shape.per_channel_weights), blending
   // the deltas (shape.anchors is ignored: one weight row per delta).
   Status Realign(const RealignShape& shape, const std::byte* base,
-                 std::span<const int32_t> base_positions,
-                 std::span<const int32_t> target_positions, std::span<const float> inv_freq,
-                 std::span<const DeviceSegmentRef> deltas, std::byte* out);
+                 std::span<const int32_t> base_positions, std::span<const int32_t> target_positions,
+                 std::span<const float> inv_freq, std::span<const DeviceSegmentRef> deltas,
+                 std::byte* out);
 
  private:
   struct Workspace;

@@ -21,9 +21,9 @@ Result<const MappedArena*> MapArena(std::unique_ptr<MappedArena>& arena,
                  "device delivery needs kvcommd's GPU ({}); this process runs on {}", daemon_gpu,
                  own_gpu);
   auto handle = described.getIpcHandle();
-  KVCOMM_ASSIGN_OR_RETURN(
-      auto mapping, kernels::IpcMapping::Open(std::string_view(
-                        reinterpret_cast<const char*>(handle.begin()), handle.size())));
+  KVCOMM_ASSIGN_OR_RETURN(auto mapping,
+                          kernels::IpcMapping::Open(std::string_view(
+                              reinterpret_cast<const char*>(handle.begin()), handle.size())));
   arena = std::make_unique<MappedArena>(id, described.getBytes(), std::move(mapping));
   return arena.get();
 }
@@ -104,8 +104,8 @@ Result<std::vector<SegmentPlan>> Client::PlanPrompt(const PlanRequest& plan) {
           KVCOMM_ASSIGN_OR_RETURN(arena, internal::MapArena(arena_, result.getArena()));
         }
         auto lease = segments[i].getLease();
-        if (lease.getBytes() != out[i].layout.PayloadBytes() ||
-            lease.getOffset() > arena->bytes || arena->bytes - lease.getOffset() < lease.getBytes())
+        if (lease.getBytes() != out[i].layout.PayloadBytes() || lease.getOffset() > arena->bytes ||
+            arena->bytes - lease.getOffset() < lease.getBytes())
           return Error(ErrorCode::kMalformedMessage,
                        "segment {}'s lease ({} bytes at {}) does not fit its KV ({}) or the arena "
                        "({} bytes)",

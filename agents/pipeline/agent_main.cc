@@ -48,8 +48,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   options.daemon_timeout = std::chrono::milliseconds(daemon_timeout_ms);
   if (kv_delivery == "device") {
-    if (device != "cuda")
-      return Fail(InvalidArgument("--kv-delivery device needs --device cuda"));
+    if (device != "cuda") return Fail(InvalidArgument("--kv-delivery device needs --device cuda"));
     options.kv_delivery = client::Delivery::kDeviceIpc;
   }
   spdlog::set_level(spdlog::level::from_str(log_level));

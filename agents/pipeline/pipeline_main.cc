@@ -285,9 +285,8 @@ int main(int argc, char** argv) {
         daemon = connected->get();
         executors.daemons.push_back(std::move(*connected));
       }
-      executors.by_model[id] =
-          std::make_unique<LocalExecutor>(*loaded.model, *loaded.tokenizer, options, daemon,
-                                          delivery);
+      executors.by_model[id] = std::make_unique<LocalExecutor>(*loaded.model, *loaded.tokenizer,
+                                                               options, daemon, delivery);
     }
     AgentSettings defaults;
     defaults.max_reply_tokens = max_reply_tokens;

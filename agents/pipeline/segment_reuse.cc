@@ -49,8 +49,7 @@ std::vector<SegmentSpan> SegmentSpans(const TokenizedPrompt& prompt,
 }
 
 SegmentReuse::SegmentReuse(client::Client& client, const runtime::Model& model, DType dtype,
-                           Mode mode, std::vector<int32_t> base_prefix,
-                           client::Delivery delivery)
+                           Mode mode, std::vector<int32_t> base_prefix, client::Delivery delivery)
     : client_(client),
       model_(model),
       dtype_(dtype),
@@ -247,8 +246,8 @@ Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
     if (plan.lease_id != 0) result.leases.push_back(plan.lease_id);
     if (!imported.ok() || plan.decision == client::ReuseDecision::kPrefill) continue;
     if (exact_only && plan.decision != client::ReuseDecision::kExact) continue;
-    const auto kv = plan.device ? std::span(plan.device, plan.layout.PayloadBytes())
-                                : plan.payload.span();
+    const auto kv =
+        plan.device ? std::span(plan.device, plan.layout.PayloadBytes()) : plan.payload.span();
     imported = cache.Import(plan.layout, kv, spans[i].begin);
     result.source[i] = plan.decision == client::ReuseDecision::kExact ? SpanSource::kExact
                                                                       : SpanSource::kRealigned;

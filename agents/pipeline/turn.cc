@@ -156,8 +156,7 @@ std::span<const int32_t> LocalExecutor::Gaps(const TokenizedPrompt& prompt,
     runs.emplace_back(total - 1, total);
   }
   for (size_t r = 0; r + 1 < runs.size(); ++r)
-    gaps->push_back({tokens.subspan(runs[r].first, runs[r].second - runs[r].first),
-                     runs[r].first});
+    gaps->push_back({tokens.subspan(runs[r].first, runs[r].second - runs[r].first), runs[r].first});
   return tokens.subspan(runs.back().first, runs.back().second - runs.back().first);
 }
 

@@ -85,8 +85,8 @@ class LocalExecutor final : public TurnExecutor {
   // The spans not imported, as runs: all but the last go to `gaps` (computed with the last in
   // one pass); returns the tokens of that last run (what generation starts from).
   std::span<const int32_t> Gaps(const TokenizedPrompt& prompt,
-                                const std::vector<SegmentSpan>& spans,
-                                const ImportResult& imported, runtime::KvCache& cache,
+                                const std::vector<SegmentSpan>& spans, const ImportResult& imported,
+                                runtime::KvCache& cache,
                                 std::vector<runtime::Model::TokenRun>* gaps) const;
 
   const runtime::Model& model_;

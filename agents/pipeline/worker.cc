@@ -52,8 +52,8 @@ Result<TurnResult> AgentWorker::RunTurn(const TurnRequest& request, const Execut
         daemon_error = daemon.status().ToString();
     }
     if (daemon_error.empty()) {
-      session.executor = std::make_unique<LocalExecutor>(model_, tokenizer_, options,
-                                                         session.daemon.get(), options_.kv_delivery);
+      session.executor = std::make_unique<LocalExecutor>(
+          model_, tokenizer_, options, session.daemon.get(), options_.kv_delivery);
       it = sessions_.emplace(key, std::move(session)).first;
     }
   }

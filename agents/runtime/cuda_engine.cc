@@ -108,8 +108,8 @@ class CudaEngine final : public Engine {
     std::vector<int32_t> tokens;
     std::vector<RowRun> rows;
     for (const auto& run : runs) {
-      rows.push_back({static_cast<int64_t>(tokens.size()),
-                      static_cast<int64_t>(run.tokens.size()), run.position});
+      rows.push_back({static_cast<int64_t>(tokens.size()), static_cast<int64_t>(run.tokens.size()),
+                      run.position});
       tokens.insert(tokens.end(), run.tokens.begin(), run.tokens.end());
     }
     if (static_cast<int64_t>(tokens.size()) > kChunkTokens)  // long gaps: one chunk each
@@ -183,9 +183,8 @@ class CudaEngine final : public Engine {
   // One chunk through every layer, its rows at the runs' positions (ascending); `logit_rows` of
   // its last rows get logits (0: none). Every layer writes all runs' KV before any run's
   // attention, so a run sees the ones before it.
-  Status ForwardChunk(std::span<const int32_t> tokens, std::span<const RowRun> runs,
-                      KvCache& cache, int64_t logit_rows, std::vector<float>* logits,
-                      bool append) {
+  Status ForwardChunk(std::span<const int32_t> tokens, std::span<const RowRun> runs, KvCache& cache,
+                      int64_t logit_rows, std::vector<float>* logits, bool append) {
     const int64_t n = static_cast<int64_t>(tokens.size());
     const int64_t hidden = c_.hidden_size, heads = c_.num_heads, kv_heads = c_.num_kv_heads,
                   hd = c_.head_dim;
@@ -236,8 +235,7 @@ class CudaEngine final : public Engine {
                                                       cache.capacity(), run.start, nullptr));
       for (const RowRun& run : runs)
         KVCOMM_RETURN_IF_ERROR(Attention(qkv + run.row * qkv_dim_, run.rows, run.start, k_cache,
-                                         v_cache, cache.capacity(), scale,
-                                         attn + run.row * q_dim));
+                                         v_cache, cache.capacity(), scale, attn + run.row * q_dim));
       KVCOMM_RETURN_IF_ERROR(Linear(attn, w.o, n, q_dim, hidden, x, true, 1.0f));  // x += o
       KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchRmsNorm(x, w.post_norm, n, hidden, eps, h, nullptr));
       KVCOMM_RETURN_IF_ERROR(Linear(h, w.gate_up, n, hidden, 2 * inter, gate_up, false));

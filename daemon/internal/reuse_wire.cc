@@ -135,8 +135,8 @@ void FillPlanResult(proto::PlanResult::Builder out, std::vector<SegmentPlanOutpu
   if (leases != nullptr) {
     auto arena = out.initArena();
     const std::string& handle = leases->ipc_handle();
-    arena.setIpcHandle(kj::arrayPtr(reinterpret_cast<const kj::byte*>(handle.data()),
-                                    handle.size()));
+    arena.setIpcHandle(
+        kj::arrayPtr(reinterpret_cast<const kj::byte*>(handle.data()), handle.size()));
     arena.setArenaId(leases->arena_id());
     arena.setDeviceUuid(leases->device_uuid());
     arena.setBytes(leases->capacity());

@@ -58,8 +58,7 @@ Status CopyDeviceToHost(void* host_dst, const void* device_src, size_t bytes) {
 }
 
 Status CopyDeviceToDevice(void* device_dst, const void* device_src, size_t bytes) {
-  KVCOMM_CUDA_RETURN_IF_ERROR(
-      cudaMemcpy(device_dst, device_src, bytes, cudaMemcpyDeviceToDevice));
+  KVCOMM_CUDA_RETURN_IF_ERROR(cudaMemcpy(device_dst, device_src, bytes, cudaMemcpyDeviceToDevice));
   return Status::Ok();
 }
 

@@ -15,15 +15,15 @@ const bf16* Bf16(const std::byte* p) { return reinterpret_cast<const bf16*>(p); 
 
 template <typename T>
 Result<T*> Reserve(DeviceScratch& scratch, size_t count) {
-  KVCOMM_ASSIGN_OR_RETURN(std::byte* p, scratch.Reserve(count * sizeof(T)));
+  KVCOMM_ASSIGN_OR_RETURN(std::byte * p, scratch.Reserve(count * sizeof(T)));
   return reinterpret_cast<T*>(p);
 }
 
 template <typename T>
 Result<T*> Upload(DeviceScratch& scratch, std::span<const T> values) {
-  KVCOMM_ASSIGN_OR_RETURN(T* device, Reserve<T>(scratch, values.size()));
-  KVCOMM_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(device, values.data(), values.size_bytes(),
-                                              cudaMemcpyHostToDevice, nullptr));
+  KVCOMM_ASSIGN_OR_RETURN(T * device, Reserve<T>(scratch, values.size()));
+  KVCOMM_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(device, values.data(), values.size_bytes(), cudaMemcpyHostToDevice, nullptr));
   return device;
 }
 
@@ -59,8 +59,7 @@ DeviceRealigner::DeviceRealigner() : workspace_(std::make_unique<Workspace>()) {
 DeviceRealigner::~DeviceRealigner() = default;
 
 Status DeviceRealigner::TokenSums(const RealignShape& s, const std::byte* base,
-                                  std::span<const DeviceSegmentRef> anchors,
-                                  std::span<float> out) {
+                                  std::span<const DeviceSegmentRef> anchors, std::span<float> out) {
   KVCOMM_RETURN_IF_ERROR(Check(s));
   assert(out.size() == anchors.size() * s.tokens * 3);
   KVCOMM_ASSIGN_OR_RETURN(float* sums, Reserve<float>(workspace_->sums, out.size()));
@@ -78,9 +77,8 @@ Status DeviceRealigner::TokenSums(const RealignShape& s, const std::byte* base,
 Result<double> DeviceRealigner::ValueSquaredNorm(const RealignShape& s, const std::byte* segment) {
   KVCOMM_RETURN_IF_ERROR(Check(s));
   KVCOMM_ASSIGN_OR_RETURN(float* norm, Reserve<float>(workspace_->norm, 1));
-  KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchValueSquaredNorm(s.layers, s.kv_heads, s.tokens,
-                                                           s.head_dim, Bf16(segment), norm,
-                                                           nullptr));
+  KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchValueSquaredNorm(
+      s.layers, s.kv_heads, s.tokens, s.head_dim, Bf16(segment), norm, nullptr));
   float host = 0;
   KVCOMM_CUDA_RETURN_IF_ERROR(cudaMemcpy(&host, norm, sizeof(host), cudaMemcpyDeviceToHost));
   return double{host};
@@ -103,9 +101,9 @@ Status DeviceRealigner::SetChannelWeights(const RealignShape& s, const std::byte
   KVCOMM_ASSIGN_OR_RETURN(float* weights, Reserve<float>(workspace_->key_weights, n));
   for (size_t first = 0; first < anchors.size(); first += cuda::kMaxAnchorRefs) {
     KVCOMM_ASSIGN_OR_RETURN(auto refs, Refs(anchors, first, s.tokens));
-    KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchAnchorChannelDistances(
-        s.layers, s.kv_heads, s.tokens, s.head_dim, Bf16(base), refs,
-        sums + first * s.Channels(), nullptr));
+    KVCOMM_CUDA_RETURN_IF_ERROR(
+        cuda::LaunchAnchorChannelDistances(s.layers, s.kv_heads, s.tokens, s.head_dim, Bf16(base),
+                                           refs, sums + first * s.Channels(), nullptr));
   }
   KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchSoftmaxOverAnchors(
       sums, count, s.Channels(), 1, 0, 1.f, /*root=*/true, temperature, weights, nullptr));
@@ -124,17 +122,17 @@ Status DeviceRealigner::Realign(const RealignShape& s, const std::byte* base,
                            kMaxBlendedAnchors, deltas.size());
   assert(s.per_channel_weights == workspace_->channel_weights || deltas.empty());
   KVCOMM_ASSIGN_OR_RETURN(auto refs, Refs(deltas, 0, s.tokens));
-  KVCOMM_ASSIGN_OR_RETURN(int32_t* from, Upload(workspace_->base_positions, base_positions));
-  KVCOMM_ASSIGN_OR_RETURN(int32_t* to, Upload(workspace_->target_positions, target_positions));
+  KVCOMM_ASSIGN_OR_RETURN(int32_t * from, Upload(workspace_->base_positions, base_positions));
+  KVCOMM_ASSIGN_OR_RETURN(int32_t * to, Upload(workspace_->target_positions, target_positions));
   KVCOMM_ASSIGN_OR_RETURN(float* freq, Upload(workspace_->inv_freq, inv_freq));
   KVCOMM_ASSIGN_OR_RETURN(float* key_weights, Reserve<float>(workspace_->key_weights, 1));
-  KVCOMM_ASSIGN_OR_RETURN(float* value_weights,
-                          workspace_->channel_weights ? Reserve<float>(workspace_->key_weights, 1)
-                                                      : Reserve<float>(workspace_->value_weights, 1));
-  KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchRealignKv(
-      s.layers, s.kv_heads, s.tokens, s.head_dim, s.first_blended_layer, s.per_channel_weights,
-      Bf16(base), from, to, freq, refs, key_weights, value_weights, reinterpret_cast<bf16*>(out),
-      nullptr));
+  KVCOMM_ASSIGN_OR_RETURN(float* value_weights, workspace_->channel_weights
+                                                    ? Reserve<float>(workspace_->key_weights, 1)
+                                                    : Reserve<float>(workspace_->value_weights, 1));
+  KVCOMM_CUDA_RETURN_IF_ERROR(
+      cuda::LaunchRealignKv(s.layers, s.kv_heads, s.tokens, s.head_dim, s.first_blended_layer,
+                            s.per_channel_weights, Bf16(base), from, to, freq, refs, key_weights,
+                            value_weights, reinterpret_cast<bf16*>(out), nullptr));
   KVCOMM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(nullptr));
   return Status::Ok();
 }

@@ -126,11 +126,11 @@ struct AnchorRefs {
 AnchorRefs ContiguousAnchors(const bf16* first, int64_t anchors, int64_t rows, int64_t tokens,
                              int64_t head_dim);
 cudaError_t LaunchRealignKv(int64_t layers, int64_t kv_heads, int64_t tokens, int64_t head_dim,
-                            int64_t first_blended_layer, bool per_channel_weights,
-                            const bf16* base, const int32_t* base_positions,
-                            const int32_t* target_positions, const float* inv_freq,
-                            const AnchorRefs& deltas, const float* key_weights,
-                            const float* value_weights, bf16* out, cudaStream_t stream);
+                            int64_t first_blended_layer, bool per_channel_weights, const bf16* base,
+                            const int32_t* base_positions, const int32_t* target_positions,
+                            const float* inv_freq, const AnchorRefs& deltas,
+                            const float* key_weights, const float* value_weights, bf16* out,
+                            cudaStream_t stream);
 cudaError_t LaunchAnchorDistances(int64_t layers, int64_t kv_heads, int64_t tokens,
                                   int64_t head_dim, const bf16* base, const AnchorRefs& anchors,
                                   float* out, cudaStream_t stream);

@@ -248,8 +248,8 @@ cudaError_t LaunchAnchorDistances(int64_t layers, int64_t kv_heads, int64_t toke
   if (tokens == 0 || anchors.count == 0) return cudaSuccess;
   if (head_dim % 8 != 0 || !anchors.Valid(tokens)) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(tokens), static_cast<unsigned>(anchors.count));
-  AnchorDistancesKernel<<<grid, 256, 0, stream>>>(layers, kv_heads, tokens, head_dim, base,
-                                                  anchors, out);
+  AnchorDistancesKernel<<<grid, 256, 0, stream>>>(layers, kv_heads, tokens, head_dim, base, anchors,
+                                                  out);
   return cudaGetLastError();
 }
 
@@ -279,11 +279,11 @@ cudaError_t LaunchValueSquaredNorm(int64_t layers, int64_t kv_heads, int64_t tok
 }
 
 cudaError_t LaunchRealignKv(int64_t layers, int64_t kv_heads, int64_t tokens, int64_t head_dim,
-                            int64_t first_blended_layer, bool per_channel_weights,
-                            const bf16* base, const int32_t* base_positions,
-                            const int32_t* target_positions, const float* inv_freq,
-                            const AnchorRefs& deltas, const float* key_weights,
-                            const float* value_weights, bf16* out, cudaStream_t stream) {
+                            int64_t first_blended_layer, bool per_channel_weights, const bf16* base,
+                            const int32_t* base_positions, const int32_t* target_positions,
+                            const float* inv_freq, const AnchorRefs& deltas,
+                            const float* key_weights, const float* value_weights, bf16* out,
+                            cudaStream_t stream) {
   if (head_dim % 16 != 0 || !deltas.Valid(tokens)) return cudaErrorInvalidValue;
   const int64_t pairs = layers * 2 * kv_heads * tokens * (head_dim / 2);
   if (pairs == 0) return cudaSuccess;

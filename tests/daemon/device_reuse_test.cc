@@ -157,8 +157,8 @@ class DeviceReuseTest : public ::testing::Test {
   std::vector<float> LeasedKv(const SegmentPlanOutput& plan) {
     EXPECT_TRUE(plan.kv.lease.has_value());
     std::vector<uint16_t> bits(plan.kv.lease->bytes / 2);
-    EXPECT_TRUE(kernels::CopyDeviceToHost(bits.data(), plan.kv.lease->data, plan.kv.lease->bytes)
-                    .ok());
+    EXPECT_TRUE(
+        kernels::CopyDeviceToHost(bits.data(), plan.kv.lease->data, plan.kv.lease->bytes).ok());
     std::vector<float> out(bits.size());
     for (size_t i = 0; i < bits.size(); ++i) out[i] = BFloat16ToFloat(bits[i]);
     return out;
@@ -226,8 +226,8 @@ TEST_F(DeviceReuseTest, AFailedDevicePlanGivesItsLeasesBack) {
   const std::vector<int32_t> after_lead = Tokens(20, 8);
   kvstore::SegmentMeta meta;
   std::vector<int32_t> lead = Tokens(100, 5);
-  meta.context_key = ComputeContextKey(*scope_.model, scope_.name_space, TokenPrefixHash(lead),
-                                       after_lead);
+  meta.context_key =
+      ComputeContextKey(*scope_.model, scope_.name_space, TokenPrefixHash(lead), after_lead);
   meta.content_key = ComputeContentKey(*scope_.model, scope_.name_space, after_lead);
   meta.fingerprint = *scope_.model;
   meta.name_space = scope_.name_space;

@@ -28,10 +28,9 @@ class DeviceDeliveryTest : public ::testing::Test {
     dir_ = std::filesystem::temp_directory_path() / ("kvcomm_ipc_" + std::to_string(getpid()));
     std::filesystem::create_directories(dir_);
     endpoint_ = "ipc://" + (dir_ / "kvcommd.sock").string();
-    std::vector<std::string> args = {KVCOMMD_BIN,   "--endpoint",     endpoint_,
-                                     "--no-persist", "--gpu-capacity", "64MiB",
-                                     "--ipc-arena",  "16MiB",          "--log-level",
-                                     "warn"};
+    std::vector<std::string> args = {KVCOMMD_BIN,      "--endpoint", endpoint_,     "--no-persist",
+                                     "--gpu-capacity", "64MiB",      "--ipc-arena", "16MiB",
+                                     "--log-level",    "warn"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -72,8 +71,11 @@ class DeviceDeliveryTest : public ::testing::Test {
   }
 
   client::PlanRequest Plan(const std::vector<int32_t>& tokens, client::Delivery delivery) {
-    client::PlanRequest plan{"agent", {{kLayers, kHeads, 0, kDim, DType::kBF16},
-                                       std::vector<float>(kDim / 2, 0.01f), {1}}, {}, delivery};
+    client::PlanRequest plan{
+        "agent",
+        {{kLayers, kHeads, 0, kDim, DType::kBF16}, std::vector<float>(kDim / 2, 0.01f), {1}},
+        {},
+        delivery};
     plan.segments.push_back({false, "", tokens});
     plan.segments.push_back({false, "", {900, 901}});
     return plan;

@@ -108,8 +108,7 @@ TEST(DeviceRealigner, MatchesCpuForPlaceholdersAndFollowingSegments) {
 
   // Per-channel weights computed on the device from the placeholder's bases.
   const float temperature = 0.5f;
-  ASSERT_TRUE(
-      realigner.SetChannelWeights(s, d_base.buffer.data(), anchors.refs, temperature).ok());
+  ASSERT_TRUE(realigner.SetChannelWeights(s, d_base.buffer.data(), anchors.refs, temperature).ok());
   std::vector<float> channel_sums(s.anchors * s.Channels()), weights(channel_sums.size());
   cpu::AnchorChannelDistances(s, base.data(), anchors.cut.data(), channel_sums.data());
   cpu::SoftmaxOverAnchors(channel_sums.data(), s.anchors, s.Channels(), 1, 0, 1.f, true,
@@ -127,8 +126,8 @@ TEST(DeviceRealigner, MatchesCpuForPlaceholdersAndFollowingSegments) {
                            d_f_out.buffer.data())
                   .ok());
   std::vector<float> f_want(fn);
-  cpu::RealignKv(following, f_base.data(), f_from, f_to, freq, f_deltas.cut.data(),
-                 weights.data(), weights.data(), f_want.data());
+  cpu::RealignKv(following, f_base.data(), f_from, f_to, freq, f_deltas.cut.data(), weights.data(),
+                 weights.data(), f_want.data());
   ExpectClose(FromDeviceBf16(d_f_out, fn), f_want, 2e-2f, "per-channel realignment");
 }
 
@@ -147,8 +146,8 @@ TEST(DeviceRealigner, TakesMoreAnchorsThanOneLaunchForDistancesButNotForABlend) 
   const std::vector<float> w(s.anchors * s.tokens, 1.f / 40);
   ASSERT_TRUE(realigner.SetTokenWeights(w, w).ok());
   EXPECT_EQ(realigner
-                .Realign(s, d_base.buffer.data(), Iota(0, 5), Iota(3, 5), InvFreq(16),
-                         anchors.refs, d_out.buffer.data())
+                .Realign(s, d_base.buffer.data(), Iota(0, 5), Iota(3, 5), InvFreq(16), anchors.refs,
+                         d_out.buffer.data())
                 .code(),
             ErrorCode::kInvalidArgument);
   // An anchor shorter than the segment is refused, not read past its end.

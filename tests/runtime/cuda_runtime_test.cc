@@ -7,6 +7,7 @@
 
 #include "agents/runtime/model.h"
 #include "common/safetensors.h"
+#include "tests/runtime/small_models.h"
 
 namespace kvcomm::runtime {
 namespace {
@@ -60,22 +61,10 @@ TEST(CudaRuntime, GoldenLogitsWithinBf16Tolerance) {
 
 TEST(CudaRuntime, MatchesCpuOnARandomModelAndReusesExportedKvExactly) {
   REQUIRE_GPU();
-  auto config =
-      ModelConfig::FromJson(R"({"model_type": "llama", "vocab_size": 512, "hidden_size": 256,
-      "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2})",
-                            "t");
-  ASSERT_TRUE(config.ok());
-  // bf16-representable weights so both backends start from the same numbers.
-  ModelWeights weights = RandomWeights(*config, 5);
-  auto round = [](std::vector<float>& v) {
-    for (auto& x : v) x = BFloat16ToFloat(FloatToBFloat16(x * 5));
-  };
-  round(weights.embed);
-  round(weights.lm_head);
-  for (auto& l : weights.layers)
-    for (auto* t : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) round(*t);
-  auto cpu = Model::FromWeights(*config, weights, Device::kCpu);
-  auto gpu = Model::FromWeights(*config, weights, Device::kCuda);
+  const ModelConfig config = testing::SmallLlamaConfig(4);
+  const ModelWeights weights = testing::Bf16RoundedWeights(config, 5);
+  auto cpu = Model::FromWeights(config, weights, Device::kCpu);
+  auto gpu = Model::FromWeights(config, weights, Device::kCuda);
   ASSERT_TRUE(cpu.ok() && gpu.ok()) << gpu.status().ToString();
   EXPECT_EQ((*cpu)->fingerprint(), (*gpu)->fingerprint());
   std::mt19937 rng(1);

@@ -6,7 +6,7 @@
 #include <random>
 
 #include "agents/runtime/model.h"
-#include "common/dtype.h"
+#include "tests/runtime/small_models.h"
 
 namespace kvcomm::runtime {
 namespace {
@@ -21,20 +21,8 @@ double RelativeError(const std::vector<float>& got, const std::vector<float>& wa
 }
 
 std::unique_ptr<Model> SmallModel(Device device) {
-  auto config =
-      ModelConfig::FromJson(R"({"model_type": "llama", "vocab_size": 512, "hidden_size": 256,
-      "intermediate_size": 512, "num_hidden_layers": 3, "num_attention_heads": 8, "num_key_value_heads": 2})",
-                            "t");
-  EXPECT_TRUE(config.ok());
-  ModelWeights weights = RandomWeights(*config, 5);
-  auto round = [](std::vector<float>& v) {
-    for (auto& x : v) x = BFloat16ToFloat(FloatToBFloat16(x * 5));
-  };
-  round(weights.embed);
-  round(weights.lm_head);
-  for (auto& l : weights.layers)
-    for (auto* t : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) round(*t);
-  auto model = Model::FromWeights(*config, weights, device);
+  const ModelConfig config = testing::SmallLlamaConfig(3);
+  auto model = Model::FromWeights(config, testing::Bf16RoundedWeights(config, 5), device);
   EXPECT_TRUE(model.ok()) << model.status().ToString();
   return model.ok() ? std::move(model).value() : nullptr;
 }
@@ -108,8 +96,7 @@ TEST_P(ForwardRunsTest, RunsMustFillGapsInOrder) {
   EXPECT_EQ(cache.length(), 5);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, ForwardRunsTest,
-                         ::testing::Values(Device::kCpu, Device::kCuda),
+INSTANTIATE_TEST_SUITE_P(Backends, ForwardRunsTest, ::testing::Values(Device::kCpu, Device::kCuda),
                          [](const auto& info) {
                            return std::string(info.param == Device::kCpu ? "Cpu" : "Cuda");
                          });

@@ -50,7 +50,7 @@ Status Unexpected(std::string_view call);
 }  // namespace kvcomm::client::internal
 
 // In a Client member: sends the request `fill` builds; `response` is the reply.
-#define KVCOMM_CALL(response, fill)                                                         \
-  KVCOMM_ASSIGN_OR_RETURN(internal::Response response,                                     \
-                          internal::Roundtrip(*transport_, fill, options_.timeout,         \
-                                              [this] { return Hello(); }))
+#define KVCOMM_CALL(response, fill) \
+  KVCOMM_ASSIGN_OR_RETURN(          \
+      internal::Response response,  \
+      internal::Roundtrip(*transport_, fill, options_.timeout, [this] { return Hello(); }))
