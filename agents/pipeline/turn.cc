@@ -102,9 +102,11 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
   }
   turn.made_anchors = !imported.report.empty();
   const double gaps_seconds = seconds_since(start);
-  KVCOMM_ASSIGN_OR_RETURN(auto out,
-                          runtime::Generate(model_, &tokenizer_, last_run, cache, generate));
-  if (reuse_) KVCOMM_RETURN_IF_ERROR(reuse_->ReleaseLeases(imported));
+  auto generated = runtime::Generate(model_, &tokenizer_, last_run, cache, generate);
+  // Leases go back once the reply is out (not inside the TTFT), also when generation failed.
+  const Status released = reuse_ ? reuse_->ReleaseLeases(imported) : Status();
+  KVCOMM_ASSIGN_OR_RETURN(auto out, std::move(generated));
+  KVCOMM_RETURN_IF_ERROR(released);
   turn.reply = out.text;
   turn.prefill_seconds = gaps_seconds + out.prefill_seconds;
   turn.seconds = seconds_since(start);
