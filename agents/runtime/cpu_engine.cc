@@ -18,6 +18,33 @@ class CpuEngine final : public Engine {
 
   Result<std::vector<float>> Forward(std::span<const int32_t> tokens, int64_t start, KvCache& cache,
                                      bool all_logits, QueryCapture* capture) override {
+    const RowRun run{0, static_cast<int64_t>(tokens.size()), start};
+    return ForwardRows(tokens, std::span(&run, 1), cache, all_logits, capture);
+  }
+
+  // The runs' rows through the weights together (one pass), as the CUDA engine does.
+  Result<std::vector<float>> ForwardRuns(std::span<const Model::TokenRun> runs,
+                                         KvCache& cache) override {
+    std::vector<int32_t> tokens;
+    std::vector<RowRun> rows;
+    for (const auto& run : runs) {
+      rows.push_back({static_cast<int64_t>(tokens.size()),
+                      static_cast<int64_t>(run.tokens.size()), run.position});
+      tokens.insert(tokens.end(), run.tokens.begin(), run.tokens.end());
+    }
+    return ForwardRows(tokens, rows, cache, false, nullptr);
+  }
+
+ private:
+  // Rows [row, row + rows) hold tokens at positions start .. start + rows - 1.
+  struct RowRun {
+    int64_t row, rows, start;
+  };
+
+  // Every layer writes all runs' KV before any run's attention, so a run sees the ones before.
+  Result<std::vector<float>> ForwardRows(std::span<const int32_t> tokens,
+                                         std::span<const RowRun> runs, KvCache& cache,
+                                         bool all_logits, QueryCapture* capture) {
     const int64_t n = static_cast<int64_t>(tokens.size());
     const int64_t hidden = c_.hidden_size, heads = c_.num_heads, kv_heads = c_.num_kv_heads,
                   hd = c_.head_dim;
@@ -25,7 +52,9 @@ class CpuEngine final : public Engine {
     const float eps = static_cast<float>(c_.rms_norm_eps);
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     std::vector<int32_t> positions(n);
-    for (int64_t t = 0; t < n; ++t) positions[t] = static_cast<int32_t>(start + t);
+    for (const RowRun& run : runs)
+      for (int64_t t = 0; t < run.rows; ++t)
+        positions[run.row + t] = static_cast<int32_t>(run.start + t);
 
     std::vector<float> x(n * hidden), h(n * hidden), q(n * q_dim), k(n * kv_dim), v(n * kv_dim),
         attn(n * q_dim), gate(n * inter), up(n * inter);
@@ -51,13 +80,15 @@ class CpuEngine final : public Engine {
       float* v_cache = cache.values(layer);
       for (int64_t t = 0; t < n; ++t) {
         for (int64_t g = 0; g < kv_heads; ++g) {
-          const int64_t to = (g * cache.capacity() + start + t) * hd;
+          const int64_t to = (g * cache.capacity() + positions[t]) * hd;
           std::copy_n(k.data() + (t * kv_heads + g) * hd, hd, k_cache + to);
           std::copy_n(v.data() + (t * kv_heads + g) * hd, hd, v_cache + to);
         }
       }
-      ops::Attention(q.data(), k_cache, v_cache, n, start, heads, kv_heads, hd, cache.capacity(),
-                     scale, attn.data(), cache.dropped(layer));
+      for (const RowRun& run : runs)
+        ops::Attention(q.data() + run.row * q_dim, k_cache, v_cache, run.rows, run.start, heads,
+                       kv_heads, hd, cache.capacity(), scale, attn.data() + run.row * q_dim,
+                       cache.dropped(layer));
       ops::Linear(attn.data(), w.o.data(), nullptr, n, q_dim, hidden, h.data());
       ops::AddInPlace(x.data(), h.data(), n * hidden);
 
@@ -77,7 +108,6 @@ class CpuEngine final : public Engine {
     return logits;
   }
 
- private:
   ModelConfig c_;
   ModelWeights w_;
   std::vector<float> inv_freq_;
