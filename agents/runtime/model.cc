@@ -41,34 +41,42 @@ Result<std::unique_ptr<Model>> Model::RandomOnGpu(ModelConfig config, uint64_t s
   return std::unique_ptr<Model>(new Model(std::move(config), hash, std::move(engine)));
 }
 
-Result<std::vector<float>> Model::ForwardRuns(std::span<const TokenRun> runs,
-                                              KvCache& cache) const {
-  if (runs.empty()) return InvalidArgument("ForwardRuns needs at least one run");
+Status Model::CheckRuns(std::span<const TokenRun> runs, const KvCache& cache) const {
   if (cache.device() != device())
     return InvalidArgument("the cache lives on another device than the model");
   int64_t next = cache.length();
   for (size_t r = 0; r < runs.size(); ++r) {
-    const int64_t begin = runs[r].position, n = static_cast<int64_t>(runs[r].tokens.size());
-    if (n == 0) return InvalidArgument("run {} has no tokens", r);
+    const int64_t begin = runs[r].position, end = begin + int64_t(runs[r].tokens.size());
+    if (begin == end) return InvalidArgument("no tokens to compute at position {}", begin);
     if (r == 0 && begin != next)
-      return InvalidArgument("the first run starts at {}, the cache's first free position is {}",
+      return InvalidArgument("tokens for position {} on, the cache's first free position is {}",
                              begin, next);
-    if (begin < next) return InvalidArgument("run {} at {} overlaps the run before it", r, begin);
+    if (begin < next)
+      return InvalidArgument("tokens for positions [{}, {}) overlap the ones before them", begin,
+                             end);
     for (int64_t p = next; p < begin; ++p)
       if (!cache.IsValid(p))
-        return InvalidArgument("position {} between runs {} and {} holds no KV", p, r - 1, r);
-    if (begin + n > cache.capacity())
-      return InvalidArgument("run {} ends at {}, past the cache capacity {}", r, begin + n,
-                             cache.capacity());
-    for (int64_t p = begin; p < begin + n; ++p)
+        return InvalidArgument("position {} between the runs of tokens holds no KV", p);
+    if (end > cache.capacity())
+      return InvalidArgument("tokens for positions [{}, {}) exceed the cache capacity {}", begin,
+                             end, cache.capacity());
+    for (int64_t p = begin; p < end; ++p)
       if (cache.IsValid(p))
-        return InvalidArgument("run {} overlaps KV already in the cache at {}", r, p);
+        return InvalidArgument(
+            "tokens for positions [{}, {}) overlap KV already in the cache at {}", begin, end, p);
     for (int32_t id : runs[r].tokens)
       if (id < 0 || id >= config_.vocab_size)
         return InvalidArgument("token id {} is outside the vocabulary of {}", id,
                                config_.vocab_size);
-    next = begin + n;
+    next = end;
   }
+  return Status::Ok();
+}
+
+Result<std::vector<float>> Model::ForwardRuns(std::span<const TokenRun> runs,
+                                              KvCache& cache) const {
+  if (runs.empty()) return InvalidArgument("ForwardRuns needs at least one run");
+  KVCOMM_RETURN_IF_ERROR(CheckRuns(runs, cache));
   std::unique_lock<std::mutex> lock(cuda_mu_, std::defer_lock);
   if (device() == Device::kCuda) lock.lock();
   KVCOMM_ASSIGN_OR_RETURN(auto logits, engine_->ForwardRuns(runs, cache));
@@ -81,24 +89,8 @@ Result<std::vector<float>> Model::Forward(std::span<const int32_t> tokens, KvCac
                                           bool all_logits, QueryCapture* capture) const {
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t start = cache.length();
-  if (n == 0) return InvalidArgument("Forward needs at least one token");
-  if (cache.device() != device())
-    return InvalidArgument("the cache lives on another device than the model");
-  if (start + n > cache.capacity()) {
-    return InvalidArgument("{} tokens after {} cached positions exceed the cache capacity {}", n,
-                           start, cache.capacity());
-  }
-  for (int64_t p = start; p < start + n; ++p) {
-    if (cache.IsValid(p)) {
-      return InvalidArgument("tokens for positions [{}, {}) overlap KV already in the cache at {}",
-                             start, start + n, p);
-    }
-  }
-  for (int32_t id : tokens) {
-    if (id < 0 || id >= config_.vocab_size) {
-      return InvalidArgument("token id {} is outside the vocabulary of {}", id, config_.vocab_size);
-    }
-  }
+  const TokenRun run{tokens, start};
+  KVCOMM_RETURN_IF_ERROR(CheckRuns(std::span(&run, 1), cache));
   if (capture) {
     if (capture->tokens < 1 || capture->tokens > n)
       return InvalidArgument("cannot capture the queries of {} tokens out of {}", capture->tokens,

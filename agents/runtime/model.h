@@ -67,6 +67,9 @@ class Model {
   Result<std::vector<float>> ForwardRuns(std::span<const TokenRun> runs, KvCache& cache) const;
 
  private:
+  // Runs ascend from cache.length() on, fit the cache, hold known tokens, and between two of
+  // them every position holds valid KV.
+  Status CheckRuns(std::span<const TokenRun> runs, const KvCache& cache) const;
   Model(ModelConfig config, Hash128 weights_hash, std::unique_ptr<internal::Engine> engine);
 
   ModelConfig config_;
