@@ -26,21 +26,11 @@ class CpuEngine final : public Engine {
   Result<std::vector<float>> ForwardRuns(std::span<const Model::TokenRun> runs,
                                          KvCache& cache) override {
     std::vector<int32_t> tokens;
-    std::vector<RowRun> rows;
-    for (const auto& run : runs) {
-      rows.push_back({static_cast<int64_t>(tokens.size()),
-                      static_cast<int64_t>(run.tokens.size()), run.position});
-      tokens.insert(tokens.end(), run.tokens.begin(), run.tokens.end());
-    }
+    const std::vector<RowRun> rows = ConcatenateRuns(runs, &tokens);
     return ForwardRows(tokens, rows, cache, false, nullptr);
   }
 
  private:
-  // Rows [row, row + rows) hold tokens at positions start .. start + rows - 1.
-  struct RowRun {
-    int64_t row, rows, start;
-  };
-
   // Every layer writes all runs' KV before any run's attention, so a run sees the ones before.
   Result<std::vector<float>> ForwardRows(std::span<const int32_t> tokens,
                                          std::span<const RowRun> runs, KvCache& cache,
@@ -51,10 +41,7 @@ class CpuEngine final : public Engine {
     const int64_t q_dim = heads * hd, kv_dim = kv_heads * hd, inter = c_.intermediate_size;
     const float eps = static_cast<float>(c_.rms_norm_eps);
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    std::vector<int32_t> positions(n);
-    for (const RowRun& run : runs)
-      for (int64_t t = 0; t < run.rows; ++t)
-        positions[run.row + t] = static_cast<int32_t>(run.start + t);
+    const std::vector<int32_t> positions = RowPositions(runs, n);
 
     std::vector<float> x(n * hidden), h(n * hidden), q(n * q_dim), k(n * kv_dim), v(n * kv_dim),
         attn(n * q_dim), gate(n * inter), up(n * inter);

@@ -106,12 +106,7 @@ class CudaEngine final : public Engine {
   Result<std::vector<float>> ForwardRuns(std::span<const Model::TokenRun> runs,
                                          KvCache& cache) override {
     std::vector<int32_t> tokens;
-    std::vector<RowRun> rows;
-    for (const auto& run : runs) {
-      rows.push_back({static_cast<int64_t>(tokens.size()), static_cast<int64_t>(run.tokens.size()),
-                      run.position});
-      tokens.insert(tokens.end(), run.tokens.begin(), run.tokens.end());
-    }
+    const std::vector<RowRun> rows = ConcatenateRuns(runs, &tokens);
     if (static_cast<int64_t>(tokens.size()) > kChunkTokens)  // long gaps: one chunk each
       return Engine::ForwardRuns(runs, cache);
     std::vector<float> logits;
@@ -175,11 +170,6 @@ class CudaEngine final : public Engine {
     return Status::Ok();
   }
 
-  // Rows [row, row + rows) of a chunk hold tokens at positions start .. start + rows - 1.
-  struct RowRun {
-    int64_t row, rows, start;
-  };
-
   // One chunk through every layer, its rows at the runs' positions (ascending); `logit_rows` of
   // its last rows get logits (0: none). Every layer writes all runs' KV before any run's
   // attention, so a run sees the ones before it.
@@ -192,10 +182,7 @@ class CudaEngine final : public Engine {
     const float eps = static_cast<float>(c_.rms_norm_eps),
                 scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
-    std::vector<int32_t> positions(n);
-    for (const RowRun& run : runs)
-      for (int64_t t = 0; t < run.rows; ++t)
-        positions[run.row + t] = static_cast<int32_t>(run.start + t);
+    const std::vector<int32_t> positions = RowPositions(runs, n);
     KVCOMM_ASSIGN_OR_RETURN(auto* ids_d, ids_.Get(n * 8));
     auto* positions_d = ids_d + n * 4;
     KVCOMM_RETURN_IF_ERROR(kernels::CopyHostToDevice(ids_d, tokens.data(), n * 4));

@@ -12,6 +12,30 @@
 
 namespace kvcomm::runtime::internal {
 
+// Rows [row, row + rows) of a batch hold tokens at positions start .. start + rows - 1.
+struct RowRun {
+  int64_t row, rows, start;
+};
+// The runs' tokens back to back in `tokens`, and where each run's rows are.
+inline std::vector<RowRun> ConcatenateRuns(std::span<const Model::TokenRun> runs,
+                                           std::vector<int32_t>* tokens) {
+  std::vector<RowRun> rows;
+  for (const auto& run : runs) {
+    rows.push_back({static_cast<int64_t>(tokens->size()), static_cast<int64_t>(run.tokens.size()),
+                    run.position});
+    tokens->insert(tokens->end(), run.tokens.begin(), run.tokens.end());
+  }
+  return rows;
+}
+// The position of every row of `n`.
+inline std::vector<int32_t> RowPositions(std::span<const RowRun> runs, int64_t n) {
+  std::vector<int32_t> positions(n);
+  for (const RowRun& run : runs)
+    for (int64_t t = 0; t < run.rows; ++t)
+      positions[run.row + t] = static_cast<int32_t>(run.start + t);
+  return positions;
+}
+
 class Engine {
  public:
   virtual ~Engine() = default;
