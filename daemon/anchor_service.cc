@@ -185,14 +185,14 @@ AnchorService::SlotState& AnchorService::Slot(const kvstore::Scope& scope,
   return *state;
 }
 
-Result<std::optional<KvF32>> AnchorService::LoadHost(const kvstore::Scope& scope,
-                                                     const SegmentKey& key,
-                                                     const KvLayout& geometry,
-                                                     int32_t* first_position) {
+Result<std::shared_ptr<const KvF32>> AnchorService::LoadHost(const kvstore::Scope& scope,
+                                                             const SegmentKey& key,
+                                                             const KvLayout& geometry,
+                                                             int32_t* first_position) {
   KVCOMM_ASSIGN_OR_RETURN(auto kv, host_math_.Load(scope, key, geometry));
-  if (!kv) return std::optional<KvF32>();
+  if (!kv) return std::shared_ptr<const KvF32>();
   if (first_position) *first_position = kv->first_position;
-  return std::optional<KvF32>(*kv->host);
+  return kv->host;
 }
 
 Status AnchorService::PutDerived(const kvstore::Scope& scope, const SegmentKey& key,
@@ -455,13 +455,14 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
     const SegmentKey t_base_key =
         FollowingBaseKey(scope, input.slot, input.agent, input.following_tokens);
     int32_t t_base_position = input.following_position;
-    KVCOMM_ASSIGN_OR_RETURN(auto t_base,
+    KVCOMM_ASSIGN_OR_RETURN(auto stored_t_base,
                             LoadHost(scope, t_base_key, model.geometry, &t_base_position));
+    const KvF32* t_base = stored_t_base.get();
     if (!t_base) {
       // The agent's first report of this segment becomes its base (its own delta is zero).
       KVCOMM_RETURN_IF_ERROR(
           PutDerived(scope, t_base_key, following, input.following_position, model.geometry.dtype));
-      t_base = following;
+      t_base = &following;
     }
     deltas.following =
         FollowingDeltaKey(scope, input.slot, base_key, input.agent, input.following_tokens);

@@ -222,9 +222,9 @@ Result<PlannedKv> DeviceMath::Realigned(const kernels::RealignShape& shape, cons
 
 Result<PlannedKv> DeviceMath::BlendPlaceholder(const PlaceholderBlendInput& in,
                                                std::span<const float> inv_freq, double temperature,
-                                               DType dtype) {
+                                               [[maybe_unused]] DType dtype) {
   const KvLayout& layout = in.base.layout;
-  if (dtype != DType::kBF16) return NeedsBf16({}, WithDType(layout, dtype));
+  assert(dtype == DType::kBF16);  // AnchorService::Plan refuses other device plans
   assert(in.anchor_bases.size() == in.deltas.size());
   const kernels::RealignShape shape = ShapeOf(layout, in.deltas.size());
   std::lock_guard lock(mutex_);
@@ -242,9 +242,9 @@ Result<PlannedKv> DeviceMath::BlendPlaceholder(const PlaceholderBlendInput& in,
 
 Result<PlannedKv> DeviceMath::BlendFollowing(const FollowingBlendInput& in,
                                              std::span<const float> inv_freq, double temperature,
-                                             DType dtype) {
+                                             [[maybe_unused]] DType dtype) {
   const KvLayout& layout = in.base.layout;
-  if (dtype != DType::kBF16) return NeedsBf16({}, WithDType(layout, dtype));
+  assert(dtype == DType::kBF16);  // AnchorService::Plan refuses other device plans
   const KvLayout& placeholder = in.placeholder_base.layout;
   std::lock_guard lock(mutex_);
   KVCOMM_RETURN_IF_ERROR(realigner_.SetChannelWeights(

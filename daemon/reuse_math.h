@@ -23,15 +23,15 @@ namespace kvcomm::daemon {
 struct MathKv {
   KvLayout layout;
   int32_t first_position = 0;
-  std::shared_ptr<const KvF32> host;
-  kvstore::DeviceBytes device;
+  std::shared_ptr<const KvF32> host{};
+  kvstore::DeviceBytes device{};
 };
 
 // One segment's KV for the agent: bytes for the socket, or a lease holding it.
 struct PlannedKv {
   KvLayout layout;
-  Blob kv;
-  std::optional<DeviceLeases::Lease> lease;
+  Blob kv{};
+  std::optional<DeviceLeases::Lease> lease{};
   uint64_t bytes() const { return lease ? lease->bytes : kv.size(); }
 };
 

@@ -126,8 +126,11 @@ class DeviceReuseTest : public ::testing::Test {
                                leases_ ? Delivery::kDevice : Delivery::kHost);
     ASSERT_TRUE(plan.ok()) << plan.status().ToString();
     ASSERT_TRUE((*plan)[1].report_actual);
-    for (const auto& p : *plan)
-      if (p.kv.lease) ASSERT_TRUE(leases_->Release(p.kv.lease->id).ok());
+    for (const auto& p : *plan) {
+      if (p.kv.lease) {
+        ASSERT_TRUE(leases_->Release(p.kv.lease->id).ok());
+      }
+    }
     const int32_t position = 5;
     ActualInput report{"a",
                        "slot",
@@ -182,7 +185,9 @@ TEST_F(DeviceReuseTest, Bf16PoolsServeHostPlans) {
   for (size_t i = 0; i < kWanted.size(); ++i) {
     EXPECT_EQ((*host)[i].decision, kWanted[i]) << i;
     EXPECT_FALSE((*host)[i].kv.lease);
-    if (kWanted[i] != Decision::kPrefill) EXPECT_EQ((*host)[i].kv.layout.dtype, DType::kBF16);
+    if (kWanted[i] != Decision::kPrefill) {
+      EXPECT_EQ((*host)[i].kv.layout.dtype, DType::kBF16);
+    }
   }
 }
 
