@@ -36,16 +36,6 @@ class DeviceBuffer {
   size_t size_ = 0;
 };
 
-// A device buffer that grows to the largest size asked of it: per-call scratch without an
-// allocation per call.
-class DeviceScratch {
- public:
-  Result<std::byte*> Reserve(size_t bytes);
-
- private:
-  DeviceBuffer buffer_;
-};
-
 // The current device's UUID as 32 hex digits: two processes share a GPU when theirs match.
 Result<std::string> CudaDeviceUuid();
 

@@ -16,7 +16,6 @@ bool CudaAvailable() { return false; }
 std::string CudaDeviceDescription() { return "no CUDA backend in this build"; }
 void DeviceBuffer::Free::operator()(void*) const {}
 Result<DeviceBuffer> DeviceBuffer::Allocate(size_t) { return NoCuda(); }
-Result<std::byte*> DeviceScratch::Reserve(size_t) { return NoCuda(); }
 Status CopyHostToDevice(void*, const void*, size_t) { return NoCuda(); }
 Status CopyDeviceToHost(void*, const void*, size_t) { return NoCuda(); }
 Status CopyDeviceToDevice(void*, const void*, size_t) { return NoCuda(); }

@@ -39,14 +39,6 @@ Result<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes) {
   return buffer;
 }
 
-Result<std::byte*> DeviceScratch::Reserve(size_t bytes) {
-  if (buffer_.size() < bytes) {
-    buffer_ = DeviceBuffer();  // free first: the old and new buffer need not fit together
-    KVCOMM_ASSIGN_OR_RETURN(buffer_, DeviceBuffer::Allocate(bytes));
-  }
-  return buffer_.data();
-}
-
 Status CopyHostToDevice(void* device_dst, const void* host_src, size_t bytes) {
   KVCOMM_CUDA_RETURN_IF_ERROR(cudaMemcpy(device_dst, host_src, bytes, cudaMemcpyHostToDevice));
   return Status::Ok();

@@ -13,6 +13,22 @@ namespace {
 using cuda::bf16;
 const bf16* Bf16(const std::byte* p) { return reinterpret_cast<const bf16*>(p); }
 
+// A device buffer that grows to the largest size asked of it: per-call workspace without an
+// allocation per call.
+class DeviceScratch {
+ public:
+  Result<std::byte*> Reserve(size_t bytes) {
+    if (buffer_.size() < bytes) {
+      buffer_ = DeviceBuffer();  // free first: the old and new buffer need not fit together
+      KVCOMM_ASSIGN_OR_RETURN(buffer_, DeviceBuffer::Allocate(bytes));
+    }
+    return buffer_.data();
+  }
+
+ private:
+  DeviceBuffer buffer_;
+};
+
 template <typename T>
 Result<T*> Reserve(DeviceScratch& scratch, size_t count) {
   KVCOMM_ASSIGN_OR_RETURN(std::byte * p, scratch.Reserve(count * sizeof(T)));
