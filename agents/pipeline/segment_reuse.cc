@@ -1,5 +1,6 @@
 #include "agents/pipeline/segment_reuse.h"
 
+#include <algorithm>
 #include <cassert>
 #include <chrono>
 #include <numeric>
@@ -208,6 +209,15 @@ Status SegmentReuse::StoreBase(std::span<const int32_t> content) {
   return Status();
 }
 
+size_t TrueContextEnd(const std::vector<size_t>& reported, const std::vector<SegmentSpan>& spans) {
+  size_t end = 0;
+  for (size_t i : reported) {
+    const bool reports_following = i + 1 < spans.size() && !spans[i + 1].placeholder();
+    end = std::max(end, i + (reports_following ? 2 : 1));
+  }
+  return end;
+}
+
 Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
                                                  const std::vector<SegmentSpan>& spans,
                                                  const std::string& agent,
@@ -238,14 +248,16 @@ Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
         !plans[i].report_actual)
       stored_bases_.erase(BaseKey(tokens.subspan(spans[i].begin, spans[i].tokens())));
   }
-  // A turn that makes anchors computes everything not exact, so what it reports is the true KV.
-  const bool exact_only = !result.report.empty();
+  // A turn that makes anchors computes everything not exact up to the last span it reports
+  // (and the template span after it, reported too), so what it reports is the true KV; the
+  // realigned spans after that are reused.
+  const size_t true_context_end = TrueContextEnd(result.report, spans);
   Status imported;
   for (size_t i = 0; i < spans.size(); ++i) {
     const auto& plan = plans[i];
     if (plan.lease_id != 0) result.leases.push_back(plan.lease_id);
     if (!imported.ok() || plan.decision == client::ReuseDecision::kPrefill) continue;
-    if (exact_only && plan.decision != client::ReuseDecision::kExact) continue;
+    if (i < true_context_end && plan.decision != client::ReuseDecision::kExact) continue;
     const auto kv =
         plan.device ? std::span(plan.device, plan.layout.PayloadBytes()) : plan.payload.span();
     imported = cache.Import(plan.layout, kv, spans[i].begin);

@@ -9,8 +9,9 @@
 //   kvcomm: kvcommd plans the prompt (../shared/KVCOMM.md): exact segments, placeholders and
 //           the template segments after them realigned from the placeholder's base KV plus
 //           the anchors' deltas, and prefill for the rest. The agent stores the bases (a
-//           placeholder's KV right after BOS) and, when the plan asks, prefills in full and
-//           reports the actual KV so the placeholder becomes an anchor.
+//           placeholder's KV right after BOS) and, when the plan asks, prefills everything
+//           up to the asked-for spans in their true context and reports their actual KV so
+//           the placeholder becomes an anchor.
 // The turn then computes the segments that were not imported, in order, over the imported KV.
 #pragma once
 
@@ -53,6 +54,10 @@ struct ImportResult {
   double bases_seconds = 0, plan_seconds = 0, copy_seconds = 0;
   bool imported(size_t span) const { return source[span] != SpanSource::kComputed; }
 };
+
+// The spans an anchor-making turn must compute in their true context: every span before the end
+// of the last one it reports (a reported placeholder's template span after it is reported too).
+size_t TrueContextEnd(const std::vector<size_t>& reported, const std::vector<SegmentSpan>& spans);
 
 class SegmentReuse {
  public:
