@@ -74,6 +74,15 @@ Status DeviceLeases::Release(uint64_t id) {
   return Status::Ok();
 }
 
+Result<DeviceLeases::Lease> DeviceLeases::Find(uint64_t id) const {
+  std::lock_guard lock(mutex_);
+  auto it = held_.find(id);
+  if (it == held_.end() || it->second.deadline <= Clock::now())
+    return Error(ErrorCode::kNotFound, "no lease {} (released already, expired or never given)",
+                 id);
+  return Lease{id, it->second.offset, it->second.bytes, arena_.data() + it->second.offset};
+}
+
 uint64_t DeviceLeases::leased_bytes() const {
   std::lock_guard lock(mutex_);
   return allocator_.allocated_bytes();

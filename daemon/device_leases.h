@@ -44,6 +44,8 @@ class DeviceLeases {
   Result<Lease> Acquire(uint64_t bytes);
   // kNotFound for an id that is unknown, released or expired.
   Status Release(uint64_t id);
+  // A held lease (its deadline unchanged); kNotFound as for Release.
+  Result<Lease> Find(uint64_t id) const;
 
   const std::string& ipc_handle() const { return ipc_handle_; }
   const std::string& device_uuid() const { return device_uuid_; }

@@ -8,6 +8,7 @@
 #include "daemon/internal/compress_wire.h"
 #include "daemon/internal/convert.h"
 #include "daemon/internal/reuse_wire.h"
+#include "kernels/device.h"
 #include "schemas/kvcomm.capnp.h"
 #include "schemas/wire.h"
 
@@ -87,6 +88,8 @@ class RequestDispatch {
         return GetCompressed(call);
       case Request::RELEASE_LEASES:
         return ReleaseLeases(call);
+      case Request::RESERVE_LEASE:
+        return ReserveLease(call);
     }
     return InvalidArgument("unknown request type {}", static_cast<int>(call.request.which()));
   }
@@ -143,22 +146,32 @@ class RequestDispatch {
                              static_cast<int>(put.getCodec()));
     }
     auto tensors = put.getTensors();
-    if (tensors.size() != 1 || call.frames.size() != 2) {
+    const bool from_lease = put.getLease() != 0;
+    if (tensors.size() != 1 || call.frames.size() != (from_lease ? 1u : 2u)) {
       return InvalidArgument(
-          "PutSegment needs exactly one tensor 'kv' and one payload frame, got {} "
+          "PutSegment needs exactly one tensor 'kv' and {} payload frame{}, got {} "
           "descriptions and {} frames",
+          from_lease ? "no" : "one", from_lease ? "s (its payload is in a lease)" : "",
           tensors.size(), call.frames.size() - 1);
     }
-    const zmq::message_t& frame = call.frames[1];
-    std::span<const std::byte> bytes(static_cast<const std::byte*>(frame.data()), frame.size());
-    KVCOMM_RETURN_IF_ERROR(wire::CheckKvTensor(tensors[0], layout, bytes));
+    Blob payload;
+    if (from_lease) {
+      KVCOMM_RETURN_IF_ERROR(wire::CheckKvTensorShape(tensors[0], layout, layout.PayloadBytes()));
+      KVCOMM_ASSIGN_OR_RETURN(payload, TakeLeasedPayload(put.getLease(), layout));
+    } else {
+      const zmq::message_t& frame = call.frames[1];
+      std::span<const std::byte> bytes(static_cast<const std::byte*>(frame.data()), frame.size());
+      KVCOMM_RETURN_IF_ERROR(wire::CheckKvTensor(tensors[0], layout, bytes));
+      // The frame becomes the stored payload without a copy.
+      payload = wire::FrameToBlob(std::move(call.frames[1]));
+    }
 
     kvstore::SegmentMeta meta;
     meta.fingerprint = *session.model;
     meta.name_space = session.name_space;
     meta.layout = layout;
-    meta.payload_bytes = bytes.size();
-    meta.checksum = tensors[0].getChecksum();
+    meta.payload_bytes = payload.size();
+    meta.checksum = from_lease ? Checksum64(payload.span()) : tensors[0].getChecksum();
     meta.first_position = put.getFirstPosition();
     meta.prefix_hash = ReadKey(put.getPrefixHash());
     KVCOMM_ASSIGN_OR_RETURN(meta.token_ids,
@@ -176,8 +189,6 @@ class RequestDispatch {
       meta.content_key = ComputeContentKey(meta.fingerprint, meta.name_space, meta.token_ids);
     }
 
-    // The frame becomes the stored payload without a copy.
-    Blob payload = wire::FrameToBlob(std::move(call.frames[1]));
     KVCOMM_ASSIGN_OR_RETURN(auto stored, store_.Put(std::move(meta), std::move(payload)));
     auto where =
         store_.Lookup({{stored.context_key, kvstore::KeyKind::kContext}}, ScopeOf(session));
@@ -298,6 +309,50 @@ class RequestDispatch {
     internal::FillPlanResult(call.reply.initPlan(), plans,
                              delivery == Delivery::kDevice ? anchors_.leases() : nullptr,
                              call.payload_out);
+    return Status::Ok();
+  }
+
+  // A lease's bytes, copied out of the arena; the lease is released.
+  Result<Blob> TakeLeasedPayload(uint64_t id, const KvLayout& layout) {
+    DeviceLeases* leases = anchors_.leases();
+    if (leases == nullptr)
+      return Error(ErrorCode::kUnavailable, "kvcommd has no lease arena (ipc.arena is 0)");
+    KVCOMM_ASSIGN_OR_RETURN(auto lease, leases->Find(id));
+    if (lease.bytes != layout.PayloadBytes()) {
+      return InvalidArgument("lease {} holds {} bytes, layout {} needs {}", id, lease.bytes,
+                             layout.ToString(), layout.PayloadBytes());
+    }
+    std::shared_ptr<std::byte[]> bytes = std::make_shared_for_overwrite<std::byte[]>(lease.bytes);
+    KVCOMM_RETURN_IF_ERROR(kernels::CopyDeviceToHost(bytes.get(), lease.data, lease.bytes));
+    // Expired while it was copied: the arena may have lent its bytes to someone else.
+    if (!leases->Release(id).ok())
+      return Error(ErrorCode::kDeadlineExceeded,
+                   "lease {} expired before its segment was put (raise ipc.lease_ttl_ms)", id);
+    const std::byte* data = bytes.get();
+    return Blob(data, lease.bytes, std::move(bytes));
+  }
+
+  Status ReserveLease(Call& call) {
+    KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "ReserveLease"));
+    KVCOMM_ASSIGN_OR_RETURN(Session session, RequireSession(call));
+    if (!session.model) {
+      return Status(ErrorCode::kPermissionDenied,
+                    "this session has no model fingerprint; say Hello with one to write segments");
+    }
+    DeviceLeases* leases = anchors_.leases();
+    if (leases == nullptr)
+      return Error(ErrorCode::kUnavailable, "kvcommd has no lease arena (ipc.arena is 0)");
+    const uint64_t bytes = call.request.getReserveLease().getBytes();
+    if (bytes == 0 || bytes > config_.max_request_bytes)
+      return InvalidArgument("ReserveLease of {} bytes: segments have 1..{} bytes", bytes,
+                             config_.max_request_bytes);
+    KVCOMM_ASSIGN_OR_RETURN(auto lease, leases->Acquire(bytes));
+    auto reply = call.reply.initLeaseReserved();
+    auto out = reply.initLease();
+    out.setId(lease.id);
+    out.setOffset(lease.offset);
+    out.setBytes(lease.bytes);
+    internal::FillArena(reply.initArena(), *leases);
     return Status::Ok();
   }
 

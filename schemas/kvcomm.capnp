@@ -115,7 +115,7 @@ struct HelloResult {
 }
 
 # Frame 1 holds the payload (described by tensors[0], named "kv", shaped
-# [numLayers, 2, kvHeads, tokens, headDim]).
+# [numLayers, 2, kvHeads, tokens, headDim]), unless `lease` says where it is.
 struct PutSegment {
   shape @0 :KvShape;
   codec @1 :Codec;
@@ -124,6 +124,10 @@ struct PutSegment {
   firstPosition @4 :Int32;
   prefixHash @5 :Key128;      # hash of all tokens before this segment (zero: none)
   tensors @6 :List(TensorDesc);
+  lease @7 :UInt64;           # nonzero: the payload is in this lease of kvcommd's IPC arena
+                              # (ReserveLease), written there by a worker on kvcommd's GPU; no
+                              # payload frame, and kvcommd computes the checksum (tensors[0]'s
+                              # is not read). The lease is consumed.
 }
 
 struct PutResult {
@@ -295,6 +299,17 @@ struct ReleaseLeases {
   ids @0 :List(UInt64);
 }
 
+# A lease of `bytes` in kvcommd's IPC arena for the worker to write a segment into, then to
+# PutSegment with `lease` set: KV put from the daemon's GPU never crosses the host socket.
+struct ReserveLease {
+  bytes @0 :UInt64;
+}
+
+struct LeaseReserved {
+  lease @0 :DeviceLease;
+  arena @1 :DeviceArena;
+}
+
 # The actual KV of a placeholder the plan asked about (frame 1) and of the template segment
 # right after it (frame 2, absent when followingTokens is empty), from a prefill in the
 # agent's prompt. Keys rotated at their positions there.
@@ -396,6 +411,7 @@ struct Request {
     listAnchors @11 :Void;
     getCompressed @12 :GetCompressed;
     releaseLeases @13 :ReleaseLeases;
+    reserveLease @14 :ReserveLease;
   }
 }
 
@@ -416,5 +432,6 @@ struct Reply {
     anchors @12 :AnchorListing;
     compressed @13 :CompressedResult;
     releaseLeases @14 :UInt32;     # how many of the ids were held (the others had expired)
+    leaseReserved @15 :LeaseReserved;
   }
 }

@@ -61,6 +61,15 @@ void DescribeKvTensor(proto::TensorDesc::Builder out, const KvLayout& layout, ui
 
 Status CheckKvTensor(proto::TensorDesc::Reader desc, const KvLayout& layout,
                      std::span<const std::byte> frame) {
+  KVCOMM_RETURN_IF_ERROR(CheckKvTensorShape(desc, layout, frame.size()));
+  if (Checksum64(frame) != desc.getChecksum()) {
+    return Error(ErrorCode::kDataLoss,
+                 "payload checksum mismatch: the bytes were damaged in transit");
+  }
+  return Status::Ok();
+}
+
+Status CheckKvTensorShape(proto::TensorDesc::Reader desc, const KvLayout& layout, uint64_t bytes) {
   if (desc.getName() != "kv") {
     return InvalidArgument("payload tensor is named '{}', expected 'kv'", desc.getName().cStr());
   }
@@ -77,14 +86,9 @@ Status CheckKvTensor(proto::TensorDesc::Reader desc, const KvLayout& layout,
     return InvalidArgument("payload tensor shape does not match the segment layout {}",
                            layout.ToString());
   }
-  if (desc.getByteLength() != layout.PayloadBytes() || frame.size() != layout.PayloadBytes()) {
-    return InvalidArgument("payload is {} bytes (described as {}), but layout {} needs {}",
-                           frame.size(), desc.getByteLength(), layout.ToString(),
-                           layout.PayloadBytes());
-  }
-  if (Checksum64(frame) != desc.getChecksum()) {
-    return Error(ErrorCode::kDataLoss,
-                 "payload checksum mismatch: the bytes were damaged in transit");
+  if (desc.getByteLength() != layout.PayloadBytes() || bytes != layout.PayloadBytes()) {
+    return InvalidArgument("payload is {} bytes (described as {}), but layout {} needs {}", bytes,
+                           desc.getByteLength(), layout.ToString(), layout.PayloadBytes());
   }
   return Status::Ok();
 }

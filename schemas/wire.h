@@ -30,6 +30,8 @@ void DescribeKvTensor(proto::TensorDesc::Builder out, const KvLayout& layout, ui
 // Checks a description against the layout and the frame's bytes, checksum included.
 Status CheckKvTensor(proto::TensorDesc::Reader desc, const KvLayout& layout,
                      std::span<const std::byte> frame);
+// The same without the checksum, for a payload of `bytes` that did not travel in a frame.
+Status CheckKvTensorShape(proto::TensorDesc::Reader desc, const KvLayout& layout, uint64_t bytes);
 
 // Any other tensor: a name, dtype and shape (byteLength = elements x dtype size), or, for opaque
 // bytes (an encoded segment), the name alone with shape [bytes] and dtype f32 unused.

@@ -211,19 +211,28 @@ Status Client::Ping() {
   return response.reply().isPong() ? Status::Ok() : Unexpected("Ping");
 }
 
-Result<SegmentInfo> Client::Put(const PutRequest& put) {
+Status Client::CheckPut(const PutRequest& put) const {
   KVCOMM_RETURN_IF_ERROR(put.layout.Validate());
-  if (put.payload.size() != put.layout.PayloadBytes()) {
-    return InvalidArgument("payload has {} bytes, layout {} needs {}", put.payload.size(),
-                           put.layout.ToString(), put.layout.PayloadBytes());
-  }
   for (const auto* list : {&put.token_ids, &put.positions}) {
     if (!list->empty() && list->size() != put.layout.tokens) {
       return InvalidArgument("token list has {} entries, the segment has {} tokens", list->size(),
                              put.layout.tokens);
     }
   }
-  const uint64_t checksum = Checksum64(put.payload.span());
+  return Status::Ok();
+}
+
+Result<SegmentInfo> Client::Put(const PutRequest& put) {
+  KVCOMM_RETURN_IF_ERROR(CheckPut(put));
+  if (put.payload.size() != put.layout.PayloadBytes()) {
+    return InvalidArgument("payload has {} bytes, layout {} needs {}", put.payload.size(),
+                           put.layout.ToString(), put.layout.PayloadBytes());
+  }
+  return SendPut(put, put.payload, 0);
+}
+
+Result<SegmentInfo> Client::SendPut(const PutRequest& put, const Blob& payload, uint64_t lease) {
+  const uint64_t checksum = lease != 0 ? 0 : Checksum64(payload.span());
   KVCOMM_CALL(response, [&](proto::Request::Builder request) {
     auto out = request.initPut();
     wire::WriteShape(out.initShape(), put.layout);
@@ -235,9 +244,10 @@ Result<SegmentInfo> Client::Put(const PutRequest& put) {
     out.setFirstPosition(put.first_position);
     wire::WriteKey(out.initPrefixHash(), put.prefix_hash);
     wire::DescribeKvTensor(out.initTensors(1)[0], put.layout, checksum);
-    std::vector<zmq::message_t> payload;
-    payload.push_back(wire::BlobFrame(put.payload));
-    return payload;
+    out.setLease(lease);
+    std::vector<zmq::message_t> frames;
+    if (lease == 0) frames.push_back(wire::BlobFrame(payload));
+    return frames;
   });
   return Guarded([&]() -> Result<SegmentInfo> {
     if (!response.reply().isPut()) return Unexpected("PutSegment");

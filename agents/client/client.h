@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -218,6 +219,12 @@ class Client {
   Status Hello();
   Status Ping();
   Result<SegmentInfo> Put(const PutRequest& request);
+  // The same for KV on kvcommd's GPU: `write` fills the segment's payload (request.layout, in
+  // the segment layout) at a device address in a lease of kvcommd's IPC arena, and kvcommd
+  // stores it from there, so the bytes never cross the socket; request.payload is not used.
+  // kUnavailable when kvcommd lends no arena, kFailedPrecondition on another GPU.
+  Result<SegmentInfo> PutOnDevice(const PutRequest& request,
+                                  const std::function<Status(std::byte* device)>& write);
   Result<SegmentData> Get(const SegmentKey& key, KeyKind kind = KeyKind::kContext);
   Result<std::vector<LookupEntry>> Lookup(const std::vector<std::pair<SegmentKey, KeyKind>>& keys);
   Status Remove(const SegmentKey& context_key);
@@ -237,6 +244,9 @@ class Client {
 
  private:
   explicit Client(ClientOptions options);
+  Status CheckPut(const PutRequest& put) const;
+  // A PutSegment whose payload is `payload`, or in lease `lease` (payload then empty).
+  Result<SegmentInfo> SendPut(const PutRequest& put, const Blob& payload, uint64_t lease);
 
   ClientOptions options_;
   std::unique_ptr<internal::Transport> transport_;

@@ -30,6 +30,37 @@ Result<const MappedArena*> MapArena(std::unique_ptr<MappedArena>& arena,
 
 }  // namespace internal
 
+Result<SegmentInfo> Client::PutOnDevice(const PutRequest& put,
+                                        const std::function<Status(std::byte* device)>& write) {
+  KVCOMM_RETURN_IF_ERROR(CheckPut(put));
+  const uint64_t bytes = put.layout.PayloadBytes();
+  KVCOMM_CALL(response, [&](proto::Request::Builder request) {
+    request.initReserveLease().setBytes(bytes);
+    return std::vector<zmq::message_t>{};
+  });
+  uint64_t lease = 0;
+  Status written = Guarded([&]() -> Status {
+    if (!response.reply().isLeaseReserved()) return Unexpected("ReserveLease");
+    auto reserved = response.reply().getLeaseReserved();
+    lease = reserved.getLease().getId();
+    const uint64_t offset = reserved.getLease().getOffset();
+    KVCOMM_ASSIGN_OR_RETURN(const internal::MappedArena* arena,
+                            internal::MapArena(arena_, reserved.getArena()));
+    if (reserved.getLease().getBytes() != bytes || offset > arena->bytes ||
+        arena->bytes - offset < bytes)
+      return Error(ErrorCode::kMalformedMessage,
+                   "kvcommd reserved a lease ({} bytes at {}) that does not fit {} bytes or its "
+                   "arena ({} bytes)",
+                   reserved.getLease().getBytes(), offset, bytes, arena->bytes);
+    return write(arena->mapping.data() + offset);
+  });
+  if (!written.ok()) {
+    if (lease != 0) (void)ReleaseLeases({lease});  // not left held until it expires
+    return written;
+  }
+  return SendPut(put, Blob(), lease);
+}
+
 std::string_view ReuseDecisionName(ReuseDecision decision) {
   switch (decision) {
     case ReuseDecision::kExact:

@@ -136,11 +136,18 @@ Status SegmentReuse::PutSpan(const TokenizedPrompt& prompt, const SegmentSpan& s
   std::span<const int32_t> tokens(prompt.tokens);
   client::PutRequest put;
   put.layout = cache.SegmentLayout(span.tokens(), dtype_);
-  KVCOMM_ASSIGN_OR_RETURN(put.payload, cache.Export(span.begin, span.end, dtype_));
   auto ids = tokens.subspan(span.begin, span.tokens());
   put.token_ids.assign(ids.begin(), ids.end());
   put.first_position = static_cast<int32_t>(span.begin);
   put.prefix_hash = TokenPrefixHash(tokens.first(span.begin));
+  if (delivery_ == client::Delivery::kDeviceIpc && dtype_ == cache.NativeDType()) {
+    // Written from the cache straight into kvcommd's arena, on the GPU.
+    return client_
+        .PutOnDevice(put,
+                     [&](std::byte* device) { return cache.CopyOut(span.begin, span.end, device); })
+        .status();
+  }
+  KVCOMM_ASSIGN_OR_RETURN(put.payload, cache.Export(span.begin, span.end, dtype_));
   return client_.Put(put).status();
 }
 

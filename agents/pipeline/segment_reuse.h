@@ -65,7 +65,8 @@ class SegmentReuse {
   // `base_prefix`: kvcomm computes a placeholder's base KV right after these tokens (BOS and a
   // short neutral lead-in, so the placeholder's first token is not the one right after BOS,
   // whose KV is unlike that of any token in context).
-  // `delivery`: how kvcomm plans bring KV (kDeviceIpc: a CUDA model on kvcommd's GPU, bf16).
+  // `delivery`: how KV moves to and from kvcommd (kDeviceIpc: a CUDA model on kvcommd's GPU,
+  // bf16; plans are read and segments put through its arena).
   SegmentReuse(client::Client& client, const runtime::Model& model, DType dtype, Mode mode,
                std::vector<int32_t> base_prefix = {},
                client::Delivery delivery = client::Delivery::kFrames);

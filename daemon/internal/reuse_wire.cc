@@ -132,15 +132,15 @@ void FillPlanResult(proto::PlanResult::Builder out, std::vector<SegmentPlanOutpu
     payload_out.push_back(wire::BlobFrame(p.kv.kv));
     ++next;
   }
-  if (leases != nullptr) {
-    auto arena = out.initArena();
-    const std::string& handle = leases->ipc_handle();
-    arena.setIpcHandle(
-        kj::arrayPtr(reinterpret_cast<const kj::byte*>(handle.data()), handle.size()));
-    arena.setArenaId(leases->arena_id());
-    arena.setDeviceUuid(leases->device_uuid());
-    arena.setBytes(leases->capacity());
-  }
+  if (leases != nullptr) FillArena(out.initArena(), *leases);
+}
+
+void FillArena(proto::DeviceArena::Builder out, const DeviceLeases& leases) {
+  const std::string& handle = leases.ipc_handle();
+  out.setIpcHandle(kj::arrayPtr(reinterpret_cast<const kj::byte*>(handle.data()), handle.size()));
+  out.setArenaId(leases.arena_id());
+  out.setDeviceUuid(leases.device_uuid());
+  out.setBytes(leases.capacity());
 }
 
 void FillAnchorListing(proto::AnchorListing::Builder out, const std::vector<SlotListing>& slots) {

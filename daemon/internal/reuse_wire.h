@@ -17,6 +17,7 @@ Result<ActualInput> ReadActualInput(proto::ReportActual::Reader report,
 // `leases`: set for device delivery (the reply then names the arena).
 void FillPlanResult(proto::PlanResult::Builder out, std::vector<SegmentPlanOutput>& plans,
                     const DeviceLeases* leases, std::vector<zmq::message_t>& payload_out);
+void FillArena(proto::DeviceArena::Builder out, const DeviceLeases& leases);
 void FillAnchorListing(proto::AnchorListing::Builder out, const std::vector<SlotListing>& slots);
 void FillReuseCounters(capnp::List<proto::ReuseCounter>::Builder out,
                        const std::vector<ReuseCounter>& counters);

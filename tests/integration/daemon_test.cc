@@ -71,6 +71,22 @@ TEST_F(DaemonTest, PutGetLookupListRemoveRoundTrip) {
   EXPECT_TRUE(counted_not_found);
 }
 
+TEST_F(DaemonTest, PuttingFromDeviceMemoryNeedsALeaseArena) {
+  auto client = Connect();
+  ASSERT_NE(client, nullptr);
+  auto put = MakePut(8, 2);
+  bool wrote = false;
+  auto refused = client->PutOnDevice(put, [&](std::byte*) {
+    wrote = true;
+    return Status::Ok();
+  });
+  EXPECT_EQ(refused.status().code(), ErrorCode::kUnavailable);
+  EXPECT_NE(refused.status().message().find("ipc.arena"), std::string::npos)
+      << refused.status().ToString();
+  EXPECT_FALSE(wrote);
+  EXPECT_TRUE(client->Put(put).ok());  // frames still work
+}
+
 TEST_F(DaemonTest, ManyConcurrentClientsPutAndGetVerifiedBytes) {
   constexpr int kClients = 8, kPerClient = 40;
   std::atomic<int> failures{0};

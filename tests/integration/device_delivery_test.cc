@@ -131,5 +131,50 @@ TEST_F(DeviceDeliveryTest, SegmentsThatCannotBeServedInPlaceGetATypedError) {
   EXPECT_TRUE(client_->Ping().ok());
 }
 
+TEST_F(DeviceDeliveryTest, SegmentsArePutFromDeviceMemoryThroughALease) {
+  const std::vector<int32_t> tokens = {25, 26, 27, 28};
+  const auto reference = RandomSegment(tokens, DType::kBF16);
+  const uint64_t bytes = reference.layout.PayloadBytes();
+  auto source = kernels::DeviceBuffer::Allocate(bytes);
+  ASSERT_TRUE(source.ok());
+  ASSERT_TRUE(kernels::CopyHostToDevice(source->data(), reference.payload.data(), bytes).ok());
+  client::PutRequest put = reference;
+  put.payload = Blob();  // the bytes go through the arena, not the socket
+  std::byte* written_at = nullptr;
+  auto info = client_->PutOnDevice(put, [&](std::byte* device) {
+    written_at = device;
+    return kernels::CopyDeviceToDevice(device, source->data(), bytes);
+  });
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  ASSERT_NE(written_at, nullptr);
+  EXPECT_TRUE(kernels::IsDeviceMemory(written_at));
+  EXPECT_EQ(info->checksum, Checksum64(reference.payload.span()));
+  EXPECT_EQ(info->payload_bytes, bytes);
+  // Read back over the socket: the very bytes written on the GPU, checksum verified on arrival.
+  auto back = client_->Get(info->context_key);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_EQ(back->payload.size(), bytes);
+  EXPECT_EQ(std::memcmp(back->payload.data(), reference.payload.data(), bytes), 0);
+  EXPECT_EQ(back->token_ids, tokens);
+
+  // A writer that fails gets its error back and the lease is not left held: more failed puts
+  // of half the 16 MiB arena than it holds, then one that fits.
+  client::PutRequest half;
+  half.layout = {kLayers, kHeads, 32 * 1024, kDim, DType::kBF16};  // 8 MiB
+  ASSERT_EQ(half.layout.PayloadBytes(), 8u << 20);
+  for (int i = 0; i < 3; ++i) {
+    auto failed = client_->PutOnDevice(
+        half, [](std::byte*) { return Error(ErrorCode::kInternal, "the writer broke"); });
+    ASSERT_FALSE(failed.ok());
+    EXPECT_NE(failed.status().message().find("the writer broke"), std::string::npos);
+  }
+  const std::vector<std::byte> zeros(half.layout.PayloadBytes());
+  auto placed = client_->PutOnDevice(half, [&](std::byte* device) {
+    return kernels::CopyHostToDevice(device, zeros.data(), zeros.size());
+  });
+  EXPECT_TRUE(placed.ok()) << placed.status().ToString();
+  EXPECT_TRUE(client_->Ping().ok());
+}
+
 }  // namespace
 }  // namespace kvcomm

@@ -94,9 +94,10 @@ TEST_F(HostileInputTest, WrongProtocolVersionIsRefused) {
 TEST_F(HostileInputTest, TruncatedFramesAndShapeByteMismatchesAreRefused) {
   ASSERT_EQ(SendRaw(HelloFrames(proto::PROTOCOL_VERSION)), ErrorCode::kOk);
   auto put = MakePut(32, 7);
-  auto put_frames = [&](uint32_t claimed_tokens, size_t payload_bytes) {
+  auto put_frames = [&](uint32_t claimed_tokens, size_t payload_bytes, uint64_t lease = 0) {
     capnp::MallocMessageBuilder message;
     auto p = message.initRoot<proto::Request>().initPut();
+    p.setLease(lease);
     KvLayout layout = put.layout;
     layout.tokens = claimed_tokens;
     wire::WriteShape(p.initShape(), layout);
@@ -119,6 +120,11 @@ TEST_F(HostileInputTest, TruncatedFramesAndShapeByteMismatchesAreRefused) {
   auto code = SendRaw(std::move(frames));
   ASSERT_TRUE(code.has_value());
   EXPECT_EQ(*code, ErrorCode::kMalformedMessage);
+  // A payload said to be in a lease comes without a frame, and needs kvcommd's arena.
+  EXPECT_EQ(SendRaw(put_frames(32, put.payload.size(), 77)), ErrorCode::kInvalidArgument);
+  frames = put_frames(32, put.payload.size(), 77);
+  frames.pop_back();
+  EXPECT_EQ(SendRaw(std::move(frames)), ErrorCode::kUnavailable);
   EXPECT_EQ(SendRaw(put_frames(32, put.payload.size())),
             ErrorCode::kOk);  // the honest version works
   ExpectGoodClientServed(2);
