@@ -61,10 +61,11 @@ double Seconds(Clock::time_point since) {
 // kvcommd in a child process, stopped (SIGTERM) when this goes away.
 class Daemon {
  public:
-  Daemon(const std::string& binary, const std::filesystem::path& dir, const std::string& toml) {
+  Daemon(const std::string& binary, const std::filesystem::path& dir, const std::string& toml,
+         const std::string& log_level) {
     const auto config = dir / "kvcommd.toml";
     std::ofstream(config) << toml;
-    std::vector<std::string> args = {binary, "--config", config.string(), "--log-level", "warn"};
+    std::vector<std::string> args = {binary, "--config", config.string(), "--log-level", log_level};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -296,7 +297,7 @@ int main(int argc, char** argv) {
   CLI::App app{"daemon_pipeline_bench: TTFT of fully connected agents through kvcommd"};
   std::string device = "cuda", shape = "llama3-8b", delivery_name = "device";
   std::string kvcommd = (std::filesystem::path(argv[0]).parent_path() / "kvcommd").string();
-  std::string gpu_capacity = "32GiB", arena = "4GiB";
+  std::string gpu_capacity = "32GiB", arena = "4GiB", kvcommd_log_level = "warn";
   Options o;
   app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--delivery", delivery_name,
@@ -306,6 +307,9 @@ int main(int argc, char** argv) {
   app.add_option("--kvcommd", kvcommd, "the kvcommd binary")->check(CLI::ExistingFile);
   app.add_option("--gpu-capacity", gpu_capacity, "kvcommd's GPU tier");
   app.add_option("--ipc-arena", arena, "kvcommd's lease arena");
+  app.add_option("--kvcommd-log-level", kvcommd_log_level,
+                 "kvcommd's log level (debug: the time of each put and plan step)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   app.add_option("--agents", o.agents, "agents, all reading each other")->check(CLI::Range(2, 16));
   app.add_option("--rounds", o.rounds, "rounds (replies are read from round 2 on)")
       ->check(CLI::Range(1, 8));
@@ -336,7 +340,7 @@ int main(int argc, char** argv) {
       "[anchors]\nentropy_threshold = 1.0\nmax_relative_distance = 0.0\n",
       endpoint, cuda ? gpu_capacity : "0");
   if (cuda) toml += fmt::format("[ipc]\narena = \"{}\"\nlease_ttl_ms = 60000\n", arena);
-  Daemon daemon(kvcommd, dir, toml);
+  Daemon daemon(kvcommd, dir, toml, kvcommd_log_level);
 
   const ModelConfig config = bench::Shape(shape);
   const auto load_start = Clock::now();

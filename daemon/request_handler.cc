@@ -5,6 +5,9 @@
 #include <kj/exception.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+#include <mutex>
+
 #include "daemon/internal/compress_wire.h"
 #include "daemon/internal/convert.h"
 #include "daemon/internal/reuse_wire.h"
@@ -154,42 +157,40 @@ class RequestDispatch {
           from_lease ? "no" : "one", from_lease ? "s (its payload is in a lease)" : "",
           tensors.size(), call.frames.size() - 1);
     }
-    Blob payload;
+    const auto start = std::chrono::steady_clock::now();
     if (from_lease) {
       KVCOMM_RETURN_IF_ERROR(wire::CheckKvTensorShape(tensors[0], layout, layout.PayloadBytes()));
-      KVCOMM_ASSIGN_OR_RETURN(payload, TakeLeasedPayload(put.getLease(), layout));
     } else {
       const zmq::message_t& frame = call.frames[1];
       std::span<const std::byte> bytes(static_cast<const std::byte*>(frame.data()), frame.size());
       KVCOMM_RETURN_IF_ERROR(wire::CheckKvTensor(tensors[0], layout, bytes));
-      // The frame becomes the stored payload without a copy.
-      payload = wire::FrameToBlob(std::move(call.frames[1]));
     }
-
     kvstore::SegmentMeta meta;
     meta.fingerprint = *session.model;
     meta.name_space = session.name_space;
     meta.layout = layout;
-    meta.payload_bytes = payload.size();
-    meta.checksum = from_lease ? Checksum64(payload.span()) : tensors[0].getChecksum();
+    meta.payload_bytes = layout.PayloadBytes();
     meta.first_position = put.getFirstPosition();
     meta.prefix_hash = ReadKey(put.getPrefixHash());
     KVCOMM_ASSIGN_OR_RETURN(meta.token_ids,
                             wire::ReadTokenList(put.getTokenIds(), layout.tokens, "tokenIds"));
     KVCOMM_ASSIGN_OR_RETURN(meta.positions,
                             wire::ReadTokenList(put.getPositions(), layout.tokens, "positions"));
-    if (meta.token_ids.empty()) {
-      meta.context_key = ComputeContextKeyFromPayload(meta.fingerprint, meta.name_space,
-                                                      meta.prefix_hash, meta.checksum);
-      meta.content_key =
-          ComputeContentKeyFromPayload(meta.fingerprint, meta.name_space, meta.checksum);
+    Result<kvstore::SegmentMeta> put_result = Error(ErrorCode::kInternal, "not stored");
+    if (from_lease) {
+      put_result = PutFromLease(std::move(meta), put.getLease(), ScopeOf(session));
     } else {
-      meta.context_key =
-          ComputeContextKey(meta.fingerprint, meta.name_space, meta.prefix_hash, meta.token_ids);
-      meta.content_key = ComputeContentKey(meta.fingerprint, meta.name_space, meta.token_ids);
+      meta.checksum = tensors[0].getChecksum();
+      SetKeys(meta);
+      // The frame becomes the stored payload without a copy.
+      put_result = store_.Put(std::move(meta), wire::FrameToBlob(std::move(call.frames[1])));
     }
-
-    KVCOMM_ASSIGN_OR_RETURN(auto stored, store_.Put(std::move(meta), std::move(payload)));
+    KVCOMM_ASSIGN_OR_RETURN(auto stored, std::move(put_result));
+    spdlog::debug(
+        "put of {} bytes {}: {:.1f} ms", stored.payload_bytes,
+        from_lease ? "from a lease" : "in a frame",
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count());
     auto where =
         store_.Lookup({{stored.context_key, kvstore::KeyKind::kContext}}, ScopeOf(session));
     FillSegmentInfo(call.reply.initPut().initInfo(), stored, where[0].tier);
@@ -312,24 +313,52 @@ class RequestDispatch {
     return Status::Ok();
   }
 
-  // A lease's bytes, copied out of the arena; the lease is released.
-  Result<Blob> TakeLeasedPayload(uint64_t id, const KvLayout& layout) {
+  static void SetKeys(kvstore::SegmentMeta& meta) {
+    if (meta.token_ids.empty()) {
+      meta.context_key = ComputeContextKeyFromPayload(meta.fingerprint, meta.name_space,
+                                                      meta.prefix_hash, meta.checksum);
+      meta.content_key =
+          ComputeContentKeyFromPayload(meta.fingerprint, meta.name_space, meta.checksum);
+    } else {
+      meta.context_key =
+          ComputeContextKey(meta.fingerprint, meta.name_space, meta.prefix_hash, meta.token_ids);
+      meta.content_key = ComputeContentKey(meta.fingerprint, meta.name_space, meta.token_ids);
+    }
+  }
+
+  // Stores a payload a worker wrote into lease `id`: the GPU tier copies it within the GPU; the
+  // checksum is computed from one copy into pinned staging memory (also what lower tiers get).
+  // The lease is released.
+  Result<kvstore::SegmentMeta> PutFromLease(kvstore::SegmentMeta meta, uint64_t id,
+                                            const kvstore::Scope& scope) {
     DeviceLeases* leases = anchors_.leases();
     if (leases == nullptr)
       return Error(ErrorCode::kUnavailable, "kvcommd has no lease arena (ipc.arena is 0)");
     KVCOMM_ASSIGN_OR_RETURN(auto lease, leases->Find(id));
-    if (lease.bytes != layout.PayloadBytes()) {
+    if (lease.bytes != meta.payload_bytes) {
       return InvalidArgument("lease {} holds {} bytes, layout {} needs {}", id, lease.bytes,
-                             layout.ToString(), layout.PayloadBytes());
+                             meta.layout.ToString(), meta.payload_bytes);
     }
-    std::shared_ptr<std::byte[]> bytes = std::make_shared_for_overwrite<std::byte[]>(lease.bytes);
-    KVCOMM_RETURN_IF_ERROR(kernels::CopyDeviceToHost(bytes.get(), lease.data, lease.bytes));
-    // Expired while it was copied: the arena may have lent its bytes to someone else.
-    if (!leases->Release(id).ok())
+    std::lock_guard lock(staging_mutex_);
+    if (staging_.size() < lease.bytes) {
+      staging_ = {};
+      KVCOMM_ASSIGN_OR_RETURN(staging_, kernels::PinnedHostBuffer::Allocate(lease.bytes));
+    }
+    KVCOMM_RETURN_IF_ERROR(kernels::CopyDeviceToHost(staging_.data(), lease.data, lease.bytes));
+    const std::span<const std::byte> bytes(staging_.data(), lease.bytes);
+    meta.checksum = Checksum64(bytes);
+    SetKeys(meta);
+    const SegmentKey key = meta.context_key;
+    auto stored = store_.PutFromDevice(std::move(meta), lease.data, [&]() -> Result<Blob> {
+      return Blob::FromVector(std::vector<std::byte>(bytes.begin(), bytes.end()));
+    });
+    // Expired meanwhile: the arena may have lent its bytes to someone else while they were read.
+    if (!leases->Release(id).ok()) {
+      if (stored.ok()) (void)store_.Delete(key, scope);
       return Error(ErrorCode::kDeadlineExceeded,
                    "lease {} expired before its segment was put (raise ipc.lease_ttl_ms)", id);
-    const std::byte* data = bytes.get();
-    return Blob(data, lease.bytes, std::move(bytes));
+    }
+    return stored;
   }
 
   Status ReserveLease(Call& call) {
@@ -398,6 +427,9 @@ class RequestDispatch {
   SessionTable& sessions_;
   DaemonCounters& counters_;
   const ServerConfig& config_;
+  // Puts from leases are copied through here once (pinned: at full bus speed), one at a time.
+  std::mutex staging_mutex_;
+  kernels::PinnedHostBuffer staging_;
 };
 
 std::vector<zmq::message_t> RequestHandler::Handle(std::string_view routing_id,

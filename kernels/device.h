@@ -36,6 +36,26 @@ class DeviceBuffer {
   size_t size_ = 0;
 };
 
+// Owns page-locked host memory (cudaMallocHost): copies between it and the device run at full
+// bus speed. Move-only.
+class PinnedHostBuffer {
+ public:
+  static Result<PinnedHostBuffer> Allocate(size_t bytes);
+  PinnedHostBuffer() = default;
+  PinnedHostBuffer(PinnedHostBuffer&&) noexcept = default;
+  PinnedHostBuffer& operator=(PinnedHostBuffer&&) noexcept = default;
+
+  std::byte* data() const { return static_cast<std::byte*>(ptr_.get()); }
+  size_t size() const { return size_; }
+
+ private:
+  struct Free {
+    void operator()(void* p) const;
+  };
+  std::unique_ptr<void, Free> ptr_;
+  size_t size_ = 0;
+};
+
 // The current device's UUID as 32 hex digits: two processes share a GPU when theirs match.
 Result<std::string> CudaDeviceUuid();
 

@@ -24,21 +24,31 @@ bool GpuTier::CanFit(uint64_t bytes) const {
 }
 
 Status GpuTier::Put(const SegmentMeta& meta, const Blob& payload) {
+  return Place(meta, payload.size(), [&](std::byte* block) {
+    return kernels::CopyHostToDevice(block, payload.data(), payload.size());
+  });
+}
+
+Status GpuTier::PutFromDevice(const SegmentMeta& meta, const std::byte* device, uint64_t bytes) {
+  return Place(meta, bytes,
+               [&](std::byte* block) { return kernels::CopyDeviceToDevice(block, device, bytes); });
+}
+
+Status GpuTier::Place(const SegmentMeta& meta, uint64_t bytes,
+                      const std::function<Status(std::byte*)>& fill) {
   assert(!index_.Contains(meta.context_key));
   std::optional<uint64_t> offset;
   {
     std::lock_guard lock(arena_->mutex);
-    offset = arena_->allocator.Allocate(payload.size());
+    offset = arena_->allocator.Allocate(bytes);
   }
   if (!offset) {
-    return Error(ErrorCode::kResourceExhausted, "GPU arena has no free block of {} bytes",
-                 payload.size());
+    return Error(ErrorCode::kResourceExhausted, "GPU arena has no free block of {} bytes", bytes);
   }
-  auto block = std::make_shared<Block>(arena_, *offset, payload.size());
-  KVCOMM_RETURN_IF_ERROR(kernels::CopyHostToDevice(const_cast<std::byte*>(block->data()),
-                                                   payload.data(), payload.size()));
+  auto block = std::make_shared<Block>(arena_, *offset, bytes);
+  KVCOMM_RETURN_IF_ERROR(fill(const_cast<std::byte*>(block->data())));
   index_.Insert(meta.context_key, std::move(block));
-  used_ += payload.size();
+  used_ += bytes;
   return Status::Ok();
 }
 

@@ -4,6 +4,7 @@
 // or with no device, Create() reports kUnavailable and the store runs without a GPU tier.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <mutex>
 
@@ -44,6 +45,8 @@ class GpuTier final : public StorageTier {
   bool Contains(const SegmentKey& key) const override { return index_.Contains(key); }
   bool CanFit(uint64_t bytes) const override;
   Status Put(const SegmentMeta& meta, const Blob& payload) override;
+  // The same from `bytes` of device memory (copied within the GPU).
+  Status PutFromDevice(const SegmentMeta& meta, const std::byte* device, uint64_t bytes);
   Result<Blob> Read(const SegmentKey& key) override;
   Status Erase(const SegmentKey& key) override;
   std::optional<SegmentKey> Coldest() const override { return index_.Coldest(); }
@@ -65,6 +68,9 @@ class GpuTier final : public StorageTier {
     const std::byte* data() const { return arena->memory.data() + offset; }
   };
   explicit GpuTier(std::shared_ptr<Arena> arena) : arena_(std::move(arena)) {}
+  // Allocates a block of `bytes`, has `fill` write it and indexes it under meta's key.
+  Status Place(const SegmentMeta& meta, uint64_t bytes,
+               const std::function<Status(std::byte*)>& fill);
 
   std::shared_ptr<Arena> arena_;
   uint64_t used_ = 0;  // payload bytes of the stored segments, not rounded

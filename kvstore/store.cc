@@ -113,6 +113,7 @@ void TieredStore::Demote(size_t tier, const SegmentKey& key) {
   if (!erased.ok()) spdlog::error("erase of {} failed: {}", key.ToHex(), erased.ToString());
   if (kept_below) {
     ++totals_.demotions;
+    spdlog::debug("demoted {} from the {} tier", key.ToHex(), TierName(tiers_[tier]->kind()));
   } else if (HighestTierHolding(key) < 0) {
     ++totals_.evictions;
     DropEntry(key);
@@ -154,9 +155,24 @@ bool TieredStore::PlaceInMemoryTiers(const SegmentMeta& meta, const Blob& payloa
 
 Result<SegmentMeta> TieredStore::Put(SegmentMeta meta, Blob payload) {
   assert(meta.payload_bytes == payload.size());
+  return Place(std::move(meta), nullptr, [&]() -> Result<Blob> { return payload; });
+}
+
+Result<SegmentMeta> TieredStore::PutFromDevice(SegmentMeta meta, const std::byte* device,
+                                               const std::function<Result<Blob>()>& host_copy) {
+  {
+    std::lock_guard lock(mu_);
+    if (tiers_.front()->kind() != TierKind::kGpu)
+      return Error(ErrorCode::kUnavailable, "a put from device memory needs a GPU tier");
+  }
+  return Place(std::move(meta), device, host_copy);
+}
+
+Result<SegmentMeta> TieredStore::Place(SegmentMeta meta, const std::byte* device,
+                                       const std::function<Result<Blob>()>& host_copy) {
   std::lock_guard lock(mu_);
   const SegmentKey key = meta.context_key;
-  const uint64_t bytes = payload.size();
+  const uint64_t bytes = meta.payload_bytes;
   bool any_fits = false;
   for (const auto& tier : tiers_) any_fits = any_fits || Fits(*tier, bytes);
   if (!any_fits) {
@@ -175,21 +191,39 @@ Result<SegmentMeta> TieredStore::Put(SegmentMeta meta, Blob payload) {
     }
     RemoveEverywhere(key);
   }
+  std::optional<Blob> host;  // made once, when a tier needs host bytes
+  auto host_bytes = [&]() -> Result<Blob> {
+    if (!host) {
+      KVCOMM_ASSIGN_OR_RETURN(host, host_copy());
+    }
+    return *host;
+  };
 
   meta.created_unix_ms = meta.last_access_unix_ms = NowUnixMs();
   meta.access_count = 0;
   entries_[key] = meta;
   by_content_[meta.content_key].push_back(key);
   if (disk_ != nullptr) {
-    Status written = MakeRoom(tiers_.size() - 1, bytes)
-                         ? disk_->Put(meta, payload)
+    auto payload = host_bytes();
+    Status written = !payload.ok() ? payload.status()
+                     : MakeRoom(tiers_.size() - 1, bytes)
+                         ? disk_->Put(meta, *payload)
                          : Error(ErrorCode::kResourceExhausted, "disk tier cannot make room");
     if (!written.ok()) {
       DropEntry(key);
       return written;
     }
   }
-  bool in_memory = PlaceInMemoryTiers(meta, payload, tiers_.size());
+  bool in_memory = device != nullptr && MakeRoom(0, bytes) &&
+                   static_cast<GpuTier&>(*tiers_.front()).PutFromDevice(meta, device, bytes).ok();
+  if (!in_memory) {
+    auto payload = host_bytes();
+    if (!payload.ok()) {
+      RemoveEverywhere(key);
+      return payload.status();
+    }
+    in_memory = PlaceInMemoryTiers(meta, *payload, tiers_.size());
+  }
   if (HighestTierHolding(key) < 0) {
     DropEntry(key);
     return Error(ErrorCode::kResourceExhausted, "no tier could make room for a segment of {} bytes",

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -103,6 +104,12 @@ class TieredStore {
   // same payload again is a no-op that keeps the stored copy and its access history. Returns the
   // stored metadata.
   Result<SegmentMeta> Put(SegmentMeta meta, Blob payload);
+  // The same for a payload of meta.payload_bytes at `device` (device memory on the GPU tier's
+  // device; meta.checksum already set): the GPU tier copies it within the GPU, and `host_copy`
+  // is called (at most once) only if another tier needs the bytes (persistence, or no room on
+  // the GPU). kUnavailable without a GPU tier.
+  Result<SegmentMeta> PutFromDevice(SegmentMeta meta, const std::byte* device,
+                                    const std::function<Result<Blob>()>& host_copy);
   Result<Segment> Get(const SegmentKey& key, KeyKind kind, const Scope& scope);
   // The same, promoted into the GPU tier (if it is not there yet) and not copied out of it.
   // kUnavailable without a GPU tier; kResourceExhausted if it cannot be placed there.
@@ -147,6 +154,9 @@ class TieredStore {
   const SegmentMeta* RecordAccess(const SegmentKey& key);
   const SegmentMeta* Resolve(const SegmentKey& key, KeyKind kind, const Scope& scope,
                              Status* error) const;
+  // Put's work: with `device`, the GPU tier copies from there; host bytes come from host_copy.
+  Result<SegmentMeta> Place(SegmentMeta meta, const std::byte* device,
+                            const std::function<Result<Blob>()>& host_copy);
   bool MakeRoom(size_t tier, uint64_t bytes);
   void Demote(size_t tier, const SegmentKey& key);
   bool PlaceInMemoryTiers(const SegmentMeta& meta, const Blob& payload, size_t below);

@@ -16,6 +16,8 @@ bool CudaAvailable() { return false; }
 std::string CudaDeviceDescription() { return "no CUDA backend in this build"; }
 void DeviceBuffer::Free::operator()(void*) const {}
 Result<DeviceBuffer> DeviceBuffer::Allocate(size_t) { return NoCuda(); }
+void PinnedHostBuffer::Free::operator()(void*) const {}
+Result<PinnedHostBuffer> PinnedHostBuffer::Allocate(size_t) { return NoCuda(); }
 Status CopyHostToDevice(void*, const void*, size_t) { return NoCuda(); }
 Status CopyDeviceToHost(void*, const void*, size_t) { return NoCuda(); }
 Status CopyDeviceToDevice(void*, const void*, size_t) { return NoCuda(); }

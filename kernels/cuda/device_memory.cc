@@ -39,6 +39,22 @@ Result<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes) {
   return buffer;
 }
 
+void PinnedHostBuffer::Free::operator()(void* p) const { cudaFreeHost(p); }
+
+Result<PinnedHostBuffer> PinnedHostBuffer::Allocate(size_t bytes) {
+  void* p = nullptr;
+  cudaError_t err = cudaMallocHost(&p, bytes);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return Error(ErrorCode::kResourceExhausted, "cudaMallocHost of {} bytes failed: {}", bytes,
+                 cudaGetErrorString(err));
+  }
+  PinnedHostBuffer buffer;
+  buffer.ptr_.reset(p);
+  buffer.size_ = bytes;
+  return buffer;
+}
+
 Status CopyHostToDevice(void* device_dst, const void* host_src, size_t bytes) {
   KVCOMM_CUDA_RETURN_IF_ERROR(cudaMemcpy(device_dst, host_src, bytes, cudaMemcpyHostToDevice));
   return Status::Ok();

@@ -117,5 +117,60 @@ TEST(GpuTier, GetOnDeviceServesInPlaceAndKeepsHeldBytesValid) {
   EXPECT_EQ(std::memcmp(back.data(), b.payload.data(), back.size()), 0);
 }
 
+TEST(GpuTier, PutFromDeviceCopiesWithinTheGpuAndGivesLowerTiersHostBytesOnlyWhenNeeded) {
+  auto a = MakeSegment(64, 3), b = MakeSegment(64, 4);
+  Scope scope{"test", std::nullopt};
+  int host_copies = 0;
+  auto host_copy_of = [&](const Blob& payload) {
+    return [&host_copies, payload]() -> Result<Blob> {
+      ++host_copies;
+      return payload;
+    };
+  };
+  StoreOptions options;
+  options.persist = false;
+  options.host_capacity_bytes = 1 << 20;
+  if (!kernels::CudaAvailable()) {
+    auto store = TieredStore::Open(options);
+    ASSERT_TRUE(store.ok());
+    auto refused = (*store)->PutFromDevice(a.meta, a.payload.data(), host_copy_of(a.payload));
+    EXPECT_EQ(refused.status().code(), ErrorCode::kUnavailable);
+    EXPECT_EQ(host_copies, 0);
+    GTEST_SKIP() << "needs a CUDA GPU for the rest: " << kernels::CudaDeviceDescription();
+  }
+  auto device_a = kernels::DeviceBuffer::Allocate(a.payload.size());
+  auto device_b = kernels::DeviceBuffer::Allocate(b.payload.size());
+  ASSERT_TRUE(device_a.ok() && device_b.ok());
+  ASSERT_TRUE(kernels::CopyHostToDevice(device_a->data(), a.payload.data(), a.payload.size()).ok());
+  ASSERT_TRUE(kernels::CopyHostToDevice(device_b->data(), b.payload.data(), b.payload.size()).ok());
+  options.gpu_capacity_bytes = a.payload.size() + 512;  // one segment
+  auto store = TieredStore::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  ASSERT_TRUE((*store)->PutFromDevice(a.meta, device_a->data(), host_copy_of(a.payload)).ok());
+  EXPECT_EQ(host_copies, 0);  // placed on the GPU from device memory
+  ASSERT_TRUE((*store)->PutFromDevice(b.meta, device_b->data(), host_copy_of(b.payload)).ok());
+  EXPECT_EQ(host_copies, 0);  // a was demoted from the GPU tier's own bytes
+  // What the GPU tier holds and what went down are copies of the payloads: overwriting the
+  // sources changes nothing.
+  const std::vector<std::byte> zeros(a.payload.size());
+  ASSERT_TRUE(kernels::CopyHostToDevice(device_a->data(), zeros.data(), zeros.size()).ok());
+  ASSERT_TRUE(kernels::CopyHostToDevice(device_b->data(), zeros.data(), zeros.size()).ok());
+  for (const auto* s : {&a, &b}) {
+    auto got = (*store)->Get(s->meta.context_key, KeyKind::kContext, scope);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    ASSERT_EQ(got->payload.size(), s->payload.size());
+    EXPECT_EQ(std::memcmp(got->payload.data(), s->payload.data(), s->payload.size()), 0);
+  }
+  // Too large for the GPU tier: the host tier gets the host copy, made once.
+  auto big = MakeSegment(256, 5);
+  auto device_big = kernels::DeviceBuffer::Allocate(big.payload.size());
+  ASSERT_TRUE(device_big.ok());
+  ASSERT_TRUE(
+      (*store)->PutFromDevice(big.meta, device_big->data(), host_copy_of(big.payload)).ok());
+  EXPECT_EQ(host_copies, 1);
+  auto where = (*store)->Lookup({{big.meta.context_key, KeyKind::kContext}}, scope);
+  EXPECT_EQ(where[0].tier, TierKind::kHost);
+}
+
 }  // namespace
 }  // namespace kvcomm::kvstore
