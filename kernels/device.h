@@ -17,13 +17,17 @@ bool CudaAvailable();
 // "NVIDIA H100 80GB HBM3 (sm_90, 79 GiB)" or why there is none.
 std::string CudaDeviceDescription();
 
-// Owns one device allocation (cudaMalloc); freed in the destructor. Move-only.
-class DeviceBuffer {
+// Owns one allocation, freed in the destructor. Move-only. kDevice: device memory (cudaMalloc);
+// kPinnedHost: page-locked host memory (cudaMallocHost), which copies to and from the device
+// at full bus speed.
+enum class MemoryKind { kDevice, kPinnedHost };
+template <MemoryKind kKind>
+class Allocation {
  public:
-  static Result<DeviceBuffer> Allocate(size_t bytes);
-  DeviceBuffer() = default;
-  DeviceBuffer(DeviceBuffer&&) noexcept = default;
-  DeviceBuffer& operator=(DeviceBuffer&&) noexcept = default;
+  static Result<Allocation> Allocate(size_t bytes);
+  Allocation() = default;
+  Allocation(Allocation&&) noexcept = default;
+  Allocation& operator=(Allocation&&) noexcept = default;
 
   std::byte* data() const { return static_cast<std::byte*>(ptr_.get()); }
   size_t size() const { return size_; }
@@ -35,26 +39,8 @@ class DeviceBuffer {
   std::unique_ptr<void, Free> ptr_;
   size_t size_ = 0;
 };
-
-// Owns page-locked host memory (cudaMallocHost): copies between it and the device run at full
-// bus speed. Move-only.
-class PinnedHostBuffer {
- public:
-  static Result<PinnedHostBuffer> Allocate(size_t bytes);
-  PinnedHostBuffer() = default;
-  PinnedHostBuffer(PinnedHostBuffer&&) noexcept = default;
-  PinnedHostBuffer& operator=(PinnedHostBuffer&&) noexcept = default;
-
-  std::byte* data() const { return static_cast<std::byte*>(ptr_.get()); }
-  size_t size() const { return size_; }
-
- private:
-  struct Free {
-    void operator()(void* p) const;
-  };
-  std::unique_ptr<void, Free> ptr_;
-  size_t size_ = 0;
-};
+using DeviceBuffer = Allocation<MemoryKind::kDevice>;
+using PinnedHostBuffer = Allocation<MemoryKind::kPinnedHost>;
 
 // The current device's UUID as 32 hex digits: two processes share a GPU when theirs match.
 Result<std::string> CudaDeviceUuid();

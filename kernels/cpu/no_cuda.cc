@@ -14,10 +14,18 @@ Status NoCuda() {
 
 bool CudaAvailable() { return false; }
 std::string CudaDeviceDescription() { return "no CUDA backend in this build"; }
+template <>
 void DeviceBuffer::Free::operator()(void*) const {}
-Result<DeviceBuffer> DeviceBuffer::Allocate(size_t) { return NoCuda(); }
+template <>
 void PinnedHostBuffer::Free::operator()(void*) const {}
-Result<PinnedHostBuffer> PinnedHostBuffer::Allocate(size_t) { return NoCuda(); }
+template <>
+Result<DeviceBuffer> DeviceBuffer::Allocate(size_t) {
+  return NoCuda();
+}
+template <>
+Result<PinnedHostBuffer> PinnedHostBuffer::Allocate(size_t) {
+  return NoCuda();
+}
 Status CopyHostToDevice(void*, const void*, size_t) { return NoCuda(); }
 Status CopyDeviceToHost(void*, const void*, size_t) { return NoCuda(); }
 Status CopyDeviceToDevice(void*, const void*, size_t) { return NoCuda(); }

@@ -23,37 +23,33 @@ std::string CudaDeviceDescription() {
                      prop.totalGlobalMem >> 30);
 }
 
-void DeviceBuffer::Free::operator()(void* p) const { cudaFree(p); }
+template <>
+void DeviceBuffer::Free::operator()(void* p) const {
+  cudaFree(p);
+}
+template <>
+void PinnedHostBuffer::Free::operator()(void* p) const {
+  cudaFreeHost(p);
+}
 
-Result<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes) {
+template <MemoryKind kKind>
+Result<Allocation<kKind>> Allocation<kKind>::Allocate(size_t bytes) {
   void* p = nullptr;
-  cudaError_t err = cudaMalloc(&p, bytes);
+  cudaError_t err =
+      kKind == MemoryKind::kDevice ? cudaMalloc(&p, bytes) : cudaMallocHost(&p, bytes);
   if (err != cudaSuccess) {
     cudaGetLastError();  // clear the sticky-free error state of the failed allocation
-    return Error(ErrorCode::kResourceExhausted, "cudaMalloc of {} bytes failed: {}", bytes,
+    return Error(ErrorCode::kResourceExhausted, "{} of {} bytes failed: {}",
+                 kKind == MemoryKind::kDevice ? "cudaMalloc" : "cudaMallocHost", bytes,
                  cudaGetErrorString(err));
   }
-  DeviceBuffer buffer;
+  Allocation buffer;
   buffer.ptr_.reset(p);
   buffer.size_ = bytes;
   return buffer;
 }
-
-void PinnedHostBuffer::Free::operator()(void* p) const { cudaFreeHost(p); }
-
-Result<PinnedHostBuffer> PinnedHostBuffer::Allocate(size_t bytes) {
-  void* p = nullptr;
-  cudaError_t err = cudaMallocHost(&p, bytes);
-  if (err != cudaSuccess) {
-    cudaGetLastError();
-    return Error(ErrorCode::kResourceExhausted, "cudaMallocHost of {} bytes failed: {}", bytes,
-                 cudaGetErrorString(err));
-  }
-  PinnedHostBuffer buffer;
-  buffer.ptr_.reset(p);
-  buffer.size_ = bytes;
-  return buffer;
-}
+template class Allocation<MemoryKind::kDevice>;
+template class Allocation<MemoryKind::kPinnedHost>;
 
 Status CopyHostToDevice(void* device_dst, const void* host_src, size_t bytes) {
   KVCOMM_CUDA_RETURN_IF_ERROR(cudaMemcpy(device_dst, host_src, bytes, cudaMemcpyHostToDevice));
