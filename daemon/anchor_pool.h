@@ -36,6 +36,12 @@ struct AnchorPoolConfig {
   // close; on models/kvcomm-tiny without this limit reuse cost up to 6 accuracy points
   // (bench/RESULTS.md).
   double max_relative_distance = 1.0;
+  // A placeholder that is itself an anchor, asked for by an agent without its own delta for it:
+  // serve it with another agent's delta (its KV as that agent's prompt held it, moved to this
+  // position) instead of having this agent prefill and report too. KVCOMM has every agent
+  // report. On models/kvcomm-tiny it raised reuse where documents are read once per agent
+  // (bench/RESULTS.md) at mixed accuracy, so it is off by default.
+  bool borrow_deltas = false;
   Status Validate() const;
 };
 

@@ -310,16 +310,21 @@ Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
 
   // Which anchors to blend, decided under the slot's lock on copies of the records.
   std::vector<AnchorSlot::Anchor> chosen;
+  std::string delta_agent = agent;  // whose deltas the blend adds
   {
     SlotState& slot = Slot(scope, segment.slot);
     std::lock_guard lock(slot.mutex);
     const auto& anchors = slot.pool.anchors();
     for (size_t i = 0; i < anchors.size(); ++i) {
       if (anchors[i].base != base_key) continue;
-      // This very content is an anchor: its own delta for this agent is the exact correction.
+      // This very content is an anchor: its own delta for this agent is the exact correction;
+      // without one, another agent's is the content's KV in that agent's context.
       if (!anchors[i].deltas.contains(agent)) {
-        plan.report_actual = true;
-        return plan;
+        if (!config_.borrow_deltas || anchors[i].deltas.empty()) {
+          plan.report_actual = true;
+          return plan;
+        }
+        delta_agent = anchors[i].deltas.begin()->first;
       }
       slot.pool.Credit({i});
       chosen.push_back(anchors[i]);
@@ -371,8 +376,8 @@ Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
   const auto start = std::chrono::steady_clock::now();
   std::vector<MathKv> deltas;
   for (const auto& anchor : chosen) {
-    KVCOMM_ASSIGN_OR_RETURN(auto delta,
-                            math.Load(scope, anchor.deltas.at(agent).placeholder, model.geometry));
+    KVCOMM_ASSIGN_OR_RETURN(
+        auto delta, math.Load(scope, anchor.deltas.at(delta_agent).placeholder, model.geometry));
     if (!delta || delta->layout.tokens < tokens) {
       blend.reset();
       return plan;  // a delta left the store: compute instead

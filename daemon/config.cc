@@ -173,6 +173,10 @@ Status DaemonConfig::MergeTomlFile(const std::string& path) {
            : a == "top_p"           ? anchors.top_p
            : a == "temperature"     ? anchors.temperature
                                     : anchors.max_relative_distance) = *d;
+        } else if (a == "borrow_deltas") {
+          const auto* b = anode.as_boolean();  // not value<bool>(): that takes 0 and 1 too
+          if (b == nullptr) return error(name, "must be true or false");
+          anchors.borrow_deltas = b->get();
         } else {
           return error(name, "is not a known setting");
         }

@@ -212,6 +212,34 @@ TEST_F(AnchorServiceTest, AnAnchorsOwnDeltasReproduceItsActualKvAtANewPosition) 
   EXPECT_EQ(created, 1u);
 }
 
+TEST_F(AnchorServiceTest, AnAgentWithoutItsOwnDeltasReportsOrBorrowsAnother) {
+  const auto p = Tokens(50, 4);
+  const KvF32 base = Random(4, 21), actual = Random(4, 22);
+  PutBase(p, base);
+  ASSERT_TRUE(Plan(Prompt("a", 5, p))[1].report_actual);
+  ASSERT_TRUE(Report("a", p, 5, actual, Random(3, 23)).ok());
+  // KVCOMM's rule: agent b computes the anchor's content in its own prompt and reports it.
+  auto reported = Plan(Prompt("b", 8, p));
+  EXPECT_EQ(reported[1].decision, Decision::kPrefill);
+  EXPECT_TRUE(reported[1].report_actual);
+
+  // Borrowing: b gets the content as a's prompt held it, moved to where b has it.
+  config_.borrow_deltas = true;
+  service_ = std::make_unique<AnchorService>(*store_, config_);
+  ASSERT_TRUE(Plan(Prompt("a", 5, p))[1].report_actual);  // a fresh pool: the anchor again
+  ASSERT_TRUE(Report("a", p, 5, actual, Random(3, 23)).ok());
+  auto borrowed = Plan(Prompt("b", 8, p));
+  ASSERT_EQ(borrowed[1].decision, Decision::kRealigned);
+  EXPECT_FALSE(borrowed[1].report_actual);
+  KvF32 expected = Moved(actual, 5, 8);
+  const KvF32 base_moved = Moved(base, 2, 8);
+  const size_t layer0 = Geometry(4).Offset(1, 0, 0, 0) / 4;
+  std::copy_n(base_moved.data.begin(), layer0, expected.data.begin());
+  ExpectNear(borrowed[1].kv.kv.span(), expected);
+  // b has no copy of its own template segment after it: that is computed.
+  EXPECT_EQ(borrowed[2].decision, Decision::kPrefill);
+}
+
 TEST_F(AnchorServiceTest, ANewPlaceholderIsBaseMovedPlusTheAnchorsDeltas) {
   // Both anchors deviate from their bases by the same delta, so any blend of them is it.
   std::vector<float> delta(Geometry(6).PayloadBytes() / 4);

@@ -38,9 +38,13 @@ host_capacity = "256MiB"
 disk_capacity = 1073741824
 persist = false
 data_dir = "/tmp/kvcomm-test-data"
+[anchors]
+borrow_deltas = true
 )");
   DaemonConfig config = DaemonConfig::Defaults();
+  EXPECT_FALSE(config.anchors.borrow_deltas);
   ASSERT_TRUE(config.MergeTomlFile(path).ok());
+  EXPECT_TRUE(config.anchors.borrow_deltas);
   EXPECT_EQ(config.server.endpoint, "tcp://127.0.0.1:7555");
   EXPECT_EQ(config.server.workers, 2u);
   EXPECT_EQ(config.server.max_request_bytes, 8u << 20);
@@ -73,6 +77,7 @@ TEST(DaemonConfig, BadSettingsAreNamed) {
       {"[store]\ncolour = 1", "store.colour"},
       {"workers = -3", "workers"},
       {"[anchors]\ntop_p = \"most\"", "anchors.top_p"},
+      {"[anchors]\nborrow_deltas = 1", "anchors.borrow_deltas"},
       {"[ipc]\narena = \"big\"", "ipc.arena"},
       {"[ipc]\nlease_ttl_ms = 0", "ipc.lease_ttl_ms"},
       {"[ipc]\nlease = 1", "ipc.lease"},
