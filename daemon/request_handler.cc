@@ -336,23 +336,28 @@ class RequestDispatch {
       return Error(ErrorCode::kUnavailable, "kvcommd has no lease arena (ipc.arena is 0)");
     KVCOMM_ASSIGN_OR_RETURN(auto lease, leases->Find(id));
     if (lease.bytes != meta.payload_bytes) {
+      (void)leases->Release(id);
       return InvalidArgument("lease {} holds {} bytes, layout {} needs {}", id, lease.bytes,
                              meta.layout.ToString(), meta.payload_bytes);
     }
+    SegmentKey key;
     std::lock_guard lock(staging_mutex_);
-    if (staging_.size() < lease.bytes) {
-      staging_ = {};
-      KVCOMM_ASSIGN_OR_RETURN(staging_, kernels::PinnedHostBuffer::Allocate(lease.bytes));
-    }
-    KVCOMM_RETURN_IF_ERROR(kernels::CopyDeviceToHost(staging_.data(), lease.data, lease.bytes));
-    const std::span<const std::byte> bytes(staging_.data(), lease.bytes);
-    meta.checksum = Checksum64(bytes);
-    SetKeys(meta);
-    const SegmentKey key = meta.context_key;
-    auto stored = store_.PutFromDevice(std::move(meta), lease.data, [&]() -> Result<Blob> {
-      return Blob::FromVector(std::vector<std::byte>(bytes.begin(), bytes.end()));
-    });
-    // Expired meanwhile: the arena may have lent its bytes to someone else while they were read.
+    auto stored = [&]() -> Result<kvstore::SegmentMeta> {
+      if (staging_.size() < lease.bytes) {
+        staging_ = {};
+        KVCOMM_ASSIGN_OR_RETURN(staging_, kernels::PinnedHostBuffer::Allocate(lease.bytes));
+      }
+      KVCOMM_RETURN_IF_ERROR(kernels::CopyDeviceToHost(staging_.data(), lease.data, lease.bytes));
+      const std::span<const std::byte> bytes(staging_.data(), lease.bytes);
+      meta.checksum = Checksum64(bytes);
+      SetKeys(meta);
+      key = meta.context_key;
+      return store_.PutFromDevice(std::move(meta), lease.data, [&]() -> Result<Blob> {
+        return Blob::FromVector(std::vector<std::byte>(bytes.begin(), bytes.end()));
+      });
+    }();
+    // Released on every path. Expired meanwhile: the arena may have lent its bytes to someone
+    // else while they were read, so what was stored from them goes.
     if (!leases->Release(id).ok()) {
       if (stored.ok()) (void)store_.Delete(key, scope);
       return Error(ErrorCode::kDeadlineExceeded,
