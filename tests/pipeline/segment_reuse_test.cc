@@ -10,8 +10,8 @@ namespace {
 std::vector<SegmentSpan> Prompt() {
   const SegmentKind text = SegmentKind::kText, input = SegmentKind::kInput,
                     message = SegmentKind::kMessage;
-  return {{0, 5, text},   {5, 20, input, "in"},    {20, 23, text}, {23, 30, message, "m0"},
-          {30, 33, text}, {33, 40, message, "m1"}, {40, 42, text}};
+  return {{0, 5, text, ""},   {5, 20, input, "in"},    {20, 23, text, ""}, {23, 30, message, "m0"},
+          {30, 33, text, ""}, {33, 40, message, "m1"}, {40, 42, text, ""}};
 }
 
 TEST(TrueContextEnd, NothingReportedNeedsNothingComputed) {
