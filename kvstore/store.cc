@@ -160,17 +160,15 @@ Result<SegmentMeta> TieredStore::Put(SegmentMeta meta, Blob payload) {
 
 Result<SegmentMeta> TieredStore::PutFromDevice(SegmentMeta meta, const std::byte* device,
                                                const std::function<Result<Blob>()>& host_copy) {
-  {
-    std::lock_guard lock(mu_);
-    if (tiers_.front()->kind() != TierKind::kGpu)
-      return Error(ErrorCode::kUnavailable, "a put from device memory needs a GPU tier");
-  }
+  assert(device != nullptr);
   return Place(std::move(meta), device, host_copy);
 }
 
 Result<SegmentMeta> TieredStore::Place(SegmentMeta meta, const std::byte* device,
                                        const std::function<Result<Blob>()>& host_copy) {
   std::lock_guard lock(mu_);
+  if (device != nullptr && tiers_.front()->kind() != TierKind::kGpu)
+    return Error(ErrorCode::kUnavailable, "a put from device memory needs a GPU tier");
   const SegmentKey key = meta.context_key;
   const uint64_t bytes = meta.payload_bytes;
   bool any_fits = false;

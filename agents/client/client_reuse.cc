@@ -28,6 +28,16 @@ Result<const MappedArena*> MapArena(std::unique_ptr<MappedArena>& arena,
   return arena.get();
 }
 
+Result<std::byte*> LeaseAddress(const MappedArena& arena, proto::DeviceLease::Reader lease,
+                                uint64_t bytes, std::string_view what) {
+  if (lease.getBytes() != bytes || lease.getOffset() > arena.bytes ||
+      arena.bytes - lease.getOffset() < bytes)
+    return Error(ErrorCode::kMalformedMessage,
+                 "{}'s lease ({} bytes at {}) does not fit its {} bytes or the arena ({} bytes)",
+                 what, lease.getBytes(), lease.getOffset(), bytes, arena.bytes);
+  return arena.mapping.data() + lease.getOffset();
+}
+
 }  // namespace internal
 
 Result<SegmentInfo> Client::PutOnDevice(const PutRequest& put,
@@ -43,16 +53,11 @@ Result<SegmentInfo> Client::PutOnDevice(const PutRequest& put,
     if (!response.reply().isLeaseReserved()) return Unexpected("ReserveLease");
     auto reserved = response.reply().getLeaseReserved();
     lease = reserved.getLease().getId();
-    const uint64_t offset = reserved.getLease().getOffset();
     KVCOMM_ASSIGN_OR_RETURN(const internal::MappedArena* arena,
                             internal::MapArena(arena_, reserved.getArena()));
-    if (reserved.getLease().getBytes() != bytes || offset > arena->bytes ||
-        arena->bytes - offset < bytes)
-      return Error(ErrorCode::kMalformedMessage,
-                   "kvcommd reserved a lease ({} bytes at {}) that does not fit {} bytes or its "
-                   "arena ({} bytes)",
-                   reserved.getLease().getBytes(), offset, bytes, arena->bytes);
-    return write(arena->mapping.data() + offset);
+    KVCOMM_ASSIGN_OR_RETURN(std::byte * at,
+                            internal::LeaseAddress(*arena, reserved.getLease(), bytes, "the put"));
+    return write(at);
   });
   if (!written.ok()) {
     if (lease != 0) (void)ReleaseLeases({lease});  // not left held until it expires
@@ -135,14 +140,9 @@ Result<std::vector<SegmentPlan>> Client::PlanPrompt(const PlanRequest& plan) {
           KVCOMM_ASSIGN_OR_RETURN(arena, internal::MapArena(arena_, result.getArena()));
         }
         auto lease = segments[i].getLease();
-        if (lease.getBytes() != out[i].layout.PayloadBytes() || lease.getOffset() > arena->bytes ||
-            arena->bytes - lease.getOffset() < lease.getBytes())
-          return Error(ErrorCode::kMalformedMessage,
-                       "segment {}'s lease ({} bytes at {}) does not fit its KV ({}) or the arena "
-                       "({} bytes)",
-                       i, lease.getBytes(), lease.getOffset(), out[i].layout.ToString(),
-                       arena->bytes);
-        out[i].device = arena->mapping.data() + lease.getOffset();
+        KVCOMM_ASSIGN_OR_RETURN(out[i].device,
+                                internal::LeaseAddress(*arena, lease, out[i].layout.PayloadBytes(),
+                                                       fmt::format("segment {}", i)));
         out[i].lease_id = lease.getId();
         continue;
       }

@@ -18,5 +18,9 @@ struct MappedArena {
 // Fails when kvcommd's GPU is not this process's.
 Result<const MappedArena*> MapArena(std::unique_ptr<MappedArena>& arena,
                                     proto::DeviceArena::Reader described);
+// Where a lease kvcommd named lies in this process's mapping; kMalformedMessage unless it holds
+// `bytes` (what `what` needs) inside the arena.
+Result<std::byte*> LeaseAddress(const MappedArena& arena, proto::DeviceLease::Reader lease,
+                                uint64_t bytes, std::string_view what);
 
 }  // namespace kvcomm::client::internal
