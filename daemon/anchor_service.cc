@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <numeric>
@@ -11,33 +12,6 @@
 
 namespace kvcomm::daemon {
 namespace {
-
-constexpr size_t kMaxNameBytes = 256;
-constexpr size_t kMaxSegments = 4096;
-constexpr size_t kMaxBasePrefix = 4096;
-
-Status ValidateName(std::string_view name, std::string_view what) {
-  if (name.empty() || name.size() > kMaxNameBytes)
-    return InvalidArgument("{} must have 1..{} bytes, got {}", what, kMaxNameBytes, name.size());
-  // Printable ASCII: names are identifiers, shown by kvcommctl and kept in JSON records.
-  for (char c : name)
-    if (c < 0x20 || c > 0x7e)
-      return InvalidArgument("{} '{}' has a byte outside printable ASCII", what, name);
-  return Status::Ok();
-}
-
-Status ValidateTokens(const std::vector<int32_t>& tokens, std::string_view what) {
-  if (tokens.empty() || tokens.size() > KvLayout::kMaxTokens)
-    return InvalidArgument("{} must have 1..{} tokens, got {}", what, KvLayout::kMaxTokens,
-                           tokens.size());
-  return Status::Ok();
-}
-
-KvLayout WithTokens(KvLayout layout, size_t tokens, DType dtype) {
-  layout.tokens = static_cast<uint32_t>(tokens);
-  layout.dtype = dtype;
-  return layout;
-}
 
 Hash128 TokensHash(std::span<const int32_t> tokens) {
   Hasher128 h;
@@ -81,64 +55,6 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-Status ReuseModel::Validate() const {
-  KVCOMM_RETURN_IF_ERROR(WithTokens(geometry, 1, geometry.dtype).Validate());
-  if (geometry.head_dim % 2 != 0)
-    return InvalidArgument("head dim must be even for RoPE, got {}", geometry.head_dim);
-  if (inv_freq.size() != geometry.head_dim / 2) {
-    return InvalidArgument("ropeInvFreq has {} entries, head dim {} needs {}", inv_freq.size(),
-                           geometry.head_dim, geometry.head_dim / 2);
-  }
-  for (float f : inv_freq) {
-    if (!std::isfinite(f) || f <= 0)
-      return InvalidArgument("ropeInvFreq entries must be finite and positive, got {}", f);
-  }
-  if (base_prefix.size() > kMaxBasePrefix)
-    return InvalidArgument("basePrefix has {} tokens, at most {}", base_prefix.size(),
-                           kMaxBasePrefix);
-  return Status::Ok();
-}
-
-Status PlanInput::Validate() const {
-  KVCOMM_RETURN_IF_ERROR(ValidateName(agent, "agent name"));
-  KVCOMM_RETURN_IF_ERROR(model.Validate());
-  if (segments.empty() || segments.size() > kMaxSegments)
-    return InvalidArgument("a plan needs 1..{} segments, got {}", kMaxSegments, segments.size());
-  uint64_t total = 0;
-  for (size_t i = 0; i < segments.size(); ++i) {
-    const auto& s = segments[i];
-    KVCOMM_RETURN_IF_ERROR(ValidateTokens(s.tokens, fmt::format("segment {}", i)));
-    if (s.placeholder)
-      KVCOMM_RETURN_IF_ERROR(ValidateName(s.slot, fmt::format("segment {} slot", i)));
-    total += s.tokens.size();
-  }
-  if (total > KvLayout::kMaxTokens)
-    return InvalidArgument("a plan of {} tokens exceeds {}", total, KvLayout::kMaxTokens);
-  return Status::Ok();
-}
-
-Status ActualInput::Validate() const {
-  KVCOMM_RETURN_IF_ERROR(ValidateName(agent, "agent name"));
-  KVCOMM_RETURN_IF_ERROR(ValidateName(slot, "slot"));
-  KVCOMM_RETURN_IF_ERROR(model.Validate());
-  KVCOMM_RETURN_IF_ERROR(ValidateTokens(placeholder_tokens, "placeholderTokens"));
-  if (placeholder_position < 0 || following_position < 0)
-    return InvalidArgument("positions must not be negative");
-  const auto p_layout = WithTokens(model.geometry, placeholder_tokens.size(), model.geometry.dtype);
-  if (placeholder_kv.size() != p_layout.PayloadBytes())
-    return InvalidArgument("placeholder KV has {} bytes, {} needs {}", placeholder_kv.size(),
-                           p_layout.ToString(), p_layout.PayloadBytes());
-  if (following_tokens.empty()) {
-    if (following_kv.size() != 0) return InvalidArgument("following KV without followingTokens");
-    return Status::Ok();
-  }
-  const auto t_layout = WithTokens(model.geometry, following_tokens.size(), model.geometry.dtype);
-  if (following_kv.size() != t_layout.PayloadBytes())
-    return InvalidArgument("following KV has {} bytes, {} needs {}", following_kv.size(),
-                           t_layout.ToString(), t_layout.PayloadBytes());
-  return Status::Ok();
-}
-
 // Per-plan state: where each segment sits, and the statistics the plan adds.
 class AnchorService::PlanContext {
  public:
@@ -158,12 +74,13 @@ class AnchorService::PlanContext {
 };
 
 AnchorService::AnchorService(kvstore::TieredStore& store, AnchorPoolConfig config,
-                             DeviceLeases* leases)
+                             DeviceLeases* leases, ReuseCheckConfig checks)
     : store_(store),
       config_(config),
       device_leases_(leases),
       host_math_(store),
-      device_math_(leases ? std::make_unique<DeviceMath>(store, *leases) : nullptr) {}
+      device_math_(leases ? std::make_unique<DeviceMath>(store, *leases) : nullptr),
+      checks_(checks) {}
 
 AnchorService::~AnchorService() { SaveCredits(); }
 
@@ -219,9 +136,8 @@ void AnchorService::ReleaseAnchor(const kvstore::Scope& scope, const AnchorSlot:
   }
 }
 
-Result<std::vector<SegmentPlanOutput>> AnchorService::Plan(const kvstore::Scope& scope,
-                                                           const PlanInput& input,
-                                                           Delivery delivery) {
+Result<PromptPlanOutput> AnchorService::Plan(const kvstore::Scope& scope, const PlanInput& input,
+                                             Delivery delivery) {
   KVCOMM_RETURN_IF_ERROR(input.Validate());
   const auto start = std::chrono::steady_clock::now();
   ReuseMath* math = &host_math_;
@@ -238,7 +154,8 @@ Result<std::vector<SegmentPlanOutput>> AnchorService::Plan(const kvstore::Scope&
   PlanContext context(scope, input, *math);
   std::vector<SegmentPlanOutput> out;
   std::vector<int32_t> preceding;
-  std::optional<Blend> blend;  // of the placeholder just before, if realigned
+  std::optional<Blend> blend;          // of the placeholder just before, if realigned
+  std::vector<std::string> estimated;  // slots of the realigned placeholders
   // Leases of a plan that fails half way are given back, not left to expire.
   auto release_leases = [&] {
     for (const auto& plan : out)
@@ -260,6 +177,9 @@ Result<std::vector<SegmentPlanOutput>> AnchorService::Plan(const kvstore::Scope&
     } else if (*exact) {
       plan.decision = Decision::kExact;
       plan.kv = std::move(**exact);
+    } else if (segment.placeholder &&
+               !checks_.Estimates({scope.name_space, *scope.model, segment.slot, input.agent})) {
+      counter.tokens_gated += segment.tokens.size();
     } else if (segment.placeholder) {
       auto planned = PlanPlaceholder(context, segment, position, next_blend);
       if (planned.ok()) plan = std::move(*planned);
@@ -284,13 +204,18 @@ Result<std::vector<SegmentPlanOutput>> AnchorService::Plan(const kvstore::Scope&
      : plan.decision == Decision::kRealigned ? counter.tokens_realigned
                                              : counter.tokens_prefill) += segment.tokens.size();
     counter.bytes_moved += plan.kv.bytes();
+    if (segment.placeholder && plan.decision == Decision::kRealigned &&
+        std::find(estimated.begin(), estimated.end(), segment.slot) == estimated.end())
+      estimated.push_back(segment.slot);
     out.push_back(std::move(plan));
     blend = std::move(next_blend);
     preceding.insert(preceding.end(), segment.tokens.begin(), segment.tokens.end());
   }
   context.Counter("").plan_seconds += SecondsSince(start);
   for (const auto& [slot, counter] : context.counters) stats_.Add(counter);
-  return out;
+  const bool check = !estimated.empty() &&
+                     checks_.PlanEstimated(scope.name_space, *scope.model, estimated, input.agent);
+  return PromptPlanOutput{std::move(out), check};
 }
 
 Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
@@ -494,6 +419,22 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
     return Error(ErrorCode::kNotFound, "the placeholder is no longer an anchor of slot '{}'",
                  input.slot);
   }
+  return Status::Ok();
+}
+
+Status AnchorService::ReportCheck(const kvstore::Scope& scope, const CheckInput& input) {
+  KVCOMM_RETURN_IF_ERROR(input.Validate());
+  KVCOMM_RETURN_IF_ERROR(checks_.Record(scope.name_space, *scope.model, input.slots, input.agent,
+                                        input.reply_changed, input.next_token_kl));
+  for (const std::string& slot : input.slots) {
+    ReuseCounter counter{scope.name_space, input.agent, slot};
+    counter.checks = 1;
+    counter.checks_changed = input.reply_changed;
+    stats_.Add(counter);
+  }
+  if (input.reply_changed)
+    spdlog::debug("check of agent '{}': the reply changed ({} slots, KL {:.4f})", input.agent,
+                  input.slots.size(), input.next_token_kl);
   return Status::Ok();
 }
 

@@ -20,11 +20,14 @@
 
 #include "daemon/anchor_kv.h"
 #include "daemon/anchor_pool.h"
+#include "daemon/reuse_checks.h"
 #include "daemon/reuse_math.h"
 #include "daemon/reuse_stats.h"
 #include "kvstore/store.h"
 
 namespace kvcomm::daemon {
+
+inline constexpr size_t kMaxPlanSegments = 4096;
 
 struct ReuseModel {
   KvLayout geometry;  // layers, kv heads, head dim; dtype: what KV is sent back as
@@ -57,6 +60,13 @@ struct SegmentPlanOutput {
   PlannedKv kv;  // exact and realigned
 };
 
+struct PromptPlanOutput {
+  std::vector<SegmentPlanOutput> segments;  // one per input segment
+  // The agent is asked to compute this turn in full as well and send ReportCheck
+  // (reuse_checks.h).
+  bool check_reuse = false;
+};
+
 struct ActualInput {
   std::string agent, slot;
   ReuseModel model;
@@ -69,6 +79,16 @@ struct ActualInput {
   Status Validate() const;
 };
 
+// The outcome of a check kvcommd asked for: the slots the turn used estimated KV for, whether
+// its reply differed from the full prefill's, and the first reply token's KL(full || reuse).
+struct CheckInput {
+  std::string agent;
+  std::vector<std::string> slots;
+  bool reply_changed = false;
+  double next_token_kl = 0;
+  Status Validate() const;
+};
+
 struct SlotListing {
   std::string slot;
   std::vector<AnchorSlot::Anchor> anchors;
@@ -78,7 +98,7 @@ class AnchorService {
  public:
   // `leases`: the IPC arena for device delivery, or nullptr (then only host delivery).
   AnchorService(kvstore::TieredStore& store, AnchorPoolConfig config,
-                DeviceLeases* leases = nullptr);
+                DeviceLeases* leases = nullptr, ReuseCheckConfig checks = {});
   ~AnchorService();  // saves the credits
 
   struct RestoreSummary {
@@ -93,9 +113,11 @@ class AnchorService {
 
   // `scope.model` must be set. One answer per input segment. With device delivery, every
   // exact or realigned segment's KV is in a lease the caller hands on (or releases).
-  Result<std::vector<SegmentPlanOutput>> Plan(const kvstore::Scope& scope, const PlanInput& input,
-                                              Delivery delivery = Delivery::kHost);
+  // A placeholder whose slot checks found to change this agent's replies is prefilled.
+  Result<PromptPlanOutput> Plan(const kvstore::Scope& scope, const PlanInput& input,
+                                Delivery delivery = Delivery::kHost);
   Status ReportActual(const kvstore::Scope& scope, const ActualInput& input);
+  Status ReportCheck(const kvstore::Scope& scope, const CheckInput& input);
   std::vector<SlotListing> List(const kvstore::Scope& scope) const;
   // Writes the pools whose activation counts changed since they were last persisted. Credits
   // alone do not write the record at once (that would put a store write in every plan); they
@@ -147,6 +169,7 @@ class AnchorService {
   HostMath host_math_;
   std::unique_ptr<DeviceMath> device_math_;  // with a lease arena
   ReuseStats stats_;
+  ReuseChecks checks_;
   mutable std::mutex slots_mutex_;
   // (namespace, model, slot) -> pool
   std::map<std::tuple<std::string, Hash128, std::string>, std::unique_ptr<SlotState>> slots_;

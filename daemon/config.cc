@@ -97,6 +97,7 @@ DaemonConfig DaemonConfig::Defaults() {
 Status DaemonConfig::Validate() const {
   KVCOMM_RETURN_IF_ERROR(server.Validate());
   KVCOMM_RETURN_IF_ERROR(anchors.Validate());
+  KVCOMM_RETURN_IF_ERROR(checks.Validate());
   KVCOMM_RETURN_IF_ERROR(ipc.Validate());
   if (ipc.arena_bytes > 0 && store.gpu_capacity_bytes == 0)
     return InvalidArgument("ipc.arena needs a GPU tier: set store.gpu_capacity too");
@@ -177,6 +178,25 @@ Status DaemonConfig::MergeTomlFile(const std::string& path) {
           const auto* b = anode.as_boolean();  // not value<bool>(): that takes 0 and 1 too
           if (b == nullptr) return error(name, "must be true or false");
           anchors.borrow_deltas = b->get();
+        } else {
+          return error(name, "is not a known setting");
+        }
+      }
+    } else if (k == "checks") {
+      const toml::table* t = node.as_table();
+      if (t == nullptr) return error(k, "must be a table");
+      for (const auto& [ckey, cnode] : *t) {
+        std::string_view c = ckey.str();
+        const std::string name = fmt::format("checks.{}", c);
+        if (c == "first" || c == "every") {
+          auto i = cnode.value<int64_t>();
+          if (!i || *i < 0 || *i > 1'000'000)
+            return error(name, "must be an integer in 0..1000000");
+          (c == "first" ? checks.first : checks.every) = static_cast<uint32_t>(*i);
+        } else if (c == "max_changed") {
+          auto d = cnode.value<double>();
+          if (!d || !(*d >= 0 && *d <= 1)) return error(name, "must be a number in [0, 1]");
+          checks.max_changed = *d;
         } else {
           return error(name, "is not a known setting");
         }

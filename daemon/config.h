@@ -8,6 +8,7 @@
 #include "common/status.h"
 #include "daemon/anchor_pool.h"
 #include "daemon/device_leases.h"
+#include "daemon/reuse_checks.h"
 #include "kvstore/store.h"
 
 namespace kvcomm::daemon {
@@ -26,6 +27,7 @@ struct DaemonConfig {
   ServerConfig server;
   kvstore::StoreOptions store;
   AnchorPoolConfig anchors;
+  ReuseCheckConfig checks;
   LeaseConfig ipc;  // device delivery of KV to workers on this GPU
 
   // Defaults: an ipc:// socket in the runtime directory and a data directory in the user's

@@ -93,6 +93,8 @@ class RequestDispatch {
         return ReleaseLeases(call);
       case Request::RESERVE_LEASE:
         return ReserveLease(call);
+      case Request::REPORT_CHECK:
+        return ReportCheck(call);
     }
     return InvalidArgument("unknown request type {}", static_cast<int>(call.request.which()));
   }
@@ -306,8 +308,8 @@ class RequestDispatch {
       default:
         return InvalidArgument("unknown KV delivery {}", static_cast<int>(request.getDelivery()));
     }
-    KVCOMM_ASSIGN_OR_RETURN(auto plans, anchors_.Plan(ScopeOf(session), input, delivery));
-    internal::FillPlanResult(call.reply.initPlan(), plans,
+    KVCOMM_ASSIGN_OR_RETURN(auto plan, anchors_.Plan(ScopeOf(session), input, delivery));
+    internal::FillPlanResult(call.reply.initPlan(), plan,
                              delivery == Delivery::kDevice ? anchors_.leases() : nullptr,
                              call.payload_out);
     return Status::Ok();
@@ -411,6 +413,15 @@ class RequestDispatch {
                             internal::ReadActualInput(call.request.getReportActual(), call.frames));
     KVCOMM_RETURN_IF_ERROR(anchors_.ReportActual(ScopeOf(session), input));
     call.reply.setReportActual();
+    return Status::Ok();
+  }
+
+  Status ReportCheck(Call& call) {
+    KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "ReportCheck"));
+    KVCOMM_ASSIGN_OR_RETURN(Session session, RequireModelSession(call, "ReportCheck"));
+    KVCOMM_ASSIGN_OR_RETURN(auto input, internal::ReadCheckInput(call.request.getReportCheck()));
+    KVCOMM_RETURN_IF_ERROR(anchors_.ReportCheck(ScopeOf(session), input));
+    call.reply.setReportCheck();
     return Status::Ok();
   }
 

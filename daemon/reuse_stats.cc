@@ -18,6 +18,9 @@ void ReuseStats::Add(const ReuseCounter& delta) {
   c.anchors_created += delta.anchors_created;
   c.anchors_evicted += delta.anchors_evicted;
   c.bytes_moved += delta.bytes_moved;
+  c.checks += delta.checks;
+  c.checks_changed += delta.checks_changed;
+  c.tokens_gated += delta.tokens_gated;
   c.realign_seconds += delta.realign_seconds;
   c.plan_seconds += delta.plan_seconds;
 }

@@ -16,6 +16,9 @@ struct ReuseCounter {
   uint64_t tokens_requested = 0, tokens_exact = 0, tokens_realigned = 0, tokens_prefill = 0;
   uint64_t anchors_created = 0, anchors_evicted = 0;
   uint64_t bytes_moved = 0;  // KV sent in plans and received in reports
+  // Answer-level checks (reuse_checks.h): reported, of which the reply changed, and the
+  // placeholder tokens prefilled because checks stopped the slot's estimates for the agent.
+  uint64_t checks = 0, checks_changed = 0, tokens_gated = 0;
   double realign_seconds = 0;
   // Time spent answering PlanPrompt (template counter only): realignment, reuse decisions and
   // fetching segments.

@@ -36,7 +36,8 @@ Result<std::unique_ptr<Server>> Server::Start(const DaemonConfig& config) {
     server->leases_ = std::move(leases).value();
   }
   server->anchors_ =
-      std::make_unique<AnchorService>(*server->store_, config.anchors, server->leases_.get());
+      std::make_unique<AnchorService>(*server->store_, config.anchors, server->leases_.get(),
+                                      config.checks);
   KVCOMM_ASSIGN_OR_RETURN(auto restored, server->anchors_->Restore());
   if (restored.slots > 0 || restored.bad_records > 0) {
     spdlog::info(

@@ -293,6 +293,7 @@ struct PlanResult {
   segments @0 :List(SegmentPlan);
   tensors @1 :List(TensorDesc);
   arena @2 :DeviceArena;           # deviceIpc
+  checkReuse @3 :Bool;             # compute this turn in full too and send ReportCheck
 }
 
 struct ReleaseLeases {
@@ -324,6 +325,17 @@ struct ReportActual {
   tensors @7 :List(TensorDesc);
 }
 
+# The outcome of a check a plan asked for (PlanResult.checkReuse): the slots whose realigned
+# KV the turn used, whether its reply differed from the one of a full prefill, and the first
+# reply token's KL(full || reuse) in nats. A slot whose estimates change an agent's replies
+# too often stops being estimated for that agent (kvcommd's [checks] settings).
+struct ReportCheck {
+  agent @0 :Text;
+  slots @1 :List(Text);
+  replyChanged @2 :Bool;
+  nextTokenKl @3 :Float64;
+}
+
 struct AnchorEntry {
   baseKey @0 :Key128;
   tokens @1 :UInt32;
@@ -353,6 +365,9 @@ struct ReuseCounter {
   bytesMoved @9 :UInt64;
   realignSeconds @10 :Float64;
   planSeconds @11 :Float64;        # answering PlanPrompt (template counter only)
+  checks @12 :UInt64;              # ReportCheck outcomes for this slot
+  checksChanged @13 :UInt64;       # of those, the reply changed
+  tokensGated @14 :UInt64;         # prefilled: checks stopped this slot's estimates for the agent
 }
 
 # ---- Compressed hand-out (kvstore/compress) ----
@@ -412,6 +427,7 @@ struct Request {
     getCompressed @12 :GetCompressed;
     releaseLeases @13 :ReleaseLeases;
     reserveLease @14 :ReserveLease;
+    reportCheck @15 :ReportCheck;
   }
 }
 
@@ -433,5 +449,6 @@ struct Reply {
     compressed @13 :CompressedResult;
     releaseLeases @14 :UInt32;     # how many of the ids were held (the others had expired)
     leaseReserved @15 :LeaseReserved;
+    reportCheck @16 :Void;
   }
 }

@@ -67,6 +67,8 @@ struct TurnStats {
   storeSeconds @12 :Float64;
   nextTokenKl @13 :Float64;
   kvRelativeError @14 :Float64;
+  checked @15 :Bool;
+  checkChanged @16 :Bool;
 }
 
 struct TurnReply {

@@ -370,7 +370,8 @@ Result<DaemonStats> Client::Stats() {
       out.reuse.push_back({r.getNamespace().cStr(), r.getAgent().cStr(), r.getSlot().cStr(),
                            r.getTokensRequested(), r.getTokensExact(), r.getTokensRealigned(),
                            r.getTokensPrefill(), r.getAnchorsCreated(), r.getAnchorsEvicted(),
-                           r.getBytesMoved(), r.getRealignSeconds(), r.getPlanSeconds()});
+                           r.getBytesMoved(), r.getRealignSeconds(), r.getPlanSeconds(),
+                           r.getChecks(), r.getChecksChanged(), r.getTokensGated()});
     }
     return out;
   });

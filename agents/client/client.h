@@ -103,6 +103,9 @@ struct ReuseCounter {
   uint64_t anchors_created = 0, anchors_evicted = 0, bytes_moved = 0;
   double realign_seconds = 0;
   double plan_seconds = 0;  // kvcommd answering PlanPrompt (template counter only)
+  // Answer-level checks of this slot's estimates: reported, of which the reply changed; and
+  // the tokens prefilled because the checks stopped the slot's estimates for the agent.
+  uint64_t checks = 0, checks_changed = 0, tokens_gated = 0;
 };
 
 struct DaemonStats {
@@ -152,6 +155,21 @@ struct SegmentPlan {
   // lease is released (ReleaseLeases) or expires.
   const std::byte* device = nullptr;
   uint64_t lease_id = 0;
+};
+
+struct PromptPlan {
+  std::vector<SegmentPlan> segments;  // one per segment of the request
+  // kvcommd asks for this turn to be computed in full as well and the outcome sent with
+  // ReportCheck (schemas/kvcomm.capnp): it checks whether estimates change replies.
+  bool check_reuse = false;
+};
+
+// The outcome of a check kvcommd asked for.
+struct CheckReport {
+  std::string agent;
+  std::vector<std::string> slots;  // the placeholders' slots the turn used realigned KV for
+  bool reply_changed = false;      // the reply differs from the full prefill's
+  double next_token_kl = 0;        // KL(full || reuse) of the first reply token, nats
 };
 
 struct ActualReport {
@@ -231,8 +249,9 @@ class Client {
   Result<ListPage> List(std::optional<SegmentKey> start_after, uint32_t limit);
   Result<DaemonStats> Stats();
   // KVCOMM: one plan per segment of the prompt, with the KV of exact and realigned ones.
-  Result<std::vector<SegmentPlan>> PlanPrompt(const PlanRequest& request);
+  Result<PromptPlan> PlanPrompt(const PlanRequest& request);
   Status ReportActual(const ActualReport& report);
+  Status ReportCheck(const CheckReport& report);
   // Gives back device-delivered KV; returns how many leases were still held (the others had
   // expired: their KV may have been overwritten).
   Result<uint32_t> ReleaseLeases(const std::vector<uint64_t>& ids);

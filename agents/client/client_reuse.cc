@@ -98,7 +98,7 @@ void WriteTokens(capnp::List<int32_t>::Builder out, const std::vector<int32_t>& 
 
 }  // namespace
 
-Result<std::vector<SegmentPlan>> Client::PlanPrompt(const PlanRequest& plan) {
+Result<PromptPlan> Client::PlanPrompt(const PlanRequest& plan) {
   const bool device = plan.delivery == Delivery::kDeviceIpc;
   KVCOMM_CALL(response, [&](proto::Request::Builder request) {
     auto out = request.initPlanPrompt();
@@ -115,7 +115,7 @@ Result<std::vector<SegmentPlan>> Client::PlanPrompt(const PlanRequest& plan) {
     out.setDelivery(device ? proto::KvDelivery::DEVICE_IPC : proto::KvDelivery::FRAMES);
     return std::vector<zmq::message_t>{};
   });
-  return Guarded([&]() -> Result<std::vector<SegmentPlan>> {
+  return Guarded([&]() -> Result<PromptPlan> {
     if (!response.reply().isPlan()) return Unexpected("PlanPrompt");
     auto result = response.reply().getPlan();
     auto segments = result.getSegments();
@@ -123,7 +123,10 @@ Result<std::vector<SegmentPlan>> Client::PlanPrompt(const PlanRequest& plan) {
     if (segments.size() != plan.segments.size() || tensors.size() + 1 != response.frames.size())
       return Error(ErrorCode::kMalformedMessage, "PlanPrompt reply does not match the request");
     const internal::MappedArena* arena = nullptr;
-    std::vector<SegmentPlan> out(segments.size());
+    PromptPlan prompt_plan;
+    prompt_plan.check_reuse = result.getCheckReuse();
+    std::vector<SegmentPlan>& out = prompt_plan.segments;
+    out.resize(segments.size());
     for (unsigned i = 0; i < segments.size(); ++i) {
       const auto decision = static_cast<uint32_t>(segments[i].getDecision());
       if (decision > static_cast<uint32_t>(ReuseDecision::kPrefill))
@@ -154,7 +157,7 @@ Result<std::vector<SegmentPlan>> Client::PlanPrompt(const PlanRequest& plan) {
       KVCOMM_RETURN_IF_ERROR(wire::CheckKvTensor(tensors[index], out[i].layout, bytes));
       out[i].payload = wire::FrameToBlob(std::move(frame));
     }
-    return out;
+    return prompt_plan;
   });
 }
 
@@ -203,6 +206,21 @@ Status Client::ReportActual(const ActualReport& report) {
   });
   return Guarded([&]() -> Status {
     return response.reply().isReportActual() ? Status::Ok() : Unexpected("ReportActual");
+  });
+}
+
+Status Client::ReportCheck(const CheckReport& report) {
+  KVCOMM_CALL(response, [&](proto::Request::Builder request) {
+    auto out = request.initReportCheck();
+    out.setAgent(report.agent);
+    auto slots = out.initSlots(static_cast<unsigned>(report.slots.size()));
+    for (unsigned i = 0; i < slots.size(); ++i) slots.set(i, report.slots[i]);
+    out.setReplyChanged(report.reply_changed);
+    out.setNextTokenKl(report.next_token_kl);
+    return std::vector<zmq::message_t>{};
+  });
+  return Guarded([&]() -> Status {
+    return response.reply().isReportCheck() ? Status::Ok() : Unexpected("ReportCheck");
   });
 }
 

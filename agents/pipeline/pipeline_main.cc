@@ -62,6 +62,8 @@ nlohmann::json TotalsJson(const Totals& t) {
           {"mean_next_token_kl", t.mean_kl()},
           {"mean_kv_relative_error", t.mean_kv_error()},
           {"fallbacks", t.fallbacks},
+          {"checked_turns", t.checked_turns},
+          {"checks_changed", t.checks_changed},
           {"mean_ttft_ms", t.mean_ttft_ms()}};
 }
 
@@ -79,6 +81,8 @@ nlohmann::json ReportJson(const RunReport& report) {
                        {"reused_tokens", turn.reused_tokens},
                        {"realigned_tokens", turn.realigned_tokens},
                        {"made_anchors", turn.made_anchors},
+                       {"checked", turn.checked},
+                       {"check_changed", turn.check_changed},
                        {"next_token_kl", turn.next_token_kl},
                        {"kv_relative_error", turn.kv_relative_error},
                        {"ttft_ms", 1e3 * turn.prefill_seconds}});
@@ -112,6 +116,10 @@ void PrintReport(const RunReport& r, const std::string& device) {
                 100 * t.reuse_rate(), 100 * t.realigned_rate(), 100 * t.placeholder_reuse_rate(),
                 static_cast<long long>(t.anchor_turns), static_cast<long long>(t.fallbacks),
                 t.mean_ttft_ms());
+    if (t.checked_turns > 0)
+      std::printf("%14s %lld turns computed in full too, as kvcommd asked: %lld replies changed\n",
+                  "", static_cast<long long>(t.checked_turns),
+                  static_cast<long long>(t.checks_changed));
     if (t.measured > 0)
       std::printf(
           "%14s fidelity over %lld reusing turns: next-token KL %.4f nats, K/V relative "

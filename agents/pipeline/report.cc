@@ -13,6 +13,8 @@ void Totals::AddTurn(const TurnResult& turn) {
   reused_placeholder_tokens += turn.reused_placeholder_tokens;
   anchor_turns += turn.made_anchors;
   fallbacks += turn.fallback;
+  checked_turns += turn.checked;
+  checks_changed += turn.check_changed;
   prefill_seconds += turn.prefill_seconds;
   seconds += turn.seconds;
   if (turn.next_token_kl >= 0) {

@@ -15,6 +15,7 @@ struct Totals {
   int64_t prompt_tokens = 0, reused_tokens = 0, realigned_tokens = 0;
   int64_t placeholder_tokens = 0, reused_placeholder_tokens = 0;
   int64_t anchor_turns = 0, fallbacks = 0;
+  int64_t checked_turns = 0, checks_changed = 0;  // kvcomm: turns kvcommd had computed in full
   int64_t measured = 0;  // turns with fidelity numbers
   double prefill_seconds = 0, seconds = 0, kl = 0, kv_error = 0;
 

@@ -246,8 +246,10 @@ Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
     auto ids = tokens.subspan(span.begin, span.tokens());
     request.segments.push_back({span.placeholder(), span.slot, {ids.begin(), ids.end()}});
   }
-  KVCOMM_ASSIGN_OR_RETURN(auto plans, client_.PlanPrompt(request));
+  KVCOMM_ASSIGN_OR_RETURN(auto prompt_plan, client_.PlanPrompt(request));
   result.plan_seconds = seconds();
+  result.check_reuse = prompt_plan.check_reuse;
+  const std::vector<client::SegmentPlan>& plans = prompt_plan.segments;
   result.source.assign(spans.size(), SpanSource::kComputed);
   for (size_t i = 0; i < spans.size(); ++i) {
     if (plans[i].report_actual) result.report.push_back(i);
@@ -290,6 +292,25 @@ Status SegmentReuse::ReleaseLeases(ImportResult& imported) {
                  "{} of {} KV leases expired before they were released (raise ipc.lease_ttl_ms)",
                  leases.size() - held, leases.size());
   return Status();
+}
+
+std::vector<std::string> RealignedSlots(const std::vector<SegmentSpan>& spans,
+                                        const ImportResult& imported) {
+  std::vector<std::string> slots;
+  for (size_t i = 0; i < spans.size(); ++i) {
+    if (!spans[i].placeholder() || imported.source[i] != SpanSource::kRealigned) continue;
+    if (std::find(slots.begin(), slots.end(), spans[i].slot) == slots.end())
+      slots.push_back(spans[i].slot);
+  }
+  return slots;
+}
+
+Status SegmentReuse::ReportCheck(const std::vector<SegmentSpan>& spans,
+                                 const ImportResult& imported, const std::string& agent,
+                                 bool reply_changed, double next_token_kl) {
+  client::CheckReport report{agent, RealignedSlots(spans, imported), reply_changed, next_token_kl};
+  if (report.slots.empty()) return Status();
+  return client_.ReportCheck(report);
 }
 
 Status SegmentReuse::Report(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,

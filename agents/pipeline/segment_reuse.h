@@ -47,6 +47,8 @@ enum class SpanSource { kComputed, kExact, kRealigned };
 struct ImportResult {
   std::vector<SpanSource> source;  // per span
   std::vector<size_t> report;      // kvcomm: placeholder spans whose actual KV is asked for
+  // kvcomm: kvcommd asks for the turn to be computed in full as well (ReportCheck).
+  bool check_reuse = false;
   // kvcomm with device delivery: leases still held (ReleaseLeases gives them back).
   std::vector<uint64_t> leases;
   // kvcomm: where the import's time went (seconds): computing and storing missing bases, the
@@ -58,6 +60,10 @@ struct ImportResult {
 // The spans an anchor-making turn must compute in their true context: every span before the end
 // of the last one it reports (a reported placeholder's template span after it is reported too).
 size_t TrueContextEnd(const std::vector<size_t>& reported, const std::vector<SegmentSpan>& spans);
+
+// The slots of the placeholders an import realigned (each once, in prompt order).
+std::vector<std::string> RealignedSlots(const std::vector<SegmentSpan>& spans,
+                                        const ImportResult& imported);
 
 class SegmentReuse {
  public:
@@ -94,6 +100,10 @@ class SegmentReuse {
   Status Report(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
                 const ImportResult& imported, const std::string& agent,
                 const runtime::KvCache& cache);
+  // kvcomm: the outcome of the check a plan asked for (nothing to send if the turn used no
+  // realigned placeholder).
+  Status ReportCheck(const std::vector<SegmentSpan>& spans, const ImportResult& imported,
+                     const std::string& agent, bool reply_changed, double next_token_kl);
 
  private:
   SegmentKey ContextKey(const TokenizedPrompt& prompt, const SegmentSpan& span) const;

@@ -101,6 +101,8 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
     }
   }
   turn.made_anchors = !imported.report.empty();
+  const bool check = imported.check_reuse && !RealignedSlots(spans, imported).empty();
+  generate.keep_prompt_logits = options_.measure_fidelity || check;
   const double gaps_seconds = seconds_since(start);
   auto generated = runtime::Generate(model_, &tokenizer_, last_run, cache, generate);
   // Leases go back once the reply is out (not inside the TTFT), also when generation failed.
@@ -109,6 +111,8 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
   KVCOMM_RETURN_IF_ERROR(released);
   turn.reply = out.text;
   turn.prefill_seconds = gaps_seconds + out.prefill_seconds;
+  if (check)
+    KVCOMM_RETURN_IF_ERROR(Check(prompt, spans, imported, agent_name, generate, out, turn));
   turn.seconds = seconds_since(start);
   if (options_.measure_fidelity && turn.reused_tokens > 0)
     KVCOMM_RETURN_IF_ERROR(
@@ -133,6 +137,30 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
     turn.store_seconds = seconds_since(store_start);
   }
   return turn;
+}
+
+Status LocalExecutor::Check(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
+                            const ImportResult& imported, const std::string& agent,
+                            runtime::GenerateOptions generate,
+                            const runtime::GenerateResult& reused, TurnResult& turn) {
+  KVCOMM_ASSIGN_OR_RETURN(auto full_cache,
+                          model_.NewCache(turn.prompt_tokens + generate.max_new_tokens));
+  generate.gaps_before.clear();
+  KVCOMM_ASSIGN_OR_RETURN(
+      auto full, runtime::Generate(model_, &tokenizer_, prompt.tokens, full_cache, generate));
+  turn.checked = true;
+  turn.check_changed = full.text != reused.text;
+  // The full prefill's reply is the true one: it is what the turn answers.
+  turn.reply = full.text;
+  turn.prefill_seconds += full.prefill_seconds;
+  turn.reused_tokens = turn.realigned_tokens = turn.reused_placeholder_tokens = 0;
+  const double kl = KlDivergence(full.prompt_logits, reused.prompt_logits);
+  const Status reported = reuse_->ReportCheck(spans, imported, agent, turn.check_changed, kl);
+  if (!reported.ok()) {
+    turn.store_failed = true;
+    turn.daemon_error = reported.ToString();
+  }
+  return Status();
 }
 
 std::span<const int32_t> LocalExecutor::Gaps(const TokenizedPrompt& prompt,

@@ -35,7 +35,11 @@ struct TurnResult {
   int64_t realigned_tokens = 0;           // of those, realigned (not exact)
   int64_t placeholder_tokens = 0;         // input, documents, messages
   int64_t reused_placeholder_tokens = 0;  // of those, imported
-  bool made_anchors = false;   // kvcomm: the turn prefilled and reported placeholders' KV
+  bool made_anchors = false;  // kvcomm: the turn prefilled and reported placeholders' KV
+  // kvcomm: kvcommd asked for a check, so the turn was computed in full as well; its reply is
+  // the full prefill's (the reuse counts above are then 0: nothing reused reached the reply).
+  bool checked = false;
+  bool check_changed = false;  // the reply with reused KV differed from the full one
   bool fallback = false;       // fetching from the daemon failed: the turn ran dense
   bool store_failed = false;   // storing (or reporting) the turn's KV in the daemon failed
   std::string daemon_error;    // why, for either
@@ -82,6 +86,12 @@ class LocalExecutor final : public TurnExecutor {
   Status MeasureFidelity(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
                          const ImportResult& imported, const runtime::KvCache& cache,
                          const std::vector<float>& logits, TurnResult& turn) const;
+  // Computes the turn in full as kvcommd asked, answers with that reply, and reports whether
+  // the reply with reused KV (`reused`) differed.
+  Status Check(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
+               const ImportResult& imported, const std::string& agent,
+               runtime::GenerateOptions generate, const runtime::GenerateResult& reused,
+               TurnResult& turn);
   // The spans not imported, as runs: all but the last go to `gaps` (computed with the last in
   // one pass); returns the tokens of that last run (what generation starts from).
   std::span<const int32_t> Gaps(const TokenizedPrompt& prompt,

@@ -105,8 +105,23 @@ Result<ActualInput> ReadActualInput(proto::ReportActual::Reader report,
   return input;
 }
 
-void FillPlanResult(proto::PlanResult::Builder out, std::vector<SegmentPlanOutput>& plans,
+Result<CheckInput> ReadCheckInput(proto::ReportCheck::Reader report) {
+  CheckInput input;
+  input.agent = ReadText(report.getAgent());
+  auto slots = report.getSlots();
+  if (slots.size() > kMaxPlanSegments)
+    return InvalidArgument("a check names {} slots, at most {}", slots.size(), kMaxPlanSegments);
+  for (auto slot : slots) input.slots.push_back(ReadText(slot));
+  input.reply_changed = report.getReplyChanged();
+  input.next_token_kl = report.getNextTokenKl();
+  KVCOMM_RETURN_IF_ERROR(input.Validate());
+  return input;
+}
+
+void FillPlanResult(proto::PlanResult::Builder out, PromptPlanOutput& plan,
                     const DeviceLeases* leases, std::vector<zmq::message_t>& payload_out) {
+  auto& plans = plan.segments;
+  out.setCheckReuse(plan.check_reuse);
   size_t in_frames = 0;
   for (const auto& p : plans) in_frames += p.decision != Decision::kPrefill && !p.kv.lease;
   auto segments = out.initSegments(static_cast<unsigned>(plans.size()));
@@ -176,6 +191,9 @@ void FillReuseCounters(capnp::List<proto::ReuseCounter>::Builder out,
     out[i].setBytesMoved(c.bytes_moved);
     out[i].setRealignSeconds(c.realign_seconds);
     out[i].setPlanSeconds(c.plan_seconds);
+    out[i].setChecks(c.checks);
+    out[i].setChecksChanged(c.checks_changed);
+    out[i].setTokensGated(c.tokens_gated);
   }
 }
 

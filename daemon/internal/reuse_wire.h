@@ -1,5 +1,5 @@
-// Wire conversions of the KVCOMM reuse requests (PlanPrompt, ReportActual, ListAnchors and the
-// reuse counters of Stats). Readers validate everything that arrives; daemon-only.
+// Wire conversions of the KVCOMM reuse requests (PlanPrompt, ReportActual, ReportCheck,
+// ListAnchors and the reuse counters of Stats). Readers validate everything that arrives; daemon-only.
 #pragma once
 
 #include <vector>
@@ -14,8 +14,9 @@ Result<PlanInput> ReadPlanInput(proto::PlanPrompt::Reader plan);
 // `frames[0]` is the Cap'n Proto frame; the KV frames follow.
 Result<ActualInput> ReadActualInput(proto::ReportActual::Reader report,
                                     std::vector<zmq::message_t>& frames);
+Result<CheckInput> ReadCheckInput(proto::ReportCheck::Reader report);
 // `leases`: set for device delivery (the reply then names the arena).
-void FillPlanResult(proto::PlanResult::Builder out, std::vector<SegmentPlanOutput>& plans,
+void FillPlanResult(proto::PlanResult::Builder out, PromptPlanOutput& plan,
                     const DeviceLeases* leases, std::vector<zmq::message_t>& payload_out);
 void FillArena(proto::DeviceArena::Builder out, const DeviceLeases& leases);
 void FillAnchorListing(proto::AnchorListing::Builder out, const std::vector<SlotListing>& slots);

@@ -140,7 +140,8 @@ class AnchorServiceTest : public ::testing::Test {
   std::vector<SegmentPlanOutput> Plan(const PlanInput& input) {
     auto plan = service_->Plan(scope_, input);
     EXPECT_TRUE(plan.ok()) << plan.status().ToString();
-    return plan.ok() ? std::move(*plan) : std::vector<SegmentPlanOutput>(input.segments.size());
+    return plan.ok() ? std::move(plan->segments)
+                     : std::vector<SegmentPlanOutput>(input.segments.size());
   }
 
   Status Report(const std::string& agent, const std::vector<int32_t>& placeholder, int32_t position,
@@ -238,6 +239,47 @@ TEST_F(AnchorServiceTest, AnAgentWithoutItsOwnDeltasReportsOrBorrowsAnother) {
   ExpectNear(borrowed[1].kv.kv.span(), expected);
   // b has no copy of its own template segment after it: that is computed.
   EXPECT_EQ(borrowed[2].decision, Decision::kPrefill);
+}
+
+TEST_F(AnchorServiceTest, ChecksThatFindChangedRepliesStopTheSlotsEstimatesForThatAgent) {
+  const auto p = Tokens(60, 4);
+  PutBase(p, Random(4, 31));
+  auto anchor = service_->Plan(scope_, Prompt("a", 5, p));
+  ASSERT_TRUE(anchor.ok()) << anchor.status().ToString();
+  EXPECT_FALSE(anchor->check_reuse);  // nothing estimated: nothing to check
+  ASSERT_TRUE(Report("a", p, 5, Random(4, 32), Random(3, 33)).ok());
+  for (int i = 0; i < 2; ++i) {  // the default: the first two plans of a slot are checked
+    auto plan = service_->Plan(scope_, Prompt("a", 7, p));
+    ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+    ASSERT_EQ(plan->segments[1].decision, Decision::kRealigned);
+    EXPECT_TRUE(plan->check_reuse);
+    ASSERT_TRUE(service_->ReportCheck(scope_, {"a", {"slot"}, true, 0.3}).ok());
+  }
+  auto gated = service_->Plan(scope_, Prompt("a", 7, p));
+  ASSERT_TRUE(gated.ok()) << gated.status().ToString();
+  EXPECT_EQ(gated->segments[1].decision, Decision::kPrefill);
+  EXPECT_FALSE(gated->segments[1].report_actual);  // not an anchor either: just computed
+  EXPECT_EQ(gated->segments[2].decision, Decision::kPrefill);
+  EXPECT_FALSE(gated->check_reuse);
+  // Another agent's estimates of the slot are untouched.
+  EXPECT_TRUE(Plan(Prompt("b", 7, p))[1].report_actual);
+
+  bool found = false;
+  for (const auto& c : service_->Stats()) {
+    if (c.agent != "a" || c.slot != "slot") continue;
+    found = true;
+    EXPECT_EQ(c.checks, 2u);
+    EXPECT_EQ(c.checks_changed, 2u);
+    EXPECT_EQ(c.tokens_gated, 4u);
+  }
+  EXPECT_TRUE(found);
+
+  EXPECT_EQ(service_->ReportCheck(scope_, {"a", {}, false, 0}).code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(service_->ReportCheck(scope_, {"a", {"slot", "slot"}, false, 0}).code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(service_->ReportCheck(scope_, {"a", {"slot"}, false, INFINITY}).code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(service_->ReportCheck(scope_, {"a", {"other"}, false, 0}).code(), ErrorCode::kNotFound);
 }
 
 TEST_F(AnchorServiceTest, ANewPlaceholderIsBaseMovedPlusTheAnchorsDeltas) {

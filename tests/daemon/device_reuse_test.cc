@@ -125,8 +125,8 @@ class DeviceReuseTest : public ::testing::Test {
     auto plan = service_->Plan(scope_, Prompt("a", placeholder),
                                leases_ ? Delivery::kDevice : Delivery::kHost);
     ASSERT_TRUE(plan.ok()) << plan.status().ToString();
-    ASSERT_TRUE((*plan)[1].report_actual);
-    for (const auto& p : *plan) {
+    ASSERT_TRUE(plan->segments[1].report_actual);
+    for (const auto& p : plan->segments) {
       if (p.kv.lease) {
         ASSERT_TRUE(leases_->Release(p.kv.lease->id).ok());
       }
@@ -183,10 +183,10 @@ TEST_F(DeviceReuseTest, Bf16PoolsServeHostPlans) {
   auto host = service_->Plan(scope_, Prompt("a", Tokens(60, 8)), Delivery::kHost);
   ASSERT_TRUE(host.ok()) << host.status().ToString();
   for (size_t i = 0; i < kWanted.size(); ++i) {
-    EXPECT_EQ((*host)[i].decision, kWanted[i]) << i;
-    EXPECT_FALSE((*host)[i].kv.lease);
+    EXPECT_EQ(host->segments[i].decision, kWanted[i]) << i;
+    EXPECT_FALSE(host->segments[i].kv.lease);
     if (kWanted[i] != Decision::kPrefill) {
-      EXPECT_EQ((*host)[i].kv.layout.dtype, DType::kBF16);
+      EXPECT_EQ(host->segments[i].kv.layout.dtype, DType::kBF16);
     }
   }
 }
@@ -202,15 +202,15 @@ TEST_F(DeviceReuseTest, DevicePlansMatchHostPlans) {
   size_t leased = 0;
   for (size_t i = 0; i < want.size(); ++i) {
     SCOPED_TRACE(i);
-    ASSERT_EQ((*host)[i].decision, want[i]);
-    ASSERT_EQ((*device)[i].decision, want[i]);
+    ASSERT_EQ(host->segments[i].decision, want[i]);
+    ASSERT_EQ(device->segments[i].decision, want[i]);
     if (want[i] == Decision::kPrefill) {
-      EXPECT_FALSE((*device)[i].kv.lease);
+      EXPECT_FALSE(device->segments[i].kv.lease);
       continue;
     }
     ++leased;
-    EXPECT_EQ((*device)[i].kv.layout, (*host)[i].kv.layout);
-    const auto got = LeasedKv((*device)[i]), expected = HostKv((*host)[i]);
+    EXPECT_EQ(device->segments[i].kv.layout, host->segments[i].kv.layout);
+    const auto got = LeasedKv(device->segments[i]), expected = HostKv(host->segments[i]);
     ASSERT_EQ(got.size(), expected.size());
     double worst = 0;
     for (size_t k = 0; k < got.size(); ++k)
@@ -218,7 +218,7 @@ TEST_F(DeviceReuseTest, DevicePlansMatchHostPlans) {
     EXPECT_LT(worst, 2e-2);  // bf16 arithmetic vs fp32 then bf16
   }
   EXPECT_EQ(leases_->active(), leased);
-  for (const auto& p : *device) ASSERT_TRUE(!p.kv.lease || leases_->Release(p.kv.lease->id).ok());
+  for (const auto& p : device->segments) ASSERT_TRUE(!p.kv.lease || leases_->Release(p.kv.lease->id).ok());
   EXPECT_EQ(leases_->active(), 0u);
 }
 

@@ -96,22 +96,22 @@ TEST_F(DeviceDeliveryTest, ExactKvIsReadInPlaceAndLeasesGoBack) {
   ASSERT_TRUE(by_frames.ok()) << by_frames.status().ToString();
   auto in_place = client_->PlanPrompt(Plan(tokens, client::Delivery::kDeviceIpc));
   ASSERT_TRUE(in_place.ok()) << in_place.status().ToString();
-  ASSERT_EQ((*in_place)[0].decision, client::ReuseDecision::kExact);
-  EXPECT_EQ((*in_place)[1].decision, client::ReuseDecision::kPrefill);
-  EXPECT_EQ((*in_place)[1].lease_id, 0u);
-  const auto& exact = (*in_place)[0];
+  ASSERT_EQ(in_place->segments[0].decision, client::ReuseDecision::kExact);
+  EXPECT_EQ(in_place->segments[1].decision, client::ReuseDecision::kPrefill);
+  EXPECT_EQ(in_place->segments[1].lease_id, 0u);
+  const auto& exact = in_place->segments[0];
   ASSERT_NE(exact.device, nullptr);
   ASSERT_TRUE(kernels::IsDeviceMemory(exact.device));
   std::vector<std::byte> back(exact.layout.PayloadBytes());
   ASSERT_TRUE(kernels::CopyDeviceToHost(back.data(), exact.device, back.size()).ok());
   EXPECT_EQ(back, std::vector<std::byte>(put.payload.data(), put.payload.data() + back.size()));
-  EXPECT_EQ(std::memcmp((*by_frames)[0].payload.data(), back.data(), back.size()), 0);
+  EXPECT_EQ(std::memcmp(by_frames->segments[0].payload.data(), back.data(), back.size()), 0);
 
   // A second plan maps nothing new; every lease is released once.
   auto again = client_->PlanPrompt(Plan(tokens, client::Delivery::kDeviceIpc));
   ASSERT_TRUE(again.ok()) << again.status().ToString();
-  EXPECT_NE((*again)[0].lease_id, exact.lease_id);
-  auto released = client_->ReleaseLeases({exact.lease_id, (*again)[0].lease_id});
+  EXPECT_NE(again->segments[0].lease_id, exact.lease_id);
+  auto released = client_->ReleaseLeases({exact.lease_id, again->segments[0].lease_id});
   ASSERT_TRUE(released.ok()) << released.status().ToString();
   EXPECT_EQ(*released, 2u);
   EXPECT_EQ(*client_->ReleaseLeases({exact.lease_id}), 0u);

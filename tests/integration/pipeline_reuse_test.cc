@@ -167,7 +167,7 @@ TEST_F(PipelineReuseTest, KvcommWorkersShareAnchorsGetRealignedKvAndKeepAnswers)
   auto worker_a = Local(options, daemon_a.get());
   auto worker_b = Local(options, daemon_b.get());
   int dense_correct = 0, kvcomm_correct = 0, same_answers = 0;
-  int64_t realigned = 0, anchor_turns = 0, anchor_turns_reusing = 0;
+  int64_t realigned = 0, anchor_turns = 0, anchor_turns_reusing = 0, checked = 0;
   for (size_t i = 0; i < tasks->size(); ++i) {
     auto reference = dense.Run((*tasks)[i]);
     auto run = (i % 2 ? worker_b : worker_a).Run((*tasks)[i]);
@@ -179,8 +179,13 @@ TEST_F(PipelineReuseTest, KvcommWorkersShareAnchorsGetRealignedKvAndKeepAnswers)
       EXPECT_FALSE(t.fallback || t.store_failed) << t.daemon_error;
       realigned += t.realigned_tokens;
       anchor_turns += t.made_anchors;
-      // Spans after the last reported one need not be computed to report true KV.
-      anchor_turns_reusing += t.made_anchors && t.realigned_tokens > 0;
+      // Spans after the last reported one need not be computed to report true KV. (A checked
+      // turn used realigned KV too, but answers from its full prefill, so it counts none.)
+      anchor_turns_reusing += t.made_anchors && (t.realigned_tokens > 0 || t.checked);
+      checked += t.checked;
+      if (t.checked) {
+        EXPECT_EQ(t.reused_placeholder_tokens, 0);
+      }
       if (t.realigned_tokens > 0) {
         EXPECT_LT(t.kv_relative_error, 0.5);
       }
@@ -188,6 +193,7 @@ TEST_F(PipelineReuseTest, KvcommWorkersShareAnchorsGetRealignedKvAndKeepAnswers)
   }
   EXPECT_GT(anchor_turns, 0);
   EXPECT_GT(anchor_turns_reusing, 0);
+  EXPECT_GT(checked, 0) << "kvcommd asks for the first estimates of each slot to be checked";
   EXPECT_GT(realigned, 0) << "no placeholder was realigned from anchors";
   EXPECT_GE(kvcomm_correct, dense_correct - 1);
   EXPECT_GE(same_answers, static_cast<int>(tasks->size()) - 2);
@@ -198,12 +204,14 @@ TEST_F(PipelineReuseTest, KvcommWorkersShareAnchorsGetRealignedKvAndKeepAnswers)
   EXPECT_FALSE(slots->empty());
   auto stats = daemon_b->Stats();
   ASSERT_TRUE(stats.ok());
-  uint64_t served = 0, created = 0;
+  uint64_t served = 0, created = 0, checks = 0;
   for (const auto& c : stats->reuse) {
     EXPECT_EQ(c.name_space, "kvcomm");
     served += c.tokens_realigned;
     created += c.anchors_created;
+    checks += c.checks;
   }
+  EXPECT_GE(checks, static_cast<uint64_t>(checked));  // one per slot a checked turn estimated
   EXPECT_GE(static_cast<int64_t>(served), realigned);
   EXPECT_GT(created, 0u);
 

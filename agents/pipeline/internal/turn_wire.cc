@@ -128,6 +128,8 @@ void WriteTurnStats(proto::TurnStats::Builder out, const TurnResult& t) {
   out.setStoreSeconds(t.store_seconds);
   out.setNextTokenKl(t.next_token_kl);
   out.setKvRelativeError(t.kv_relative_error);
+  out.setChecked(t.checked);
+  out.setCheckChanged(t.check_changed);
 }
 
 TurnResult ReadTurnStats(proto::TurnStats::Reader in) {
@@ -147,6 +149,8 @@ TurnResult ReadTurnStats(proto::TurnStats::Reader in) {
   t.store_seconds = in.getStoreSeconds();
   t.next_token_kl = in.getNextTokenKl();
   t.kv_relative_error = in.getKvRelativeError();
+  t.checked = in.getChecked();
+  t.check_changed = in.getCheckChanged();
   return t;
 }
 

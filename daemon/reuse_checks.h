@@ -1,0 +1,78 @@
+// Answer-level checks of reuse (../shared/KVCOMM.md, "measured fidelity"): kvcommd asks agents
+// now and then to compute a turn that reused estimated KV in full as well and to tell whether
+// the reply changed. Per namespace, model, slot and agent it tallies the outcomes, and a slot
+// whose estimates change an agent's replies too often stops being estimated for that agent
+// (its placeholders are prefilled). The KV error of an estimate does not tell which slots
+// matter for answers (bench/RESULTS.md): a changed reply does.
+//
+// Kept in memory: a restarted kvcommd checks again. Thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <span>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "common/keys.h"
+#include "common/status.h"
+
+namespace kvcomm::daemon {
+
+struct ReuseCheckConfig {
+  // The first `first` plans that estimate a slot for an agent are all checked; 0 turns checks
+  // (and so the gate) off.
+  uint32_t first = 2;
+  // After those, one in `every` of an agent's plans that estimate anything is checked (0: no
+  // more checks).
+  uint32_t every = 20;
+  // A slot stops being estimated for an agent once at least `first` checks were made and more
+  // than this share of them changed the reply.
+  double max_changed = 0.25;
+  Status Validate() const;
+};
+
+struct CheckTally {
+  uint64_t plans = 0;    // plans that estimated the slot for the agent
+  uint64_t checks = 0;   // of those, checked and reported
+  uint64_t changed = 0;  // of the checks, the reply changed
+  double kl_sum = 0;     // next-token KL(full || reuse) summed over the checks, nats
+};
+
+class ReuseChecks {
+ public:
+  struct Key {
+    std::string name_space;
+    Hash128 model;
+    std::string slot, agent;
+    auto operator<=>(const Key&) const = default;
+  };
+
+  explicit ReuseChecks(ReuseCheckConfig config) : config_(config) {}
+
+  // False once the slot's estimates changed the agent's replies too often.
+  bool Estimates(const Key& key) const;
+  // Counts a plan that estimated `slots` for `agent` (each once) and says whether to check it:
+  // some slot has had fewer than `first` checks, or the agent's count of such plans is a
+  // multiple of `every`.
+  bool PlanEstimated(const std::string& name_space, const Hash128& model,
+                     std::span<const std::string> slots, const std::string& agent);
+  // Records a check's outcome for every slot the turn estimated. NotFound for a slot this
+  // agent was never estimated in (nothing to check).
+  Status Record(const std::string& name_space, const Hash128& model,
+                std::span<const std::string> slots, const std::string& agent, bool changed,
+                double next_token_kl);
+  std::vector<std::pair<Key, CheckTally>> Snapshot() const;
+
+ private:
+  bool Gated(const CheckTally& tally) const;
+
+  ReuseCheckConfig config_;
+  mutable std::mutex mutex_;
+  std::map<Key, CheckTally> tallies_;
+  std::map<Key, uint64_t> agent_plans_;  // slot "": plans that estimated anything
+};
+
+}  // namespace kvcomm::daemon
