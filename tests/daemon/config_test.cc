@@ -40,11 +40,18 @@ persist = false
 data_dir = "/tmp/kvcomm-test-data"
 [anchors]
 borrow_deltas = true
+[checks]
+first = 3
+every = 0
+max_changed = 0.5
 )");
   DaemonConfig config = DaemonConfig::Defaults();
   EXPECT_FALSE(config.anchors.borrow_deltas);
   ASSERT_TRUE(config.MergeTomlFile(path).ok());
   EXPECT_TRUE(config.anchors.borrow_deltas);
+  EXPECT_EQ(config.checks.first, 3u);
+  EXPECT_EQ(config.checks.every, 0u);
+  EXPECT_DOUBLE_EQ(config.checks.max_changed, 0.5);
   EXPECT_EQ(config.server.endpoint, "tcp://127.0.0.1:7555");
   EXPECT_EQ(config.server.workers, 2u);
   EXPECT_EQ(config.server.max_request_bytes, 8u << 20);
@@ -63,6 +70,8 @@ TEST(DaemonConfig, TheShippedExampleConfigIsValid) {
   EXPECT_EQ(config.store.disk_capacity_bytes, 100ull << 30);
   EXPECT_EQ(config.anchors.capacity, 20u);
   EXPECT_DOUBLE_EQ(config.anchors.entropy_threshold, 0.3);
+  EXPECT_EQ(config.checks.first, ReuseCheckConfig{}.first);
+  EXPECT_DOUBLE_EQ(config.checks.max_changed, ReuseCheckConfig{}.max_changed);
 }
 
 TEST(DaemonConfig, BadSettingsAreNamed) {
@@ -78,6 +87,9 @@ TEST(DaemonConfig, BadSettingsAreNamed) {
       {"workers = -3", "workers"},
       {"[anchors]\ntop_p = \"most\"", "anchors.top_p"},
       {"[anchors]\nborrow_deltas = 1", "anchors.borrow_deltas"},
+      {"[checks]\nfirst = -1", "checks.first"},
+      {"[checks]\nmax_changed = 2", "checks.max_changed"},
+      {"[checks]\nrate = 0.1", "checks.rate"},
       {"[ipc]\narena = \"big\"", "ipc.arena"},
       {"[ipc]\nlease_ttl_ms = 0", "ipc.lease_ttl_ms"},
       {"[ipc]\nlease = 1", "ipc.lease"},

@@ -4,6 +4,7 @@
 #include <capnp/serialize.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 #include <zmq_addon.hpp>
 
@@ -128,6 +129,36 @@ TEST_F(HostileInputTest, TruncatedFramesAndShapeByteMismatchesAreRefused) {
   EXPECT_EQ(SendRaw(put_frames(32, put.payload.size())),
             ErrorCode::kOk);  // the honest version works
   ExpectGoodClientServed(2);
+}
+
+TEST_F(HostileInputTest, BadReuseCheckOutcomesAreRefused) {
+  ASSERT_EQ(SendRaw(HelloFrames(proto::PROTOCOL_VERSION)), ErrorCode::kOk);
+  auto check = [&](const std::string& agent, std::vector<std::string> slots, double kl,
+                   bool with_frame = false) {
+    capnp::MallocMessageBuilder message;
+    auto c = message.initRoot<proto::Request>().initReportCheck();
+    c.setAgent(agent);
+    auto list = c.initSlots(static_cast<unsigned>(slots.size()));
+    for (unsigned i = 0; i < list.size(); ++i) list.set(i, slots[i]);
+    c.setReplyChanged(true);
+    c.setNextTokenKl(kl);
+    auto frames = Frames(message);
+    if (with_frame) frames.emplace_back("x", 1);
+    return SendRaw(std::move(frames));
+  };
+  EXPECT_EQ(check("", {"s"}, 0.1), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(check("a", {}, 0.1), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(check("a", {std::string("s\x01")}, 0.1), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(check("a", {"s", "s"}, 0.1), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(check("a", {"s"}, std::nan("")), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(check("a", {"s"}, -1), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(check("a", {"s"}, 0.1, true), ErrorCode::kInvalidArgument);
+  // Well formed, but no plan ever estimated that slot for that agent: nothing is counted.
+  EXPECT_EQ(check("a", {"s"}, 0.1), ErrorCode::kNotFound);
+  auto stats = good_->Stats();
+  ASSERT_TRUE(stats.ok());
+  for (const auto& c : stats->reuse) EXPECT_EQ(c.checks, 0u);
+  ExpectGoodClientServed(3);
 }
 
 TEST_F(HostileInputTest, OversizedMessagesAreRefusedOrCutOff) {

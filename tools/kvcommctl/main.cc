@@ -77,7 +77,10 @@ json ReuseJson(const std::vector<ReuseCounter>& counters) {
                    {"anchors_evicted", c.anchors_evicted},
                    {"bytes_moved", c.bytes_moved},
                    {"realign_seconds", c.realign_seconds},
-                   {"plan_seconds", c.plan_seconds}});
+                   {"plan_seconds", c.plan_seconds},
+                   {"checks", c.checks},
+                   {"checks_changed", c.checks_changed},
+                   {"tokens_gated", c.tokens_gated}});
   }
   return out;
 }
@@ -85,16 +88,18 @@ json ReuseJson(const std::vector<ReuseCounter>& counters) {
 void PrintReuse(const std::vector<ReuseCounter>& counters) {
   if (counters.empty()) return;
   constexpr auto kRow =
-      "{:<18} {:<28} {:<26} {:>9} {:>8} {:>9} {:>8} {:>6} {:>5} {:>5} {:>9} {:>9} {:>9}\n";
+      "{:<18} {:<28} {:<26} {:>9} {:>8} {:>9} {:>8} {:>6} {:>5} {:>5} {:>9} {:>9} {:>9} {:>8} "
+      "{:>6}\n";
   fmt::print("\nKVCOMM reuse (tokens)\n");
   fmt::print(kRow, "namespace", "agent", "slot", "requested", "exact", "realigned", "prefill",
-             "reuse", "anch+", "anch-", "moved", "realign", "plan");
+             "reuse", "anch+", "anch-", "moved", "realign", "plan", "changed", "gated");
   for (const auto& c : counters) {
     fmt::print(kRow, c.name_space, c.agent, c.slot.empty() ? "(template)" : c.slot,
                c.tokens_requested, c.tokens_exact, c.tokens_realigned, c.tokens_prefill,
                fmt::format("{:.1f}%", 100 * ReuseRate(c)), c.anchors_created, c.anchors_evicted,
                HumanBytes(c.bytes_moved), fmt::format("{:.1f}ms", 1e3 * c.realign_seconds),
-               c.slot.empty() ? fmt::format("{:.1f}ms", 1e3 * c.plan_seconds) : "");
+               c.slot.empty() ? fmt::format("{:.1f}ms", 1e3 * c.plan_seconds) : "",
+               c.checks ? fmt::format("{}/{}", c.checks_changed, c.checks) : "", c.tokens_gated);
   }
 }
 
