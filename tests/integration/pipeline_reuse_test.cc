@@ -168,6 +168,7 @@ TEST_F(PipelineReuseTest, KvcommWorkersShareAnchorsGetRealignedKvAndKeepAnswers)
   auto worker_b = Local(options, daemon_b.get());
   int dense_correct = 0, kvcomm_correct = 0, same_answers = 0;
   int64_t realigned = 0, anchor_turns = 0, anchor_turns_reusing = 0, checked = 0;
+  int64_t checked_as_dense = 0;  // checked turns whose prompt was dense's
   for (size_t i = 0; i < tasks->size(); ++i) {
     auto reference = dense.Run((*tasks)[i]);
     auto run = (i % 2 ? worker_b : worker_a).Run((*tasks)[i]);
@@ -175,7 +176,15 @@ TEST_F(PipelineReuseTest, KvcommWorkersShareAnchorsGetRealignedKvAndKeepAnswers)
     dense_correct += reference->correct;
     kvcomm_correct += run->correct;
     same_answers += reference->final_reply == run->final_reply;
-    for (const auto& t : run->turns) {
+    bool same_so_far = true;  // every earlier turn of the task replied as dense did
+    for (size_t k = 0; k < run->turns.size(); ++k) {
+      const TurnResult& t = run->turns[k];
+      // A checked turn answers from its full prefill: dense's reply, given the same prompt.
+      if (t.checked && same_so_far) {
+        EXPECT_EQ(t.reply, reference->turns[k].reply) << (*tasks)[i].id << " turn " << k;
+        ++checked_as_dense;
+      }
+      same_so_far = same_so_far && t.reply == reference->turns[k].reply;
       EXPECT_FALSE(t.fallback || t.store_failed) << t.daemon_error;
       realigned += t.realigned_tokens;
       anchor_turns += t.made_anchors;
@@ -194,6 +203,7 @@ TEST_F(PipelineReuseTest, KvcommWorkersShareAnchorsGetRealignedKvAndKeepAnswers)
   EXPECT_GT(anchor_turns, 0);
   EXPECT_GT(anchor_turns_reusing, 0);
   EXPECT_GT(checked, 0) << "kvcommd asks for the first estimates of each slot to be checked";
+  EXPECT_GT(checked_as_dense, 0);
   EXPECT_GT(realigned, 0) << "no placeholder was realigned from anchors";
   EXPECT_GE(kvcomm_correct, dense_correct - 1);
   EXPECT_GE(same_answers, static_cast<int>(tasks->size()) - 2);
