@@ -225,6 +225,29 @@ size_t TrueContextEnd(const std::vector<size_t>& reported, const std::vector<Seg
   return end;
 }
 
+std::vector<size_t> ReportsWorthTheirCost(std::vector<size_t> reported,
+                                          const std::vector<SegmentSpan>& spans,
+                                          const std::vector<bool>& realigned) {
+  // A report pays off later, in other turns' estimates; recomputing up to 4x its tokens kept
+  // the reports aggregation and fact relay need (dropping any report a recompute outweighs cost
+  // them answers, bench/RESULTS.md) and still spares a long document for a short message.
+  constexpr int64_t kRecomputedPerReported = 4;
+  std::sort(reported.begin(), reported.end());
+  while (!reported.empty()) {
+    int64_t recomputed = 0, reported_tokens = 0;
+    for (size_t i = 0; i < TrueContextEnd(reported, spans); ++i)
+      if (realigned[i]) recomputed += spans[i].tokens();
+    for (size_t i : reported) {
+      reported_tokens += spans[i].tokens();
+      if (i + 1 < spans.size() && !spans[i + 1].placeholder())
+        reported_tokens += spans[i + 1].tokens();
+    }
+    if (recomputed <= kRecomputedPerReported * reported_tokens) break;
+    reported.pop_back();
+  }
+  return reported;
+}
+
 Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
                                                  const std::vector<SegmentSpan>& spans,
                                                  const std::string& agent,
@@ -259,7 +282,12 @@ Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
   }
   // A turn that makes anchors computes everything not exact up to the last span it reports
   // (and the template span after it, reported too), so what it reports is the true KV; the
-  // realigned spans after that are reused.
+  // realigned spans after that are reused. Reports that would recompute more realigned tokens
+  // than they report are not made.
+  std::vector<bool> realigned(spans.size());
+  for (size_t i = 0; i < spans.size(); ++i)
+    realigned[i] = plans[i].decision == client::ReuseDecision::kRealigned;
+  result.report = ReportsWorthTheirCost(std::move(result.report), spans, realigned);
   const size_t true_context_end = TrueContextEnd(result.report, spans);
   Status imported;
   for (size_t i = 0; i < spans.size(); ++i) {

@@ -60,6 +60,12 @@ struct ImportResult {
 // The spans an anchor-making turn must compute in their true context: every span before the end
 // of the last one it reports (a reported placeholder's template span after it is reported too).
 size_t TrueContextEnd(const std::vector<size_t>& reported, const std::vector<SegmentSpan>& spans);
+// The reports (span indices) an anchor-making turn makes: the first of `reported`, in prompt
+// order, as long as the realigned spans they make it compute (`realigned`, per span) are at
+// most 4x the tokens they report (placeholders and the template spans after them).
+std::vector<size_t> ReportsWorthTheirCost(std::vector<size_t> reported,
+                                          const std::vector<SegmentSpan>& spans,
+                                          const std::vector<bool>& realigned);
 
 // The slots of the placeholders an import realigned (each once, in prompt order).
 std::vector<std::string> RealignedSlots(const std::vector<SegmentSpan>& spans,

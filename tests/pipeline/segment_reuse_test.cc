@@ -1,4 +1,5 @@
-// Which spans an anchor-making kvcomm turn computes in their true context.
+// Which spans an anchor-making kvcomm turn computes in their true context, and which reports
+// it makes.
 #include "agents/pipeline/segment_reuse.h"
 
 #include <gtest/gtest.h>
@@ -30,6 +31,32 @@ TEST(TrueContextEnd, APlaceholderFollowedByAnotherReportsOnlyItself) {
   spans[4].slot = "m9";
   EXPECT_EQ(TrueContextEnd({3}, spans), 4u);
   EXPECT_EQ(TrueContextEnd({5}, Prompt()), 7u);
+}
+
+TEST(ReportsWorthTheirCost, AReportIsDroppedWhenItWouldRecomputeFarMoreRealignedTokens) {
+  const auto spans = Prompt();
+  std::vector<bool> realigned(spans.size(), false);
+  realigned[1] = true;  // the input (15 tokens) came realigned
+  // Reporting the second message (7 + 2 template tokens) would recompute the input: 15 <= 4 x 9.
+  EXPECT_EQ(ReportsWorthTheirCost({5}, spans, realigned), (std::vector<size_t>{5}));
+  auto long_input = spans;
+  long_input[1].end = 205;  // 200 tokens: no longer worth recomputing for 9 reported ones
+  for (size_t i = 2; i < long_input.size(); ++i) {
+    long_input[i].begin += 185;
+    long_input[i].end += 185;
+  }
+  EXPECT_TRUE(ReportsWorthTheirCost({5}, long_input, realigned).empty());
+  // Reports before the realigned span cost nothing and stay; the later one goes.
+  std::vector<bool> later(spans.size(), false);
+  later[3] = true;
+  auto long_message = spans;
+  long_message[3].end = 230;  // 207 tokens against 27 reported (input, message, labels)
+  for (size_t i = 4; i < long_message.size(); ++i) {
+    long_message[i].begin += 200;
+    long_message[i].end += 200;
+  }
+  EXPECT_EQ(ReportsWorthTheirCost({5, 1}, long_message, later), (std::vector<size_t>{1}));
+  EXPECT_TRUE(ReportsWorthTheirCost({}, spans, realigned).empty());
 }
 
 }  // namespace
