@@ -22,8 +22,11 @@ bool ReuseChecks::Gated(const CheckTally& tally) const {
 
 bool ReuseChecks::Estimates(const Key& key) const {
   std::lock_guard lock(mutex_);
-  auto it = tallies_.find(key);
-  return it == tallies_.end() || !Gated(it->second);
+  for (const Key& k : {key, Key{key.name_space, key.model, "", key.agent}}) {
+    auto it = tallies_.find(k);
+    if (it != tallies_.end() && Gated(it->second)) return false;
+  }
+  return true;
 }
 
 bool ReuseChecks::PlanEstimated(const std::string& name_space, const Hash128& model,
@@ -31,7 +34,7 @@ bool ReuseChecks::PlanEstimated(const std::string& name_space, const Hash128& mo
   if (config_.first == 0) return false;
   std::lock_guard lock(mutex_);
   // The steady rate is per agent, not per slot: a turn estimates several slots at once.
-  const uint64_t plans = ++agent_plans_[{name_space, model, "", agent}];
+  const uint64_t plans = ++tallies_[{name_space, model, "", agent}].plans;
   bool check = config_.every > 0 && plans % config_.every == 0;
   for (const std::string& slot : slots) {
     CheckTally& tally = tallies_[{name_space, model, slot, agent}];
@@ -47,14 +50,18 @@ Status ReuseChecks::Record(const std::string& name_space, const Hash128& model,
   if (!std::isfinite(next_token_kl) || next_token_kl < 0)
     return InvalidArgument("nextTokenKl must be finite and >= 0, got {}", next_token_kl);
   std::lock_guard lock(mutex_);
-  std::vector<CheckTally*> tallies;
+  auto agent_tally = tallies_.find({name_space, model, "", agent});
+  if (agent_tally == tallies_.end())
+    return Error(ErrorCode::kNotFound, "no plan estimated anything for agent '{}'", agent);
+  std::vector<CheckTally*> tallies = {&agent_tally->second};
   for (const std::string& slot : slots) {
     auto it = tallies_.find({name_space, model, slot, agent});
-    if (it == tallies_.end())
+    if (slot.empty() || it == tallies_.end())
       return Error(ErrorCode::kNotFound, "slot '{}' was never estimated for agent '{}'", slot,
                    agent);
     tallies.push_back(&it->second);
   }
+  // The outcome is the turn's: every slot it estimated shares it, and so does the agent.
   for (CheckTally* tally : tallies) {
     ++tally->checks;
     tally->changed += changed;
