@@ -4,8 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
-#include <numeric>
 
 #include "daemon/anchor_records.h"
 #include "kernels/realign.h"

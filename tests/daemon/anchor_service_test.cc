@@ -217,6 +217,8 @@ TEST_F(AnchorServiceTest, AnAgentWithoutItsOwnDeltasReportsOrBorrowsAnother) {
   const auto p = Tokens(50, 4);
   const KvF32 base = Random(4, 21), actual = Random(4, 22);
   PutBase(p, base);
+  config_.borrow_deltas = false;
+  service_ = std::make_unique<AnchorService>(*store_, config_);
   ASSERT_TRUE(Plan(Prompt("a", 5, p))[1].report_actual);
   ASSERT_TRUE(Report("a", p, 5, actual, Random(3, 23)).ok());
   // KVCOMM's rule: agent b computes the anchor's content in its own prompt and reports it.
@@ -261,8 +263,8 @@ TEST_F(AnchorServiceTest, ChecksThatFindChangedRepliesStopTheSlotsEstimatesForTh
   EXPECT_FALSE(gated->segments[1].report_actual);  // not an anchor either: just computed
   EXPECT_EQ(gated->segments[2].decision, Decision::kPrefill);
   EXPECT_FALSE(gated->check_reuse);
-  // Another agent's estimates of the slot are untouched.
-  EXPECT_TRUE(Plan(Prompt("b", 7, p))[1].report_actual);
+  // Another agent's estimates of the slot are untouched (b borrows a's delta).
+  EXPECT_EQ(Plan(Prompt("b", 7, p))[1].decision, Decision::kRealigned);
 
   bool found = false;
   for (const auto& c : service_->Stats()) {

@@ -39,16 +39,16 @@ disk_capacity = 1073741824
 persist = false
 data_dir = "/tmp/kvcomm-test-data"
 [anchors]
-borrow_deltas = true
+borrow_deltas = false
 [checks]
 first = 3
 every = 0
 max_changed = 0.5
 )");
   DaemonConfig config = DaemonConfig::Defaults();
-  EXPECT_FALSE(config.anchors.borrow_deltas);
-  ASSERT_TRUE(config.MergeTomlFile(path).ok());
   EXPECT_TRUE(config.anchors.borrow_deltas);
+  ASSERT_TRUE(config.MergeTomlFile(path).ok());
+  EXPECT_FALSE(config.anchors.borrow_deltas);
   EXPECT_EQ(config.checks.first, 3u);
   EXPECT_EQ(config.checks.every, 0u);
   EXPECT_DOUBLE_EQ(config.checks.max_changed, 0.5);
