@@ -30,7 +30,7 @@ struct ReuseCheckConfig {
   uint32_t first = 2;
   // After those, one in `every` of an agent's plans that estimate anything is checked (0: no
   // more checks).
-  uint32_t every = 20;
+  uint32_t every = 100;
   // A slot stops being estimated for an agent (or the agent for all slots) once at least
   // `first` checks were made and more than this share of them changed the reply.
   double max_changed = 0.25;
