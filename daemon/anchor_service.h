@@ -113,7 +113,8 @@ class AnchorService {
 
   // `scope.model` must be set. One answer per input segment. With device delivery, every
   // exact or realigned segment's KV is in a lease the caller hands on (or releases).
-  // A placeholder whose slot checks found to change this agent's replies is prefilled.
+  // Placeholders are prefilled where checks found estimates to change this agent's replies
+  // (reuse_checks.h).
   Result<PromptPlanOutput> Plan(const kvstore::Scope& scope, const PlanInput& input,
                                 Delivery delivery = Delivery::kHost);
   Status ReportActual(const kvstore::Scope& scope, const ActualInput& input);

@@ -235,7 +235,8 @@ std::vector<size_t> ReportsWorthTheirCost(std::vector<size_t> reported,
   std::sort(reported.begin(), reported.end());
   while (!reported.empty()) {
     int64_t recomputed = 0, reported_tokens = 0;
-    for (size_t i = 0; i < TrueContextEnd(reported, spans); ++i)
+    const size_t end = TrueContextEnd(reported, spans);
+    for (size_t i = 0; i < end; ++i)
       if (realigned[i]) recomputed += spans[i].tokens();
     for (size_t i : reported) {
       reported_tokens += spans[i].tokens();
@@ -282,8 +283,7 @@ Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
   }
   // A turn that makes anchors computes everything not exact up to the last span it reports
   // (and the template span after it, reported too), so what it reports is the true KV; the
-  // realigned spans after that are reused. Reports that would recompute more realigned tokens
-  // than they report are not made.
+  // realigned spans after that are reused. Reports not worth that recompute are not made.
   std::vector<bool> realigned(spans.size());
   for (size_t i = 0; i < spans.size(); ++i)
     realigned[i] = plans[i].decision == client::ReuseDecision::kRealigned;
@@ -333,12 +333,9 @@ std::vector<std::string> RealignedSlots(const std::vector<SegmentSpan>& spans,
   return slots;
 }
 
-Status SegmentReuse::ReportCheck(const std::vector<SegmentSpan>& spans,
-                                 const ImportResult& imported, const std::string& agent,
+Status SegmentReuse::ReportCheck(std::vector<std::string> slots, const std::string& agent,
                                  bool reply_changed, double next_token_kl) {
-  client::CheckReport report{agent, RealignedSlots(spans, imported), reply_changed, next_token_kl};
-  if (report.slots.empty()) return Status();
-  return client_.ReportCheck(report);
+  return client_.ReportCheck({agent, std::move(slots), reply_changed, next_token_kl});
 }
 
 Status SegmentReuse::Report(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,

@@ -106,10 +106,9 @@ class SegmentReuse {
   Status Report(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
                 const ImportResult& imported, const std::string& agent,
                 const runtime::KvCache& cache);
-  // kvcomm: the outcome of the check a plan asked for (nothing to send if the turn used no
-  // realigned placeholder).
-  Status ReportCheck(const std::vector<SegmentSpan>& spans, const ImportResult& imported,
-                     const std::string& agent, bool reply_changed, double next_token_kl);
+  // kvcomm: the outcome of the check a plan asked for; `slots`: the turn's RealignedSlots.
+  Status ReportCheck(std::vector<std::string> slots, const std::string& agent, bool reply_changed,
+                     double next_token_kl);
 
  private:
   SegmentKey ContextKey(const TokenizedPrompt& prompt, const SegmentSpan& span) const;

@@ -101,7 +101,10 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
     }
   }
   turn.made_anchors = !imported.report.empty();
-  const bool check = imported.check_reuse && !RealignedSlots(spans, imported).empty();
+  // Only a turn that used estimated placeholders has something to check.
+  std::vector<std::string> realigned_slots;
+  if (imported.check_reuse) realigned_slots = RealignedSlots(spans, imported);
+  const bool check = !realigned_slots.empty();
   generate.keep_prompt_logits = options_.measure_fidelity || check;
   const double gaps_seconds = seconds_since(start);
   auto generated = runtime::Generate(model_, &tokenizer_, last_run, cache, generate);
@@ -112,7 +115,8 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
   turn.reply = out.text;
   turn.prefill_seconds = gaps_seconds + out.prefill_seconds;
   if (check)
-    KVCOMM_RETURN_IF_ERROR(Check(prompt, spans, imported, agent_name, generate, out, turn));
+    KVCOMM_RETURN_IF_ERROR(
+        Check(prompt, std::move(realigned_slots), agent_name, generate, out, turn));
   turn.seconds = seconds_since(start);
   if (options_.measure_fidelity && turn.reused_tokens > 0)
     KVCOMM_RETURN_IF_ERROR(
@@ -139,9 +143,8 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
   return turn;
 }
 
-Status LocalExecutor::Check(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
-                            const ImportResult& imported, const std::string& agent,
-                            runtime::GenerateOptions generate,
+Status LocalExecutor::Check(const TokenizedPrompt& prompt, std::vector<std::string> slots,
+                            const std::string& agent, runtime::GenerateOptions generate,
                             const runtime::GenerateResult& reused, TurnResult& turn) {
   KVCOMM_ASSIGN_OR_RETURN(auto full_cache,
                           model_.NewCache(turn.prompt_tokens + generate.max_new_tokens));
@@ -155,7 +158,7 @@ Status LocalExecutor::Check(const TokenizedPrompt& prompt, const std::vector<Seg
   turn.prefill_seconds += full.prefill_seconds;
   turn.reused_tokens = turn.realigned_tokens = turn.reused_placeholder_tokens = 0;
   const double kl = KlDivergence(full.prompt_logits, reused.prompt_logits);
-  const Status reported = reuse_->ReportCheck(spans, imported, agent, turn.check_changed, kl);
+  const Status reported = reuse_->ReportCheck(std::move(slots), agent, turn.check_changed, kl);
   if (!reported.ok()) {
     turn.store_failed = true;
     turn.daemon_error = reported.ToString();

@@ -1,5 +1,6 @@
 // Wire conversions of the KVCOMM reuse requests (PlanPrompt, ReportActual, ReportCheck,
-// ListAnchors and the reuse counters of Stats). Readers validate everything that arrives; daemon-only.
+// ListAnchors and the reuse counters of Stats). Readers validate everything that arrives;
+// daemon-only.
 #pragma once
 
 #include <vector>
