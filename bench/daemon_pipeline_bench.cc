@@ -15,7 +15,10 @@
 // timed after them reuses. kvcommd runs KVCOMM's reuse rule, but random weights make every
 // placeholder equally far from every anchor, so the rule's thresholds are opened (entropy
 // threshold 1, no distance limit: reuse whenever two anchors have deltas for the agent); the
-// work per turn does not depend on that choice.
+// work per turn does not depend on that choice. kvcommd's answer-level checks run at their
+// default rate: a checked turn answers from a full prefill and computes the reused turn after
+// it to compare; since random weights make that comparison meaningless, no outcome stops
+// reuse (checks.max_changed = 1), but every check kvcommd asks for is paid for.
 // TTFT counts from the turn's start (the plan request) to the first reply token's logits;
 // storing the turn's KV, reports and the reply's base afterwards are timed apart ("after").
 #include <signal.h>
@@ -33,6 +36,7 @@
 
 #include "agents/client/client.h"
 #include "agents/pipeline/segment_reuse.h"
+#include "agents/pipeline/turn.h"
 #include "agents/runtime/model.h"
 #include "agents/runtime/weights.h"
 #include "bench/greedy_turns.h"
@@ -94,6 +98,9 @@ struct TurnTiming {
   int64_t gaps = 0;                      // runs of them
   double cue_again = 0;  // --probe: the last span alone, computed once more right after
   int64_t prompt_tokens = 0, reused_tokens = 0;
+  // kvcommd asked for a check: the turn answered from a full prefill (TTFT = import + that
+  // prefill) and ran the reused prefill and reply afterwards to compare (in `after`).
+  bool checked = false;
   std::vector<int32_t> reply;
 };
 using RunTimings = std::vector<std::vector<TurnTiming>>;  // [round][agent]
@@ -186,12 +193,22 @@ class Bench {
     turn.bases = imported.bases_seconds;
     turn.plan = imported.plan_seconds;
     turn.copy = imported.copy_seconds;
+    std::vector<std::string> realigned_slots;
+    if (imported.check_reuse) realigned_slots = pipeline::RealignedSlots(spans, imported);
+    turn.checked = !realigned_slots.empty();
+    std::optional<bench::DenseTurnTiming> full;
+    if (turn.checked) {
+      full = Check(bench::DenseTurn(model_, prompt.tokens, o_.output_tokens));
+      turn.ttft = turn.import + full->ttft;
+      turn.decode = full->decode;
+    }
+    const auto reused_start = Clock::now();
     std::span<const int32_t> tokens(prompt.tokens);
     // The spans not imported, merged into runs, in one pass (the cue, last, is never imported).
     std::vector<Model::TokenRun> runs;
     for (size_t s = 0; s < spans.size(); ++s) {
       if (imported.imported(s)) {
-        turn.reused_tokens += spans[s].tokens();
+        if (!turn.checked) turn.reused_tokens += spans[s].tokens();
         continue;
       }
       if (s > 0 && !imported.imported(s - 1)) {
@@ -202,10 +219,9 @@ class Bench {
       }
     }
     turn.gaps = static_cast<int64_t>(runs.size());
-    const auto prefill_start = Clock::now();
     std::vector<float> logits = Check(model_.ForwardRuns(runs, cache));
-    turn.ttft = Seconds(start);
-    turn.prefill = Seconds(prefill_start);
+    if (!turn.checked) turn.ttft = Seconds(start);
+    turn.prefill = Seconds(reused_start);
     Check(reuse_->ReleaseLeases(imported));  // after the first token: not needed for it
     turn.daemon_plan = DaemonPlanSeconds(name) - daemon_before;
     if (probe_) {
@@ -215,12 +231,24 @@ class Bench {
       logits = Check(model_.Forward(runs.back().tokens, cache));
       turn.cue_again = Seconds(again);
     }
-    turn.reply = Check(bench::GreedyReply(model_, logits, cache, o_.output_tokens, &turn.decode));
+    const std::vector<float> first_logits = turn.checked ? logits : std::vector<float>();
+    double decode = 0;
+    turn.reply = Check(bench::GreedyReply(model_, logits, cache, o_.output_tokens, &decode));
+    if (turn.checked) {
+      // Random weights: whether the reply changed says nothing, but kvcommd's tallies and the
+      // time the check costs are the real ones.
+      Check(reuse_->ReportCheck(std::move(realigned_slots), name, turn.reply != full->reply,
+                                pipeline::KlDivergence(full->logits, first_logits)));
+      turn.reply = std::move(full->reply);
+      turn.after = turn.prefill + decode;
+    } else {
+      turn.decode = decode;
+    }
     const auto after = Clock::now();
     Check(reuse_->Store(prompt, spans, imported, cache));
     Check(reuse_->Report(prompt, spans, imported, name, cache));
     if (read_later) Check(reuse_->StoreBase(turn.reply));
-    turn.after = Seconds(after);
+    turn.after += Seconds(after);
     return turn;
   }
 
@@ -265,7 +293,9 @@ void PrintRun(const char* title, const RunTimings& dense, const RunTimings& kvco
       ++turns;
     }
     TurnTiming mean;
+    int checked = 0;
     for (const auto& k : kvcomm[r]) {
+      checked += k.checked ? 1 : 0;
       for (auto [sum, part] : {std::pair{&mean.bases, k.bases},
                                {&mean.plan, k.plan},
                                {&mean.copy, k.copy},
@@ -282,6 +312,9 @@ void PrintRun(const char* title, const RunTimings& dense, const RunTimings& kvco
         1e3 * mean.prefill, static_cast<long long>(kvcomm[r].front().gaps));
     if (mean.cue_again > 0) std::printf("; the last alone again: %.1f ms", 1e3 * mean.cue_again);
     std::printf(")");
+    if (checked > 0)
+      std::printf("; %d checked turns (answered from a full prefill, reused turn after it)",
+                  checked);
     std::printf("\n");
   }
   std::printf(
@@ -337,7 +370,8 @@ int main(int argc, char** argv) {
   std::string toml = fmt::format(
       "endpoint = \"{}\"\nmax_request_bytes = \"2GiB\"\nworkers = 2\n"
       "[store]\npersist = false\nhost_capacity = \"16GiB\"\ngpu_capacity = \"{}\"\n"
-      "[anchors]\nentropy_threshold = 1.0\nmax_relative_distance = 0.0\n",
+      "[anchors]\nentropy_threshold = 1.0\nmax_relative_distance = 0.0\n"
+      "[checks]\nmax_changed = 1.0\n",
       endpoint, cuda ? gpu_capacity : "0");
   if (cuda) toml += fmt::format("[ipc]\narena = \"{}\"\nlease_ttl_ms = 60000\n", arena);
   Daemon daemon(kvcommd, dir, toml, kvcommd_log_level);

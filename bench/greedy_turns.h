@@ -35,6 +35,7 @@ inline Result<std::vector<int32_t>> GreedyReply(const runtime::Model& model,
 struct DenseTurnTiming {
   double ttft = 0, decode = 0;
   std::vector<int32_t> reply;
+  std::vector<float> logits;  // the prompt's last (the first reply token's)
 };
 
 // The whole prompt prefilled (TTFT), then a greedy reply; the cache is allocated untimed.
@@ -48,6 +49,7 @@ inline Result<DenseTurnTiming> DenseTurn(const runtime::Model& model,
   turn.ttft = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   KVCOMM_ASSIGN_OR_RETURN(turn.reply,
                           GreedyReply(model, logits, cache, reply_tokens, &turn.decode));
+  turn.logits = std::move(logits);
   return turn;
 }
 

@@ -107,16 +107,30 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
   const bool check = !realigned_slots.empty();
   generate.keep_prompt_logits = options_.measure_fidelity || check;
   const double gaps_seconds = seconds_since(start);
+  // A checked turn answers with the full prefill's reply, so that one is computed first: the
+  // answer's first token does not wait for the reply with reused KV, which only compares.
+  std::optional<runtime::GenerateResult> full;
+  if (check) {
+    auto full_cache = model_.NewCache(needed);
+    if (!full_cache.ok()) return full_cache.status();
+    runtime::GenerateOptions full_generate = generate;
+    full_generate.gaps_before.clear();
+    auto generated_full =
+        runtime::Generate(model_, &tokenizer_, prompt.tokens, *full_cache, full_generate);
+    if (!generated_full.ok()) {
+      (void)reuse_->ReleaseLeases(imported);  // the turn failed anyway
+      return generated_full.status();
+    }
+    full = std::move(*generated_full);
+  }
   auto generated = runtime::Generate(model_, &tokenizer_, last_run, cache, generate);
   // Leases go back once the reply is out (not inside the TTFT), also when generation failed.
   const Status released = reuse_ ? reuse_->ReleaseLeases(imported) : Status();
   KVCOMM_ASSIGN_OR_RETURN(auto out, std::move(generated));
   KVCOMM_RETURN_IF_ERROR(released);
   turn.reply = out.text;
-  turn.prefill_seconds = gaps_seconds + out.prefill_seconds;
-  if (check)
-    KVCOMM_RETURN_IF_ERROR(
-        Check(prompt, std::move(realigned_slots), agent_name, generate, out, turn));
+  turn.prefill_seconds = gaps_seconds + (full ? full->prefill_seconds : out.prefill_seconds);
+  if (full) ReportCheck(std::move(realigned_slots), agent_name, *full, out, turn);
   turn.seconds = seconds_since(start);
   if (options_.measure_fidelity && turn.reused_tokens > 0)
     KVCOMM_RETURN_IF_ERROR(
@@ -143,19 +157,13 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
   return turn;
 }
 
-Status LocalExecutor::Check(const TokenizedPrompt& prompt, std::vector<std::string> slots,
-                            const std::string& agent, runtime::GenerateOptions generate,
-                            const runtime::GenerateResult& reused, TurnResult& turn) {
-  KVCOMM_ASSIGN_OR_RETURN(auto full_cache,
-                          model_.NewCache(turn.prompt_tokens + generate.max_new_tokens));
-  generate.gaps_before.clear();
-  KVCOMM_ASSIGN_OR_RETURN(
-      auto full, runtime::Generate(model_, &tokenizer_, prompt.tokens, full_cache, generate));
+void LocalExecutor::ReportCheck(std::vector<std::string> slots, const std::string& agent,
+                                const runtime::GenerateResult& full,
+                                const runtime::GenerateResult& reused, TurnResult& turn) {
   turn.checked = true;
   turn.check_changed = full.text != reused.text;
   // The full prefill's reply is the true one: it is what the turn answers.
   turn.reply = full.text;
-  turn.prefill_seconds += full.prefill_seconds;
   turn.reused_tokens = turn.realigned_tokens = turn.reused_placeholder_tokens = 0;
   const double kl = KlDivergence(full.prompt_logits, reused.prompt_logits);
   const Status reported = reuse_->ReportCheck(std::move(slots), agent, turn.check_changed, kl);
@@ -163,7 +171,6 @@ Status LocalExecutor::Check(const TokenizedPrompt& prompt, std::vector<std::stri
     turn.store_failed = true;
     turn.daemon_error = reported.ToString();
   }
-  return Status();
 }
 
 std::span<const int32_t> LocalExecutor::Gaps(const TokenizedPrompt& prompt,

@@ -86,11 +86,12 @@ class LocalExecutor final : public TurnExecutor {
   Status MeasureFidelity(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
                          const ImportResult& imported, const runtime::KvCache& cache,
                          const std::vector<float>& logits, TurnResult& turn) const;
-  // Computes the turn in full as kvcommd asked, answers with that reply, and reports for
-  // `slots` (those it used realigned KV for) whether the reply with reused KV differed.
-  Status Check(const TokenizedPrompt& prompt, std::vector<std::string> slots,
-               const std::string& agent, runtime::GenerateOptions generate,
-               const runtime::GenerateResult& reused, TurnResult& turn);
+  // A checked turn (kvcommd asked; `full` is the turn computed in full): answers with the full
+  // reply and reports for `slots` (those it used realigned KV for) whether the reply with
+  // reused KV differed.
+  void ReportCheck(std::vector<std::string> slots, const std::string& agent,
+                   const runtime::GenerateResult& full, const runtime::GenerateResult& reused,
+                   TurnResult& turn);
   // The spans not imported, as runs: all but the last go to `gaps` (computed with the last in
   // one pass); returns the tokens of that last run (what generation starts from).
   std::span<const int32_t> Gaps(const TokenizedPrompt& prompt,
