@@ -53,12 +53,13 @@ Status ExpectPayloadFrames(const Call& call, size_t count, std::string_view requ
 class RequestDispatch {
  public:
   RequestDispatch(kvstore::TieredStore& store, AnchorService& anchors, SessionTable& sessions,
-                  DaemonCounters& counters, const ServerConfig& config)
+                  DaemonCounters& counters, const ServerConfig& config, LeaseStaging& staging)
       : store_(store),
         anchors_(anchors),
         sessions_(sessions),
         counters_(counters),
-        config_(config) {}
+        config_(config),
+        staging_(staging) {}
 
   Status Dispatch(Call& call) {
     switch (call.request.which()) {
@@ -343,20 +344,32 @@ class RequestDispatch {
                              meta.layout.ToString(), meta.payload_bytes);
     }
     SegmentKey key;
-    std::lock_guard lock(staging_mutex_);
+    std::lock_guard lock(staging_.mutex);
+    kernels::PinnedHostBuffer& staging = staging_.buffer;
     auto stored = [&]() -> Result<kvstore::SegmentMeta> {
-      if (staging_.size() < lease.bytes) {
-        staging_ = {};
-        KVCOMM_ASSIGN_OR_RETURN(staging_, kernels::PinnedHostBuffer::Allocate(lease.bytes));
+      if (staging.size() < lease.bytes) {
+        staging = {};
+        KVCOMM_ASSIGN_OR_RETURN(staging, kernels::PinnedHostBuffer::Allocate(lease.bytes));
       }
-      KVCOMM_RETURN_IF_ERROR(kernels::CopyDeviceToHost(staging_.data(), lease.data, lease.bytes));
-      const std::span<const std::byte> bytes(staging_.data(), lease.bytes);
+      const auto copy_start = std::chrono::steady_clock::now();
+      KVCOMM_RETURN_IF_ERROR(kernels::CopyDeviceToHost(staging.data(), lease.data, lease.bytes));
+      const auto checksum_start = std::chrono::steady_clock::now();
+      const std::span<const std::byte> bytes(staging.data(), lease.bytes);
       meta.checksum = Checksum64(bytes);
       SetKeys(meta);
       key = meta.context_key;
-      return store_.PutFromDevice(std::move(meta), lease.data, [&]() -> Result<Blob> {
+      const auto place_start = std::chrono::steady_clock::now();
+      auto placed = store_.PutFromDevice(std::move(meta), lease.data, [&]() -> Result<Blob> {
         return Blob::FromVector(std::vector<std::byte>(bytes.begin(), bytes.end()));
       });
+      auto ms = [](auto from, auto to) {
+        return std::chrono::duration<double, std::milli>(to - from).count();
+      };
+      const auto end = std::chrono::steady_clock::now();
+      spdlog::debug("put from lease {}: copy out {:.1f} ms, checksum {:.1f} ms, placing {:.1f} ms",
+                    id, ms(copy_start, checksum_start), ms(checksum_start, place_start),
+                    ms(place_start, end));
+      return placed;
     }();
     // Released on every path. Expired meanwhile: the arena may have lent its bytes to someone
     // else while they were read, so what was stored from them goes.
@@ -443,9 +456,7 @@ class RequestDispatch {
   SessionTable& sessions_;
   DaemonCounters& counters_;
   const ServerConfig& config_;
-  // Puts from leases are copied through here once (pinned: at full bus speed), one at a time.
-  std::mutex staging_mutex_;
-  kernels::PinnedHostBuffer staging_;
+  LeaseStaging& staging_;
 };
 
 std::vector<zmq::message_t> RequestHandler::Handle(std::string_view routing_id,
@@ -474,7 +485,8 @@ std::vector<zmq::message_t> RequestHandler::Handle(std::string_view routing_id,
       reply.setId(id);
       Call call{routing_id, frames, request, reply, payload_out};
       status = words.status().ok()
-                   ? RequestDispatch(store_, anchors_, sessions_, counters_, config_).Dispatch(call)
+                   ? RequestDispatch(store_, anchors_, sessions_, counters_, config_, staging_)
+                         .Dispatch(call)
                    : words.status();
     } catch (const kj::Exception& e) {
       status = Error(ErrorCode::kMalformedMessage, "request is not a valid kvcomm message: {}",

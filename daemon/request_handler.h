@@ -6,6 +6,7 @@
 // thread-safe. One handler is shared by all worker threads.
 #pragma once
 
+#include <mutex>
 #include <string_view>
 #include <vector>
 #include <zmq.hpp>
@@ -14,9 +15,17 @@
 #include "daemon/config.h"
 #include "daemon/counters.h"
 #include "daemon/sessions.h"
+#include "kernels/device.h"
 #include "kvstore/store.h"
 
 namespace kvcomm::daemon {
+
+// Where puts from leases are copied once (pinned: at full bus speed) for their checksum, one at
+// a time. Kept for the daemon's life: allocating pinned memory costs more than the copy.
+struct LeaseStaging {
+  std::mutex mutex;
+  kernels::PinnedHostBuffer buffer;
+};
 
 class RequestHandler {
  public:
@@ -38,6 +47,7 @@ class RequestHandler {
   SessionTable& sessions_;
   DaemonCounters& counters_;
   const ServerConfig& config_;
+  LeaseStaging staging_;
 };
 
 }  // namespace kvcomm::daemon
