@@ -2,10 +2,8 @@
 
 #include <cassert>
 #include <cstring>
-#include <numeric>
 
 #include "kernels/ops.h"
-#include "kernels/realign.h"
 
 namespace kvcomm::daemon {
 
@@ -43,24 +41,6 @@ KvF32 FirstTokens(const KvF32& kv, uint32_t tokens) {
     std::memcpy(out.data.data() + r * out_row, kv.data.data() + r * in_row,
                 out_row * sizeof(float));
   }
-  return out;
-}
-
-KvF32 PositionFree(const KvF32& kv, int32_t first_position, std::span<const float> inv_freq) {
-  const KvLayout& l = kv.layout;
-  std::vector<int32_t> from(l.tokens), to(l.tokens, 0);
-  std::iota(from.begin(), from.end(), first_position);
-  KvF32 out{l, std::vector<float>(kv.data.size())};
-  const kernels::RealignShape shape{l.num_layers, l.kv_heads, l.tokens, l.head_dim, 0};
-  kernels::cpu::RealignKv(shape, kv.data.data(), from, to, inv_freq, nullptr, nullptr, nullptr,
-                          out.data.data());
-  return out;
-}
-
-KvF32 Subtract(const KvF32& a, const KvF32& b) {
-  assert(a.layout == b.layout);
-  KvF32 out{a.layout, std::vector<float>(a.data.size())};
-  for (size_t i = 0; i < a.data.size(); ++i) out.data[i] = a.data[i] - b.data[i];
   return out;
 }
 

@@ -23,16 +23,11 @@ Result<KvF32> DecodeKv(const KvLayout& layout, std::span<const std::byte> payloa
 Result<Blob> EncodeKv(const KvF32& kv, DType dtype);
 // The first `tokens` tokens of every (layer, K|V, head) row.
 KvF32 FirstTokens(const KvF32& kv, uint32_t tokens);
-// Keys rotated back to position 0 (RoPE removed) from `first_position` onwards; values as they
-// are. Differences of such arrays do not depend on where the segments were computed.
-KvF32 PositionFree(const KvF32& kv, int32_t first_position, std::span<const float> inv_freq);
 // `layout` with `tokens` tokens of `dtype`.
 inline KvLayout WithTokens(KvLayout layout, size_t tokens, DType dtype) {
   layout.tokens = static_cast<uint32_t>(tokens);
   layout.dtype = dtype;
   return layout;
 }
-// a - b, same layout.
-KvF32 Subtract(const KvF32& a, const KvF32& b);
 
 }  // namespace kvcomm::daemon

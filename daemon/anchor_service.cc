@@ -100,30 +100,14 @@ AnchorService::SlotState& AnchorService::Slot(const kvstore::Scope& scope,
   return *state;
 }
 
-Result<std::shared_ptr<const KvF32>> AnchorService::LoadHost(const kvstore::Scope& scope,
-                                                             const SegmentKey& key,
-                                                             const KvLayout& geometry,
-                                                             int32_t* first_position) {
-  KVCOMM_ASSIGN_OR_RETURN(auto kv, host_math_.Load(scope, key, geometry));
-  if (!kv) return std::shared_ptr<const KvF32>();
-  if (first_position) *first_position = kv->first_position;
-  return kv->host;
-}
-
-Status AnchorService::PutDerived(const kvstore::Scope& scope, const SegmentKey& key,
-                                 const KvF32& kv, int32_t first_position, DType dtype) {
-  kvstore::SegmentMeta meta;
-  meta.context_key = key;
-  meta.content_key = Hasher128().AddString("kvcomm.derived-content").AddHash(key).Finish();
-  meta.fingerprint = *scope.model;
-  meta.name_space = scope.name_space;
-  meta.layout = kv.layout;
-  meta.layout.dtype = dtype;
-  meta.first_position = first_position;
-  KVCOMM_ASSIGN_OR_RETURN(Blob payload, EncodeKv(kv, dtype));
-  meta.payload_bytes = payload.size();
-  meta.checksum = Checksum64(payload.span());
-  return store_.Put(std::move(meta), std::move(payload)).status();
+Status AnchorService::PutReported(const kvstore::Scope& scope, const SegmentKey& key,
+                                  const KvLayout& layout, const Blob& kv, int32_t first_position) {
+  if (kv.size() != layout.PayloadBytes())
+    return InvalidArgument("reported KV is {} bytes, layout {} needs {}", kv.size(),
+                           layout.ToString(), layout.PayloadBytes());
+  kvstore::SegmentMeta meta = DerivedMeta(scope, key, layout, first_position);
+  meta.checksum = Checksum64(kv.span());
+  return store_.Put(std::move(meta), kv).status();
 }
 
 void AnchorService::ReleaseAnchor(const kvstore::Scope& scope, const AnchorSlot::Anchor& anchor) {
@@ -354,10 +338,16 @@ Result<SegmentPlanOutput> AnchorService::PlanFollowing(PlanContext& context,
 
 Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInput& input) {
   KVCOMM_RETURN_IF_ERROR(input.Validate());
+  const auto start = std::chrono::steady_clock::now();
   const auto& model = input.model;
+  // On the GPU when kvcommd has one for the model's KV: the deviations are then computed where
+  // the bases lie (a host round trip per report costs far more than the arithmetic).
+  const bool on_device =
+      device_math_ && model.geometry.dtype == DType::kBF16 && model.geometry.head_dim % 16 == 0;
+  ReuseMath& math = on_device ? static_cast<ReuseMath&>(*device_math_) : host_math_;
   const SegmentKey base_key = ComputeContextKey(
       *scope.model, scope.name_space, TokenPrefixHash(model.base_prefix), input.placeholder_tokens);
-  KVCOMM_ASSIGN_OR_RETURN(auto base, LoadHost(scope, base_key, model.geometry));
+  KVCOMM_ASSIGN_OR_RETURN(auto base, math.Load(scope, base_key, model.geometry));
   if (!base) {
     return Status(ErrorCode::kNotFound,
                   "no base segment for the reported placeholder (store it before planning)");
@@ -367,38 +357,32 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
   if (base->layout.tokens != p_layout.tokens)
     return Error(ErrorCode::kDataLoss, "base segment {} has {} tokens, the placeholder {}",
                  base_key.ToHex(), base->layout.tokens, p_layout.tokens);
-  KVCOMM_ASSIGN_OR_RETURN(auto actual, DecodeKv(p_layout, input.placeholder_kv.span()));
   AnchorSlot::AgentDeltas deltas;
   deltas.placeholder = DeltaKey(scope, input.slot, base_key, input.agent);
   const int32_t base_position = static_cast<int32_t>(model.base_prefix.size());
   KVCOMM_RETURN_IF_ERROR(
-      PutDerived(scope, deltas.placeholder,
-                 Subtract(PositionFree(actual, input.placeholder_position, model.inv_freq),
-                          PositionFree(*base, base_position, model.inv_freq)),
-                 0, model.geometry.dtype));
+      math.PutDeviation({scope, deltas.placeholder, p_layout, input.placeholder_kv.span(),
+                         input.placeholder_position, *base, base_position, model.inv_freq}));
   if (!input.following_tokens.empty()) {
     const KvLayout t_layout =
         WithTokens(model.geometry, input.following_tokens.size(), model.geometry.dtype);
-    KVCOMM_ASSIGN_OR_RETURN(auto following, DecodeKv(t_layout, input.following_kv.span()));
     const SegmentKey t_base_key =
         FollowingBaseKey(scope, input.slot, input.agent, input.following_tokens);
-    int32_t t_base_position = input.following_position;
-    KVCOMM_ASSIGN_OR_RETURN(auto stored_t_base,
-                            LoadHost(scope, t_base_key, model.geometry, &t_base_position));
-    const KvF32* t_base = stored_t_base.get();
+    KVCOMM_ASSIGN_OR_RETURN(auto t_base, math.Load(scope, t_base_key, model.geometry));
     if (!t_base) {
       // The agent's first report of this segment becomes its base (its own delta is zero).
       KVCOMM_RETURN_IF_ERROR(
-          PutDerived(scope, t_base_key, following, input.following_position, model.geometry.dtype));
-      t_base = &following;
+          PutReported(scope, t_base_key, t_layout, input.following_kv, input.following_position));
+      KVCOMM_ASSIGN_OR_RETURN(t_base, math.Load(scope, t_base_key, model.geometry));
+      if (!t_base)
+        return Error(ErrorCode::kResourceExhausted,
+                     "the store dropped a template segment's base as soon as it was put");
     }
     deltas.following =
         FollowingDeltaKey(scope, input.slot, base_key, input.agent, input.following_tokens);
-    KVCOMM_RETURN_IF_ERROR(
-        PutDerived(scope, deltas.following,
-                   Subtract(PositionFree(following, input.following_position, model.inv_freq),
-                            PositionFree(*t_base, t_base_position, model.inv_freq)),
-                   0, model.geometry.dtype));
+    KVCOMM_RETURN_IF_ERROR(math.PutDeviation({scope, deltas.following, t_layout,
+                                              input.following_kv.span(), input.following_position,
+                                              *t_base, t_base->first_position, model.inv_freq}));
   }
   SlotState& slot = Slot(scope, input.slot);
   bool recorded = false;
@@ -410,6 +394,9 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
   ReuseCounter counter{scope.name_space, input.agent, input.slot};
   counter.bytes_moved = input.placeholder_kv.size() + input.following_kv.size();
   stats_.Add(counter);
+  spdlog::debug("report of slot '{}' agent '{}': {} + {} tokens, {:.1f} ms", input.slot,
+                input.agent, input.placeholder_tokens.size(), input.following_tokens.size(),
+                SecondsSince(start) * 1e3);
   if (!recorded) {
     // The anchor was evicted while the agent prefilled: its deltas have no use.
     (void)store_.Delete(deltas.placeholder, scope);

@@ -152,12 +152,9 @@ class AnchorService {
                                             int32_t position, std::optional<Blend>& blend);
   Result<SegmentPlanOutput> PlanFollowing(PlanContext& context, const PlanSegmentInput& segment,
                                           int32_t position, const Blend& blend);
-  // A stored segment as fp32 (checked against the request's KV geometry), or null if absent.
-  Result<std::shared_ptr<const KvF32>> LoadHost(const kvstore::Scope& scope, const SegmentKey& key,
-                                                const KvLayout& geometry,
-                                                int32_t* first_position = nullptr);
-  Status PutDerived(const kvstore::Scope& scope, const SegmentKey& key, const KvF32& kv,
-                    int32_t first_position, DType dtype);
+  // Stores KV an agent reported, as it came, as a derived segment.
+  Status PutReported(const kvstore::Scope& scope, const SegmentKey& key, const KvLayout& layout,
+                     const Blob& kv, int32_t first_position);
   void ReleaseAnchor(const kvstore::Scope& scope, const AnchorSlot::Anchor& anchor);
   bool IsStored(const kvstore::Scope& scope, const SegmentKey& key) const;
   // Rewrites the slot's record (anchor_records.h); called with the slot's lock held whenever its

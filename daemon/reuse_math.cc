@@ -2,6 +2,8 @@
 
 #include <numeric>
 
+#include "common/hash.h"
+#include "kernels/device.h"
 #include "kernels/realign.h"
 
 namespace kvcomm::daemon {
@@ -46,6 +48,19 @@ Result<std::optional<Segment>> Found(Result<Segment> segment, const SegmentKey& 
 
 }  // namespace
 
+kvstore::SegmentMeta DerivedMeta(const kvstore::Scope& scope, const SegmentKey& key,
+                                 const KvLayout& layout, int32_t first_position) {
+  kvstore::SegmentMeta meta;
+  meta.context_key = key;
+  meta.content_key = Hasher128().AddString("kvcomm.derived-content").AddHash(key).Finish();
+  meta.fingerprint = *scope.model;
+  meta.name_space = scope.name_space;
+  meta.layout = layout;
+  meta.first_position = first_position;
+  meta.payload_bytes = layout.PayloadBytes();
+  return meta;
+}
+
 std::vector<int32_t> Positions(int32_t first, size_t count) {
   std::vector<int32_t> out(count);
   std::iota(out.begin(), out.end(), first);
@@ -53,6 +68,22 @@ std::vector<int32_t> Positions(int32_t first, size_t count) {
 }
 
 // ---- host ----
+
+Status HostMath::PutDeviation(const DeviationInput& in) {
+  const KvF32& base = *in.base.host;
+  if (base.layout.tokens != in.layout.tokens)
+    return Error(ErrorCode::kDataLoss, "a base of {} tokens for a report of {}", base.layout.tokens,
+                 in.layout.tokens);
+  KVCOMM_ASSIGN_OR_RETURN(auto actual, DecodeKv(in.layout, in.actual));
+  KvF32 deviation{actual.layout, std::vector<float>(actual.data.size())};
+  kernels::cpu::PositionFreeDifference(ShapeOf(in.layout, 0), actual.data.data(),
+                                       in.actual_position, base.data.data(), in.base_position,
+                                       in.inv_freq, deviation.data.data());
+  KVCOMM_ASSIGN_OR_RETURN(Blob payload, EncodeKv(deviation, in.layout.dtype));
+  kvstore::SegmentMeta meta = DerivedMeta(in.scope, in.key, in.layout, 0);
+  meta.checksum = Checksum64(payload.span());
+  return store_.Put(std::move(meta), std::move(payload)).status();
+}
 
 Result<std::optional<MathKv>> HostMath::Load(const kvstore::Scope& scope, const SegmentKey& key,
                                              const KvLayout& geometry) {
@@ -218,6 +249,50 @@ Result<PlannedKv> DeviceMath::Realigned(const kernels::RealignShape& shape, cons
     return done;
   }
   return PlannedKv{base.layout, {}, lease};
+}
+
+namespace {
+
+// A device buffer of at least `bytes`, grown (never shrunk) as calls need.
+template <typename Buffer>
+Result<std::byte*> AtLeast(Buffer& buffer, size_t bytes) {
+  if (buffer.size() < bytes) {
+    buffer = Buffer();  // free first: the old and new buffer need not fit together
+    KVCOMM_ASSIGN_OR_RETURN(buffer, Buffer::Allocate(bytes));
+  }
+  return buffer.data();
+}
+
+}  // namespace
+
+Status DeviceMath::PutDeviation(const DeviationInput& in) {
+  assert(in.layout.dtype == DType::kBF16);  // ReportActual takes device math for bf16 only
+  if (in.base.layout.tokens != in.layout.tokens)
+    return Error(ErrorCode::kDataLoss, "a base of {} tokens for a report of {}",
+                 in.base.layout.tokens, in.layout.tokens);
+  const size_t bytes = in.layout.PayloadBytes();
+  if (in.actual.size() != bytes)
+    return InvalidArgument("reported KV is {} bytes, layout {} needs {}", in.actual.size(),
+                           in.layout.ToString(), bytes);
+  std::lock_guard lock(mutex_);
+  KVCOMM_ASSIGN_OR_RETURN(std::byte * reported, AtLeast(reported_, bytes));
+  KVCOMM_ASSIGN_OR_RETURN(std::byte * deviation, AtLeast(deviation_, bytes));
+  KVCOMM_ASSIGN_OR_RETURN(std::byte * host, AtLeast(deviation_host_, bytes));
+  KVCOMM_RETURN_IF_ERROR(kernels::CopyHostToDevice(reported, in.actual.data(), bytes));
+  KVCOMM_RETURN_IF_ERROR(realigner_.PositionFreeDifference(
+      ShapeOf(in.layout, 0), reported, in.actual_position, in.base.device.data(), in.base_position,
+      in.inv_freq, deviation));
+  KVCOMM_RETURN_IF_ERROR(kernels::CopyDeviceToHost(host, deviation, bytes));
+  const std::span<const std::byte> host_bytes(host, bytes);
+  kvstore::SegmentMeta meta = DerivedMeta(in.scope, in.key, in.layout, 0);
+  meta.checksum = Checksum64(host_bytes);
+  return store_
+      .PutFromDevice(
+          std::move(meta), deviation,
+          [&]() -> Result<Blob> {
+            return Blob::FromVector(std::vector<std::byte>(host_bytes.begin(), host_bytes.end()));
+          })
+      .status();
 }
 
 Result<PlannedKv> DeviceMath::BlendPlaceholder(const PlaceholderBlendInput& in,

@@ -54,6 +54,26 @@ struct FollowingBlendInput {
   int32_t position;
 };
 
+// An anchor's deviation for one agent (../shared/KVCOMM.md, "Anchors"): the KV an agent
+// reported, `actual` (in `layout`, the model's dtype; token t at actual_position + t), minus
+// `base` (token t at base_position + t), both made position-free (kernels/realign.h's
+// PositionFreeDifference). Stored under `key` as a derived segment (first position 0).
+struct DeviationInput {
+  const kvstore::Scope& scope;
+  SegmentKey key;
+  KvLayout layout;
+  std::span<const std::byte> actual;
+  int32_t actual_position;
+  const MathKv& base;
+  int32_t base_position;
+  std::span<const float> inv_freq;
+};
+
+// The metadata of a segment the anchor service derives (a delta, a template segment's base):
+// keyed by `key` only, never by tokens, so it is never served as a prompt's KV.
+kvstore::SegmentMeta DerivedMeta(const kvstore::Scope& scope, const SegmentKey& key,
+                                 const KvLayout& layout, int32_t first_position);
+
 class ReuseMath {
  public:
   virtual ~ReuseMath() = default;
@@ -72,6 +92,7 @@ class ReuseMath {
   virtual Result<PlannedKv> BlendFollowing(const FollowingBlendInput& in,
                                            std::span<const float> inv_freq, double temperature,
                                            DType dtype) = 0;
+  virtual Status PutDeviation(const DeviationInput& in) = 0;
 };
 
 class HostMath final : public ReuseMath {
@@ -88,6 +109,7 @@ class HostMath final : public ReuseMath {
                                      DType dtype) override;
   Result<PlannedKv> BlendFollowing(const FollowingBlendInput& in, std::span<const float> inv_freq,
                                    double temperature, DType dtype) override;
+  Status PutDeviation(const DeviationInput& in) override;
 
  private:
   kvstore::TieredStore& store_;
@@ -109,6 +131,9 @@ class DeviceMath final : public ReuseMath {
                                      DType dtype) override;
   Result<PlannedKv> BlendFollowing(const FollowingBlendInput& in, std::span<const float> inv_freq,
                                    double temperature, DType dtype) override;
+  // The reported KV goes up to the GPU once; the deviation is computed and placed in the GPU
+  // tier there (its checksum from one copy down).
+  Status PutDeviation(const DeviationInput& in) override;
 
  private:
   // `base` realigned with the weights set last, into a new lease; mutex_ held.
@@ -120,6 +145,10 @@ class DeviceMath final : public ReuseMath {
   DeviceLeases& leases_;
   std::mutex mutex_;
   kernels::DeviceRealigner realigner_;
+  // PutDeviation's buffers, grown to the largest report: what the agent sent, the deviation,
+  // and the deviation's host copy (pinned: copied at full bus speed).
+  kernels::DeviceBuffer reported_, deviation_;
+  kernels::PinnedHostBuffer deviation_host_;
 };
 
 // The positions first .. first + count - 1.

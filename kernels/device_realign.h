@@ -46,6 +46,10 @@ class DeviceRealigner {
   // the placeholder's.
   Status SetChannelWeights(const RealignShape& shape, const std::byte* base,
                            std::span<const DeviceSegmentRef> anchors, float temperature);
+  // PositionFreeDifference of two segments of shape.tokens tokens into `out`.
+  Status PositionFreeDifference(const RealignShape& shape, const std::byte* a, int32_t a_first,
+                                const std::byte* b, int32_t b_first,
+                                std::span<const float> inv_freq, std::byte* out);
   // RealignKv with the weights set last (per channel when shape.per_channel_weights), blending
   // the deltas (shape.anchors is ignored: one weight row per delta).
   Status Realign(const RealignShape& shape, const std::byte* base,

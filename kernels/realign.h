@@ -35,6 +35,13 @@ void RealignKv(const RealignShape& shape, const float* base,
                std::span<const float> inv_freq, const float* deltas, const float* key_weights,
                const float* value_weights, float* out);
 
+// The deviation an anchor records (../shared/KVCOMM.md, "Anchors"): out = F(a, a_first) -
+// F(b, b_first), where F un-rotates the keys of a segment whose token t sits at position
+// first + t to position 0 (values stay as they are). Both segments have shape.tokens tokens.
+void PositionFreeDifference(const RealignShape& shape, const float* a, int32_t a_first,
+                            const float* b, int32_t b_first, std::span<const float> inv_freq,
+                            float* out);
+
 // How close a placeholder's base KV is to each anchor's, the inputs of KVCOMM's reuse decision
 // and blend weights (daemon/anchor_pool.h): for anchor a and token t, summed over all layers,
 // heads and dims, out[(a * tokens + t) * 3 + {0, 1, 2}] = sum |K - K_a|, sum |V - V_a|,
@@ -44,8 +51,8 @@ void AnchorDistances(const RealignShape& shape, const float* base, const float* 
 // Per anchor and channel (layer, K|V, head, dim), summed over the tokens: sum (X - X_a)^2 ->
 // out[a * Channels() + channel]: the input of the per-channel weights of the template segment
 // after a placeholder.
-void AnchorChannelDistances(const RealignShape& shape, const float* base,
-                            const float* anchor_bases, float* out);
+void AnchorChannelDistances(const RealignShape& shape, const float* base, const float* anchor_bases,
+                            float* out);
 
 // Blend weights from those distances: for each column j < n, a softmax over the anchors of
 // -g(sums[(a * n + j) * stride + component]) / temperature, with g(x) = x * scale, or

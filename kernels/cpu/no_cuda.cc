@@ -56,6 +56,11 @@ Status DeviceRealigner::SetChannelWeights(const RealignShape&, const std::byte*,
                                           std::span<const DeviceSegmentRef>, float) {
   return NoCuda();
 }
+Status DeviceRealigner::PositionFreeDifference(const RealignShape&, const std::byte*, int32_t,
+                                               const std::byte*, int32_t, std::span<const float>,
+                                               std::byte*) {
+  return NoCuda();
+}
 Status DeviceRealigner::Realign(const RealignShape&, const std::byte*, std::span<const int32_t>,
                                 std::span<const int32_t>, std::span<const float>,
                                 std::span<const DeviceSegmentRef>, std::byte*) {

@@ -60,6 +60,31 @@ void RealignKv(const RealignShape& s, const float* base, std::span<const int32_t
   });
 }
 
+void PositionFreeDifference(const RealignShape& s, const float* a, int32_t a_first, const float* b,
+                            int32_t b_first, std::span<const float> inv_freq, float* out) {
+  const int64_t half = s.head_dim / 2;
+  ParallelFor(s.layers * 2 * s.kv_heads * s.tokens, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t t = r % s.tokens;
+      const bool is_key = (r / (s.kv_heads * s.tokens)) % 2 == 0;
+      const float *x = a + r * s.head_dim, *y = b + r * s.head_dim;
+      float* o = out + r * s.head_dim;
+      if (!is_key) {
+        for (int64_t i = 0; i < s.head_dim; ++i) o[i] = x[i] - y[i];
+        continue;
+      }
+      for (int64_t i = 0; i < half; ++i) {
+        const double ax = -double{static_cast<float>(a_first + t)} * inv_freq[i];
+        const double ay = -double{static_cast<float>(b_first + t)} * inv_freq[i];
+        const float cx = static_cast<float>(std::cos(ax)), sx = static_cast<float>(std::sin(ax));
+        const float cy = static_cast<float>(std::cos(ay)), sy = static_cast<float>(std::sin(ay));
+        o[i] = (x[i] * cx - x[i + half] * sx) - (y[i] * cy - y[i + half] * sy);
+        o[i + half] = (x[i + half] * cx + x[i] * sx) - (y[i + half] * cy + y[i] * sy);
+      }
+    }
+  });
+}
+
 void AnchorDistances(const RealignShape& s, const float* base, const float* anchor_bases,
                      float* out) {
   const int64_t segment = s.SegmentElements(), rows = s.layers * 2 * s.kv_heads;

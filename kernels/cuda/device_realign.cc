@@ -127,6 +127,21 @@ Status DeviceRealigner::SetChannelWeights(const RealignShape& s, const std::byte
   return Status::Ok();
 }
 
+Status DeviceRealigner::PositionFreeDifference(const RealignShape& s, const std::byte* a,
+                                               int32_t a_first, const std::byte* b, int32_t b_first,
+                                               std::span<const float> inv_freq, std::byte* out) {
+  KVCOMM_RETURN_IF_ERROR(Check(s));
+  for (const std::byte* p : {a, b, static_cast<const std::byte*>(out)})
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0)
+      return InvalidArgument("GPU segments must be 16-byte aligned");
+  KVCOMM_ASSIGN_OR_RETURN(float* freq, Upload(workspace_->inv_freq, inv_freq));
+  KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchPositionFreeDifference(
+      s.layers, s.kv_heads, s.tokens, s.head_dim, Bf16(a), a_first, Bf16(b), b_first, freq,
+      reinterpret_cast<bf16*>(out), nullptr));
+  KVCOMM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(nullptr));
+  return Status::Ok();
+}
+
 Status DeviceRealigner::Realign(const RealignShape& s, const std::byte* base,
                                 std::span<const int32_t> base_positions,
                                 std::span<const int32_t> target_positions,

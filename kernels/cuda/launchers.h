@@ -131,6 +131,11 @@ cudaError_t LaunchRealignKv(int64_t layers, int64_t kv_heads, int64_t tokens, in
                             const float* inv_freq, const AnchorRefs& deltas,
                             const float* key_weights, const float* value_weights, bf16* out,
                             cudaStream_t stream);
+// kernels/realign.h's PositionFreeDifference on bf16 segments (fp32 math).
+cudaError_t LaunchPositionFreeDifference(int64_t layers, int64_t kv_heads, int64_t tokens,
+                                         int64_t head_dim, const bf16* a, int32_t a_first,
+                                         const bf16* b, int32_t b_first, const float* inv_freq,
+                                         bf16* out, cudaStream_t stream);
 cudaError_t LaunchAnchorDistances(int64_t layers, int64_t kv_heads, int64_t tokens,
                                   int64_t head_dim, const bf16* base, const AnchorRefs& anchors,
                                   float* out, cudaStream_t stream);

@@ -90,6 +90,49 @@ __global__ void RealignKernel(int64_t layers, int64_t kv_heads, int64_t tokens, 
   }
 }
 
+// kernels/realign.h's PositionFreeDifference; each thread takes 8 RoPE pairs of one row.
+__global__ void PositionFreeDifferenceKernel(int64_t layers, int64_t kv_heads, int64_t tokens,
+                                             int64_t head_dim, const bf16* a, int32_t a_first,
+                                             const bf16* b, int32_t b_first, const float* inv_freq,
+                                             bf16* out) {
+  const int64_t half = head_dim / 2, groups = half / kPairsPerThread;
+  const int64_t rows = layers * 2 * kv_heads * tokens;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < rows * groups;
+       idx += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = idx / groups, i = (idx % groups) * kPairsPerThread;
+    const int64_t t = r % tokens;
+    const bool is_key = (r / (kv_heads * tokens)) % 2 == 0;
+    const int64_t lo = r * head_dim + i, hi = lo + half;
+    float xa[kPairsPerThread], xb[kPairsPerThread], ya[kPairsPerThread], yb[kPairsPerThread];
+    LoadBf16x8(a + lo, xa);
+    LoadBf16x8(a + hi, xb);
+    LoadBf16x8(b + lo, ya);
+    LoadBf16x8(b + hi, yb);
+    float lo_out[kPairsPerThread], hi_out[kPairsPerThread];
+    for (int j = 0; j < kPairsPerThread; ++j) {
+      if (is_key) {
+        float sx, cx, sy, cy;
+        sincosf(-static_cast<float>(a_first + t) * inv_freq[i + j], &sx, &cx);
+        sincosf(-static_cast<float>(b_first + t) * inv_freq[i + j], &sy, &cy);
+        lo_out[j] = (xa[j] * cx - xb[j] * sx) - (ya[j] * cy - yb[j] * sy);
+        hi_out[j] = (xb[j] * cx + xa[j] * sx) - (yb[j] * cy + ya[j] * sy);
+      } else {
+        lo_out[j] = xa[j] - ya[j];
+        hi_out[j] = xb[j] - yb[j];
+      }
+    }
+    uint4 out_lo, out_hi;
+    __nv_bfloat162* lo_pairs = reinterpret_cast<__nv_bfloat162*>(&out_lo);
+    __nv_bfloat162* hi_pairs = reinterpret_cast<__nv_bfloat162*>(&out_hi);
+    for (int j = 0; j < 4; ++j) {
+      lo_pairs[j] = __floats2bfloat162_rn(lo_out[2 * j], lo_out[2 * j + 1]);
+      hi_pairs[j] = __floats2bfloat162_rn(hi_out[2 * j], hi_out[2 * j + 1]);
+    }
+    *reinterpret_cast<uint4*>(out + lo) = out_lo;
+    *reinterpret_cast<uint4*>(out + hi) = out_hi;
+  }
+}
+
 // One block per (anchor, token); its threads stride over that token's rows in 16-byte chunks
 // (8 dims), so each row's head_dim values are read together.
 __global__ void AnchorDistancesKernel(int64_t layers, int64_t kv_heads, int64_t tokens,
@@ -307,6 +350,20 @@ cudaError_t LaunchRealignKv(int64_t layers, int64_t kv_heads, int64_t tokens, in
       base_positions, target_positions, inv_freq,
       ContiguousAnchors(deltas, anchors, layers * 2 * kv_heads, tokens, head_dim), key_weights,
       value_weights, out, stream);
+}
+
+cudaError_t LaunchPositionFreeDifference(int64_t layers, int64_t kv_heads, int64_t tokens,
+                                         int64_t head_dim, const bf16* a, int32_t a_first,
+                                         const bf16* b, int32_t b_first, const float* inv_freq,
+                                         bf16* out, cudaStream_t stream) {
+  if (head_dim % 16 != 0) return cudaErrorInvalidValue;
+  const int64_t pairs = layers * 2 * kv_heads * tokens * (head_dim / 2);
+  if (pairs == 0) return cudaSuccess;
+  const int threads = 256;
+  const int blocks = static_cast<int>(std::min<int64_t>((pairs + threads - 1) / threads, 65536));
+  PositionFreeDifferenceKernel<<<blocks, threads, 0, stream>>>(
+      layers, kv_heads, tokens, head_dim, a, a_first, b, b_first, inv_freq, out);
+  return cudaGetLastError();
 }
 
 }  // namespace kvcomm::kernels::cuda

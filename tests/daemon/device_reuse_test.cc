@@ -218,8 +218,41 @@ TEST_F(DeviceReuseTest, DevicePlansMatchHostPlans) {
     EXPECT_LT(worst, 2e-2);  // bf16 arithmetic vs fp32 then bf16
   }
   EXPECT_EQ(leases_->active(), leased);
-  for (const auto& p : device->segments) ASSERT_TRUE(!p.kv.lease || leases_->Release(p.kv.lease->id).ok());
+  for (const auto& p : device->segments)
+    ASSERT_TRUE(!p.kv.lease || leases_->Release(p.kv.lease->id).ok());
   EXPECT_EQ(leases_->active(), 0u);
+}
+
+TEST_F(DeviceReuseTest, ReportsComputedOnTheGpuRecordTheHostsDeltas) {
+  if (!kernels::CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU";
+  MakePools();  // with a GPU tier, ReportActual computes the deltas there
+  auto from_gpu_deltas = service_->Plan(scope_, Prompt("a", Tokens(60, 8)), Delivery::kHost);
+  ASSERT_TRUE(from_gpu_deltas.ok()) << from_gpu_deltas.status().ToString();
+  // The same pools in a kvcommd without a GPU tier, whose reports are computed on the host.
+  auto gpu_store = std::move(store_);
+  auto gpu_leases = std::move(leases_);
+  auto gpu_service = std::move(service_);
+  kvstore::StoreOptions options;
+  options.persist = false;
+  options.host_capacity_bytes = 64 << 20;
+  store_ = std::move(kvstore::TieredStore::Open(options)).value();
+  service_ = std::make_unique<AnchorService>(*store_, config_);
+  MakePools();
+  auto from_host_deltas = service_->Plan(scope_, Prompt("a", Tokens(60, 8)), Delivery::kHost);
+  ASSERT_TRUE(from_host_deltas.ok()) << from_host_deltas.status().ToString();
+  for (size_t i = 0; i < kWanted.size(); ++i) {
+    SCOPED_TRACE(i);
+    ASSERT_EQ(from_gpu_deltas->segments[i].decision, kWanted[i]);
+    ASSERT_EQ(from_host_deltas->segments[i].decision, kWanted[i]);
+    if (kWanted[i] == Decision::kPrefill) continue;
+    const auto got = HostKv(from_gpu_deltas->segments[i]);
+    const auto expected = HostKv(from_host_deltas->segments[i]);
+    ASSERT_EQ(got.size(), expected.size());
+    double worst = 0;
+    for (size_t k = 0; k < got.size(); ++k)
+      worst = std::max(worst, std::abs(double{got[k]} - expected[k]) / (1 + std::abs(expected[k])));
+    EXPECT_LT(worst, 2e-2);  // deltas in bf16 from fp32 math on either side
+  }
 }
 
 TEST_F(DeviceReuseTest, AFailedDevicePlanGivesItsLeasesBack) {

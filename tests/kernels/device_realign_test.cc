@@ -131,6 +131,23 @@ TEST(DeviceRealigner, MatchesCpuForPlaceholdersAndFollowingSegments) {
   ExpectClose(FromDeviceBf16(d_f_out, fn), f_want, 2e-2f, "per-channel realignment");
 }
 
+TEST(DeviceRealigner, PositionFreeDifferenceMatchesCpu) {
+  if (!CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU: " << CudaDeviceDescription();
+  const RealignShape s{.layers = 3, .kv_heads = 2, .tokens = 29, .head_dim = 64};
+  const int64_t n = s.SegmentElements();
+  const auto a = RandomNormal(n, 21, 1.f, true), b = RandomNormal(n, 22, 1.f, true);
+  const auto freq = InvFreq(s.head_dim);
+  Dev d_a = ToDeviceBf16(a), d_b = ToDeviceBf16(b), d_out = ToDeviceBf16(std::vector<float>(n));
+  DeviceRealigner realigner;
+  ASSERT_TRUE(realigner
+                  .PositionFreeDifference(s, d_a.buffer.data(), 1500, d_b.buffer.data(), 5, freq,
+                                          d_out.buffer.data())
+                  .ok());
+  std::vector<float> want(n);
+  cpu::PositionFreeDifference(s, a.data(), 1500, b.data(), 5, freq, want.data());
+  ExpectClose(FromDeviceBf16(d_out, n), want, 2e-2f, "position-free difference");
+}
+
 TEST(DeviceRealigner, TakesMoreAnchorsThanOneLaunchForDistancesButNotForABlend) {
   if (!CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU: " << CudaDeviceDescription();
   RealignShape s{.layers = 2, .kv_heads = 1, .tokens = 5, .head_dim = 16, .anchors = 40};

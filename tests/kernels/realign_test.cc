@@ -43,6 +43,20 @@ TEST(RealignCpu, WithoutAnchorsKeysMoveToTheTargetPositionsAndValuesStay) {
   for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], expected[i], 2e-4) << i;
 }
 
+TEST(PositionFreeDifferenceCpu, UndoesEachSegmentsOwnRotationBeforeSubtracting) {
+  const RealignShape s{3, 2, 6, 16, 0, 1};
+  const auto inv_freq = InvFreq(16);
+  // x, y: position-free; a, b: the same KV with keys rotated to positions 40.. and 7..
+  const auto x = kvcomm::testing::RandomNormal(s.SegmentElements(), 11);
+  const auto y = kvcomm::testing::RandomNormal(s.SegmentElements(), 12);
+  std::vector<float> a(x.size()), b(y.size()), out(x.size());
+  std::vector<int32_t> zeros(6, 0), at_a = {40, 41, 42, 43, 44, 45}, at_b = {7, 8, 9, 10, 11, 12};
+  cpu::RealignKv(s, x.data(), zeros, at_a, inv_freq, nullptr, nullptr, nullptr, a.data());
+  cpu::RealignKv(s, y.data(), zeros, at_b, inv_freq, nullptr, nullptr, nullptr, b.data());
+  cpu::PositionFreeDifference(s, a.data(), 40, b.data(), 7, inv_freq, out.data());
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], x[i] - y[i], 2e-4) << i;
+}
+
 TEST(RealignCpu, BlendsWeightedDeviationsFromTheFirstBlendedLayerOn) {
   // head_dim 2, positions 0 (no rotation): out = base + sum_a w[a][t] * delta_a on layer 1 only.
   RealignShape s{2, 1, 2, 2, 2, 1};
