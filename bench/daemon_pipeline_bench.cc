@@ -15,10 +15,14 @@
 // timed after them reuses. kvcommd runs KVCOMM's reuse rule, but random weights make every
 // placeholder equally far from every anchor, so the rule's thresholds are opened (entropy
 // threshold 1, no distance limit: reuse whenever two anchors have deltas for the agent); the
-// work per turn does not depend on that choice. kvcommd's answer-level checks run at their
-// default rate: a checked turn answers from a full prefill and computes the reused turn after
-// it to compare; since random weights make that comparison meaningless, no outcome stops
-// reuse (checks.max_changed = 1), but every check kvcommd asks for is paid for.
+// work per turn does not depend on that choice. anchors.borrow_deltas is off, so that every
+// reader of a new anchor reports its own deltas (with borrowing an agent gets deltas of its own
+// only as the first reader of new content, two runs per reader). kvcommd's answer-level checks
+// run at their default rate: a checked turn answers from a full prefill and computes the reused
+// turn after it to compare; as random weights make that comparison meaningless, no outcome
+// stops reuse (checks.max_changed = 1), but every check kvcommd asks for is paid for. Four
+// warm-up runs (the default) reach the steady state: every agent has deltas in two anchors of
+// each slot, and the first checks of each slot and agent are behind.
 // TTFT counts from the turn's start (the plan request) to the first reply token's logits;
 // storing the turn's KV, reports and the reply's base afterwards are timed apart ("after").
 #include <signal.h>
@@ -86,7 +90,7 @@ class Daemon {
 };
 
 struct Options {
-  int agents = 5, rounds = 2, warm_runs = 2;
+  int agents = 5, rounds = 2, warm_runs = 4;
   int64_t input_tokens = 1024, prefix_tokens = 512, output_tokens = 512, label_tokens = 8;
 };
 
@@ -370,7 +374,7 @@ int main(int argc, char** argv) {
   std::string toml = fmt::format(
       "endpoint = \"{}\"\nmax_request_bytes = \"2GiB\"\nworkers = 2\n"
       "[store]\npersist = false\nhost_capacity = \"16GiB\"\ngpu_capacity = \"{}\"\n"
-      "[anchors]\nentropy_threshold = 1.0\nmax_relative_distance = 0.0\n"
+      "[anchors]\nentropy_threshold = 1.0\nmax_relative_distance = 0.0\nborrow_deltas = false\n"
       "[checks]\nmax_changed = 1.0\n",
       endpoint, cuda ? gpu_capacity : "0");
   if (cuda) toml += fmt::format("[ipc]\narena = \"{}\"\nlease_ttl_ms = 60000\n", arena);
