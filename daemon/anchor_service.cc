@@ -100,6 +100,22 @@ AnchorService::SlotState& AnchorService::Slot(const kvstore::Scope& scope,
   return *state;
 }
 
+bool AnchorService::OnDevice(const KvLayout& geometry) const {
+  return device_math_ && geometry.dtype == DType::kBF16 && geometry.head_dim % 16 == 0;
+}
+
+Status AnchorService::CopyOutOfLease(PlannedKv& kv) {
+  const DeviceLeases::Lease lease = *kv.lease;
+  std::shared_ptr<std::byte[]> host = std::make_shared_for_overwrite<std::byte[]>(lease.bytes);
+  Status copied = kernels::CopyDeviceToHost(host.get(), lease.data, lease.bytes);
+  if (copied.ok()) {
+    kv.kv = Blob(host.get(), lease.bytes, host);
+    kv.lease.reset();
+    copied = device_leases_->Release(lease.id);
+  }
+  return copied;
+}
+
 Status AnchorService::PutReported(const kvstore::Scope& scope, const SegmentKey& key,
                                   const KvLayout& layout, const Blob& kv, int32_t first_position) {
   if (kv.size() != layout.PayloadBytes())
@@ -122,16 +138,17 @@ Result<PromptPlanOutput> AnchorService::Plan(const kvstore::Scope& scope, const 
                                              Delivery delivery) {
   KVCOMM_RETURN_IF_ERROR(input.Validate());
   const auto start = std::chrono::steady_clock::now();
-  ReuseMath* math = &host_math_;
-  if (delivery == Delivery::kDevice) {
+  // Plans for the host (frames) are computed on the GPU too where kvcommd can (a lease arena
+  // and a bf16 model), then copied out: at 8B sizes host arithmetic costs seconds per plan.
+  ReuseMath* math =
+      OnDevice(input.model.geometry) ? device_math_.get() : static_cast<ReuseMath*>(&host_math_);
+  if (delivery == Delivery::kDevice && math == &host_math_) {
     if (!device_math_)
       return Error(ErrorCode::kUnavailable,
                    "kvcommd serves no device delivery: it needs a GPU tier (store.gpu_capacity) "
                    "and a lease arena (ipc.arena)");
-    if (input.model.geometry.dtype != DType::kBF16 || input.model.geometry.head_dim % 16 != 0)
-      return InvalidArgument("device delivery needs bf16 KV with head_dim % 16 == 0, got {}",
-                             input.model.geometry.ToString());
-    math = device_math_.get();
+    return InvalidArgument("device delivery needs bf16 KV with head_dim % 16 == 0, got {}",
+                           input.model.geometry.ToString());
   }
   PlanContext context(scope, input, *math);
   std::vector<SegmentPlanOutput> out;
@@ -192,6 +209,16 @@ Result<PromptPlanOutput> AnchorService::Plan(const kvstore::Scope& scope, const 
     out.push_back(std::move(plan));
     blend = std::move(next_blend);
     preceding.insert(preceding.end(), segment.tokens.begin(), segment.tokens.end());
+  }
+  if (delivery == Delivery::kHost) {
+    for (auto& plan : out) {
+      if (!plan.kv.lease) continue;
+      Status copied = CopyOutOfLease(plan.kv);
+      if (!copied.ok()) {
+        release_leases();
+        return copied;
+      }
+    }
   }
   context.Counter("").plan_seconds += SecondsSince(start);
   for (const auto& [slot, counter] : context.counters) stats_.Add(counter);
@@ -342,9 +369,7 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
   const auto& model = input.model;
   // On the GPU when kvcommd has one for the model's KV: the deviations are then computed where
   // the bases lie (a host round trip per report costs far more than the arithmetic).
-  const bool on_device =
-      device_math_ && model.geometry.dtype == DType::kBF16 && model.geometry.head_dim % 16 == 0;
-  ReuseMath& math = on_device ? static_cast<ReuseMath&>(*device_math_) : host_math_;
+  ReuseMath& math = OnDevice(model.geometry) ? static_cast<ReuseMath&>(*device_math_) : host_math_;
   const SegmentKey base_key = ComputeContextKey(
       *scope.model, scope.name_space, TokenPrefixHash(model.base_prefix), input.placeholder_tokens);
   KVCOMM_ASSIGN_OR_RETURN(auto base, math.Load(scope, base_key, model.geometry));

@@ -19,6 +19,13 @@ __device__ __forceinline__ void LoadBf16x8(const bf16* p, float (&v)[kPairsPerTh
   }
 }
 
+__device__ __forceinline__ void StoreBf16x8(bf16* p, const float (&v)[kPairsPerThread]) {
+  uint4 raw;
+  __nv_bfloat162* pairs = reinterpret_cast<__nv_bfloat162*>(&raw);
+  for (int j = 0; j < 4; ++j) pairs[j] = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+  *reinterpret_cast<uint4*>(p) = raw;
+}
+
 // Each thread takes 8 RoPE pairs (i .. i + 7 with i + half .. i + half + 7) of one row.
 __global__ void RealignKernel(int64_t layers, int64_t kv_heads, int64_t tokens, int64_t head_dim,
                               int64_t anchors, int64_t first_blended_layer,
@@ -78,15 +85,8 @@ __global__ void RealignKernel(int64_t layers, int64_t kv_heads, int64_t tokens, 
         b[j] = rb;
       }
     }
-    uint4 out_lo, out_hi;
-    __nv_bfloat162* lo_pairs = reinterpret_cast<__nv_bfloat162*>(&out_lo);
-    __nv_bfloat162* hi_pairs = reinterpret_cast<__nv_bfloat162*>(&out_hi);
-    for (int j = 0; j < 4; ++j) {
-      lo_pairs[j] = __floats2bfloat162_rn(a[2 * j], a[2 * j + 1]);
-      hi_pairs[j] = __floats2bfloat162_rn(b[2 * j], b[2 * j + 1]);
-    }
-    *reinterpret_cast<uint4*>(out + lo) = out_lo;
-    *reinterpret_cast<uint4*>(out + hi) = out_hi;
+    StoreBf16x8(out + lo, a);
+    StoreBf16x8(out + hi, b);
   }
 }
 
@@ -121,15 +121,8 @@ __global__ void PositionFreeDifferenceKernel(int64_t layers, int64_t kv_heads, i
         hi_out[j] = xb[j] - yb[j];
       }
     }
-    uint4 out_lo, out_hi;
-    __nv_bfloat162* lo_pairs = reinterpret_cast<__nv_bfloat162*>(&out_lo);
-    __nv_bfloat162* hi_pairs = reinterpret_cast<__nv_bfloat162*>(&out_hi);
-    for (int j = 0; j < 4; ++j) {
-      lo_pairs[j] = __floats2bfloat162_rn(lo_out[2 * j], lo_out[2 * j + 1]);
-      hi_pairs[j] = __floats2bfloat162_rn(hi_out[2 * j], hi_out[2 * j + 1]);
-    }
-    *reinterpret_cast<uint4*>(out + lo) = out_lo;
-    *reinterpret_cast<uint4*>(out + hi) = out_hi;
+    StoreBf16x8(out + lo, lo_out);
+    StoreBf16x8(out + hi, hi_out);
   }
 }
 

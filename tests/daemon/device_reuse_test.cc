@@ -170,6 +170,25 @@ class DeviceReuseTest : public ::testing::Test {
     return DecodeKv(plan.kv.layout, plan.kv.kv.span())->data;
   }
 
+  // The same pools and plan in a kvcommd without a GPU tier (deltas and plan on the host),
+  // which from then on is the fixture's store and service.
+  Result<PromptPlanOutput> HostOnlyPlan() {
+    gpu_store_ = std::move(store_);
+    gpu_leases_ = std::move(leases_);
+    gpu_service_ = std::move(service_);
+    kvstore::StoreOptions options;
+    options.persist = false;
+    options.host_capacity_bytes = 64 << 20;
+    store_ = std::move(kvstore::TieredStore::Open(options)).value();
+    service_ = std::make_unique<AnchorService>(*store_, config_);
+    MakePools();
+    return service_->Plan(scope_, Prompt("a", Tokens(60, 8)), Delivery::kHost);
+  }
+
+  // Declared first so that they go last: the GPU kvcommd HostOnlyPlan set aside.
+  std::unique_ptr<kvstore::TieredStore> gpu_store_;
+  std::unique_ptr<DeviceLeases> gpu_leases_;
+  std::unique_ptr<AnchorService> gpu_service_;
   std::unique_ptr<kvstore::TieredStore> store_;
   std::unique_ptr<DeviceLeases> leases_;
   AnchorPoolConfig config_;
@@ -193,66 +212,43 @@ TEST_F(DeviceReuseTest, Bf16PoolsServeHostPlans) {
 
 TEST_F(DeviceReuseTest, DevicePlansMatchHostPlans) {
   if (!kernels::CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU";
-  MakePools();
-  auto host = service_->Plan(scope_, Prompt("a", Tokens(60, 8)), Delivery::kHost);
+  MakePools();  // with a GPU tier, ReportActual computes the deltas there
   auto device = service_->Plan(scope_, Prompt("a", Tokens(60, 8)), Delivery::kDevice);
-  ASSERT_TRUE(host.ok()) << host.status().ToString();
   ASSERT_TRUE(device.ok()) << device.status().ToString();
-  const auto& want = kWanted;
+  // Frames from this kvcommd are computed on its GPU as well, and copied out of their leases.
+  auto frames = service_->Plan(scope_, Prompt("a", Tokens(60, 8)), Delivery::kHost);
+  ASSERT_TRUE(frames.ok()) << frames.status().ToString();
+  DeviceLeases* leases = leases_.get();
+  const size_t device_leases = leases->active();
+  auto host = HostOnlyPlan();
+  ASSERT_TRUE(host.ok()) << host.status().ToString();
   size_t leased = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
+  for (size_t i = 0; i < kWanted.size(); ++i) {
     SCOPED_TRACE(i);
-    ASSERT_EQ(host->segments[i].decision, want[i]);
-    ASSERT_EQ(device->segments[i].decision, want[i]);
-    if (want[i] == Decision::kPrefill) {
+    ASSERT_EQ(host->segments[i].decision, kWanted[i]);
+    ASSERT_EQ(device->segments[i].decision, kWanted[i]);
+    ASSERT_EQ(frames->segments[i].decision, kWanted[i]);
+    EXPECT_FALSE(frames->segments[i].kv.lease);
+    if (kWanted[i] == Decision::kPrefill) {
       EXPECT_FALSE(device->segments[i].kv.lease);
       continue;
     }
     ++leased;
     EXPECT_EQ(device->segments[i].kv.layout, host->segments[i].kv.layout);
-    const auto got = LeasedKv(device->segments[i]), expected = HostKv(host->segments[i]);
-    ASSERT_EQ(got.size(), expected.size());
-    double worst = 0;
-    for (size_t k = 0; k < got.size(); ++k)
-      worst = std::max(worst, std::abs(double{got[k]} - expected[k]) / (1 + std::abs(expected[k])));
-    EXPECT_LT(worst, 2e-2);  // bf16 arithmetic vs fp32 then bf16
+    const auto expected = HostKv(host->segments[i]);
+    for (const auto& got : {LeasedKv(device->segments[i]), HostKv(frames->segments[i])}) {
+      ASSERT_EQ(got.size(), expected.size());
+      double worst = 0;
+      for (size_t k = 0; k < got.size(); ++k)
+        worst =
+            std::max(worst, std::abs(double{got[k]} - expected[k]) / (1 + std::abs(expected[k])));
+      EXPECT_LT(worst, 2e-2);  // bf16 arithmetic vs fp32 then bf16
+    }
   }
-  EXPECT_EQ(leases_->active(), leased);
+  EXPECT_EQ(device_leases, leased);  // the frames plan gave its leases back
   for (const auto& p : device->segments)
-    ASSERT_TRUE(!p.kv.lease || leases_->Release(p.kv.lease->id).ok());
-  EXPECT_EQ(leases_->active(), 0u);
-}
-
-TEST_F(DeviceReuseTest, ReportsComputedOnTheGpuRecordTheHostsDeltas) {
-  if (!kernels::CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU";
-  MakePools();  // with a GPU tier, ReportActual computes the deltas there
-  auto from_gpu_deltas = service_->Plan(scope_, Prompt("a", Tokens(60, 8)), Delivery::kHost);
-  ASSERT_TRUE(from_gpu_deltas.ok()) << from_gpu_deltas.status().ToString();
-  // The same pools in a kvcommd without a GPU tier, whose reports are computed on the host.
-  auto gpu_store = std::move(store_);
-  auto gpu_leases = std::move(leases_);
-  auto gpu_service = std::move(service_);
-  kvstore::StoreOptions options;
-  options.persist = false;
-  options.host_capacity_bytes = 64 << 20;
-  store_ = std::move(kvstore::TieredStore::Open(options)).value();
-  service_ = std::make_unique<AnchorService>(*store_, config_);
-  MakePools();
-  auto from_host_deltas = service_->Plan(scope_, Prompt("a", Tokens(60, 8)), Delivery::kHost);
-  ASSERT_TRUE(from_host_deltas.ok()) << from_host_deltas.status().ToString();
-  for (size_t i = 0; i < kWanted.size(); ++i) {
-    SCOPED_TRACE(i);
-    ASSERT_EQ(from_gpu_deltas->segments[i].decision, kWanted[i]);
-    ASSERT_EQ(from_host_deltas->segments[i].decision, kWanted[i]);
-    if (kWanted[i] == Decision::kPrefill) continue;
-    const auto got = HostKv(from_gpu_deltas->segments[i]);
-    const auto expected = HostKv(from_host_deltas->segments[i]);
-    ASSERT_EQ(got.size(), expected.size());
-    double worst = 0;
-    for (size_t k = 0; k < got.size(); ++k)
-      worst = std::max(worst, std::abs(double{got[k]} - expected[k]) / (1 + std::abs(expected[k])));
-    EXPECT_LT(worst, 2e-2);  // deltas in bf16 from fp32 math on either side
-  }
+    ASSERT_TRUE(!p.kv.lease || leases->Release(p.kv.lease->id).ok());
+  EXPECT_EQ(leases->active(), 0u);
 }
 
 TEST_F(DeviceReuseTest, AFailedDevicePlanGivesItsLeasesBack) {
