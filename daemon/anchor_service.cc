@@ -104,18 +104,6 @@ bool AnchorService::OnDevice(const KvLayout& geometry) const {
   return device_math_ && geometry.dtype == DType::kBF16 && geometry.head_dim % 16 == 0;
 }
 
-Status AnchorService::CopyOutOfLease(PlannedKv& kv) {
-  const DeviceLeases::Lease lease = *kv.lease;
-  std::shared_ptr<std::byte[]> host = std::make_shared_for_overwrite<std::byte[]>(lease.bytes);
-  Status copied = kernels::CopyDeviceToHost(host.get(), lease.data, lease.bytes);
-  if (copied.ok()) {
-    kv.kv = Blob(host.get(), lease.bytes, host);
-    kv.lease.reset();
-    copied = device_leases_->Release(lease.id);
-  }
-  return copied;
-}
-
 Status AnchorService::PutReported(const kvstore::Scope& scope, const SegmentKey& key,
                                   const KvLayout& layout, const Blob& kv, int32_t first_position) {
   if (kv.size() != layout.PayloadBytes())
@@ -138,17 +126,16 @@ Result<PromptPlanOutput> AnchorService::Plan(const kvstore::Scope& scope, const 
                                              Delivery delivery) {
   KVCOMM_RETURN_IF_ERROR(input.Validate());
   const auto start = std::chrono::steady_clock::now();
-  // Plans for the host (frames) are computed on the GPU too where kvcommd can (a lease arena
-  // and a bf16 model), then copied out: at 8B sizes host arithmetic costs seconds per plan.
-  ReuseMath* math =
-      OnDevice(input.model.geometry) ? device_math_.get() : static_cast<ReuseMath*>(&host_math_);
-  if (delivery == Delivery::kDevice && math == &host_math_) {
+  ReuseMath* math = &host_math_;
+  if (delivery == Delivery::kDevice) {
     if (!device_math_)
       return Error(ErrorCode::kUnavailable,
                    "kvcommd serves no device delivery: it needs a GPU tier (store.gpu_capacity) "
                    "and a lease arena (ipc.arena)");
-    return InvalidArgument("device delivery needs bf16 KV with head_dim % 16 == 0, got {}",
-                           input.model.geometry.ToString());
+    if (!OnDevice(input.model.geometry))
+      return InvalidArgument("device delivery needs bf16 KV with head_dim % 16 == 0, got {}",
+                             input.model.geometry.ToString());
+    math = device_math_.get();
   }
   PlanContext context(scope, input, *math);
   std::vector<SegmentPlanOutput> out;
@@ -209,16 +196,6 @@ Result<PromptPlanOutput> AnchorService::Plan(const kvstore::Scope& scope, const 
     out.push_back(std::move(plan));
     blend = std::move(next_blend);
     preceding.insert(preceding.end(), segment.tokens.begin(), segment.tokens.end());
-  }
-  if (delivery == Delivery::kHost) {
-    for (auto& plan : out) {
-      if (!plan.kv.lease) continue;
-      Status copied = CopyOutOfLease(plan.kv);
-      if (!copied.ok()) {
-        release_leases();
-        return copied;
-      }
-    }
   }
   context.Counter("").plan_seconds += SecondsSince(start);
   for (const auto& [slot, counter] : context.counters) stats_.Add(counter);

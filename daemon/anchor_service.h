@@ -154,8 +154,6 @@ class AnchorService {
                                           int32_t position, const Blend& blend);
   // Whether the KV arithmetic for this model runs on kvcommd's GPU (DeviceMath).
   bool OnDevice(const KvLayout& geometry) const;
-  // A plan's KV from its lease into host bytes; the lease is given back.
-  Status CopyOutOfLease(PlannedKv& kv);
   // Stores KV an agent reported, as it came, as a derived segment.
   Status PutReported(const kvstore::Scope& scope, const SegmentKey& key, const KvLayout& layout,
                      const Blob& kv, int32_t first_position);

@@ -215,7 +215,7 @@ TEST_F(DeviceReuseTest, DevicePlansMatchHostPlans) {
   MakePools();  // with a GPU tier, ReportActual computes the deltas there
   auto device = service_->Plan(scope_, Prompt("a", Tokens(60, 8)), Delivery::kDevice);
   ASSERT_TRUE(device.ok()) << device.status().ToString();
-  // Frames from this kvcommd are computed on its GPU as well, and copied out of their leases.
+  // Frames from the same kvcommd: host arithmetic, no lease held.
   auto frames = service_->Plan(scope_, Prompt("a", Tokens(60, 8)), Delivery::kHost);
   ASSERT_TRUE(frames.ok()) << frames.status().ToString();
   DeviceLeases* leases = leases_.get();
@@ -245,7 +245,7 @@ TEST_F(DeviceReuseTest, DevicePlansMatchHostPlans) {
       EXPECT_LT(worst, 2e-2);  // bf16 arithmetic vs fp32 then bf16
     }
   }
-  EXPECT_EQ(device_leases, leased);  // the frames plan gave its leases back
+  EXPECT_EQ(device_leases, leased);
   for (const auto& p : device->segments)
     ASSERT_TRUE(!p.kv.lease || leases->Release(p.kv.lease->id).ok());
   EXPECT_EQ(leases->active(), 0u);
