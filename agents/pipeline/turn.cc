@@ -109,19 +109,13 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
   const double gaps_seconds = seconds_since(start);
   // A checked turn answers with the full prefill's reply, so that one is computed first: the
   // answer's first token does not wait for the reply with reused KV, which only compares.
-  std::optional<runtime::GenerateResult> full;
+  Result<runtime::GenerateResult> full = runtime::GenerateResult{};
   if (check) {
-    auto full_cache = model_.NewCache(needed);
-    if (!full_cache.ok()) return full_cache.status();
-    runtime::GenerateOptions full_generate = generate;
-    full_generate.gaps_before.clear();
-    auto generated_full =
-        runtime::Generate(model_, &tokenizer_, prompt.tokens, *full_cache, full_generate);
-    if (!generated_full.ok()) {
-      (void)reuse_->ReleaseLeases(imported);  // the turn failed anyway
-      return generated_full.status();
+    full = FullReply(prompt, generate, needed);
+    if (!full.ok()) {
+      (void)reuse_->ReleaseLeases(imported);  // the turn fails; its leases go back first
+      return full.status();
     }
-    full = std::move(*generated_full);
   }
   auto generated = runtime::Generate(model_, &tokenizer_, last_run, cache, generate);
   // Leases go back once the reply is out (not inside the TTFT), also when generation failed.
@@ -129,8 +123,8 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
   KVCOMM_ASSIGN_OR_RETURN(auto out, std::move(generated));
   KVCOMM_RETURN_IF_ERROR(released);
   turn.reply = out.text;
-  turn.prefill_seconds = gaps_seconds + (full ? full->prefill_seconds : out.prefill_seconds);
-  if (full) ReportCheck(std::move(realigned_slots), agent_name, *full, out, turn);
+  turn.prefill_seconds = gaps_seconds + (check ? full->prefill_seconds : out.prefill_seconds);
+  if (check) ReportCheck(std::move(realigned_slots), agent_name, *full, out, turn);
   turn.seconds = seconds_since(start);
   if (options_.measure_fidelity && turn.reused_tokens > 0)
     KVCOMM_RETURN_IF_ERROR(
@@ -155,6 +149,14 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
     turn.store_seconds = seconds_since(store_start);
   }
   return turn;
+}
+
+Result<runtime::GenerateResult> LocalExecutor::FullReply(const TokenizedPrompt& prompt,
+                                                         runtime::GenerateOptions generate,
+                                                         int64_t capacity) const {
+  KVCOMM_ASSIGN_OR_RETURN(auto cache, model_.NewCache(capacity));
+  generate.gaps_before.clear();
+  return runtime::Generate(model_, &tokenizer_, prompt.tokens, cache, generate);
 }
 
 void LocalExecutor::ReportCheck(std::vector<std::string> slots, const std::string& agent,

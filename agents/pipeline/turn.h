@@ -86,6 +86,10 @@ class LocalExecutor final : public TurnExecutor {
   Status MeasureFidelity(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
                          const ImportResult& imported, const runtime::KvCache& cache,
                          const std::vector<float>& logits, TurnResult& turn) const;
+  // The turn computed in full, in a cache of `capacity` tokens.
+  Result<runtime::GenerateResult> FullReply(const TokenizedPrompt& prompt,
+                                            runtime::GenerateOptions generate,
+                                            int64_t capacity) const;
   // A checked turn (kvcommd asked; `full` is the turn computed in full): answers with the full
   // reply and reports for `slots` (those it used realigned KV for) whether the reply with
   // reused KV differed.
