@@ -253,7 +253,7 @@ Result<PlannedKv> DeviceMath::Realigned(const kernels::RealignShape& shape, cons
 
 namespace {
 
-// A device buffer of at least `bytes`, grown (never shrunk) as calls need.
+// A buffer (device or pinned) of at least `bytes`, grown (never shrunk) as calls need.
 template <typename Buffer>
 Result<std::byte*> AtLeast(Buffer& buffer, size_t bytes) {
   if (buffer.size() < bytes) {
