@@ -7,12 +7,41 @@
 #include "kernels/cpu/parallel.h"
 
 namespace kvcomm::kernels::cpu {
+namespace {
+
+// cos and sin of sign * position(t) * inv_freq[i] for every token t and frequency i, computed
+// once per call: every (layer, K, head) row of a token turns by the same angles.
+class Rotations {
+ public:
+  template <typename Position>
+  Rotations(int64_t tokens, std::span<const float> inv_freq, double sign, Position position)
+      : half_(static_cast<int64_t>(inv_freq.size())), cos_(tokens * half_), sin_(tokens * half_) {
+    for (int64_t t = 0; t < tokens; ++t) {
+      const double p = sign * double{static_cast<float>(position(t))};
+      for (int64_t i = 0; i < half_; ++i) {
+        const double angle = p * inv_freq[i];
+        cos_[t * half_ + i] = static_cast<float>(std::cos(angle));
+        sin_[t * half_ + i] = static_cast<float>(std::sin(angle));
+      }
+    }
+  }
+  const float* Cos(int64_t t) const { return cos_.data() + t * half_; }
+  const float* Sin(int64_t t) const { return sin_.data() + t * half_; }
+
+ private:
+  int64_t half_;
+  std::vector<float> cos_, sin_;
+};
+
+}  // namespace
 
 void RealignKv(const RealignShape& s, const float* base, std::span<const int32_t> base_positions,
                std::span<const int32_t> target_positions, std::span<const float> inv_freq,
                const float* deltas, const float* key_weights, const float* value_weights,
                float* out) {
   const int64_t half = s.head_dim / 2, segment = s.SegmentElements();
+  const Rotations from(s.tokens, inv_freq, -1, [&](int64_t t) { return base_positions[t]; });
+  const Rotations to(s.tokens, inv_freq, 1, [&](int64_t t) { return target_positions[t]; });
   // Rows are (layer, kv, head, token); each row is head_dim values.
   ParallelFor(s.layers * 2 * s.kv_heads * s.tokens, [&](int64_t begin, int64_t end) {
     std::vector<float> row(s.head_dim);
@@ -21,12 +50,10 @@ void RealignKv(const RealignShape& s, const float* base, std::span<const int32_t
       const bool is_key = (r / (s.kv_heads * s.tokens)) % 2 == 0;
       const float* in = base + r * s.head_dim;
       if (is_key) {  // un-rotate from the base position
+        const float *c = from.Cos(t), *sn = from.Sin(t);
         for (int64_t i = 0; i < half; ++i) {
-          const double angle = -double{static_cast<float>(base_positions[t])} * inv_freq[i];
-          const float c = static_cast<float>(std::cos(angle)),
-                      sn = static_cast<float>(std::sin(angle));
-          row[i] = in[i] * c - in[i + half] * sn;
-          row[i + half] = in[i + half] * c + in[i] * sn;
+          row[i] = in[i] * c[i] - in[i + half] * sn[i];
+          row[i + half] = in[i + half] * c[i] + in[i] * sn[i];
         }
       } else {
         std::copy_n(in, s.head_dim, row.begin());
@@ -46,12 +73,10 @@ void RealignKv(const RealignShape& s, const float* base, std::span<const int32_t
       }
       float* o = out + r * s.head_dim;
       if (is_key) {  // rotate to the target position
+        const float *c = to.Cos(t), *sn = to.Sin(t);
         for (int64_t i = 0; i < half; ++i) {
-          const double angle = double{static_cast<float>(target_positions[t])} * inv_freq[i];
-          const float c = static_cast<float>(std::cos(angle)),
-                      sn = static_cast<float>(std::sin(angle));
-          o[i] = row[i] * c - row[i + half] * sn;
-          o[i + half] = row[i + half] * c + row[i] * sn;
+          o[i] = row[i] * c[i] - row[i + half] * sn[i];
+          o[i + half] = row[i + half] * c[i] + row[i] * sn[i];
         }
       } else {
         std::copy_n(row.begin(), s.head_dim, o);
@@ -63,6 +88,8 @@ void RealignKv(const RealignShape& s, const float* base, std::span<const int32_t
 void PositionFreeDifference(const RealignShape& s, const float* a, int32_t a_first, const float* b,
                             int32_t b_first, std::span<const float> inv_freq, float* out) {
   const int64_t half = s.head_dim / 2;
+  const Rotations at_a(s.tokens, inv_freq, -1, [&](int64_t t) { return a_first + t; });
+  const Rotations at_b(s.tokens, inv_freq, -1, [&](int64_t t) { return b_first + t; });
   ParallelFor(s.layers * 2 * s.kv_heads * s.tokens, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t t = r % s.tokens;
@@ -73,13 +100,10 @@ void PositionFreeDifference(const RealignShape& s, const float* a, int32_t a_fir
         for (int64_t i = 0; i < s.head_dim; ++i) o[i] = x[i] - y[i];
         continue;
       }
+      const float *cx = at_a.Cos(t), *sx = at_a.Sin(t), *cy = at_b.Cos(t), *sy = at_b.Sin(t);
       for (int64_t i = 0; i < half; ++i) {
-        const double ax = -double{static_cast<float>(a_first + t)} * inv_freq[i];
-        const double ay = -double{static_cast<float>(b_first + t)} * inv_freq[i];
-        const float cx = static_cast<float>(std::cos(ax)), sx = static_cast<float>(std::sin(ax));
-        const float cy = static_cast<float>(std::cos(ay)), sy = static_cast<float>(std::sin(ay));
-        o[i] = (x[i] * cx - x[i + half] * sx) - (y[i] * cy - y[i + half] * sy);
-        o[i + half] = (x[i + half] * cx + x[i] * sx) - (y[i + half] * cy + y[i] * sy);
+        o[i] = (x[i] * cx[i] - x[i + half] * sx[i]) - (y[i] * cy[i] - y[i + half] * sy[i]);
+        o[i + half] = (x[i + half] * cx[i] + x[i] * sx[i]) - (y[i + half] * cy[i] + y[i] * sy[i]);
       }
     }
   });
