@@ -63,6 +63,9 @@ Status CopyDeviceToHost(void* host_dst, const void* device_src, size_t bytes) {
 
 Status CopyDeviceToDevice(void* device_dst, const void* device_src, size_t bytes) {
   KVCOMM_CUDA_RETURN_IF_ERROR(cudaMemcpy(device_dst, device_src, bytes, cudaMemcpyDeviceToDevice));
+  // cudaMemcpy does not wait for device-to-device copies, and the bytes are often read next by
+  // another process (a lease through CUDA IPC) or reused at once (a released lease).
+  KVCOMM_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(nullptr));
   return Status::Ok();
 }
 
