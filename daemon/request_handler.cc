@@ -345,16 +345,12 @@ class RequestDispatch {
     }
     SegmentKey key;
     std::lock_guard lock(staging_.mutex);
-    kernels::PinnedHostBuffer& staging = staging_.buffer;
     auto stored = [&]() -> Result<kvstore::SegmentMeta> {
-      if (staging.size() < lease.bytes) {
-        staging = {};
-        KVCOMM_ASSIGN_OR_RETURN(staging, kernels::PinnedHostBuffer::Allocate(lease.bytes));
-      }
+      KVCOMM_ASSIGN_OR_RETURN(std::byte * staging, staging_.buffer.Reserve(lease.bytes));
       const auto copy_start = std::chrono::steady_clock::now();
-      KVCOMM_RETURN_IF_ERROR(kernels::CopyDeviceToHost(staging.data(), lease.data, lease.bytes));
+      KVCOMM_RETURN_IF_ERROR(kernels::CopyDeviceToHost(staging, lease.data, lease.bytes));
       const auto checksum_start = std::chrono::steady_clock::now();
-      const std::span<const std::byte> bytes(staging.data(), lease.bytes);
+      const std::span<const std::byte> bytes(staging, lease.bytes);
       meta.checksum = Checksum64(bytes);
       SetKeys(meta);
       key = meta.context_key;

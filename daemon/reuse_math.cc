@@ -251,20 +251,6 @@ Result<PlannedKv> DeviceMath::Realigned(const kernels::RealignShape& shape, cons
   return PlannedKv{base.layout, {}, lease};
 }
 
-namespace {
-
-// A buffer (device or pinned) of at least `bytes`, grown (never shrunk) as calls need.
-template <typename Buffer>
-Result<std::byte*> AtLeast(Buffer& buffer, size_t bytes) {
-  if (buffer.size() < bytes) {
-    buffer = Buffer();  // free first: the old and new buffer need not fit together
-    KVCOMM_ASSIGN_OR_RETURN(buffer, Buffer::Allocate(bytes));
-  }
-  return buffer.data();
-}
-
-}  // namespace
-
 Status DeviceMath::PutDeviation(const DeviationInput& in) {
   assert(in.layout.dtype == DType::kBF16);  // ReportActual takes device math for bf16 only
   if (in.base.layout.tokens != in.layout.tokens)
@@ -275,9 +261,9 @@ Status DeviceMath::PutDeviation(const DeviationInput& in) {
     return InvalidArgument("reported KV is {} bytes, layout {} needs {}", in.actual.size(),
                            in.layout.ToString(), bytes);
   std::lock_guard lock(mutex_);
-  KVCOMM_ASSIGN_OR_RETURN(std::byte * reported, AtLeast(reported_, bytes));
-  KVCOMM_ASSIGN_OR_RETURN(std::byte * deviation, AtLeast(deviation_, bytes));
-  KVCOMM_ASSIGN_OR_RETURN(std::byte * host, AtLeast(deviation_host_, bytes));
+  KVCOMM_ASSIGN_OR_RETURN(std::byte * reported, reported_.Reserve(bytes));
+  KVCOMM_ASSIGN_OR_RETURN(std::byte * deviation, deviation_.Reserve(bytes));
+  KVCOMM_ASSIGN_OR_RETURN(std::byte * host, deviation_host_.Reserve(bytes));
   KVCOMM_RETURN_IF_ERROR(kernels::CopyHostToDevice(reported, in.actual.data(), bytes));
   KVCOMM_RETURN_IF_ERROR(realigner_.PositionFreeDifference(
       ShapeOf(in.layout, 0), reported, in.actual_position, in.base.device.data(), in.base_position,

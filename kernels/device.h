@@ -31,6 +31,17 @@ class Allocation {
 
   std::byte* data() const { return static_cast<std::byte*>(ptr_.get()); }
   size_t size() const { return size_; }
+  // Grows to at least `bytes`, never shrinks (the old block is freed first, so the two need not
+  // fit together): workspace reused from call to call without an allocation per call.
+  Result<std::byte*> Reserve(size_t bytes) {
+    if (size_ < bytes) {
+      *this = Allocation();
+      auto grown = Allocate(bytes);
+      if (!grown.ok()) return grown.status();
+      *this = std::move(grown).value();
+    }
+    return data();
+  }
 
  private:
   struct Free {

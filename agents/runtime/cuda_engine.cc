@@ -23,21 +23,6 @@ constexpr int64_t kChunkTokens = 4096;  // prefill chunk
 // (bench/RESULTS.md, runtime_bench). A single token always streams.
 constexpr int64_t kStreamingMaxTokens = 8;
 
-// A device buffer that grows on demand.
-class Scratch {
- public:
-  Result<std::byte*> Get(size_t bytes) {
-    if (buffer_.size() < bytes) {
-      buffer_ = kernels::DeviceBuffer();
-      KVCOMM_ASSIGN_OR_RETURN(buffer_, kernels::DeviceBuffer::Allocate(bytes));
-    }
-    return buffer_.data();
-  }
-
- private:
-  kernels::DeviceBuffer buffer_;
-};
-
 struct LayerPtrs {
   bf16 *input_norm, *qkv, *qkv_bias, *o, *post_norm, *gate_up, *down;
 };
@@ -183,15 +168,15 @@ class CudaEngine final : public Engine {
                 scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
     const std::vector<int32_t> positions = RowPositions(runs, n);
-    KVCOMM_ASSIGN_OR_RETURN(auto* ids_d, ids_.Get(n * 8));
+    KVCOMM_ASSIGN_OR_RETURN(auto* ids_d, ids_.Reserve(n * 8));
     auto* positions_d = ids_d + n * 4;
     KVCOMM_RETURN_IF_ERROR(kernels::CopyHostToDevice(ids_d, tokens.data(), n * 4));
     KVCOMM_RETURN_IF_ERROR(kernels::CopyHostToDevice(positions_d, positions.data(), n * 4));
-    KVCOMM_ASSIGN_OR_RETURN(auto* x_raw, x_.Get(n * hidden * 4));
-    KVCOMM_ASSIGN_OR_RETURN(auto* h_raw, h_.Get(n * hidden * 2));
-    KVCOMM_ASSIGN_OR_RETURN(auto* qkv_raw, qkv_.Get(n * qkv_dim_ * 2));
-    KVCOMM_ASSIGN_OR_RETURN(auto* attn_raw, attn_.Get(n * q_dim * 2));
-    KVCOMM_ASSIGN_OR_RETURN(auto* gu_raw, gate_up_.Get(n * 2 * inter * 2));
+    KVCOMM_ASSIGN_OR_RETURN(auto* x_raw, x_.Reserve(n * hidden * 4));
+    KVCOMM_ASSIGN_OR_RETURN(auto* h_raw, h_.Reserve(n * hidden * 2));
+    KVCOMM_ASSIGN_OR_RETURN(auto* qkv_raw, qkv_.Reserve(n * qkv_dim_ * 2));
+    KVCOMM_ASSIGN_OR_RETURN(auto* attn_raw, attn_.Reserve(n * q_dim * 2));
+    KVCOMM_ASSIGN_OR_RETURN(auto* gu_raw, gate_up_.Reserve(n * 2 * inter * 2));
     float* x = reinterpret_cast<float*>(x_raw);
     bf16* h = reinterpret_cast<bf16*>(h_raw);
     bf16* qkv = reinterpret_cast<bf16*>(qkv_raw);
@@ -199,7 +184,7 @@ class CudaEngine final : public Engine {
     bf16* gate_up = reinterpret_cast<bf16*>(gu_raw);
     bf16* act = qkv;  // the MLP reuses the qkv buffer when it is large enough
     if (qkv_dim_ < inter) {
-      KVCOMM_ASSIGN_OR_RETURN(auto* act_raw, act_.Get(n * inter * 2));
+      KVCOMM_ASSIGN_OR_RETURN(auto* act_raw, act_.Reserve(n * inter * 2));
       act = reinterpret_cast<bf16*>(act_raw);
     }
 
@@ -233,7 +218,7 @@ class CudaEngine final : public Engine {
     const float* last = x + (n - logit_rows) * hidden;
     KVCOMM_CUDA_RETURN_IF_ERROR(
         cu::LaunchRmsNorm(last, final_norm_, logit_rows, hidden, eps, h, nullptr));
-    KVCOMM_ASSIGN_OR_RETURN(auto* logits_raw, logits_.Get(logit_rows * c_.vocab_size * 4));
+    KVCOMM_ASSIGN_OR_RETURN(auto* logits_raw, logits_.Reserve(logit_rows * c_.vocab_size * 4));
     KVCOMM_RETURN_IF_ERROR(
         Linear(h, lm_head_, logit_rows, hidden, c_.vocab_size, logits_raw, true));
     const size_t at = append ? logits->size() : 0;
@@ -264,7 +249,7 @@ class CudaEngine final : public Engine {
       const int64_t partial_floats = cu::AttentionStreamingPartialFloats(n, start, heads, hd);
       float* partials = nullptr;
       if (partial_floats > 0) {
-        KVCOMM_ASSIGN_OR_RETURN(auto* raw, partials_.Get(partial_floats * 4));
+        KVCOMM_ASSIGN_OR_RETURN(auto* raw, partials_.Reserve(partial_floats * 4));
         partials = reinterpret_cast<float*>(raw);
       }
       KVCOMM_CUDA_RETURN_IF_ERROR(
@@ -276,7 +261,7 @@ class CudaEngine final : public Engine {
       // A few new tokens over a long cache split the keys over several CTAs per head.
       float* workspace = nullptr;
       if (split_floats > 0) {
-        KVCOMM_ASSIGN_OR_RETURN(auto* raw, partials_.Get(split_floats * 4));
+        KVCOMM_ASSIGN_OR_RETURN(auto* raw, partials_.Reserve(split_floats * 4));
         workspace = reinterpret_cast<float*>(raw);
       }
       KVCOMM_CUDA_RETURN_IF_ERROR(cu::LaunchFlashAttention(qkv, qkv_dim_, n, start, heads, kv_heads,
@@ -285,10 +270,10 @@ class CudaEngine final : public Engine {
       return Status::Ok();
     }
     const int64_t ctx = start + n;  // keys visible to the last query
-    KVCOMM_ASSIGN_OR_RETURN(auto* q_raw, q_heads_.Get(heads * n * hd * 2));
-    KVCOMM_ASSIGN_OR_RETURN(auto* o_raw, o_heads_.Get(heads * n * hd * 2));
-    KVCOMM_ASSIGN_OR_RETURN(auto* s_raw, scores_.Get(group * n * ctx * 4));
-    KVCOMM_ASSIGN_OR_RETURN(auto* p_raw, probs_.Get(group * n * ctx * 2));
+    KVCOMM_ASSIGN_OR_RETURN(auto* q_raw, q_heads_.Reserve(heads * n * hd * 2));
+    KVCOMM_ASSIGN_OR_RETURN(auto* o_raw, o_heads_.Reserve(heads * n * hd * 2));
+    KVCOMM_ASSIGN_OR_RETURN(auto* s_raw, scores_.Reserve(group * n * ctx * 4));
+    KVCOMM_ASSIGN_OR_RETURN(auto* p_raw, probs_.Reserve(group * n * ctx * 2));
     bf16* q_heads = reinterpret_cast<bf16*>(q_raw);
     bf16* o_heads = reinterpret_cast<bf16*>(o_raw);
     float* scores = reinterpret_cast<float*>(s_raw);
@@ -315,8 +300,9 @@ class CudaEngine final : public Engine {
   kernels::DeviceBuffer arena_, inv_freq_;
   bf16 *embed_ = nullptr, *final_norm_ = nullptr, *lm_head_ = nullptr;
   std::vector<LayerPtrs> layers_;
-  Scratch ids_, x_, h_, qkv_, attn_, gate_up_, act_, q_heads_, o_heads_, scores_, probs_, logits_,
-      partials_;
+  // Workspace, grown as calls need (kernels::Allocation::Reserve).
+  kernels::DeviceBuffer ids_, x_, h_, qkv_, attn_, gate_up_, act_, q_heads_, o_heads_, scores_,
+      probs_, logits_, partials_;
 };
 
 }  // namespace

@@ -13,30 +13,15 @@ namespace {
 using cuda::bf16;
 const bf16* Bf16(const std::byte* p) { return reinterpret_cast<const bf16*>(p); }
 
-// A device buffer that grows to the largest size asked of it: per-call workspace without an
-// allocation per call.
-class DeviceScratch {
- public:
-  Result<std::byte*> Reserve(size_t bytes) {
-    if (buffer_.size() < bytes) {
-      buffer_ = DeviceBuffer();  // free first: the old and new buffer need not fit together
-      KVCOMM_ASSIGN_OR_RETURN(buffer_, DeviceBuffer::Allocate(bytes));
-    }
-    return buffer_.data();
-  }
-
- private:
-  DeviceBuffer buffer_;
-};
-
+// Workspace of `count` T, grown as calls need.
 template <typename T>
-Result<T*> Reserve(DeviceScratch& scratch, size_t count) {
+Result<T*> Reserve(DeviceBuffer& scratch, size_t count) {
   KVCOMM_ASSIGN_OR_RETURN(std::byte * p, scratch.Reserve(count * sizeof(T)));
   return reinterpret_cast<T*>(p);
 }
 
 template <typename T>
-Result<T*> Upload(DeviceScratch& scratch, std::span<const T> values) {
+Result<T*> Upload(DeviceBuffer& scratch, std::span<const T> values) {
   KVCOMM_ASSIGN_OR_RETURN(T * device, Reserve<T>(scratch, values.size()));
   KVCOMM_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(device, values.data(), values.size_bytes(), cudaMemcpyHostToDevice, nullptr));
@@ -67,7 +52,7 @@ Result<cuda::AnchorRefs> Refs(std::span<const DeviceSegmentRef> anchors, size_t 
 }  // namespace
 
 struct DeviceRealigner::Workspace {
-  DeviceScratch sums, norm, key_weights, value_weights, base_positions, target_positions, inv_freq;
+  DeviceBuffer sums, norm, key_weights, value_weights, base_positions, target_positions, inv_freq;
   bool channel_weights = false;  // the key weights serve the values too
 };
 
