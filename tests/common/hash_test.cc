@@ -1,6 +1,9 @@
 #include "common/hash.h"
 
 #include <gtest/gtest.h>
+#include <xxhash.h>
+
+#include <random>
 
 #include "common/keys.h"
 #include "common/status.h"
@@ -15,6 +18,33 @@ TEST(Hash128, HexRoundTripsAndRejectsBadText) {
   EXPECT_EQ(*Hash128::FromHex("0123456789ABCDEFFEDCBA9876543210"), h);
   EXPECT_FALSE(Hash128::FromHex("0123").ok());
   EXPECT_FALSE(Hash128::FromHex("0123456789abcdeffedcba987654321g").ok());
+}
+
+// Stored segments carry these checksums: they must stay XXH3-64 whichever vector unit computes
+// them (Checksum64 dispatches at run time; XXH3_64bits here is the library's SSE2 build).
+TEST(Checksum64, IsXxh3OnEveryLength) {
+  EXPECT_EQ(Checksum64({}), 0x2d06800538d394c2ull);  // XXH3-64 of no bytes, from its spec
+  std::mt19937 rng(7);
+  std::vector<std::byte> bytes((1 << 20) + 3);
+  for (auto& b : bytes) b = static_cast<std::byte>(rng());
+  for (size_t size : {size_t{1}, size_t{16}, size_t{17}, size_t{128}, size_t{129}, size_t{240},
+                      size_t{241}, size_t{1024}, size_t{4099}, bytes.size()}) {
+    SCOPED_TRACE(size);
+    EXPECT_EQ(Checksum64(std::span(bytes).first(size)), XXH3_64bits(bytes.data(), size));
+  }
+  Hasher128 streamed;
+  streamed.AddBytes(bytes);
+  const XXH128_hash_t expected = [&] {
+    XXH3_state_t* state = XXH3_createState();
+    XXH3_128bits_reset(state);
+    const uint64_t size = bytes.size();
+    XXH3_128bits_update(state, &size, sizeof(size));
+    XXH3_128bits_update(state, bytes.data(), bytes.size());
+    const XXH128_hash_t h = XXH3_128bits_digest(state);
+    XXH3_freeState(state);
+    return h;
+  }();
+  EXPECT_EQ(streamed.Finish(), (Hash128{expected.high64, expected.low64}));
 }
 
 TEST(Keys, ContextKeyDependsOnPrefixAndContentKeyDoesNot) {
