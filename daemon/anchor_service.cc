@@ -78,6 +78,9 @@ AnchorService::AnchorService(kvstore::TieredStore& store, AnchorPoolConfig confi
       device_leases_(leases),
       host_math_(store),
       device_math_(leases ? std::make_unique<DeviceMath>(store, *leases) : nullptr),
+      prefer_device_math_(
+          leases ? std::make_unique<PreferDeviceMath>(host_math_, *device_math_, *leases)
+                 : nullptr),
       checks_(checks) {}
 
 AnchorService::~AnchorService() { SaveCredits(); }
@@ -104,6 +107,11 @@ bool AnchorService::OnDevice(const KvLayout& geometry) const {
   return device_math_ && geometry.dtype == DType::kBF16 && geometry.head_dim % 16 == 0;
 }
 
+ReuseMath& AnchorService::HostBoundMath(const KvLayout& geometry) {
+  if (OnDevice(geometry)) return *prefer_device_math_;
+  return host_math_;
+}
+
 Status AnchorService::PutReported(const kvstore::Scope& scope, const SegmentKey& key,
                                   const KvLayout& layout, const Blob& kv, int32_t first_position) {
   if (kv.size() != layout.PayloadBytes())
@@ -126,7 +134,7 @@ Result<PromptPlanOutput> AnchorService::Plan(const kvstore::Scope& scope, const 
                                              Delivery delivery) {
   KVCOMM_RETURN_IF_ERROR(input.Validate());
   const auto start = std::chrono::steady_clock::now();
-  ReuseMath* math = &host_math_;
+  ReuseMath* math = &HostBoundMath(input.model.geometry);
   if (delivery == Delivery::kDevice) {
     if (!device_math_)
       return Error(ErrorCode::kUnavailable,
@@ -346,7 +354,7 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
   const auto& model = input.model;
   // On the GPU when kvcommd has one for the model's KV: the deviations are then computed where
   // the bases lie (a host round trip per report costs far more than the arithmetic).
-  ReuseMath& math = OnDevice(model.geometry) ? static_cast<ReuseMath&>(*device_math_) : host_math_;
+  ReuseMath& math = HostBoundMath(model.geometry);
   const SegmentKey base_key = ComputeContextKey(
       *scope.model, scope.name_space, TokenPrefixHash(model.base_prefix), input.placeholder_tokens);
   KVCOMM_ASSIGN_OR_RETURN(auto base, math.Load(scope, base_key, model.geometry));

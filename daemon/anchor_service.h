@@ -20,6 +20,7 @@
 
 #include "daemon/anchor_kv.h"
 #include "daemon/anchor_pool.h"
+#include "daemon/prefer_device_math.h"
 #include "daemon/reuse_checks.h"
 #include "daemon/reuse_math.h"
 #include "daemon/reuse_stats.h"
@@ -152,8 +153,10 @@ class AnchorService {
                                             int32_t position, std::optional<Blend>& blend);
   Result<SegmentPlanOutput> PlanFollowing(PlanContext& context, const PlanSegmentInput& segment,
                                           int32_t position, const Blend& blend);
-  // Whether the KV arithmetic for this model runs on kvcommd's GPU (DeviceMath).
+  // Whether the KV arithmetic for this model can run on kvcommd's GPU (DeviceMath).
   bool OnDevice(const KvLayout& geometry) const;
+  // Where host-bound answers for this model are computed.
+  ReuseMath& HostBoundMath(const KvLayout& geometry);
   // Stores KV an agent reported, as it came, as a derived segment.
   Status PutReported(const kvstore::Scope& scope, const SegmentKey& key, const KvLayout& layout,
                      const Blob& kv, int32_t first_position);
@@ -168,6 +171,8 @@ class AnchorService {
   DeviceLeases* device_leases_;
   HostMath host_math_;
   std::unique_ptr<DeviceMath> device_math_;  // with a lease arena
+  // Host-bound answers (frames plans, reports) computed on the GPU where they can be.
+  std::unique_ptr<PreferDeviceMath> prefer_device_math_;
   ReuseStats stats_;
   ReuseChecks checks_;
   mutable std::mutex slots_mutex_;

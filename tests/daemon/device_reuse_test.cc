@@ -91,23 +91,24 @@ class DeviceReuseTest : public ::testing::Test {
   }
 
   void Put(const SegmentKey& key, const std::vector<int32_t>& tokens, const KvF32& kv,
-           int32_t first_position) {
+           int32_t first_position, DType dtype = DType::kBF16) {
     kvstore::SegmentMeta meta;
     meta.context_key = key;
     meta.content_key = ComputeContentKey(*scope_.model, scope_.name_space, tokens);
     meta.fingerprint = *scope_.model;
     meta.name_space = scope_.name_space;
     meta.layout = Geometry(kv.layout.tokens);
+    meta.layout.dtype = dtype;
     meta.token_ids = tokens;
     meta.first_position = first_position;
-    Blob payload = *EncodeKv(kv, DType::kBF16);
+    Blob payload = *EncodeKv(kv, dtype);
     meta.payload_bytes = payload.size();
     meta.checksum = Checksum64(payload.span());
     ASSERT_TRUE(store_->Put(std::move(meta), std::move(payload)).ok());
   }
-  void PutBase(const std::vector<int32_t>& tokens, const KvF32& kv) {
+  void PutBase(const std::vector<int32_t>& tokens, const KvF32& kv, DType dtype = DType::kBF16) {
     Put(ComputeContextKey(*scope_.model, scope_.name_space, TokenPrefixHash(kBasePrefix), tokens),
-        tokens, kv, static_cast<int32_t>(kBasePrefix.size()));
+        tokens, kv, static_cast<int32_t>(kBasePrefix.size()), dtype);
   }
 
   // A stored lead-in, the placeholder, the template segment after it, the agent's suffix.
@@ -152,8 +153,9 @@ class DeviceReuseTest : public ::testing::Test {
     const KvF32 base1 = Random(8, 11), base2 = Random(10, 12);
     MakeAnchor(Tokens(20, 8), base1, 21);
     MakeAnchor(Tokens(40, 10), base2, 22);
-    PutBase(Tokens(60, 8), Plus(base1, Random(8, 13), 0.05f));
+    PutBase(Tokens(60, 8), kNewBase);
   }
+  const KvF32 kNewBase = Plus(Random(8, 11), Random(8, 13), 0.05f);  // close to the first anchor
   const std::vector<Decision> kWanted = {Decision::kExact, Decision::kRealigned,
                                          Decision::kRealigned, Decision::kPrefill};
 
@@ -215,7 +217,7 @@ TEST_F(DeviceReuseTest, DevicePlansMatchHostPlans) {
   MakePools();  // with a GPU tier, ReportActual computes the deltas there
   auto device = service_->Plan(scope_, Prompt("a", Tokens(60, 8)), Delivery::kDevice);
   ASSERT_TRUE(device.ok()) << device.status().ToString();
-  // Frames from the same kvcommd: host arithmetic, no lease held.
+  // Frames from the same kvcommd: GPU arithmetic too, copied out (no lease held).
   auto frames = service_->Plan(scope_, Prompt("a", Tokens(60, 8)), Delivery::kHost);
   ASSERT_TRUE(frames.ok()) << frames.status().ToString();
   DeviceLeases* leases = leases_.get();
@@ -251,6 +253,38 @@ TEST_F(DeviceReuseTest, DevicePlansMatchHostPlans) {
   EXPECT_EQ(leases->active(), 0u);
 }
 
+TEST_F(DeviceReuseTest, FramesPlansServeSegmentsTheGpuCannotUseInPlace) {
+  if (!kernels::CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU";
+  MakePools();
+  // Another placeholder with the new base's very values, stored as fp32: device plans refuse
+  // it, frames plans realign it on the host (with the anchors' bf16 deltas from the GPU tier).
+  const KvF32 same_values = *DecodeKv(Geometry(8), EncodeKv(kNewBase, DType::kBF16)->span());
+  PutBase(Tokens(70, 8), same_values, DType::kF32);
+  EXPECT_EQ(service_->Plan(scope_, Prompt("a", Tokens(70, 8)), Delivery::kDevice).status().code(),
+            ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(leases_->active(), 0u);
+  auto frames = service_->Plan(scope_, Prompt("a", Tokens(70, 8)), Delivery::kHost);
+  ASSERT_TRUE(frames.ok()) << frames.status().ToString();
+  EXPECT_EQ(leases_->active(), 0u);
+  auto device = service_->Plan(scope_, Prompt("a", Tokens(60, 8)), Delivery::kDevice);
+  ASSERT_TRUE(device.ok()) << device.status().ToString();
+  for (size_t i = 0; i < kWanted.size(); ++i) {
+    SCOPED_TRACE(i);
+    ASSERT_EQ(frames->segments[i].decision, kWanted[i]);
+    ASSERT_EQ(device->segments[i].decision, kWanted[i]);
+    if (kWanted[i] == Decision::kPrefill) continue;
+    EXPECT_EQ(frames->segments[i].kv.layout, device->segments[i].kv.layout);
+    const auto got = HostKv(frames->segments[i]);
+    const auto expected = LeasedKv(device->segments[i]);
+    ASSERT_EQ(got.size(), expected.size());
+    double worst = 0;
+    for (size_t k = 0; k < got.size(); ++k)
+      worst = std::max(worst, std::abs(double{got[k]} - expected[k]) / (1 + std::abs(expected[k])));
+    EXPECT_LT(worst, 2e-2);  // fp32 then bf16 vs bf16 arithmetic
+    ASSERT_TRUE(leases_->Release(device->segments[i].kv.lease->id).ok());
+  }
+}
+
 TEST_F(DeviceReuseTest, AFailedDevicePlanGivesItsLeasesBack) {
   if (!kernels::CudaAvailable()) GTEST_SKIP() << "needs a CUDA GPU";
   // An exact hit stored as fp32 cannot be served in place.
@@ -274,6 +308,12 @@ TEST_F(DeviceReuseTest, AFailedDevicePlanGivesItsLeasesBack) {
   ASSERT_FALSE(plan.ok());
   EXPECT_EQ(plan.status().code(), ErrorCode::kFailedPrecondition) << plan.status().ToString();
   EXPECT_EQ(leases_->active(), 0u);  // the lead-in's lease went back
+  // Frames serve it (exact hits go through the host path, in any stored dtype).
+  auto frames = service_->Plan(scope_, input, Delivery::kHost);
+  ASSERT_TRUE(frames.ok()) << frames.status().ToString();
+  EXPECT_EQ(frames->segments[0].decision, Decision::kExact);
+  EXPECT_EQ(frames->segments[1].decision, Decision::kExact);
+  EXPECT_EQ(leases_->active(), 0u);
 }
 
 TEST(DeviceReuseRefusals, DeviceDeliveryNeedsAnArenaAndBf16) {
