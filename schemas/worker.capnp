@@ -49,6 +49,7 @@ struct TurnRequest {
   namespace @11 :Text;    # kvcommd namespace of the reuse modes
   measureFidelity @12 :Bool;
   replyIsRead @13 :Bool;  # another agent reads the reply: kvcomm stores its base KV
+  basesAfterReply @14 :Bool;  # kvcomm: new content's base stored after the reply
 }
 
 struct TurnStats {

@@ -211,6 +211,11 @@ int main(int argc, char** argv) {
   app.add_flag("--fidelity", fidelity,
                "reuse modes: also prefill every turn in full and report next-token KL and K/V "
                "error of the reused KV");
+  bool bases_after_reply = false;
+  app.add_flag("--bases-after-reply", bases_after_reply,
+               "kvcomm: the first agent to read new content computes it in its prompt and "
+               "stores its base after its reply (its TTFT pays no extra pass; the next reader "
+               "makes the anchor)");
   app.add_option("--json", json_path, "write every task's replies and the totals here");
   CLI11_PARSE(app, argc, argv);
   if (pipeline_path.empty() && (model_dir.empty() || task_files.empty()))
@@ -276,7 +281,8 @@ int main(int argc, char** argv) {
 
   std::vector<RunReport> reports;
   for (const std::string& mode_name : mode_names) {
-    const ExecutorOptions options{*ParseMode(mode_name), fidelity};  // CLI11 checked the name
+    const ExecutorOptions options{*ParseMode(mode_name), fidelity,  // CLI11 checked the name
+                                  bases_after_reply};
     const std::string run_namespace =
         mode_names.size() > 1 ? name_space + "-" + mode_name : name_space;
     ModeExecutors executors;

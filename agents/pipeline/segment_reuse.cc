@@ -50,15 +50,14 @@ std::vector<SegmentSpan> SegmentSpans(const TokenizedPrompt& prompt,
 }
 
 SegmentReuse::SegmentReuse(client::Client& client, const runtime::Model& model, DType dtype,
-                           Mode mode, std::vector<int32_t> base_prefix, client::Delivery delivery)
+                           Mode mode, ReuseOptions options)
     : client_(client),
       model_(model),
       dtype_(dtype),
       mode_(mode),
       inv_freq_(model.config().RopeInverseFrequencies()),
-      base_prefix_(std::move(base_prefix)),
-      delivery_(delivery) {
-  assert(mode != Mode::kKvcomm || !base_prefix_.empty());
+      options_(std::move(options)) {
+  assert(mode != Mode::kKvcomm || !options_.base_prefix.empty());
 }
 
 SegmentKey SegmentReuse::ContextKey(const TokenizedPrompt& prompt, const SegmentSpan& span) const {
@@ -140,7 +139,7 @@ Status SegmentReuse::PutSpan(const TokenizedPrompt& prompt, const SegmentSpan& s
   put.token_ids.assign(ids.begin(), ids.end());
   put.first_position = static_cast<int32_t>(span.begin);
   put.prefix_hash = TokenPrefixHash(tokens.first(span.begin));
-  if (delivery_ == client::Delivery::kDeviceIpc && dtype_ == cache.NativeDType()) {
+  if (options_.delivery == client::Delivery::kDeviceIpc && dtype_ == cache.NativeDType()) {
     // Written from the cache straight into kvcommd's arena, on the GPU.
     return client_
         .PutOnDevice(put,
@@ -158,6 +157,14 @@ Status SegmentReuse::Store(const TokenizedPrompt& prompt, const std::vector<Segm
     if (imported.source[i] == SpanSource::kComputed)
       KVCOMM_RETURN_IF_ERROR(PutSpan(prompt, spans[i], cache));
   }
+  std::span<const int32_t> tokens(prompt.tokens);
+  for (size_t i : imported.later_bases) {
+    const auto content = tokens.subspan(spans[i].begin, spans[i].tokens());
+    const SegmentKey key = BaseKey(content);
+    if (stored_bases_.contains(key)) continue;  // the same content twice in one prompt
+    KVCOMM_RETURN_IF_ERROR(PutBase(content, spans[i].kind));
+    stored_bases_.insert(key);
+  }
   return Status();
 }
 
@@ -166,16 +173,17 @@ client::ReuseModel SegmentReuse::ReuseModel() const {
   const KvLayout geometry{static_cast<uint32_t>(c.num_layers),
                           static_cast<uint32_t>(c.num_kv_heads), 0,
                           static_cast<uint32_t>(c.head_dim), dtype_};
-  return {geometry, inv_freq_, base_prefix_};
+  return {geometry, inv_freq_, options_.base_prefix};
 }
 
 SegmentKey SegmentReuse::BaseKey(std::span<const int32_t> content) const {
   return ComputeContextKey(model_.fingerprint(), client_.options().name_space,
-                           TokenPrefixHash(base_prefix_), content);
+                           TokenPrefixHash(options_.base_prefix), content);
 }
 
 Status SegmentReuse::EnsureBases(const TokenizedPrompt& prompt,
-                                 const std::vector<SegmentSpan>& spans) {
+                                 const std::vector<SegmentSpan>& spans,
+                                 std::vector<size_t>& later) {
   std::vector<size_t> placeholders;
   std::vector<std::pair<SegmentKey, client::KeyKind>> keys;
   std::span<const int32_t> tokens(prompt.tokens);
@@ -190,6 +198,10 @@ Status SegmentReuse::EnsureBases(const TokenizedPrompt& prompt,
   KVCOMM_ASSIGN_OR_RETURN(auto found, client_.Lookup(keys));
   for (size_t k = 0; k < placeholders.size(); ++k) {
     if (!found[k].found) {
+      if (options_.bases_after_reply) {
+        later.push_back(placeholders[k]);
+        continue;
+      }
       const SegmentSpan& span = spans[placeholders[k]];
       KVCOMM_RETURN_IF_ERROR(PutBase(tokens.subspan(span.begin, span.tokens()), span.kind));
     }
@@ -199,11 +211,11 @@ Status SegmentReuse::EnsureBases(const TokenizedPrompt& prompt,
 }
 
 Status SegmentReuse::PutBase(std::span<const int32_t> content, SegmentKind kind) {
-  TokenizedPrompt base{base_prefix_, {}};
+  TokenizedPrompt base{options_.base_prefix, {}};
   base.tokens.insert(base.tokens.end(), content.begin(), content.end());
   KVCOMM_ASSIGN_OR_RETURN(auto cache, model_.NewCache(static_cast<int64_t>(base.tokens.size())));
   KVCOMM_RETURN_IF_ERROR(model_.Forward(base.tokens, cache).status());
-  const int64_t first = static_cast<int64_t>(base_prefix_.size());
+  const int64_t first = static_cast<int64_t>(options_.base_prefix.size());
   return PutSpan(base, {first, first + static_cast<int64_t>(content.size()), kind, ""}, cache);
 }
 
@@ -262,9 +274,9 @@ Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
     return s;
   };
   ImportResult result;
-  KVCOMM_RETURN_IF_ERROR(EnsureBases(prompt, spans));
+  KVCOMM_RETURN_IF_ERROR(EnsureBases(prompt, spans, result.later_bases));
   result.bases_seconds = seconds();
-  client::PlanRequest request{agent, ReuseModel(), {}, delivery_};
+  client::PlanRequest request{agent, ReuseModel(), {}, options_.delivery};
   std::span<const int32_t> tokens(prompt.tokens);
   for (const auto& span : spans) {
     auto ids = tokens.subspan(span.begin, span.tokens());

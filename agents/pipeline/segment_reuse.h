@@ -51,6 +51,8 @@ struct ImportResult {
   bool check_reuse = false;
   // kvcomm with device delivery: leases still held (ReleaseLeases gives them back).
   std::vector<uint64_t> leases;
+  // kvcomm with bases_after_reply: placeholder spans whose base Store computes and stores.
+  std::vector<size_t> later_bases;
   // kvcomm: where the import's time went (seconds): computing and storing missing bases, the
   // plan round trip (kvcommd's realignment included), copying KV into the cache.
   double bases_seconds = 0, plan_seconds = 0, copy_seconds = 0;
@@ -71,17 +73,26 @@ std::vector<size_t> ReportsWorthTheirCost(std::vector<size_t> reported,
 std::vector<std::string> RealignedSlots(const std::vector<SegmentSpan>& spans,
                                         const ImportResult& imported);
 
+struct ReuseOptions {
+  // kvcomm computes a placeholder's base KV right after these tokens (BOS and a short neutral
+  // lead-in, so the placeholder's first token is not the one right after BOS, whose KV is
+  // unlike that of any token in context).
+  std::vector<int32_t> base_prefix;
+  // How KV moves to and from kvcommd (kDeviceIpc: a CUDA model on kvcommd's GPU, bf16; plans
+  // are read and segments put through its arena).
+  client::Delivery delivery = client::Delivery::kFrames;
+  // kvcomm: a placeholder whose base kvcommd lacks is computed in this turn's prompt, and its
+  // base after the reply (in Store) instead of before the plan. The first reader of new
+  // content then pays no extra pass inside its time to first token, but it makes no anchor of
+  // that content (kvcommd needs the base to plan one): the next reader does.
+  bool bases_after_reply = false;
+};
+
 class SegmentReuse {
  public:
   // `dtype`: what segments travel and rest as (F32 keeps CPU reuse exact; BF16 for CUDA).
-  // `base_prefix`: kvcomm computes a placeholder's base KV right after these tokens (BOS and a
-  // short neutral lead-in, so the placeholder's first token is not the one right after BOS,
-  // whose KV is unlike that of any token in context).
-  // `delivery`: how KV moves to and from kvcommd (kDeviceIpc: a CUDA model on kvcommd's GPU,
-  // bf16; plans are read and segments put through its arena).
   SegmentReuse(client::Client& client, const runtime::Model& model, DType dtype, Mode mode,
-               std::vector<int32_t> base_prefix = {},
-               client::Delivery delivery = client::Delivery::kFrames);
+               ReuseOptions options = {});
 
   // Imports reusable segments into an empty `cache`. `agent` names the agent (kvcomm records
   // anchor deltas per agent).
@@ -94,7 +105,7 @@ class SegmentReuse {
   Status ReleaseLeases(ImportResult& imported);
   // Stores the computed spans that saw only exact KV before them, read from `cache` (which
   // holds the whole prompt). A span computed after realigned KV is not stored: its KV is
-  // not the one of its context.
+  // not the one of its context. Then the bases left for after the reply.
   Status Store(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
                const ImportResult& imported, const runtime::KvCache& cache);
   // kvcomm: stores base(content) (its KV right after the base prefix) unless kvcommd holds it:
@@ -121,10 +132,12 @@ class SegmentReuse {
   Result<ImportResult> ImportPlanned(const TokenizedPrompt& prompt,
                                      const std::vector<SegmentSpan>& spans,
                                      const std::string& agent, runtime::KvCache& cache);
-  // Stores base(P) (P's KV right after the base prefix) of placeholders that lack one.
-  // Remembers which bases kvcommd holds, so later turns skip asking; a placeholder planned
-  // PREFILL without a report means its base is gone (forgotten: stored again next time).
-  Status EnsureBases(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans);
+  // Stores base(P) (P's KV right after the base prefix) of placeholders that lack one, or
+  // (bases_after_reply) lists them in `later`. Remembers which bases kvcommd holds, so later
+  // turns skip asking; a placeholder planned PREFILL without a report means its base is gone
+  // (forgotten: stored again next time).
+  Status EnsureBases(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
+                     std::vector<size_t>& later);
   SegmentKey BaseKey(std::span<const int32_t> content) const;
   Status PutBase(std::span<const int32_t> content, SegmentKind kind);
   client::ReuseModel ReuseModel() const;
@@ -136,8 +149,7 @@ class SegmentReuse {
   DType dtype_;
   Mode mode_;
   std::vector<float> inv_freq_;
-  std::vector<int32_t> base_prefix_;
-  client::Delivery delivery_;
+  ReuseOptions options_;
   std::unordered_set<SegmentKey, Hash128Hasher> stored_bases_;
 };
 

@@ -38,12 +38,13 @@ LocalExecutor::LocalExecutor(const runtime::Model& model, const runtime::Tokeniz
       bos_(model.config().bos_token_id >= 0 ? model.config().bos_token_id : tokenizer.bos_id()) {
   assert(options.mode == Mode::kDense || daemon != nullptr);
   if (options.mode != Mode::kDense) {
+    ReuseOptions reuse;
+    if (options.mode == Mode::kKvcomm) reuse.base_prefix = BasePrefix(tokenizer, bos_);
+    reuse.delivery = delivery;
+    reuse.bases_after_reply = options.bases_after_reply;
     reuse_.emplace(*daemon, model,
                    model.device() == runtime::Device::kCpu ? DType::kF32 : DType::kBF16,
-                   options.mode,
-                   options.mode == Mode::kKvcomm ? BasePrefix(tokenizer, bos_)
-                                                 : std::vector<int32_t>(),  // only kvcomm
-                   delivery);
+                   options.mode, std::move(reuse));
   }
 }
 

@@ -63,6 +63,8 @@ struct ExecutorOptions {
   Mode mode = Mode::kDense;
   // Reuse modes: also prefill each turn in full and compare (costs a dense prefill per turn).
   bool measure_fidelity = false;
+  // kvcomm: new content's base is stored after the reply (ReuseOptions::bases_after_reply).
+  bool bases_after_reply = false;
 };
 
 // What kvcomm computes a placeholder's base KV after: BOS and a short neutral lead-in line, so

@@ -165,6 +165,24 @@ TEST_F(AgentWorkerTest, TwoWorkersServeTheFiveAgentPipelineWithKvcommReuse) {
   EXPECT_GE(static_cast<int64_t>(served), realigned);
 }
 
+TEST_F(AgentWorkerTest, TurnRequestsCarryTheReuseOptions) {
+  capnp::MallocMessageBuilder message;
+  auto root = message.initRoot<proto::TurnRequest>();
+  const ExecutorOptions options{
+      .mode = Mode::kKvcomm, .measure_fidelity = true, .bases_after_reply = true};
+  internal::WriteTurnRequest(root, 1, {FirstTurn(), options, "ns"});
+  auto read = internal::ReadTurnRequest(root.asReader());
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_EQ(read->options.mode, Mode::kKvcomm);
+  EXPECT_TRUE(read->options.measure_fidelity);
+  EXPECT_TRUE(read->options.bases_after_reply);
+  EXPECT_EQ(read->name_space, "ns");
+  internal::WriteTurnRequest(root, 2, {FirstTurn(), {.mode = Mode::kKvcomm}, "ns"});
+  read = internal::ReadTurnRequest(root.asReader());
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_FALSE(read->options.bases_after_reply);
+}
+
 TEST_F(AgentWorkerTest, HostileRequestsGetErrorsAndTheWorkerKeepsServing) {
   ServingWorker worker(WorkerEndpoint("w"), ToDaemon());
   zmq::context_t context(1);

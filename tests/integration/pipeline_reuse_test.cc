@@ -257,6 +257,30 @@ TEST_F(PipelineReuseTest, KvcommWorkersShareAnchorsGetRealignedKvAndKeepAnswers)
   }
 }
 
+TEST_F(PipelineReuseTest, BasesAfterTheReplyLeaveTheFirstReaderDenseAndTheNextMakesTheAnchor) {
+  auto dense = Local();
+  auto daemon = ConnectAsModel("after-reply");
+  ASSERT_TRUE(daemon);
+  auto kvcomm = Local({.mode = Mode::kKvcomm, .bases_after_reply = true}, daemon.get());
+  for (const Task& task : tasks_) {
+    SCOPED_TRACE(task.id);
+    auto reference = dense.Run(task);
+    auto run = kvcomm.Run(task);
+    ASSERT_TRUE(reference.ok() && run.ok()) << run.status().ToString();
+    ASSERT_GE(run->turns.size(), 2u);
+    for (const TurnResult& t : run->turns)
+      EXPECT_FALSE(t.fallback || t.store_failed) << t.daemon_error;
+    // The first reader of the new input computed it in its prompt: nothing estimated, dense's
+    // reply, and no anchor (kvcommd had no base to plan one with).
+    const TurnResult& first = run->turns[0];
+    EXPECT_EQ(first.reused_placeholder_tokens, 0);
+    EXPECT_FALSE(first.made_anchors);
+    EXPECT_EQ(first.reply, reference->turns[0].reply);
+    // Its base was stored after its reply, so the next reader's plan makes the input an anchor.
+    EXPECT_TRUE(run->turns[1].made_anchors);
+  }
+}
+
 TEST_F(PipelineReuseTest, LosingTheDaemonFallsBackToDenseAndSaysSo) {
   auto dense = Local();
   const auto reference = RunAll(dense);

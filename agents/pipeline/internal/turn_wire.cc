@@ -81,6 +81,7 @@ void WriteTurnRequest(proto::TurnRequest::Builder out, uint64_t id, const Worker
   out.setMode(ToWire(turn.options.mode));
   out.setNamespace(turn.name_space);
   out.setMeasureFidelity(turn.options.measure_fidelity);
+  out.setBasesAfterReply(turn.options.bases_after_reply);
   out.setReplyIsRead(r.reply_is_read);
 }
 
@@ -105,6 +106,7 @@ Result<WorkerTurn> ReadTurnRequest(proto::TurnRequest::Reader in) {
   r.reply_is_read = in.getReplyIsRead();
   KVCOMM_ASSIGN_OR_RETURN(turn.options.mode, FromWire(in.getMode()));
   turn.options.measure_fidelity = in.getMeasureFidelity();
+  turn.options.bases_after_reply = in.getBasesAfterReply();
   turn.name_space = in.getNamespace();
   if (turn.options.mode != Mode::kDense && turn.name_space.empty())
     return InvalidArgument("namespace: the reuse modes need a kvcommd namespace");
