@@ -205,7 +205,17 @@ Result<PromptPlanOutput> AnchorService::Plan(const kvstore::Scope& scope, const 
     blend = std::move(next_blend);
     preceding.insert(preceding.end(), segment.tokens.begin(), segment.tokens.end());
   }
-  context.Counter("").plan_seconds += SecondsSince(start);
+  const double seconds = SecondsSince(start);
+  context.Counter("").plan_seconds += seconds;
+  uint64_t bytes = 0, exact = 0, realigned = 0;
+  for (const auto& plan : out) {
+    bytes += plan.kv.bytes();
+    exact += plan.decision == Decision::kExact;
+    realigned += plan.decision == Decision::kRealigned;
+  }
+  spdlog::debug("plan of agent '{}' ({}): {} segments, {} exact, {} realigned, {} bytes, {:.1f} ms",
+                input.agent, delivery == Delivery::kDevice ? "device" : "frames", out.size(), exact,
+                realigned, bytes, seconds * 1e3);
   for (const auto& [slot, counter] : context.counters) stats_.Add(counter);
   const bool check = !estimated.empty() &&
                      checks_.PlanEstimated(scope.name_space, *scope.model, estimated, input.agent);
