@@ -215,7 +215,7 @@ int main(int argc, char** argv) {
   app.add_flag("--bases-after-reply", bases_after_reply,
                "kvcomm: the first agent to read new content computes it in its prompt and "
                "stores its base after its reply (its TTFT pays no extra pass; the next reader "
-               "makes the anchor)");
+               "makes the anchor); also set by a pipeline file's bases_after_reply = true");
   app.add_option("--json", json_path, "write every task's replies and the totals here");
   CLI11_PARSE(app, argc, argv);
   if (pipeline_path.empty() && (model_dir.empty() || task_files.empty()))
@@ -282,7 +282,7 @@ int main(int argc, char** argv) {
   std::vector<RunReport> reports;
   for (const std::string& mode_name : mode_names) {
     const ExecutorOptions options{*ParseMode(mode_name), fidelity,  // CLI11 checked the name
-                                  bases_after_reply};
+                                  bases_after_reply || spec.bases_after_reply};
     const std::string run_namespace =
         mode_names.size() > 1 ? name_space + "-" + mode_name : name_space;
     ModeExecutors executors;

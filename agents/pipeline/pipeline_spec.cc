@@ -149,7 +149,7 @@ Status BindEdges(const std::vector<std::vector<std::string>>& sees, PipelineSpec
 Result<PipelineSpec> ParsePipeline(const toml::table& root, const std::string& path) {
   KVCOMM_RETURN_IF_ERROR(CheckKeys(root,
                                    {"name", "description", "templates", "tasks", "limit", "scoring",
-                                    "topology", "rounds", "models", "agents"},
+                                    "topology", "rounds", "bases_after_reply", "models", "agents"},
                                    path));
   const fs::path dir = fs::path(path).parent_path();
   PipelineSpec spec;
@@ -174,6 +174,9 @@ Result<PipelineSpec> ParsePipeline(const toml::table& root, const std::string& p
   }
   KVCOMM_ASSIGN_OR_RETURN(int64_t rounds, Integer(root, "rounds", path, 0, 1, 16));
   spec.rounds = static_cast<int>(rounds);
+  KVCOMM_ASSIGN_OR_RETURN(auto bases_after_reply,
+                          Optional<bool>(root, "bases_after_reply", path, "true or false"));
+  spec.bases_after_reply = bases_after_reply.value_or(false);
 
   if (const toml::node* models = root.get("models")) {
     if (!models->is_table()) return InvalidArgument("{}: 'models' must be a table", path);

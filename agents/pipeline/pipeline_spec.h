@@ -36,6 +36,7 @@ struct PipelineSpec {
   std::optional<bool> scored;      // scoring = "exact" | "none"; unset: each task's own
   std::optional<Topology> topology;
   int rounds = 0;                             // rounds topology; 0 = each task's own
+  bool bases_after_reply = false;             // kvcomm: ReuseOptions::bases_after_reply
   std::map<std::string, std::string> models;  // id -> model directory
   std::vector<PipelineAgentSpec> agents;
 };

@@ -82,6 +82,9 @@ TEST(PipelineFile, ShippedExamplesLoadAndBindToTheirInputs) {
   EXPECT_EQ(chain->agents[1].sampling.seed, 7u);
   EXPECT_EQ(chain->agents[1].max_reply_tokens, 48);
   EXPECT_EQ(chain->scored, false);
+  // Five readers of every input: its first reader stores the input's base after its reply.
+  EXPECT_TRUE(spec->bases_after_reply);
+  EXPECT_FALSE(chain->bases_after_reply);
 }
 
 TEST(PipelineFile, DagRunsEachAgentAfterTheAgentsItSees) {
@@ -147,6 +150,7 @@ TEST(PipelineFile, BrokenFilesAreRefusedWithTheReason) {
       {Head("topology = \"star\"\n") + agent, "unknown topology 'star'"},
       {Head("scoring = \"fuzzy\"\n") + agent, "unknown scoring 'fuzzy'"},
       {Head("rounds = 40\n") + agent, "'rounds' = 40 is not in [1, 16]"},
+      {Head("bases_after_reply = \"yes\"\n") + agent, "'bases_after_reply' must be true or false"},
       {Head(), "'[[agents]]' must list 1 to 64 agents"},
       {Head() + agent + agent, "duplicate agent id 'a'"},
       {Head() + agent + "model = \"big\"\n", "model 'big' is not in [models]"},
