@@ -1,5 +1,6 @@
 #include "kvstore/gpu_tier.h"
 
+#include <memory>
 #include <vector>
 
 namespace kvcomm::kvstore {
@@ -56,9 +57,11 @@ Result<Blob> GpuTier::Read(const SegmentKey& key) {
   const auto* block = index_.Touch(key);
   if (block == nullptr)
     return Error(ErrorCode::kNotFound, "GPU tier has no segment {}", key.ToHex());
-  std::vector<std::byte> host((*block)->bytes);
-  KVCOMM_RETURN_IF_ERROR(kernels::CopyDeviceToHost(host.data(), (*block)->data(), host.size()));
-  return Blob::FromVector(std::move(host));
+  const size_t bytes = (*block)->bytes;
+  // Not zero-filled first: the copy writes every byte (a segment is 64-128 MiB at 8B sizes).
+  std::shared_ptr<std::byte[]> host = std::make_shared_for_overwrite<std::byte[]>(bytes);
+  KVCOMM_RETURN_IF_ERROR(kernels::CopyDeviceToHost(host.get(), (*block)->data(), bytes));
+  return Blob(host.get(), bytes, host);
 }
 
 Status GpuTier::Erase(const SegmentKey& key) {
