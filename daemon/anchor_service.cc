@@ -222,6 +222,58 @@ Result<PromptPlanOutput> AnchorService::Plan(const kvstore::Scope& scope, const 
   return PromptPlanOutput{std::move(out), check};
 }
 
+Result<AnchorService::Candidates> AnchorService::DecideOnCandidates(
+    const kvstore::Scope& scope, ReuseMath& math, const KvLayout& geometry, const AnchorSlot& pool,
+    const MathKv& base, const std::string& slot, const std::string& agent) {
+  const auto& anchors = pool.anchors();
+  Candidates out;
+  for (size_t i : pool.CandidatesFor(base.layout.tokens)) {
+    if (!anchors[i].deltas.contains(agent)) continue;
+    KVCOMM_ASSIGN_OR_RETURN(auto b, math.Load(scope, anchors[i].base, geometry));
+    if (!b) continue;  // its base left the store: it cannot be used
+    out.bases.push_back(std::move(*b));
+    out.indices.push_back(i);
+  }
+  KVCOMM_ASSIGN_OR_RETURN(out.decision, math.Decide(base, out.bases, config_));
+  spdlog::debug(
+      "slot '{}' agent '{}': {} candidates, entropy {:.3f} (limit {:.3f}), "
+      "closest relative distance {:.3f}: {}",
+      slot, agent, out.bases.size(), out.decision.entropy, out.decision.limit,
+      out.decision.relative_distance, out.decision.prefill ? "a new anchor" : "reuse");
+  return out;
+}
+
+Result<bool> AnchorService::AdmitOffered(const kvstore::Scope& scope, ReuseMath& math,
+                                         const ActualInput& input, const SegmentKey& base_key,
+                                         const MathKv& base) {
+  // A slot not estimated for the agent makes no anchors either (as in Plan).
+  if (!checks_.Estimates({scope.name_space, *scope.model, input.slot, input.agent})) return false;
+  SlotState& slot = Slot(scope, input.slot);
+  std::lock_guard lock(slot.mutex);
+  for (const auto& anchor : slot.pool.anchors())
+    if (anchor.base == base_key) return true;
+  KVCOMM_ASSIGN_OR_RETURN(Candidates candidates,
+                          DecideOnCandidates(scope, math, input.model.geometry, slot.pool, base,
+                                             input.slot, input.agent));
+  if (!candidates.decision.prefill) return false;  // anchors close enough estimate it
+  ReuseCounter counter{scope.name_space, input.agent, input.slot};
+  AddAnchor(scope, input.slot, slot, base_key, base.layout.tokens, counter);
+  stats_.Add(counter);
+  return true;
+}
+
+void AnchorService::AddAnchor(const kvstore::Scope& scope, const std::string& slot,
+                              SlotState& state, const SegmentKey& base_key, uint32_t tokens,
+                              ReuseCounter& counter) {
+  auto evicted = state.pool.Add({base_key, tokens, 0, {}});
+  ++counter.anchors_created;
+  if (evicted) {
+    ++counter.anchors_evicted;
+    ReleaseAnchor(scope, *evicted);
+  }
+  Persist(scope, slot, state);
+}
+
 Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
                                                          const PlanSegmentInput& segment,
                                                          int32_t position,
@@ -260,44 +312,24 @@ Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
     }
     if (!chosen.empty()) slot.credits_unsaved = true;
     if (chosen.empty()) {
-      std::vector<size_t> candidates;
-      for (size_t i : slot.pool.CandidatesFor(tokens))
-        if (anchors[i].deltas.contains(agent)) candidates.push_back(i);
-      std::vector<MathKv> bases;
-      std::vector<size_t> loaded;
-      for (size_t i : candidates) {
-        KVCOMM_ASSIGN_OR_RETURN(auto b, math.Load(scope, anchors[i].base, model.geometry));
-        if (!b) continue;  // its base left the store: it cannot be used
-        bases.push_back(std::move(*b));
-        loaded.push_back(i);
-      }
-      KVCOMM_ASSIGN_OR_RETURN(ReuseDecision decision, math.Decide(*base, bases, config_));
-      spdlog::debug(
-          "slot '{}' agent '{}': {} candidates, entropy {:.3f} (limit {:.3f}), "
-          "closest relative distance {:.3f}: {}",
-          segment.slot, agent, bases.size(), decision.entropy, decision.limit,
-          decision.relative_distance, decision.prefill ? "prefill" : "reuse");
-      if (decision.prefill) {
-        auto evicted = slot.pool.Add({base_key, tokens, 0, {}});
-        ReuseCounter& c = context.Counter(segment.slot);
-        ++c.anchors_created;
-        if (evicted) {
-          ++c.anchors_evicted;
-          ReleaseAnchor(scope, *evicted);
-        }
-        Persist(scope, segment.slot, slot);
+      KVCOMM_ASSIGN_OR_RETURN(
+          Candidates candidates,
+          DecideOnCandidates(scope, math, model.geometry, slot.pool, *base, segment.slot, agent));
+      if (candidates.decision.prefill) {
+        AddAnchor(scope, segment.slot, slot, base_key, tokens, context.Counter(segment.slot));
         plan.report_actual = true;
         return plan;
       }
       std::vector<size_t> credited;
-      for (size_t k : decision.credited) credited.push_back(loaded[k]);
+      for (size_t k : candidates.decision.credited) credited.push_back(candidates.indices[k]);
       slot.pool.Credit(credited);
       slot.credits_unsaved = true;
-      for (size_t i : loaded) chosen.push_back(anchors[i]);
+      for (size_t i : candidates.indices) chosen.push_back(anchors[i]);
       std::vector<float> token_sums;
-      if (decision.token_sums.size() == bases.size() * tokens * 3)  // every base a candidate
-        token_sums = std::move(decision.token_sums);
-      blend.emplace(Blend{segment.slot, {}, {}, std::move(bases), std::move(token_sums)});
+      if (candidates.decision.token_sums.size() == candidates.bases.size() * tokens * 3)
+        token_sums = std::move(candidates.decision.token_sums);  // every base a candidate
+      blend.emplace(
+          Blend{segment.slot, {}, {}, std::move(candidates.bases), std::move(token_sums)});
     }
   }
   if (!blend) blend.emplace(Blend{segment.slot, {}, {}, {*base}, {}});
@@ -377,6 +409,14 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
   if (base->layout.tokens != p_layout.tokens)
     return Error(ErrorCode::kDataLoss, "base segment {} has {} tokens, the placeholder {}",
                  base_key.ToHex(), base->layout.tokens, p_layout.tokens);
+  if (input.offered) {
+    KVCOMM_ASSIGN_OR_RETURN(const bool wanted, AdmitOffered(scope, math, input, base_key, *base));
+    if (!wanted) {
+      spdlog::debug("offered report of slot '{}' agent '{}': not an anchor, dropped", input.slot,
+                    input.agent);
+      return Status::Ok();
+    }
+  }
   AnchorSlot::AgentDeltas deltas;
   deltas.placeholder = DeltaKey(scope, input.slot, base_key, input.agent);
   const int32_t base_position = static_cast<int32_t>(model.base_prefix.size());

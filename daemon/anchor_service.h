@@ -77,6 +77,9 @@ struct ActualInput {
   std::vector<int32_t> following_tokens;  // empty: none
   int32_t following_position = 0;
   Blob following_kv;
+  // Sent unasked: kept only if the content is an anchor of the slot or, by the pool's rule,
+  // becomes one (and the slot is estimated for the agent); otherwise dropped, successfully.
+  bool offered = false;
   Status Validate() const;
 };
 
@@ -146,6 +149,24 @@ class AnchorService {
     std::vector<float> token_sums;  // the reuse decision's distances, if it saw these anchors
   };
   class PlanContext;
+  // The anchors new content could be estimated from (at least as long, with the agent's deltas,
+  // base still stored) and KVCOMM's decision on them (prefill: the content is a new anchor).
+  struct Candidates {
+    std::vector<MathKv> bases;
+    std::vector<size_t> indices;  // into the pool's anchors, one per base
+    ReuseDecision decision;
+  };
+  // With the slot's lock held.
+  Result<Candidates> DecideOnCandidates(const kvstore::Scope& scope, ReuseMath& math,
+                                        const KvLayout& geometry, const AnchorSlot& pool,
+                                        const MathKv& base, const std::string& slot,
+                                        const std::string& agent);
+  // Whether an offered report is wanted: its content is an anchor, or is made one now.
+  Result<bool> AdmitOffered(const kvstore::Scope& scope, ReuseMath& math, const ActualInput& input,
+                            const SegmentKey& base_key, const MathKv& base);
+  // Makes the content an anchor of the slot (evicting one past capacity); slot's lock held.
+  void AddAnchor(const kvstore::Scope& scope, const std::string& slot, SlotState& state,
+                 const SegmentKey& base_key, uint32_t tokens, ReuseCounter& counter);
 
   SlotState& Slot(const kvstore::Scope& scope, const std::string& slot);
   // Decides a placeholder; fills `blend` when it is realigned.

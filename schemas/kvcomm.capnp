@@ -314,6 +314,9 @@ struct LeaseReserved {
 # The actual KV of a placeholder the plan asked about (frame 1) and of the template segment
 # right after it (frame 2, absent when followingTokens is empty), from a prefill in the
 # agent's prompt. Keys rotated at their positions there.
+# `offered`: sent unasked, by an agent that computed new content before kvcommd held its base
+# (its plan could not ask); kvcommd keeps it if the content is an anchor or, by the pool's rule,
+# becomes one, and otherwise drops it (still a success).
 struct ReportActual {
   agent @0 :Text;
   slot @1 :Text;
@@ -323,6 +326,7 @@ struct ReportActual {
   followingTokens @5 :List(Int32);
   followingPosition @6 :Int32;
   tensors @7 :List(TensorDesc);
+  offered @8 :Bool;
 }
 
 # The outcome of a check a plan asked for (PlanResult.checkReuse): the slots whose realigned

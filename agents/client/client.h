@@ -181,6 +181,9 @@ struct ActualReport {
   std::vector<int32_t> following_tokens;  // the template segment after it; may be empty
   int32_t following_position = 0;
   Blob following_kv;
+  // Unasked (ReportActual.offered in schemas/kvcomm.capnp): kept only if the content is or
+  // becomes an anchor.
+  bool offered = false;
 };
 
 struct AnchorInfo {

@@ -193,6 +193,7 @@ Status Client::ReportActual(const ActualReport& report) {
     WriteTokens(out.initFollowingTokens(static_cast<unsigned>(report.following_tokens.size())),
                 report.following_tokens);
     out.setFollowingPosition(report.following_position);
+    out.setOffered(report.offered);
     const bool has_following = !report.following_tokens.empty();
     auto tensors = out.initTensors(has_following ? 2 : 1);
     std::vector<zmq::message_t> payload;

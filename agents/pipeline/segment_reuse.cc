@@ -353,27 +353,47 @@ Status SegmentReuse::ReportCheck(std::vector<std::string> slots, const std::stri
 Status SegmentReuse::Report(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
                             const ImportResult& imported, const std::string& agent,
                             const runtime::KvCache& cache) {
+  for (size_t i : imported.report)
+    KVCOMM_RETURN_IF_ERROR(ReportSpan(prompt, spans, i, agent, cache, /*offered=*/false));
+  // New content whose base was stored after the reply: its KV here is offered as an anchor's,
+  // if nothing estimated came before it (then it is its true KV in this prompt).
+  std::unordered_set<SegmentKey, Hash128Hasher> offered;
   std::span<const int32_t> tokens(prompt.tokens);
-  for (size_t i : imported.report) {
-    const SegmentSpan& span = spans[i];
-    client::ActualReport report;
-    report.agent = agent;
-    report.slot = span.slot;
-    report.model = ReuseModel();
-    auto ids = tokens.subspan(span.begin, span.tokens());
-    report.placeholder_tokens.assign(ids.begin(), ids.end());
-    report.placeholder_position = static_cast<int32_t>(span.begin);
-    KVCOMM_ASSIGN_OR_RETURN(report.placeholder_kv, cache.Export(span.begin, span.end, dtype_));
-    if (i + 1 < spans.size() && !spans[i + 1].placeholder()) {
-      const SegmentSpan& next = spans[i + 1];
-      auto next_ids = tokens.subspan(next.begin, next.tokens());
-      report.following_tokens.assign(next_ids.begin(), next_ids.end());
-      report.following_position = static_cast<int32_t>(next.begin);
-      KVCOMM_ASSIGN_OR_RETURN(report.following_kv, cache.Export(next.begin, next.end, dtype_));
-    }
-    KVCOMM_RETURN_IF_ERROR(client_.ReportActual(report));
+  for (size_t i : imported.later_bases) {
+    const size_t end = std::min(i + 2, spans.size());  // with the template span after it
+    bool true_context = true;
+    for (size_t k = 0; k < end; ++k) true_context &= imported.source[k] != SpanSource::kRealigned;
+    if (!true_context ||
+        !offered.insert(BaseKey(tokens.subspan(spans[i].begin, spans[i].tokens()))).second)
+      continue;
+    KVCOMM_RETURN_IF_ERROR(ReportSpan(prompt, spans, i, agent, cache, /*offered=*/true));
   }
   return Status();
+}
+
+Status SegmentReuse::ReportSpan(const TokenizedPrompt& prompt,
+                                const std::vector<SegmentSpan>& spans, size_t i,
+                                const std::string& agent, const runtime::KvCache& cache,
+                                bool offered) {
+  std::span<const int32_t> tokens(prompt.tokens);
+  const SegmentSpan& span = spans[i];
+  client::ActualReport report;
+  report.offered = offered;
+  report.agent = agent;
+  report.slot = span.slot;
+  report.model = ReuseModel();
+  auto ids = tokens.subspan(span.begin, span.tokens());
+  report.placeholder_tokens.assign(ids.begin(), ids.end());
+  report.placeholder_position = static_cast<int32_t>(span.begin);
+  KVCOMM_ASSIGN_OR_RETURN(report.placeholder_kv, cache.Export(span.begin, span.end, dtype_));
+  if (i + 1 < spans.size() && !spans[i + 1].placeholder()) {
+    const SegmentSpan& next = spans[i + 1];
+    auto next_ids = tokens.subspan(next.begin, next.tokens());
+    report.following_tokens.assign(next_ids.begin(), next_ids.end());
+    report.following_position = static_cast<int32_t>(next.begin);
+    KVCOMM_ASSIGN_OR_RETURN(report.following_kv, cache.Export(next.begin, next.end, dtype_));
+  }
+  return client_.ReportActual(report);
 }
 
 }  // namespace kvcomm::pipeline

@@ -83,8 +83,8 @@ struct ReuseOptions {
   client::Delivery delivery = client::Delivery::kFrames;
   // kvcomm: a placeholder whose base kvcommd lacks is computed in this turn's prompt, and its
   // base after the reply (in Store) instead of before the plan. The first reader of new
-  // content then pays no extra pass inside its time to first token, but it makes no anchor of
-  // that content (kvcommd needs the base to plan one): the next reader does.
+  // content then pays no extra pass inside its time to first token; it offers its KV of the
+  // content after the reply (Report), which kvcommd keeps if the content becomes an anchor.
   bool bases_after_reply = false;
 };
 
@@ -113,7 +113,8 @@ class SegmentReuse {
   // reader has to compute it inside its time to first token.
   Status StoreBase(std::span<const int32_t> content);
   // kvcomm: sends the actual KV of the spans the plan asked about (and of the template span
-  // after each).
+  // after each), and offers that of new content whose base Store stored after the reply
+  // (bases_after_reply; kvcommd keeps it if the content becomes an anchor).
   Status Report(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
                 const ImportResult& imported, const std::string& agent,
                 const runtime::KvCache& cache);
@@ -143,6 +144,8 @@ class SegmentReuse {
   client::ReuseModel ReuseModel() const;
   Status PutSpan(const TokenizedPrompt& prompt, const SegmentSpan& span,
                  const runtime::KvCache& cache);
+  Status ReportSpan(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans, size_t i,
+                    const std::string& agent, const runtime::KvCache& cache, bool offered);
 
   client::Client& client_;
   const runtime::Model& model_;

@@ -84,6 +84,7 @@ Result<ActualInput> ReadActualInput(proto::ReportActual::Reader report,
                           ReadInts(report.getFollowingTokens(), "followingTokens"));
   input.placeholder_position = report.getPlaceholderPosition();
   input.following_position = report.getFollowingPosition();
+  input.offered = report.getOffered();
   const size_t expected = input.following_tokens.empty() ? 1 : 2;
   auto tensors = report.getTensors();
   if (frames.size() - 1 != expected || tensors.size() != expected) {

@@ -145,11 +145,12 @@ class AnchorServiceTest : public ::testing::Test {
   }
 
   Status Report(const std::string& agent, const std::vector<int32_t>& placeholder, int32_t position,
-                const KvF32& actual, const KvF32& following) {
+                const KvF32& actual, const KvF32& following, bool offered = false) {
     ActualInput input{
         agent,    "slot", model_,          placeholder,
         position, {},     {200, 201, 202}, position + static_cast<int32_t>(placeholder.size()),
         {}};
+    input.offered = offered;
     input.placeholder_kv = *EncodeKv(actual, DType::kF32);
     input.following_kv = *EncodeKv(following, DType::kF32);
     return service_->ReportActual(scope_, input);
@@ -314,6 +315,46 @@ TEST_F(AnchorServiceTest, ANewPlaceholderIsBaseMovedPlusTheAnchorsDeltas) {
   auto other = Plan(Prompt("b", 9, Tokens(40, 4)));
   EXPECT_EQ(other[1].decision, Decision::kPrefill);
   EXPECT_TRUE(other[1].report_actual);
+}
+
+TEST_F(AnchorServiceTest, AnOfferedReportIsKeptOnlyWhereTheContentBecomesAnAnchor) {
+  // New content, offered unasked into an empty pool: it becomes an anchor with a's deltas, and
+  // a's next plan of it is its actual KV moved, as if a plan had asked for the report.
+  const auto p = Tokens(10, 4);
+  const KvF32 base = Random(4, 1), actual = Random(4, 2);
+  PutBase(p, base);
+  ASSERT_TRUE(Report("a", p, 5, actual, Random(3, 3), /*offered=*/true).ok());
+  auto anchors = [&] {
+    const auto listed = service_->List(scope_);
+    return listed.empty() ? size_t{0} : listed[0].anchors.size();
+  };
+  EXPECT_EQ(anchors(), 1u);
+  auto again = Plan(Prompt("a", 7, p));
+  ASSERT_EQ(again[1].decision, Decision::kRealigned);
+  KvF32 expected = Moved(actual, 5, 7);
+  const KvF32 base_moved = Moved(base, 2, 7);
+  std::copy_n(base_moved.data.begin(), Geometry(4).Offset(1, 0, 0, 0) / 4, expected.data.begin());
+  ExpectNear(again[1].kv.kv.span(), expected);
+
+  // Content that anchors with a's deltas are close enough to estimate makes no anchor: the
+  // offer is dropped (and is no error).
+  std::vector<float> delta(Geometry(6).PayloadBytes() / 4, 0.1f);
+  const KvF32 base1 = Random(6, 11), base2 = Random(6, 12);
+  PutBase(Tokens(20, 6), base1);
+  PutBase(Tokens(30, 6), base2);
+  MakeAnchor(Tokens(20, 6), base1, delta);
+  MakeAnchor(Tokens(30, 6), base2, delta);
+  ASSERT_EQ(anchors(), 3u);
+  KvF32 close = FirstTokens(base1, 4);
+  for (float& x : close.data) x += 0.001f;
+  PutBase(Tokens(40, 4), close);
+  EXPECT_TRUE(Report("a", Tokens(40, 4), 9, Random(4, 7), Random(3, 8), /*offered=*/true).ok());
+  EXPECT_EQ(anchors(), 3u);
+  EXPECT_EQ(Plan(Prompt("a", 9, Tokens(40, 4)))[1].decision, Decision::kRealigned);
+  // Unoffered, a report of content that is no anchor is refused, as before.
+  PutBase(Tokens(60, 4), Random(4, 9));
+  EXPECT_EQ(Report("a", Tokens(60, 4), 5, Random(4, 10), Random(3, 11)).code(),
+            ErrorCode::kNotFound);
 }
 
 TEST_F(AnchorServiceTest, ARestartKeepsThePoolsAndDropsWhatLeftTheStore) {
