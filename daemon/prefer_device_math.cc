@@ -13,9 +13,9 @@ bool AllOnGpu(const std::vector<MathKv>& kvs) { return std::all_of(kvs.begin(), 
 // A GPU segment's values as the host path holds them (fp32).
 Result<MathKv> OnHost(const MathKv& kv) {
   if (!OnGpu(kv)) return kv;
-  std::vector<std::byte> bytes(kv.layout.PayloadBytes());
-  KVCOMM_RETURN_IF_ERROR(kernels::CopyDeviceToHost(bytes.data(), kv.device.data(), bytes.size()));
-  KVCOMM_ASSIGN_OR_RETURN(auto decoded, DecodeKv(kv.layout, bytes));
+  KVCOMM_ASSIGN_OR_RETURN(Blob bytes,
+                          kernels::CopyDeviceToBlob(kv.device.data(), kv.layout.PayloadBytes()));
+  KVCOMM_ASSIGN_OR_RETURN(auto decoded, DecodeKv(kv.layout, bytes.span()));
   MathKv out{decoded.layout, kv.first_position};
   out.host = std::make_shared<const KvF32>(std::move(decoded));
   return out;
@@ -91,12 +91,10 @@ Status PreferDeviceMath::PutDeviation(const DeviationInput& in) {
 Result<PlannedKv> PreferDeviceMath::CopiedOut(Result<PlannedKv> leased) {
   if (!leased.ok()) return leased.status();
   const DeviceLeases::Lease lease = *leased->lease;
-  auto host = std::make_shared_for_overwrite<std::byte[]>(lease.bytes);
-  Status copied = kernels::CopyDeviceToHost(host.get(), lease.data, lease.bytes);
-  Status released = leases_.Release(lease.id);
-  KVCOMM_RETURN_IF_ERROR(copied);
-  KVCOMM_RETURN_IF_ERROR(released);
-  return PlannedKv{leased->layout, Blob(host.get(), lease.bytes, host), {}};
+  auto copied = kernels::CopyDeviceToBlob(lease.data, lease.bytes);
+  KVCOMM_RETURN_IF_ERROR(leases_.Release(lease.id));
+  KVCOMM_ASSIGN_OR_RETURN(Blob bytes, std::move(copied));
+  return PlannedKv{leased->layout, std::move(bytes), {}};
 }
 
 }  // namespace kvcomm::daemon

@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/blob.h"
 #include "common/status.h"
 
 namespace kvcomm::kernels {
@@ -81,6 +82,12 @@ class IpcMapping {
 Status CopyHostToDevice(void* device_dst, const void* host_src, size_t bytes);
 Status CopyDeviceToHost(void* host_dst, const void* device_src, size_t bytes);
 Status CopyDeviceToDevice(void* device_dst, const void* device_src, size_t bytes);
+// `bytes` of device memory in fresh host memory (not zero-filled first: the copy writes it all).
+inline Result<Blob> CopyDeviceToBlob(const void* device_src, size_t bytes) {
+  std::shared_ptr<std::byte[]> host = std::make_shared_for_overwrite<std::byte[]>(bytes);
+  KVCOMM_RETURN_IF_ERROR(CopyDeviceToHost(host.get(), device_src, bytes));
+  return Blob(host.get(), bytes, host);
+}
 // `height` rows of `width` bytes between any two of host and device memory (the direction is
 // inferred from the pointers), rows `dst_pitch` / `src_pitch` bytes apart.
 struct Copy2D {

@@ -1,6 +1,5 @@
 #include "kvstore/gpu_tier.h"
 
-#include <memory>
 #include <vector>
 
 namespace kvcomm::kvstore {
@@ -57,11 +56,7 @@ Result<Blob> GpuTier::Read(const SegmentKey& key) {
   const auto* block = index_.Touch(key);
   if (block == nullptr)
     return Error(ErrorCode::kNotFound, "GPU tier has no segment {}", key.ToHex());
-  const size_t bytes = (*block)->bytes;
-  // Not zero-filled first: the copy writes every byte (a segment is 64-128 MiB at 8B sizes).
-  std::shared_ptr<std::byte[]> host = std::make_shared_for_overwrite<std::byte[]>(bytes);
-  KVCOMM_RETURN_IF_ERROR(kernels::CopyDeviceToHost(host.get(), (*block)->data(), bytes));
-  return Blob(host.get(), bytes, host);
+  return kernels::CopyDeviceToBlob((*block)->data(), (*block)->bytes);
 }
 
 Status GpuTier::Erase(const SegmentKey& key) {

@@ -63,7 +63,8 @@ struct ExecutorOptions {
   Mode mode = Mode::kDense;
   // Reuse modes: also prefill each turn in full and compare (costs a dense prefill per turn).
   bool measure_fidelity = false;
-  // kvcomm: new content's base is stored after the reply (ReuseOptions::bases_after_reply).
+  // kvcomm: new content's base is stored, and its KV offered, after the reply
+  // (ReuseOptions::bases_after_reply).
   bool bases_after_reply = false;
 };
 
