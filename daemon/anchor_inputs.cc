@@ -87,6 +87,13 @@ Status ActualInput::Validate() const {
   return Status::Ok();
 }
 
+Status OfferInput::Validate() const {
+  KVCOMM_RETURN_IF_ERROR(ValidateName(agent, "agent name"));
+  KVCOMM_RETURN_IF_ERROR(ValidateName(slot, "slot"));
+  KVCOMM_RETURN_IF_ERROR(model.Validate());
+  return ValidateTokens(placeholder_tokens, "placeholderTokens");
+}
+
 Status CheckInput::Validate() const {
   KVCOMM_RETURN_IF_ERROR(ValidateName(agent, "agent name"));
   if (slots.empty() || slots.size() > kMaxPlanSegments)

@@ -244,22 +244,50 @@ Result<AnchorService::Candidates> AnchorService::DecideOnCandidates(
 }
 
 Result<bool> AnchorService::AdmitOffered(const kvstore::Scope& scope, ReuseMath& math,
-                                         const ActualInput& input, const SegmentKey& base_key,
+                                         const std::string& agent, const std::string& slot,
+                                         const KvLayout& geometry, const SegmentKey& base_key,
                                          const MathKv& base) {
   // A slot not estimated for the agent makes no anchors either (as in Plan).
-  if (!checks_.Estimates({scope.name_space, *scope.model, input.slot, input.agent})) return false;
-  SlotState& slot = Slot(scope, input.slot);
-  std::lock_guard lock(slot.mutex);
-  for (const auto& anchor : slot.pool.anchors())
+  if (!checks_.Estimates({scope.name_space, *scope.model, slot, agent})) return false;
+  SlotState& state = Slot(scope, slot);
+  std::lock_guard lock(state.mutex);
+  for (const auto& anchor : state.pool.anchors())
     if (anchor.base == base_key) return true;
   KVCOMM_ASSIGN_OR_RETURN(Candidates candidates,
-                          DecideOnCandidates(scope, math, input.model.geometry, slot.pool, base,
-                                             input.slot, input.agent));
+                          DecideOnCandidates(scope, math, geometry, state.pool, base, slot, agent));
   if (!candidates.decision.prefill) return false;  // anchors close enough estimate it
-  ReuseCounter counter{scope.name_space, input.agent, input.slot};
-  AddAnchor(scope, input.slot, slot, base_key, base.layout.tokens, counter);
+  ReuseCounter counter{scope.name_space, agent, slot};
+  AddAnchor(scope, slot, state, base_key, base.layout.tokens, counter);
   stats_.Add(counter);
   return true;
+}
+
+Result<AnchorService::PlaceholderBase> AnchorService::LoadPlaceholderBase(
+    const kvstore::Scope& scope, ReuseMath& math, const ReuseModel& model,
+    const std::vector<int32_t>& tokens) {
+  const SegmentKey key =
+      ComputeContextKey(*scope.model, scope.name_space, TokenPrefixHash(model.base_prefix), tokens);
+  KVCOMM_ASSIGN_OR_RETURN(auto base, math.Load(scope, key, model.geometry));
+  if (!base) {
+    return Status(ErrorCode::kNotFound,
+                  "no base segment for the placeholder (store it before reporting or offering)");
+  }
+  if (base->layout.tokens != tokens.size())
+    return Error(ErrorCode::kDataLoss, "base segment {} has {} tokens, the placeholder {}",
+                 key.ToHex(), base->layout.tokens, tokens.size());
+  return PlaceholderBase{key, std::move(*base)};
+}
+
+Result<bool> AnchorService::OfferAnchor(const kvstore::Scope& scope, const OfferInput& input) {
+  KVCOMM_RETURN_IF_ERROR(input.Validate());
+  ReuseMath& math = HostBoundMath(input.model.geometry);
+  KVCOMM_ASSIGN_OR_RETURN(const PlaceholderBase base,
+                          LoadPlaceholderBase(scope, math, input.model, input.placeholder_tokens));
+  KVCOMM_ASSIGN_OR_RETURN(const bool wanted, AdmitOffered(scope, math, input.agent, input.slot,
+                                                          input.model.geometry, base.key, base.kv));
+  spdlog::debug("offer of slot '{}' agent '{}', {} tokens: {}", input.slot, input.agent,
+                input.placeholder_tokens.size(), wanted ? "wanted" : "not an anchor");
+  return wanted;
 }
 
 void AnchorService::AddAnchor(const kvstore::Scope& scope, const std::string& slot,
@@ -397,20 +425,15 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
   // On the GPU when kvcommd has one for the model's KV: the deviations are then computed where
   // the bases lie (a host round trip per report costs far more than the arithmetic).
   ReuseMath& math = HostBoundMath(model.geometry);
-  const SegmentKey base_key = ComputeContextKey(
-      *scope.model, scope.name_space, TokenPrefixHash(model.base_prefix), input.placeholder_tokens);
-  KVCOMM_ASSIGN_OR_RETURN(auto base, math.Load(scope, base_key, model.geometry));
-  if (!base) {
-    return Status(ErrorCode::kNotFound,
-                  "no base segment for the reported placeholder (store it before planning)");
-  }
+  KVCOMM_ASSIGN_OR_RETURN(const PlaceholderBase loaded,
+                          LoadPlaceholderBase(scope, math, model, input.placeholder_tokens));
+  const SegmentKey& base_key = loaded.key;
+  const MathKv& base = loaded.kv;
   const KvLayout p_layout =
       WithTokens(model.geometry, input.placeholder_tokens.size(), model.geometry.dtype);
-  if (base->layout.tokens != p_layout.tokens)
-    return Error(ErrorCode::kDataLoss, "base segment {} has {} tokens, the placeholder {}",
-                 base_key.ToHex(), base->layout.tokens, p_layout.tokens);
   if (input.offered) {
-    KVCOMM_ASSIGN_OR_RETURN(const bool wanted, AdmitOffered(scope, math, input, base_key, *base));
+    KVCOMM_ASSIGN_OR_RETURN(const bool wanted, AdmitOffered(scope, math, input.agent, input.slot,
+                                                            model.geometry, base_key, base));
     if (!wanted) {
       spdlog::debug("offered report of slot '{}' agent '{}': not an anchor, dropped", input.slot,
                     input.agent);
@@ -422,7 +445,7 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
   const int32_t base_position = static_cast<int32_t>(model.base_prefix.size());
   KVCOMM_RETURN_IF_ERROR(
       math.PutDeviation({scope, deltas.placeholder, p_layout, input.placeholder_kv.span(),
-                         input.placeholder_position, *base, base_position, model.inv_freq}));
+                         input.placeholder_position, base, base_position, model.inv_freq}));
   if (!input.following_tokens.empty()) {
     const KvLayout t_layout =
         WithTokens(model.geometry, input.following_tokens.size(), model.geometry.dtype);

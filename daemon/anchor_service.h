@@ -83,6 +83,15 @@ struct ActualInput {
   Status Validate() const;
 };
 
+// New content an agent computed in its prompt before kvcommd held its base (OfferAnchor in
+// schemas/kvcomm.capnp): whether kvcommd wants its KV, asked before the KV is sent.
+struct OfferInput {
+  std::string agent, slot;
+  ReuseModel model;
+  std::vector<int32_t> placeholder_tokens;
+  Status Validate() const;
+};
+
 // The outcome of a check kvcommd asked for: the slots the turn used estimated KV for, whether
 // its reply differed from the full prefill's, and the first reply token's KL(full || reuse).
 struct CheckInput {
@@ -122,6 +131,10 @@ class AnchorService {
   Result<PromptPlanOutput> Plan(const kvstore::Scope& scope, const PlanInput& input,
                                 Delivery delivery = Delivery::kHost);
   Status ReportActual(const kvstore::Scope& scope, const ActualInput& input);
+  // Whether an offered report of the content is wanted: the content is an anchor of the slot,
+  // or by the pool's rule is made one now (the report then brings its deltas). Its base must
+  // be stored.
+  Result<bool> OfferAnchor(const kvstore::Scope& scope, const OfferInput& input);
   Status ReportCheck(const kvstore::Scope& scope, const CheckInput& input);
   std::vector<SlotListing> List(const kvstore::Scope& scope) const;
   // Writes the pools whose activation counts changed since they were last persisted. Credits
@@ -162,8 +175,17 @@ class AnchorService {
                                         const MathKv& base, const std::string& slot,
                                         const std::string& agent);
   // Whether an offered report is wanted: its content is an anchor, or is made one now.
-  Result<bool> AdmitOffered(const kvstore::Scope& scope, ReuseMath& math, const ActualInput& input,
+  Result<bool> AdmitOffered(const kvstore::Scope& scope, ReuseMath& math, const std::string& agent,
+                            const std::string& slot, const KvLayout& geometry,
                             const SegmentKey& base_key, const MathKv& base);
+  // The stored base of a placeholder's content (kNotFound when there is none).
+  struct PlaceholderBase {
+    SegmentKey key;
+    MathKv kv;
+  };
+  Result<PlaceholderBase> LoadPlaceholderBase(const kvstore::Scope& scope, ReuseMath& math,
+                                              const ReuseModel& model,
+                                              const std::vector<int32_t>& tokens);
   // Makes the content an anchor of the slot (evicting one past capacity); slot's lock held.
   void AddAnchor(const kvstore::Scope& scope, const std::string& slot, SlotState& state,
                  const SegmentKey& base_key, uint32_t tokens, ReuseCounter& counter);

@@ -96,6 +96,8 @@ class RequestDispatch {
         return ReserveLease(call);
       case Request::REPORT_CHECK:
         return ReportCheck(call);
+      case Request::OFFER_ANCHOR:
+        return OfferAnchor(call);
     }
     return InvalidArgument("unknown request type {}", static_cast<int>(call.request.which()));
   }
@@ -431,6 +433,15 @@ class RequestDispatch {
     KVCOMM_ASSIGN_OR_RETURN(auto input, internal::ReadCheckInput(call.request.getReportCheck()));
     KVCOMM_RETURN_IF_ERROR(anchors_.ReportCheck(ScopeOf(session), input));
     call.reply.setReportCheck();
+    return Status::Ok();
+  }
+
+  Status OfferAnchor(Call& call) {
+    KVCOMM_RETURN_IF_ERROR(ExpectPayloadFrames(call, 0, "OfferAnchor"));
+    KVCOMM_ASSIGN_OR_RETURN(Session session, RequireModelSession(call, "OfferAnchor"));
+    KVCOMM_ASSIGN_OR_RETURN(auto input, internal::ReadOfferInput(call.request.getOfferAnchor()));
+    KVCOMM_ASSIGN_OR_RETURN(const bool wanted, anchors_.OfferAnchor(ScopeOf(session), input));
+    call.reply.setOfferAnchor(wanted);
     return Status::Ok();
   }
 

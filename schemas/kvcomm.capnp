@@ -329,6 +329,16 @@ struct ReportActual {
   offered @8 :Bool;
 }
 
+# Asked before an offered ReportActual, so that KV kvcommd would drop never crosses the socket:
+# answered true when the content (its base stored) is an anchor of the slot or, by the pool's
+# rule, is made one now; the offered report then brings its deltas.
+struct OfferAnchor {
+  agent @0 :Text;
+  slot @1 :Text;
+  model @2 :ReuseModel;
+  placeholderTokens @3 :List(Int32);
+}
+
 # The outcome of a check a plan asked for (PlanResult.checkReuse): the slots whose realigned
 # KV the turn used, whether its reply differed from the one of a full prefill, and the first
 # reply token's KL(full || reuse) in nats. A slot whose estimates change an agent's replies
@@ -432,6 +442,7 @@ struct Request {
     releaseLeases @13 :ReleaseLeases;
     reserveLease @14 :ReserveLease;
     reportCheck @15 :ReportCheck;
+    offerAnchor @16 :OfferAnchor;
   }
 }
 
@@ -454,5 +465,6 @@ struct Reply {
     releaseLeases @14 :UInt32;     # how many of the ids were held (the others had expired)
     leaseReserved @15 :LeaseReserved;
     reportCheck @16 :Void;
+    offerAnchor @17 :Bool;         # wanted: send the offered ReportActual
   }
 }

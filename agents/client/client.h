@@ -186,6 +186,14 @@ struct ActualReport {
   bool offered = false;
 };
 
+// New content an agent computed before kvcommd held its base (OfferAnchor): asked before the
+// offered ActualReport, whose KV kvcommd would otherwise drop.
+struct AnchorOffer {
+  std::string agent, slot;
+  ReuseModel model;
+  std::vector<int32_t> placeholder_tokens;
+};
+
 struct AnchorInfo {
   SegmentKey base_key;
   uint32_t tokens = 0;
@@ -254,6 +262,8 @@ class Client {
   // KVCOMM: one plan per segment of the prompt, with the KV of exact and realigned ones.
   Result<PromptPlan> PlanPrompt(const PlanRequest& request);
   Status ReportActual(const ActualReport& report);
+  // Whether kvcommd wants the offered report of new content (it is or becomes an anchor).
+  Result<bool> OfferAnchor(const AnchorOffer& offer);
   Status ReportCheck(const CheckReport& report);
   // Gives back device-delivered KV; returns how many leases were still held (the others had
   // expired: their KV may have been overwritten).

@@ -210,6 +210,22 @@ Status Client::ReportActual(const ActualReport& report) {
   });
 }
 
+Result<bool> Client::OfferAnchor(const AnchorOffer& offer) {
+  KVCOMM_CALL(response, [&](proto::Request::Builder request) {
+    auto out = request.initOfferAnchor();
+    out.setAgent(offer.agent);
+    out.setSlot(offer.slot);
+    WriteReuseModel(out.initModel(), offer.model);
+    WriteTokens(out.initPlaceholderTokens(static_cast<unsigned>(offer.placeholder_tokens.size())),
+                offer.placeholder_tokens);
+    return std::vector<zmq::message_t>{};
+  });
+  return Guarded([&]() -> Result<bool> {
+    if (!response.reply().isOfferAnchor()) return Unexpected("OfferAnchor");
+    return response.reply().getOfferAnchor();
+  });
+}
+
 Status Client::ReportCheck(const CheckReport& report) {
   KVCOMM_CALL(response, [&](proto::Request::Builder request) {
     auto out = request.initReportCheck();

@@ -356,17 +356,22 @@ Status SegmentReuse::Report(const TokenizedPrompt& prompt, const std::vector<Seg
   for (size_t i : imported.report)
     KVCOMM_RETURN_IF_ERROR(ReportSpan(prompt, spans, i, agent, cache, /*offered=*/false));
   // New content whose base was stored after the reply: its KV here is offered as an anchor's,
-  // if nothing estimated came before it (then it is its true KV in this prompt).
+  // if nothing estimated came before it (then it is its true KV in this prompt), and sent only
+  // if kvcommd wants it (most offers, once the pool covers the slot, are not).
   std::unordered_set<SegmentKey, Hash128Hasher> offered;
   std::span<const int32_t> tokens(prompt.tokens);
   for (size_t i : imported.later_bases) {
     const size_t end = std::min(i + 2, spans.size());  // with the template span after it
     bool true_context = true;
     for (size_t k = 0; k < end; ++k) true_context &= imported.source[k] != SpanSource::kRealigned;
-    if (!true_context ||
-        !offered.insert(BaseKey(tokens.subspan(spans[i].begin, spans[i].tokens()))).second)
-      continue;
-    KVCOMM_RETURN_IF_ERROR(ReportSpan(prompt, spans, i, agent, cache, /*offered=*/true));
+    auto content = tokens.subspan(spans[i].begin, spans[i].tokens());
+    if (!true_context || !offered.insert(BaseKey(content)).second) continue;
+    KVCOMM_ASSIGN_OR_RETURN(
+        const bool wanted,
+        client_.OfferAnchor(
+            {agent, spans[i].slot, ReuseModel(), {content.begin(), content.end()}}));
+    if (wanted)
+      KVCOMM_RETURN_IF_ERROR(ReportSpan(prompt, spans, i, agent, cache, /*offered=*/true));
   }
   return Status();
 }

@@ -106,6 +106,17 @@ Result<ActualInput> ReadActualInput(proto::ReportActual::Reader report,
   return input;
 }
 
+Result<OfferInput> ReadOfferInput(proto::OfferAnchor::Reader offer) {
+  OfferInput input;
+  input.agent = ReadText(offer.getAgent());
+  input.slot = ReadText(offer.getSlot());
+  KVCOMM_ASSIGN_OR_RETURN(input.model, ReadModel(offer.getModel()));
+  KVCOMM_ASSIGN_OR_RETURN(input.placeholder_tokens,
+                          ReadInts(offer.getPlaceholderTokens(), "placeholderTokens"));
+  KVCOMM_RETURN_IF_ERROR(input.Validate());
+  return input;
+}
+
 Result<CheckInput> ReadCheckInput(proto::ReportCheck::Reader report) {
   CheckInput input;
   input.agent = ReadText(report.getAgent());

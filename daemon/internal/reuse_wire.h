@@ -1,6 +1,6 @@
-// Wire conversions of the KVCOMM reuse requests (PlanPrompt, ReportActual, ReportCheck,
-// ListAnchors and the reuse counters of Stats). Readers validate everything that arrives;
-// daemon-only.
+// Wire conversions of the KVCOMM reuse requests (PlanPrompt, ReportActual, OfferAnchor,
+// ReportCheck, ListAnchors and the reuse counters of Stats). Readers validate everything that
+// arrives; daemon-only.
 #pragma once
 
 #include <vector>
@@ -15,6 +15,7 @@ Result<PlanInput> ReadPlanInput(proto::PlanPrompt::Reader plan);
 // `frames[0]` is the Cap'n Proto frame; the KV frames follow.
 Result<ActualInput> ReadActualInput(proto::ReportActual::Reader report,
                                     std::vector<zmq::message_t>& frames);
+Result<OfferInput> ReadOfferInput(proto::OfferAnchor::Reader offer);
 Result<CheckInput> ReadCheckInput(proto::ReportCheck::Reader report);
 // `leases`: set for device delivery (the reply then names the arena).
 void FillPlanResult(proto::PlanResult::Builder out, PromptPlanOutput& plan,

@@ -357,6 +357,51 @@ TEST_F(AnchorServiceTest, AnOfferedReportIsKeptOnlyWhereTheContentBecomesAnAncho
             ErrorCode::kNotFound);
 }
 
+// OfferAnchor answers before any KV is sent: it makes new content an anchor (and the offered
+// report fills its deltas) and turns down what the pool's anchors already estimate.
+TEST_F(AnchorServiceTest, AnOfferIsWantedOnlyWhereTheContentIsOrBecomesAnAnchor) {
+  auto offer = [&](const std::vector<int32_t>& content) {
+    return service_->OfferAnchor(scope_, {"a", "slot", model_, content});
+  };
+  auto anchors = [&] {
+    const auto listed = service_->List(scope_);
+    return listed.empty() ? size_t{0} : listed[0].anchors.size();
+  };
+  EXPECT_EQ(offer(Tokens(10, 4)).status().code(), ErrorCode::kNotFound);  // no base stored
+  const KvF32 base = Random(4, 1), actual = Random(4, 2);
+  PutBase(Tokens(10, 4), base);
+  auto first = offer(Tokens(10, 4));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_TRUE(*first);
+  EXPECT_EQ(anchors(), 1u);  // made an anchor by the offer, without deltas yet
+  auto again = offer(Tokens(10, 4));
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(*again);  // already an anchor
+  EXPECT_EQ(anchors(), 1u);
+  ASSERT_TRUE(Report("a", Tokens(10, 4), 5, actual, Random(3, 3), /*offered=*/true).ok());
+  EXPECT_EQ(Plan(Prompt("a", 7, Tokens(10, 4)))[1].decision, Decision::kRealigned);
+
+  std::vector<float> delta(Geometry(6).PayloadBytes() / 4, 0.1f);
+  const KvF32 base1 = Random(6, 11), base2 = Random(6, 12);
+  PutBase(Tokens(20, 6), base1);
+  PutBase(Tokens(30, 6), base2);
+  MakeAnchor(Tokens(20, 6), base1, delta);
+  MakeAnchor(Tokens(30, 6), base2, delta);
+  ASSERT_EQ(anchors(), 3u);
+  KvF32 close = FirstTokens(base1, 4);
+  for (float& x : close.data) x += 0.001f;
+  PutBase(Tokens(40, 4), close);
+  auto estimated = offer(Tokens(40, 4));
+  ASSERT_TRUE(estimated.ok());
+  EXPECT_FALSE(*estimated);
+  EXPECT_EQ(anchors(), 3u);
+
+  OfferInput bad{"a", "slot", model_, {}};
+  EXPECT_EQ(service_->OfferAnchor(scope_, bad).status().code(), ErrorCode::kInvalidArgument);
+  bad = {"a", "", model_, Tokens(40, 4)};
+  EXPECT_EQ(service_->OfferAnchor(scope_, bad).status().code(), ErrorCode::kInvalidArgument);
+}
+
 TEST_F(AnchorServiceTest, ARestartKeepsThePoolsAndDropsWhatLeftTheStore) {
   EXPECT_EQ(Restart().slots, 0u);  // from here on the store persists
   std::vector<float> delta(Geometry(6).PayloadBytes() / 4, 0.2f);

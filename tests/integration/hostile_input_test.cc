@@ -161,6 +161,24 @@ TEST_F(HostileInputTest, BadReuseCheckOutcomesAreRefused) {
   ExpectGoodClientServed(3);
 }
 
+TEST_F(HostileInputTest, BadAnchorOffersAreRefused) {
+  ASSERT_EQ(SendRaw(HelloFrames(proto::PROTOCOL_VERSION)), ErrorCode::kOk);
+  auto offer = [&](const std::string& agent, bool with_frame) {
+    capnp::MallocMessageBuilder message;
+    auto o = message.initRoot<proto::Request>().initOfferAnchor();
+    o.setAgent(agent);
+    o.setSlot("s");
+    o.initPlaceholderTokens(2).set(0, 7);
+    auto frames = Frames(message);
+    if (with_frame) frames.emplace_back("x", 1);
+    return SendRaw(std::move(frames));
+  };
+  EXPECT_EQ(offer("a", true), ErrorCode::kInvalidArgument);   // KV has no place in an offer
+  EXPECT_EQ(offer("a", false), ErrorCode::kInvalidArgument);  // no model geometry
+  EXPECT_EQ(offer("", false), ErrorCode::kInvalidArgument);
+  ExpectGoodClientServed(4);
+}
+
 TEST_F(HostileInputTest, OversizedMessagesAreRefusedOrCutOff) {
   // Over max_request_bytes (8 MiB) but under the hard frame cap: a typed error.
   std::string nine_mib(9 << 20, 'x');
