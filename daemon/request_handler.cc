@@ -420,9 +420,15 @@ class RequestDispatch {
 
   Status ReportActual(Call& call) {
     KVCOMM_ASSIGN_OR_RETURN(Session session, RequireModelSession(call, "ReportActual"));
-    KVCOMM_ASSIGN_OR_RETURN(auto input,
-                            internal::ReadActualInput(call.request.getReportActual(), call.frames));
-    KVCOMM_RETURN_IF_ERROR(anchors_.ReportActual(ScopeOf(session), input));
+    auto report = call.request.getReportActual();
+    auto input = internal::ReadActualInput(report, call.frames, anchors_.leases());
+    if (!input.ok()) {
+      // A lease of a report refused before its KV was read is not left held until it expires.
+      if (report.getLease() != 0 && anchors_.leases() != nullptr)
+        (void)anchors_.leases()->Release(report.getLease());
+      return input.status();
+    }
+    KVCOMM_RETURN_IF_ERROR(anchors_.ReportActual(ScopeOf(session), *input));
     call.reply.setReportActual();
     return Status::Ok();
   }

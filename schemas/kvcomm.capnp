@@ -312,8 +312,8 @@ struct LeaseReserved {
 }
 
 # The actual KV of a placeholder the plan asked about (frame 1) and of the template segment
-# right after it (frame 2, absent when followingTokens is empty), from a prefill in the
-# agent's prompt. Keys rotated at their positions there.
+# right after it (frame 2, absent when followingTokens is empty), or both in a lease, from a
+# prefill in the agent's prompt. Keys rotated at their positions there.
 # `offered`: sent unasked, by an agent that computed new content before kvcommd held its base
 # (its plan could not ask); kvcommd keeps it if the content is an anchor or, by the pool's rule,
 # becomes one, and otherwise drops it (still a success).
@@ -327,6 +327,10 @@ struct ReportActual {
   followingPosition @6 :Int32;
   tensors @7 :List(TensorDesc);
   offered @8 :Bool;
+  # Non-zero: the KV is in this lease of kvcommd's arena (ReserveLease), the placeholder's and
+  # then the following segment's back to back as `tensors` describe them, instead of in
+  # frames; kvcommd releases it.
+  lease @9 :UInt64;
 }
 
 # Asked before an offered ReportActual, so that KV kvcommd would drop never crosses the socket:

@@ -262,6 +262,13 @@ class Client {
   // KVCOMM: one plan per segment of the prompt, with the KV of exact and realigned ones.
   Result<PromptPlan> PlanPrompt(const PlanRequest& request);
   Status ReportActual(const ActualReport& report);
+  // The same with the KV on kvcommd's GPU: `write` fills the placeholder's KV and then the
+  // following segment's (report.placeholder_kv and following_kv are not used; their layouts
+  // come from the model and token counts) at device addresses in a lease of kvcommd's arena.
+  // Errors as for PutOnDevice.
+  Status ReportActualOnDevice(
+      const ActualReport& report,
+      const std::function<Status(std::byte* placeholder, std::byte* following)>& write);
   // Whether kvcommd wants the offered report of new content (it is or becomes an anchor).
   Result<bool> OfferAnchor(const AnchorOffer& offer);
   Status ReportCheck(const CheckReport& report);
@@ -279,6 +286,11 @@ class Client {
   Status CheckPut(const PutRequest& put) const;
   // A PutSegment whose payload is `payload`, or in lease `lease` (payload then empty).
   Result<SegmentInfo> SendPut(const PutRequest& put, const Blob& payload, uint64_t lease);
+  // Reserves a lease of `bytes` in kvcommd's arena and lets `write` fill it; its id, or the
+  // error (the lease then given back).
+  Result<uint64_t> WriteLease(uint64_t bytes, const std::function<Status(std::byte*)>& write);
+  // A ReportActual with the KV in frames (lease 0) or in `lease`.
+  Status SendReport(const ActualReport& report, uint64_t lease);
 
   ClientOptions options_;
   std::unique_ptr<internal::Transport> transport_;

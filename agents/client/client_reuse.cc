@@ -43,7 +43,12 @@ Result<std::byte*> LeaseAddress(const MappedArena& arena, proto::DeviceLease::Re
 Result<SegmentInfo> Client::PutOnDevice(const PutRequest& put,
                                         const std::function<Status(std::byte* device)>& write) {
   KVCOMM_RETURN_IF_ERROR(CheckPut(put));
-  const uint64_t bytes = put.layout.PayloadBytes();
+  KVCOMM_ASSIGN_OR_RETURN(const uint64_t lease, WriteLease(put.layout.PayloadBytes(), write));
+  return SendPut(put, Blob(), lease);
+}
+
+Result<uint64_t> Client::WriteLease(uint64_t bytes,
+                                    const std::function<Status(std::byte*)>& write) {
   KVCOMM_CALL(response, [&](proto::Request::Builder request) {
     request.initReserveLease().setBytes(bytes);
     return std::vector<zmq::message_t>{};
@@ -56,14 +61,14 @@ Result<SegmentInfo> Client::PutOnDevice(const PutRequest& put,
     KVCOMM_ASSIGN_OR_RETURN(const internal::MappedArena* arena,
                             internal::MapArena(arena_, reserved.getArena()));
     KVCOMM_ASSIGN_OR_RETURN(std::byte * at,
-                            internal::LeaseAddress(*arena, reserved.getLease(), bytes, "the put"));
+                            internal::LeaseAddress(*arena, reserved.getLease(), bytes, "a write"));
     return write(at);
   });
   if (!written.ok()) {
     if (lease != 0) (void)ReleaseLeases({lease});  // not left held until it expires
     return written;
   }
-  return SendPut(put, Blob(), lease);
+  return lease;
 }
 
 std::string_view ReuseDecisionName(ReuseDecision decision) {
@@ -173,15 +178,42 @@ Result<uint32_t> Client::ReleaseLeases(const std::vector<uint64_t>& ids) {
   });
 }
 
-Status Client::ReportActual(const ActualReport& report) {
-  KvLayout layout = report.model.geometry;
-  layout.tokens = static_cast<uint32_t>(report.placeholder_tokens.size());
-  KvLayout following = report.model.geometry;
+namespace {
+
+// The layouts of a report's placeholder and following segment.
+std::pair<KvLayout, KvLayout> ReportLayouts(const ActualReport& report) {
+  KvLayout placeholder = report.model.geometry, following = report.model.geometry;
+  placeholder.tokens = static_cast<uint32_t>(report.placeholder_tokens.size());
   following.tokens = static_cast<uint32_t>(report.following_tokens.size());
+  return {placeholder, following};
+}
+
+}  // namespace
+
+Status Client::ReportActual(const ActualReport& report) {
+  const auto [layout, following] = ReportLayouts(report);
   if (report.placeholder_kv.size() != layout.PayloadBytes() ||
       report.following_kv.size() != following.PayloadBytes()) {
     return InvalidArgument("reported KV sizes do not match the model geometry and token counts");
   }
+  return SendReport(report, 0);
+}
+
+Status Client::ReportActualOnDevice(
+    const ActualReport& report,
+    const std::function<Status(std::byte* placeholder, std::byte* following)>& write) {
+  const auto [layout, following] = ReportLayouts(report);
+  const uint64_t p_bytes = layout.PayloadBytes();
+  const auto write_both = [&](std::byte* at) {
+    return write(at, report.following_tokens.empty() ? nullptr : at + p_bytes);
+  };
+  KVCOMM_ASSIGN_OR_RETURN(const uint64_t lease,
+                          WriteLease(p_bytes + following.PayloadBytes(), write_both));
+  return SendReport(report, lease);
+}
+
+Status Client::SendReport(const ActualReport& report, uint64_t lease) {
+  const auto [layout, following] = ReportLayouts(report);
   KVCOMM_CALL(response, [&](proto::Request::Builder request) {
     auto out = request.initReportActual();
     out.setAgent(report.agent);
@@ -194,15 +226,17 @@ Status Client::ReportActual(const ActualReport& report) {
                 report.following_tokens);
     out.setFollowingPosition(report.following_position);
     out.setOffered(report.offered);
+    out.setLease(lease);
     const bool has_following = !report.following_tokens.empty();
     auto tensors = out.initTensors(has_following ? 2 : 1);
     std::vector<zmq::message_t> payload;
-    wire::DescribeKvTensor(tensors[0], layout, Checksum64(report.placeholder_kv.span()));
-    payload.push_back(wire::BlobFrame(report.placeholder_kv));
-    if (has_following) {
-      wire::DescribeKvTensor(tensors[1], following, Checksum64(report.following_kv.span()));
-      payload.push_back(wire::BlobFrame(report.following_kv));
-    }
+    // In a lease the KV never crosses the socket: no checksum guards it.
+    const auto describe = [&](unsigned i, const KvLayout& l, const Blob& kv) {
+      wire::DescribeKvTensor(tensors[i], l, lease != 0 ? 0 : Checksum64(kv.span()));
+      if (lease == 0) payload.push_back(wire::BlobFrame(kv));
+    };
+    describe(0, layout, report.placeholder_kv);
+    if (has_following) describe(1, following, report.following_kv);
     return payload;
   });
   return Guarded([&]() -> Status {

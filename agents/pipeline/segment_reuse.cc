@@ -390,13 +390,23 @@ Status SegmentReuse::ReportSpan(const TokenizedPrompt& prompt,
   auto ids = tokens.subspan(span.begin, span.tokens());
   report.placeholder_tokens.assign(ids.begin(), ids.end());
   report.placeholder_position = static_cast<int32_t>(span.begin);
-  KVCOMM_ASSIGN_OR_RETURN(report.placeholder_kv, cache.Export(span.begin, span.end, dtype_));
-  if (i + 1 < spans.size() && !spans[i + 1].placeholder()) {
-    const SegmentSpan& next = spans[i + 1];
-    auto next_ids = tokens.subspan(next.begin, next.tokens());
+  const SegmentSpan* next =
+      i + 1 < spans.size() && !spans[i + 1].placeholder() ? &spans[i + 1] : nullptr;
+  if (next != nullptr) {
+    auto next_ids = tokens.subspan(next->begin, next->tokens());
     report.following_tokens.assign(next_ids.begin(), next_ids.end());
-    report.following_position = static_cast<int32_t>(next.begin);
-    KVCOMM_ASSIGN_OR_RETURN(report.following_kv, cache.Export(next.begin, next.end, dtype_));
+    report.following_position = static_cast<int32_t>(next->begin);
+  }
+  if (options_.delivery == client::Delivery::kDeviceIpc && dtype_ == cache.NativeDType()) {
+    // Written from the cache straight into kvcommd's arena, on the GPU (as PutSpan).
+    return client_.ReportActualOnDevice(report, [&](std::byte* placeholder, std::byte* following) {
+      KVCOMM_RETURN_IF_ERROR(cache.CopyOut(span.begin, span.end, placeholder));
+      return next != nullptr ? cache.CopyOut(next->begin, next->end, following) : Status::Ok();
+    });
+  }
+  KVCOMM_ASSIGN_OR_RETURN(report.placeholder_kv, cache.Export(span.begin, span.end, dtype_));
+  if (next != nullptr) {
+    KVCOMM_ASSIGN_OR_RETURN(report.following_kv, cache.Export(next->begin, next->end, dtype_));
   }
   return client_.ReportActual(report);
 }

@@ -1,5 +1,7 @@
 #include "daemon/internal/reuse_wire.h"
 
+#include "daemon/device_leases.h"
+#include "kernels/device.h"
 #include "schemas/wire.h"
 
 namespace kvcomm::daemon::internal {
@@ -72,8 +74,40 @@ Result<PlanInput> ReadPlanInput(proto::PlanPrompt::Reader plan) {
   return input;
 }
 
+namespace {
+
+// The reported KV a worker wrote into a lease: copied out, checked against its descriptions,
+// and the lease released on every path.
+Status ReadKvLease(capnp::List<proto::TensorDesc>::Reader tensors, uint64_t id,
+                   DeviceLeases* leases, const KvLayout& p_layout, const KvLayout& t_layout,
+                   ActualInput& input) {
+  if (leases == nullptr)
+    return Error(ErrorCode::kUnavailable, "kvcommd has no lease arena (ipc.arena is 0)");
+  KVCOMM_ASSIGN_OR_RETURN(const DeviceLeases::Lease lease, leases->Find(id));
+  const uint64_t p_bytes = p_layout.PayloadBytes();
+  const uint64_t t_bytes = tensors.size() == 2 ? t_layout.PayloadBytes() : 0;
+  Status read = [&]() -> Status {
+    if (lease.bytes != p_bytes + t_bytes)
+      return InvalidArgument("lease {} holds {} bytes, the reported KV is {}", id, lease.bytes,
+                             p_bytes + t_bytes);
+    KVCOMM_RETURN_IF_ERROR(wire::CheckKvTensorShape(tensors[0], p_layout, p_bytes));
+    KVCOMM_ASSIGN_OR_RETURN(input.placeholder_kv, kernels::CopyDeviceToBlob(lease.data, p_bytes));
+    if (t_bytes == 0) return Status::Ok();
+    KVCOMM_RETURN_IF_ERROR(wire::CheckKvTensorShape(tensors[1], t_layout, t_bytes));
+    KVCOMM_ASSIGN_OR_RETURN(input.following_kv,
+                            kernels::CopyDeviceToBlob(lease.data + p_bytes, t_bytes));
+    return Status::Ok();
+  }();
+  if (!leases->Release(id).ok() && read.ok())
+    return Error(ErrorCode::kDeadlineExceeded,
+                 "lease {} expired before its report was read (raise ipc.lease_ttl_ms)", id);
+  return read;
+}
+
+}  // namespace
+
 Result<ActualInput> ReadActualInput(proto::ReportActual::Reader report,
-                                    std::vector<zmq::message_t>& frames) {
+                                    std::vector<zmq::message_t>& frames, DeviceLeases* leases) {
   ActualInput input;
   input.agent = ReadText(report.getAgent());
   input.slot = ReadText(report.getSlot());
@@ -87,20 +121,27 @@ Result<ActualInput> ReadActualInput(proto::ReportActual::Reader report,
   input.offered = report.getOffered();
   const size_t expected = input.following_tokens.empty() ? 1 : 2;
   auto tensors = report.getTensors();
-  if (frames.size() - 1 != expected || tensors.size() != expected) {
-    return InvalidArgument("ReportActual needs {} KV frames and descriptions, got {} and {}",
-                           expected, frames.size() - 1, tensors.size());
+  const uint64_t lease = report.getLease();
+  const size_t expected_frames = lease != 0 ? 0 : expected;
+  if (frames.size() - 1 != expected_frames || tensors.size() != expected) {
+    return InvalidArgument("ReportActual needs {} KV frames and {} descriptions{}, got {} and {}",
+                           expected_frames, expected, lease != 0 ? " (its KV is in a lease)" : "",
+                           frames.size() - 1, tensors.size());
   }
   if (input.placeholder_tokens.empty() || input.placeholder_tokens.size() > KvLayout::kMaxTokens)
     return InvalidArgument("placeholderTokens must have 1..{} tokens", KvLayout::kMaxTokens);
-  KvLayout layout = input.model.geometry;
-  layout.tokens = static_cast<uint32_t>(input.placeholder_tokens.size());
-  KVCOMM_ASSIGN_OR_RETURN(input.placeholder_kv, ReadKvFrame(tensors, frames, 1, layout));
-  if (expected == 2) {
-    if (input.following_tokens.size() > KvLayout::kMaxTokens)
-      return InvalidArgument("followingTokens has too many tokens");
-    layout.tokens = static_cast<uint32_t>(input.following_tokens.size());
-    KVCOMM_ASSIGN_OR_RETURN(input.following_kv, ReadKvFrame(tensors, frames, 2, layout));
+  if (input.following_tokens.size() > KvLayout::kMaxTokens)
+    return InvalidArgument("followingTokens has too many tokens");
+  KvLayout p_layout = input.model.geometry, t_layout = input.model.geometry;
+  p_layout.tokens = static_cast<uint32_t>(input.placeholder_tokens.size());
+  t_layout.tokens = static_cast<uint32_t>(input.following_tokens.size());
+  if (lease != 0) {
+    KVCOMM_RETURN_IF_ERROR(ReadKvLease(tensors, lease, leases, p_layout, t_layout, input));
+  } else {
+    KVCOMM_ASSIGN_OR_RETURN(input.placeholder_kv, ReadKvFrame(tensors, frames, 1, p_layout));
+    if (expected == 2) {
+      KVCOMM_ASSIGN_OR_RETURN(input.following_kv, ReadKvFrame(tensors, frames, 2, t_layout));
+    }
   }
   KVCOMM_RETURN_IF_ERROR(input.Validate());
   return input;

@@ -12,9 +12,10 @@
 namespace kvcomm::daemon::internal {
 
 Result<PlanInput> ReadPlanInput(proto::PlanPrompt::Reader plan);
-// `frames[0]` is the Cap'n Proto frame; the KV frames follow.
+// `frames[0]` is the Cap'n Proto frame; the KV frames follow, or the KV is in a lease of
+// `leases` (nullptr: kvcommd lends none), released here.
 Result<ActualInput> ReadActualInput(proto::ReportActual::Reader report,
-                                    std::vector<zmq::message_t>& frames);
+                                    std::vector<zmq::message_t>& frames, DeviceLeases* leases);
 Result<OfferInput> ReadOfferInput(proto::OfferAnchor::Reader offer);
 Result<CheckInput> ReadCheckInput(proto::ReportCheck::Reader report);
 // `leases`: set for device delivery (the reply then names the arena).

@@ -12,6 +12,7 @@
 
 #include "agents/client/client.h"
 #include "common/dtype.h"
+#include "common/keys.h"
 #include "kernels/device.h"
 
 extern char** environ;
@@ -173,6 +174,67 @@ TEST_F(DeviceDeliveryTest, SegmentsArePutFromDeviceMemoryThroughALease) {
     return kernels::CopyHostToDevice(device, zeros.data(), zeros.size());
   });
   EXPECT_TRUE(placed.ok()) << placed.status().ToString();
+  EXPECT_TRUE(client_->Ping().ok());
+}
+
+// A report whose KV a worker wrote into a lease records what the same report in frames does:
+// two namespaces, one report each way, then the same plan in both realigns to the same bytes.
+TEST_F(DeviceDeliveryTest, ReportsAreReadFromDeviceMemoryThroughALease) {
+  client::ClientOptions other{endpoint_, "device-delivery-test", "test-frames", Hash128{3, 4},
+                              std::chrono::milliseconds(2000)};
+  auto framed = client::Client::Connect(other);
+  ASSERT_TRUE(framed.ok()) << framed.status().ToString();
+  const std::vector<int32_t> content = {40, 41, 42, 43, 44, 45}, after = {902, 903};
+  const std::vector<int32_t> base_prefix = {1};
+  const client::ReuseModel model{
+      {kLayers, kHeads, 0, kDim, DType::kBF16}, std::vector<float>(kDim / 2, 0.01f), base_prefix};
+  client::PutRequest base = RandomSegment(content, DType::kBF16);
+  base.first_position = 1;
+  base.prefix_hash = TokenPrefixHash(base_prefix);
+  client::PlanRequest plan{"agent", model, {}, client::Delivery::kFrames};
+  plan.segments = {{false, "", {900, 901}}, {true, "s", content}, {false, "", after}};
+  client::ActualReport report{"agent", "s", model, content, 2, {}, after, 8, {}};
+  report.placeholder_kv = RandomSegment({77, 1, 2, 3, 4, 5}, DType::kBF16).payload;
+  report.following_kv = RandomSegment({78, 1}, DType::kBF16).payload;
+
+  std::vector<client::PromptPlan> replans;
+  for (client::Client* c : {client_.get(), framed->get()}) {
+    ASSERT_TRUE(c->Put(base).ok());
+    auto first = c->PlanPrompt(plan);
+    ASSERT_TRUE(first.ok()) << first.status().ToString();
+    ASSERT_EQ(first->segments[1].decision, client::ReuseDecision::kPrefill);
+    ASSERT_TRUE(first->segments[1].report_actual);  // new content: an anchor, report asked
+    Status reported;
+    if (c == client_.get()) {
+      client::ActualReport on_device = report;
+      on_device.placeholder_kv = on_device.following_kv = Blob();  // through the arena
+      reported = c->ReportActualOnDevice(on_device, [&](std::byte* p, std::byte* f) {
+        KVCOMM_RETURN_IF_ERROR(kernels::CopyHostToDevice(p, report.placeholder_kv.data(),
+                                                         report.placeholder_kv.size()));
+        return kernels::CopyHostToDevice(f, report.following_kv.data(), report.following_kv.size());
+      });
+    } else {
+      reported = c->ReportActual(report);
+    }
+    ASSERT_TRUE(reported.ok()) << reported.ToString();
+    auto again = c->PlanPrompt(plan);
+    ASSERT_TRUE(again.ok()) << again.status().ToString();
+    ASSERT_EQ(again->segments[1].decision, client::ReuseDecision::kRealigned);
+    replans.push_back(std::move(again).value());
+  }
+  for (size_t i = 0; i < plan.segments.size(); ++i) {
+    SCOPED_TRACE(i);
+    ASSERT_EQ(replans[0].segments[i].decision, replans[1].segments[i].decision);
+    const Blob &lease_kv = replans[0].segments[i].payload,
+               &frames_kv = replans[1].segments[i].payload;
+    ASSERT_EQ(lease_kv.size(), frames_kv.size());
+    EXPECT_EQ(std::memcmp(lease_kv.data(), frames_kv.data(), lease_kv.size()), 0);
+  }
+  // A writer that fails gets its error back, nothing is reported, and kvcommd serves on.
+  auto failed = client_->ReportActualOnDevice(report, [](std::byte*, std::byte*) {
+    return Error(ErrorCode::kInternal, "the writer broke");
+  });
+  EXPECT_NE(failed.message().find("the writer broke"), std::string::npos) << failed.ToString();
   EXPECT_TRUE(client_->Ping().ok());
 }
 

@@ -179,6 +179,36 @@ TEST_F(HostileInputTest, BadAnchorOffersAreRefused) {
   ExpectGoodClientServed(4);
 }
 
+// A report naming a lease, to a kvcommd that lends none (no GPU here), or with KV frames as
+// well: refused with the reason.
+TEST_F(HostileInputTest, ReportsInLeasesKvcommdCannotReadAreRefused) {
+  ASSERT_EQ(SendRaw(HelloFrames(proto::PROTOCOL_VERSION)), ErrorCode::kOk);
+  auto report = [&](bool with_frame) {
+    capnp::MallocMessageBuilder message;
+    auto r = message.initRoot<proto::Request>().initReportActual();
+    r.setAgent("a");
+    r.setSlot("s");
+    auto model = r.initModel();
+    auto shape = model.initShape();
+    shape.setNumLayers(2);
+    shape.setKvHeads(2);
+    shape.setHeadDim(16);
+    shape.setDtype(proto::DType::BF16);
+    auto freq = model.initRopeInvFreq(8);
+    for (unsigned i = 0; i < 8; ++i) freq.set(i, 0.01f);
+    r.initPlaceholderTokens(3).set(0, 5);
+    auto tensor = r.initTensors(1)[0];
+    tensor.setName("kv");
+    r.setLease(12345);
+    auto frames = Frames(message);
+    if (with_frame) frames.emplace_back("x", 1);
+    return SendRaw(std::move(frames));
+  };
+  EXPECT_EQ(report(true), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(report(false), ErrorCode::kUnavailable);
+  ExpectGoodClientServed(5);
+}
+
 TEST_F(HostileInputTest, OversizedMessagesAreRefusedOrCutOff) {
   // Over max_request_bytes (8 MiB) but under the hard frame cap: a typed error.
   std::string nine_mib(9 << 20, 'x');
