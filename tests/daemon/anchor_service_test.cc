@@ -174,6 +174,25 @@ class AnchorServiceTest : public ::testing::Test {
   AnchorPoolConfig config_;
   std::unique_ptr<AnchorService> service_;
   std::string dir_;
+  size_t AnchorCount() const {
+    const auto listed = service_->List(scope_);
+    return listed.empty() ? size_t{0} : listed[0].anchors.size();
+  }
+
+  // Two 6-token anchors of "slot" with a's deltas, and the base of Tokens(40, 4): content so
+  // close to the first that the pool estimates it.
+  void StoreContentCloseToTwoNewAnchors() {
+    std::vector<float> delta(Geometry(6).PayloadBytes() / 4, 0.1f);
+    const KvF32 base1 = Random(6, 11), base2 = Random(6, 12);
+    PutBase(Tokens(20, 6), base1);
+    PutBase(Tokens(30, 6), base2);
+    MakeAnchor(Tokens(20, 6), base1, delta);
+    MakeAnchor(Tokens(30, 6), base2, delta);
+    KvF32 close = FirstTokens(base1, 4);
+    for (float& x : close.data) x += 0.001f;
+    PutBase(Tokens(40, 4), close);
+  }
+
   ReuseModel model_;
   kvstore::Scope scope_{"ns", Hash128{7, 7}};
 };
@@ -324,11 +343,7 @@ TEST_F(AnchorServiceTest, AnOfferedReportIsKeptOnlyWhereTheContentBecomesAnAncho
   const KvF32 base = Random(4, 1), actual = Random(4, 2);
   PutBase(p, base);
   ASSERT_TRUE(Report("a", p, 5, actual, Random(3, 3), /*offered=*/true).ok());
-  auto anchors = [&] {
-    const auto listed = service_->List(scope_);
-    return listed.empty() ? size_t{0} : listed[0].anchors.size();
-  };
-  EXPECT_EQ(anchors(), 1u);
+  EXPECT_EQ(AnchorCount(), 1u);
   auto again = Plan(Prompt("a", 7, p));
   ASSERT_EQ(again[1].decision, Decision::kRealigned);
   KvF32 expected = Moved(actual, 5, 7);
@@ -338,18 +353,10 @@ TEST_F(AnchorServiceTest, AnOfferedReportIsKeptOnlyWhereTheContentBecomesAnAncho
 
   // Content that anchors with a's deltas are close enough to estimate makes no anchor: the
   // offer is dropped (and is no error).
-  std::vector<float> delta(Geometry(6).PayloadBytes() / 4, 0.1f);
-  const KvF32 base1 = Random(6, 11), base2 = Random(6, 12);
-  PutBase(Tokens(20, 6), base1);
-  PutBase(Tokens(30, 6), base2);
-  MakeAnchor(Tokens(20, 6), base1, delta);
-  MakeAnchor(Tokens(30, 6), base2, delta);
-  ASSERT_EQ(anchors(), 3u);
-  KvF32 close = FirstTokens(base1, 4);
-  for (float& x : close.data) x += 0.001f;
-  PutBase(Tokens(40, 4), close);
+  StoreContentCloseToTwoNewAnchors();
+  ASSERT_EQ(AnchorCount(), 3u);
   EXPECT_TRUE(Report("a", Tokens(40, 4), 9, Random(4, 7), Random(3, 8), /*offered=*/true).ok());
-  EXPECT_EQ(anchors(), 3u);
+  EXPECT_EQ(AnchorCount(), 3u);
   EXPECT_EQ(Plan(Prompt("a", 9, Tokens(40, 4)))[1].decision, Decision::kRealigned);
   // Unoffered, a report of content that is no anchor is refused, as before.
   PutBase(Tokens(60, 4), Random(4, 9));
@@ -363,38 +370,26 @@ TEST_F(AnchorServiceTest, AnOfferIsWantedOnlyWhereTheContentIsOrBecomesAnAnchor)
   auto offer = [&](const std::vector<int32_t>& content) {
     return service_->OfferAnchor(scope_, {"a", "slot", model_, content});
   };
-  auto anchors = [&] {
-    const auto listed = service_->List(scope_);
-    return listed.empty() ? size_t{0} : listed[0].anchors.size();
-  };
   EXPECT_EQ(offer(Tokens(10, 4)).status().code(), ErrorCode::kNotFound);  // no base stored
   const KvF32 base = Random(4, 1), actual = Random(4, 2);
   PutBase(Tokens(10, 4), base);
   auto first = offer(Tokens(10, 4));
   ASSERT_TRUE(first.ok()) << first.status().ToString();
   EXPECT_TRUE(*first);
-  EXPECT_EQ(anchors(), 1u);  // made an anchor by the offer, without deltas yet
+  EXPECT_EQ(AnchorCount(), 1u);  // made an anchor by the offer, without deltas yet
   auto again = offer(Tokens(10, 4));
   ASSERT_TRUE(again.ok());
   EXPECT_TRUE(*again);  // already an anchor
-  EXPECT_EQ(anchors(), 1u);
+  EXPECT_EQ(AnchorCount(), 1u);
   ASSERT_TRUE(Report("a", Tokens(10, 4), 5, actual, Random(3, 3), /*offered=*/true).ok());
   EXPECT_EQ(Plan(Prompt("a", 7, Tokens(10, 4)))[1].decision, Decision::kRealigned);
 
-  std::vector<float> delta(Geometry(6).PayloadBytes() / 4, 0.1f);
-  const KvF32 base1 = Random(6, 11), base2 = Random(6, 12);
-  PutBase(Tokens(20, 6), base1);
-  PutBase(Tokens(30, 6), base2);
-  MakeAnchor(Tokens(20, 6), base1, delta);
-  MakeAnchor(Tokens(30, 6), base2, delta);
-  ASSERT_EQ(anchors(), 3u);
-  KvF32 close = FirstTokens(base1, 4);
-  for (float& x : close.data) x += 0.001f;
-  PutBase(Tokens(40, 4), close);
+  StoreContentCloseToTwoNewAnchors();
+  ASSERT_EQ(AnchorCount(), 3u);
   auto estimated = offer(Tokens(40, 4));
   ASSERT_TRUE(estimated.ok());
   EXPECT_FALSE(*estimated);
-  EXPECT_EQ(anchors(), 3u);
+  EXPECT_EQ(AnchorCount(), 3u);
 
   OfferInput bad{"a", "slot", model_, {}};
   EXPECT_EQ(service_->OfferAnchor(scope_, bad).status().code(), ErrorCode::kInvalidArgument);
