@@ -1,9 +1,11 @@
 // linear_bench: the linear layers of a Llama-3-8B-shaped model (bf16) over a few rows, as decode
-// (1 row: our GEMV kernel, the runtime's choice there) and a reusing turn's gaps (a cue and a
-// label: 8-16 rows, cuBLAS) run them. At these sizes a layer is bound by reading its weights, so
-// each rate is weight bytes read per second, next to what a device-to-device copy reaches in the
-// same run (its read + write bytes).
-//   linear_bench [--rows 1 2 4 8 16 32] [--repeat 50]
+// (1 row) and a reusing turn's gaps (a cue and a label: a few to 16 rows) run them, through
+// cuBLAS and, for 1 row, through our GEMV kernel. At these sizes a layer is bound
+// by reading its weights, so each rate is weight bytes read per second, next to what a
+// device-to-device copy reaches in the same run (its read + write bytes). Each layer alone is
+// timed with its launch; then 32 decoder layers' four linear layers back to back, as a forward
+// pass issues them, where one launch overlaps the kernel before it.
+//   linear_bench [--rows 1 2 3 4 6 8 12 16 32] [--repeat 50]
 #include <cuda_runtime.h>
 
 #include <CLI/CLI.hpp>
@@ -52,7 +54,7 @@ void Require(bool ok, const std::string& what) {
 
 int main(int argc, char** argv) {
   CLI::App app{"linear_bench: Llama-3-8B linear layers over a few rows, cuBLAS and our GEMV"};
-  std::vector<int64_t> row_counts{1, 2, 4, 8, 16, 32};
+  std::vector<int64_t> row_counts{1, 2, 3, 4, 6, 8, 12, 16, 32};
   int repeat = 50;
   app.add_option("--rows", row_counts, "rows (tokens) per call")
       ->check(CLI::Range(int64_t{1}, int64_t{4096}));
@@ -120,6 +122,42 @@ int main(int argc, char** argv) {
       } else {
         std::printf(" - | - |\n");
       }
+    }
+  }
+
+  // 32 decoder layers back to back; each layer's weights lie elsewhere in the pool.
+  constexpr int kDecoderLayers = 32;
+  constexpr int kLayerLinears = 4;  // qkv, o, gate_up, down
+  int64_t layer_bytes = 0;
+  for (int i = 0; i < kLayerLinears; ++i) layer_bytes += 2 * kLayers[i].in * kLayers[i].out;
+  const int64_t layer_slots = pool_bytes / layer_bytes;
+  const auto stack = [&](int64_t rows, bool gemv) {
+    for (int layer = 0; layer < kDecoderLayers; ++layer) {
+      const auto* base =
+          reinterpret_cast<const cu::bf16*>(w) + (layer % layer_slots) * (layer_bytes / 2);
+      for (int i = 0; i < kLayerLinears; ++i) {
+        const Layer& l = kLayers[i];
+        const bool ok =
+            gemv ? cu::LaunchGemv(base, xb, l.in, l.out, y, true, 0.f, nullptr) == cudaSuccess
+                 : (*blas)->Linear(xb, base, rows, l.in, l.out, y, true, 0.f).ok();
+        Require(ok, gemv ? "gemv failed" : "cuBLAS failed");
+        base += l.in * l.out;
+      }
+    }
+  };
+  std::printf("\n%d decoder layers' linear layers back to back (%.0f MB of weights):\n\n",
+              kDecoderLayers, kDecoderLayers * layer_bytes / 1e6);
+  std::printf("| rows | cuBLAS ms | GB/s | gemv ms | GB/s |\n|---|---|---|---|---|\n");
+  const double stack_bytes = static_cast<double>(kDecoderLayers) * layer_bytes;
+  for (int64_t rows : row_counts) {
+    const double blas_ms = bench::TimeMs(repeat, [&] { stack(rows, false); });
+    std::printf("| %lld | %.3f | %.0f |", static_cast<long long>(rows), blas_ms,
+                stack_bytes / blas_ms / 1e6);
+    if (rows == 1) {
+      const double ms = bench::TimeMs(repeat, [&] { stack(rows, true); });
+      std::printf(" %.3f | %.0f |\n", ms, stack_bytes / ms / 1e6);
+    } else {
+      std::printf(" - | - |\n");
     }
   }
   return 0;
