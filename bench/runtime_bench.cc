@@ -2,10 +2,15 @@
 //   runtime_bench --device cpu                       ~20M-parameter model, 1k-token prefill
 //   runtime_bench --device cuda --shape llama3-8b    Llama-3-8B shape in bf16, 1k/4k/16k prefill
 // Each number is the median of --repeat runs after one warm-up run.
+#if KVCOMM_HAVE_CUDA
+#include <cuda_profiler_api.h>
+#endif
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 
 #include "agents/runtime/model.h"
@@ -25,6 +30,20 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// Starts or stops what a profiler started with `--profile-from-start off` records.
+void ProfilerRange(bool start) {
+#if KVCOMM_HAVE_CUDA
+  if (start) {
+    cudaProfilerStart();
+  } else {
+    cudaProfilerStop();
+  }
+#else
+  std::fprintf(stderr, "runtime_bench: --profile needs the CUDA build\n");
+  std::exit(2);
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -41,6 +60,10 @@ int main(int argc, char** argv) {
   app.add_option("--decode", decode,
                  "decode steps after a 1024-token prompt (default 64 cpu, 128 cuda)");
   app.add_option("--repeat", repeat)->check(CLI::Range(1, 100));
+  bool profile = false;
+  app.add_flag("--profile", profile,
+               "bracket the timed passes of 1 and 16 tokens after 3600 cached in "
+               "cudaProfilerStart/Stop, for `ncu --profile-from-start off`");
   CLI11_PARSE(app, argc, argv);
   const bool cuda = device == "cuda";
   if (shape.empty()) shape = cuda ? "llama3-8b" : "tiny-20m";
@@ -114,8 +137,11 @@ int main(int argc, char** argv) {
     std::vector<double> times;
     for (int r = 0; r <= repeat; ++r) {
       long_cache->Truncate(3600);
+      const bool profiled = profile && r == repeat && (n == 1 || n == 16);
+      if (profiled) ProfilerRange(true);
       auto start = Clock::now();
       Check((*model)->Forward(ids, *long_cache).status());
+      if (profiled) ProfilerRange(false);
       if (r > 0) times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
     }
     std::printf("%-10s %10lld %12.1f %14.0f   (after 3600 cached tokens)\n", "prefill",

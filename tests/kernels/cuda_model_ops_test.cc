@@ -45,7 +45,9 @@ void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, 
 
 TEST(CudaModelOps, RmsNormMatchesCpu) {
   REQUIRE_GPU();
-  for (int64_t dim : {32, 4096}) {
+  // Rows held in registers (dim % 4 == 0, up to 16384) and the strided kernel (30, 16388).
+  for (int64_t dim : {30, 32, 4096, 12288, 16388}) {
+    SCOPED_TRACE(dim);
     auto x = kvcomm::testing::RandomNormal(5 * dim, 1, 1.0f, true),
          w = kvcomm::testing::RandomNormal(dim, 2, 1.0f, true);
     std::vector<float> want(x.size());
