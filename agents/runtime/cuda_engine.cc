@@ -2,7 +2,8 @@
 // accumulation, an fp32 residual stream, and the kernels of kernels/cuda. Prefill runs in chunks;
 // attention over more than a few new tokens runs on tensor cores (flash attention, head_dim 128)
 // or else through batched GEMMs (scores, causal softmax, probabilities x values) per kv head;
-// decode uses a split-key online-softmax kernel and GEMV for the linear layers.
+// decode runs its attention on the same kernel with a kv group's heads packed into one CTA
+// (or a split-key online-softmax kernel without flash attention) and GEMV for the linear layers.
 #include <cmath>
 
 #include "agents/runtime/internal/engine.h"
@@ -19,8 +20,8 @@ using cu::bf16;
 
 constexpr int64_t kChunkTokens = 4096;  // prefill chunk
 // At most this many new tokens take the streaming attention kernel, unless the tensor-core
-// kernel can split a long cache's keys for them: it is then faster from 2 new tokens on
-// (bench/RESULTS.md, runtime_bench). A single token always streams.
+// kernel packs a kv group's heads into one CTA or can split a long cache's keys for them
+// (bench/RESULTS.md, runtime_bench).
 constexpr int64_t kStreamingMaxTokens = 8;
 
 struct LayerPtrs {
@@ -243,9 +244,10 @@ class CudaEngine final : public Engine {
     const int64_t heads = c_.num_heads, kv_heads = c_.num_kv_heads, hd = c_.head_dim,
                   group = heads / kv_heads;
     const bool flash = cu::FlashAttentionSupports(hd);
+    const bool packed = flash && cu::FlashAttentionPacksGroups(n, heads, kv_heads);
     const int64_t split_floats =
-        flash && n > 1 ? cu::FlashAttentionSplitFloats(n, start, heads) : 0;
-    if (n == 1 || (split_floats == 0 && n <= kStreamingMaxTokens)) {
+        flash ? cu::FlashAttentionSplitFloats(n, start, heads, kv_heads) : 0;
+    if (!packed && (n == 1 || (split_floats == 0 && n <= kStreamingMaxTokens))) {
       const int64_t partial_floats = cu::AttentionStreamingPartialFloats(n, start, heads, hd);
       float* partials = nullptr;
       if (partial_floats > 0) {

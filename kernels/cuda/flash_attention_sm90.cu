@@ -7,6 +7,9 @@
 // own matrix work; two CTAs per SM fill those gaps with each other's softmax. A few queries
 // over a long cache (one query block) would leave one CTA per head: there the keys are split
 // over several CTAs per head, each leaving unnormalised partials that a second kernel merges.
+// When the queries of all heads of one kv group fit one warpgroup (decode and a few new tokens:
+// group * tokens <= 64) a CTA packs them instead, rows (head of the group, token): the group's
+// keys and values then cross HBM once rather than once per head.
 //
 // Needs sm_90a (wgmma is not part of the portable sm_90 target): this file is built for
 // compute_90a, and FlashAttentionWgmmaAvailable() says whether the running GPU got that code.
@@ -41,19 +44,25 @@ struct Sm90Tiles {
   static constexpr int kSharedBytes = kSwizzleAtomBytes + kQBytes + 2 * 2 * kTileBytes;
 };
 
-// Starts copying `rows` rows of head_dim bf16 (source rows `src_stride` apart) into the swizzled
+// Starts copying `rows` rows of head_dim bf16 (row r at `row_source(r)`) into the swizzled
 // [half][row][64] layout at shared address `dst`; rows at or past `valid` are zero-filled.
-__device__ __forceinline__ void CopySwizzledAsync(uint32_t dst, const bf16* src, int64_t src_stride,
-                                                  int rows, int valid, int threads) {
+template <typename RowSource>
+__device__ __forceinline__ void CopySwizzledAsync(uint32_t dst, RowSource row_source, int rows,
+                                                  int valid, int threads) {
   for (int c = threadIdx.x; c < rows * 16; c += threads) {
     const int r = c / 16, chunk = c % 16, half = chunk / 8;
     const bool inside = r < valid;
-    const bf16* from = src + (inside ? r * src_stride : 0) + chunk * 8;
+    const bf16* from = row_source(inside ? r : 0) + chunk * 8;
     const uint32_t to =
         dst + half * rows * kHalfRowBytes + r * kHalfRowBytes + (((chunk % 8) ^ (r % 8)) << 4);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(from),
                  "r"(inside ? 16 : 0));
   }
+}
+__device__ __forceinline__ void CopySwizzledAsync(uint32_t dst, const bf16* src, int64_t src_stride,
+                                                  int rows, int valid, int threads) {
+  CopySwizzledAsync(
+      dst, [=](int r) { return src + r * src_stride; }, rows, valid, threads);
 }
 
 // wgmma shared-memory matrix descriptor, 128-byte swizzle: start address, leading and stride
@@ -119,8 +128,10 @@ __device__ __forceinline__ void WgmmaRS128(float (&d)[16][4], const uint32_t (&a
 }
 
 // Accumulator fragments of a warpgroup's m64nN result: warp w holds rows 16w .. 16w + 15, laid
-// out per thread as flash_softmax.cuh describes.
-template <int kGroups, int kBlocksPerSm>
+// out per thread as flash_softmax.cuh describes. Unpacked, CTA (x, y) takes head x's query block
+// y; packed (kPacked, kGroups == 1), CTA x takes kv group x and row r is token r % tokens of the
+// group's head r / tokens.
+template <int kGroups, int kBlocksPerSm, bool kPacked>
 __global__ void __launch_bounds__(128 * kGroups, kBlocksPerSm)
     FlashAttentionWgmmaKernel(const bf16* qkv, int64_t row_stride, int tokens, int q_start,
                               int heads, int kv_heads, const bf16* k_cache, const bf16* v_cache,
@@ -136,13 +147,24 @@ __global__ void __launch_bounds__(128 * kGroups, kBlocksPerSm)
 
   const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
   const int group = lane / 4, quad = lane % 4;
-  const int h = blockIdx.x, g = h / (heads / kv_heads);
-  const int block_first = (gridDim.y - 1 - blockIdx.y) * Tiles::kQueries;  // longest first
-  const int block_rows = min(tokens - block_first, Tiles::kQueries);
-  const int visible = q_start + block_first + block_rows;  // keys the block's last query sees
-  const int wg_first = block_first + wg * 64;
-  const int wg_rows = min(tokens - wg_first, 64);  // <= 0: nothing to do
-  const int first_pos = q_start + wg_first, last_pos = first_pos + wg_rows - 1;
+  static_assert(!kPacked || kGroups == 1, "a packed CTA is one warpgroup");
+  const int heads_per_group = heads / kv_heads;
+  const int g = kPacked ? blockIdx.x : blockIdx.x / heads_per_group;
+  // Unpacked: this block's first query, longest blocks first.
+  const int block_first = kPacked ? 0 : (gridDim.y - 1 - blockIdx.y) * Tiles::kQueries;
+  const int block_rows =
+      kPacked ? heads_per_group * tokens : min(tokens - block_first, Tiles::kQueries);
+  auto row_token = [&](int r) { return kPacked ? r % tokens : block_first + r; };
+  auto row_head = [&](int r) {
+    return kPacked ? g * heads_per_group + r / tokens : static_cast<int>(blockIdx.x);
+  };
+  // Keys the block's last query sees.
+  const int visible = q_start + (kPacked ? tokens : block_first + block_rows);
+  const int wg_first = wg * 64;                        // CTA row of this warpgroup's first row
+  const int wg_rows = min(block_rows - wg_first, 64);  // <= 0: nothing to do
+  // Positions of this warpgroup's first and last queries.
+  const int first_pos = kPacked ? q_start : q_start + block_first + wg_first;
+  const int last_pos = kPacked ? q_start + tokens - 1 : first_pos + wg_rows - 1;
   const bf16* keys = k_cache + g * capacity * kHeadDim;
   const bf16* values = v_cache + g * capacity * kHeadDim;
   // With partials, CTA z takes keys [z * key_split, (z + 1) * key_split) and leaves its
@@ -150,8 +172,10 @@ __global__ void __launch_bounds__(128 * kGroups, kBlocksPerSm)
   const int key_begin = partials == nullptr ? 0 : blockIdx.z * key_split;
   const int key_end = partials == nullptr ? visible : min(visible, key_begin + key_split);
 
-  CopySwizzledAsync(q_smem, qkv + block_first * row_stride + h * kHeadDim, row_stride,
-                    Tiles::kQueries, block_rows, Tiles::kThreads);
+  CopySwizzledAsync(
+      q_smem,
+      [&](int r) { return qkv + int64_t{row_token(r)} * row_stride + row_head(r) * kHeadDim; },
+      Tiles::kQueries, block_rows, Tiles::kThreads);
   if (key_begin < key_end) {
     CopySwizzledAsync(kv_smem, keys + int64_t{key_begin} * kHeadDim, kHeadDim, kKeys,
                       visible - key_begin, Tiles::kThreads);
@@ -199,8 +223,10 @@ __global__ void __launch_bounds__(128 * kGroups, kBlocksPerSm)
       WgmmaCommitAndWait(s);
 
       if (tile + kKeys - 1 > first_pos) {  // the tile crosses this warpgroup's diagonal
-        for (int half = 0; half < 2; ++half)
-          MaskHalfRow(s, half, first_pos + warp * 16 + half * 8 + group - tile, quad);
+        for (int half = 0; half < 2; ++half) {
+          const int row = wg_first + warp * 16 + half * 8 + group;
+          MaskHalfRow(s, half, q_start + row_token(row) - tile, quad);
+        }
       }
       uint32_t p[kKeys / 8][2];  // probabilities as bf16 pairs in A-fragment order
       for (int half = 0; half < 2; ++half)
@@ -225,8 +251,8 @@ __global__ void __launch_bounds__(128 * kGroups, kBlocksPerSm)
       sum += __shfl_xor_sync(0xffffffffu, sum, 1);
       sum += __shfl_xor_sync(0xffffffffu, sum, 2);
       const int row = wg_first + warp * 16 + half * 8 + group;
-      if (row >= tokens) continue;
-      const int64_t at = (int64_t{blockIdx.z} * tokens + row) * heads + h;
+      if (row >= block_rows) continue;
+      const int64_t at = (int64_t{blockIdx.z} * tokens + row_token(row)) * heads + row_head(row);
       float* o_row = partials + at * kHeadDim;
       for (int j = 0; j < kHeadDim / 8; ++j) {
         *reinterpret_cast<float2*>(o_row + j * 8 + quad * 2) =
@@ -264,8 +290,9 @@ __global__ void __launch_bounds__(128 * kGroups, kBlocksPerSm)
       const int r = c / 16, chunk = c % 16;
       const uint32_t at = (chunk / 8) * kQHalfBytes + wg * 64 * kHalfRowBytes + r * kHalfRowBytes +
                           (((chunk % 8) ^ (r % 8)) << 4);
-      *reinterpret_cast<uint4*>(out + (int64_t{wg_first + r} * heads + h) * kHeadDim + chunk * 8) =
-          *reinterpret_cast<const uint4*>(q_shared + at);
+      const int row = wg_first + r;
+      *reinterpret_cast<uint4*>(out + (int64_t{row_token(row)} * heads + row_head(row)) * kHeadDim +
+                                chunk * 8) = *reinterpret_cast<const uint4*>(q_shared + at);
     }
   }
 #endif
@@ -280,55 +307,74 @@ __global__ void ProbeWgmmaKernel(int* built_for_sm90a) {
 }
 
 // One block per (token, head), a thread per dim: O = sum_z 2^(m_z - m) O_z / sum_z 2^(m_z - m) l_z
-// over the key splits z (m in scaled log2 units; a split that saw no key has m_z = -inf).
+// over the key splits z (m in scaled log2 units; a split that saw no key has m_z = -inf). The
+// splits' statistics are staged in shared memory first so that the loads of the partial outputs
+// do not wait on one another.
+constexpr int kMaxKeySplits = 64;
+static_assert(kMaxKeySplits <= kHeadDim, "a thread stages each split's statistics");
 __global__ void MergeSplitsKernel(const float* partials, int splits, int tokens, int heads,
                                   float scale_log2, bf16* out) {
+  __shared__ float split_max[kMaxKeySplits], split_sum[kMaxKeySplits];
   const int64_t row_head = blockIdx.x, rows = int64_t{tokens} * heads;
   const float* stats = partials + splits * rows * kHeadDim;
+  if (threadIdx.x < splits) {
+    split_max[threadIdx.x] = stats[(threadIdx.x * rows + row_head) * 2];
+    split_sum[threadIdx.x] = stats[(threadIdx.x * rows + row_head) * 2 + 1];
+  }
+  __syncthreads();
   float top = -kInf;
-  for (int z = 0; z < splits; ++z) top = fmaxf(top, stats[(z * rows + row_head) * 2]);
+  for (int z = 0; z < splits; ++z) top = fmaxf(top, split_max[z]);
   float total = 0.f, value = 0.f;
+#pragma unroll 8
   for (int z = 0; z < splits; ++z) {
-    const float m = stats[(z * rows + row_head) * 2];
-    const float weight = m == -kInf ? 0.f : Exp2((m - top) * scale_log2);
-    total += weight * stats[(z * rows + row_head) * 2 + 1];
+    const float weight = split_max[z] == -kInf ? 0.f : Exp2((split_max[z] - top) * scale_log2);
+    total += weight * split_sum[z];
     value += weight * partials[(z * rows + row_head) * kHeadDim + threadIdx.x];
   }
   out[row_head * kHeadDim + threadIdx.x] = __float2bfloat16_rn(value / total);
 }
 
-// Key splits for few queries over a long cache: CTAs per head so that the GPU is covered; 0 when
-// one query block already gives enough CTAs or the cache is short.
+// Whether the queries of a kv group's heads fit one packed CTA.
+bool PacksGroups(int64_t tokens, int64_t heads, int64_t kv_heads) {
+  return heads / kv_heads * tokens <= 64;
+}
+
+// Key splits for few queries over a long cache: CTAs per head (packed: per kv group, so more
+// splits of fewer keys) so that the GPU is covered; 0 when one query block already gives enough
+// CTAs or the cache is short.
 struct KeySplit {
   int splits = 0, keys = 0;
 };
-KeySplit ChooseKeySplit(int64_t tokens, int64_t q_start, int64_t queries_per_block) {
-  constexpr int64_t kMinKeysPerSplit = 512, kMaxSplits = 16;
+KeySplit ChooseKeySplit(int64_t tokens, int64_t q_start, int64_t heads, int64_t kv_heads) {
+  const bool packed = PacksGroups(tokens, heads, kv_heads);
+  const int64_t min_keys_per_split = packed ? 256 : 512, max_splits = packed ? kMaxKeySplits : 16;
   const int64_t visible = q_start + tokens;
-  if (tokens > queries_per_block || visible < 2 * kMinKeysPerSplit) return {};
-  const int64_t splits = std::min(kMaxSplits, (visible + kMinKeysPerSplit - 1) / kMinKeysPerSplit);
+  if (tokens > Sm90Tiles<kLaunchedGroups>::kQueries || visible < 2 * min_keys_per_split) return {};
+  const int64_t splits =
+      std::min(max_splits, (visible + min_keys_per_split - 1) / min_keys_per_split);
   const int64_t keys = ((visible + splits - 1) / splits + kKeys - 1) / kKeys * kKeys;
   return {static_cast<int>((visible + keys - 1) / keys), static_cast<int>(keys)};
 }
 
-template <int kGroups, int kBlocksPerSm>
+template <int kGroups, int kBlocksPerSm, bool kPacked>
 cudaError_t LaunchWgmmaVariant(const bf16* qkv, int64_t row_stride, int64_t tokens, int64_t q_start,
                                int64_t heads, int64_t kv_heads, const bf16* k_cache,
                                const bf16* v_cache, int64_t capacity, float scale, bf16* out,
                                float* workspace, cudaStream_t stream) {
   using Tiles = Sm90Tiles<kGroups>;
-  auto* kernel = FlashAttentionWgmmaKernel<kGroups, kBlocksPerSm>;
+  auto* kernel = FlashAttentionWgmmaKernel<kGroups, kBlocksPerSm, kPacked>;
   static const cudaError_t configured = cudaFuncSetAttribute(
       kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tiles::kSharedBytes);
   if (configured != cudaSuccess) return configured;
-  const int64_t query_blocks = (tokens + Tiles::kQueries - 1) / Tiles::kQueries;
+  const int64_t query_blocks = kPacked ? 1 : (tokens + Tiles::kQueries - 1) / Tiles::kQueries;
   if (query_blocks > 65535) return cudaErrorInvalidValue;
-  // x: heads, so CTAs that read the same keys (one kv group, one query block) run together; y:
-  // query blocks, reversed inside the kernel so the longest ones start first.
+  // x: heads (packed: kv groups), so CTAs that read the same keys (one kv group, one query block)
+  // run together; y: query blocks, reversed inside the kernel so the longest ones start first.
   // z: key splits (workspace only).
   const KeySplit split =
-      workspace != nullptr ? ChooseKeySplit(tokens, q_start, Tiles::kQueries) : KeySplit{};
-  const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(query_blocks),
+      workspace != nullptr ? ChooseKeySplit(tokens, q_start, heads, kv_heads) : KeySplit{};
+  const dim3 grid(static_cast<unsigned>(kPacked ? kv_heads : heads),
+                  static_cast<unsigned>(query_blocks),
                   static_cast<unsigned>(std::max(split.splits, 1)));
   const float scale_log2 = scale * 1.4426950408889634f;
   float* partials = split.splits > 0 ? workspace : nullptr;
@@ -360,9 +406,15 @@ bool FlashAttentionWgmmaAvailable() {
   return available;
 }
 
-int64_t FlashAttentionSplitFloats(int64_t tokens, int64_t q_start, int64_t heads) {
-  if (!FlashAttentionWgmmaAvailable()) return 0;
-  const KeySplit split = ChooseKeySplit(tokens, q_start, Sm90Tiles<kLaunchedGroups>::kQueries);
+bool FlashAttentionPacksGroups(int64_t tokens, int64_t heads, int64_t kv_heads) {
+  return FlashAttentionWgmmaAvailable() && kv_heads > 0 && heads % kv_heads == 0 &&
+         PacksGroups(tokens, heads, kv_heads);
+}
+
+int64_t FlashAttentionSplitFloats(int64_t tokens, int64_t q_start, int64_t heads,
+                                  int64_t kv_heads) {
+  if (!FlashAttentionWgmmaAvailable() || kv_heads <= 0 || heads % kv_heads != 0) return 0;
+  const KeySplit split = ChooseKeySplit(tokens, q_start, heads, kv_heads);
   return int64_t{split.splits} * tokens * heads * (kHeadDim + 2);
 }
 
@@ -376,9 +428,14 @@ cudaError_t LaunchFlashAttentionWgmma(const bf16* qkv, int64_t row_stride, int64
       !FlashAttentionWgmmaAvailable()) {
     return cudaErrorInvalidValue;
   }
-  return LaunchWgmmaVariant<kLaunchedGroups, 2>(qkv, row_stride, tokens, q_start, heads, kv_heads,
-                                                k_cache, v_cache, capacity, scale, out, workspace,
-                                                stream);
+  if (PacksGroups(tokens, heads, kv_heads)) {
+    return LaunchWgmmaVariant<1, 2, true>(qkv, row_stride, tokens, q_start, heads, kv_heads,
+                                          k_cache, v_cache, capacity, scale, out, workspace,
+                                          stream);
+  }
+  return LaunchWgmmaVariant<kLaunchedGroups, 2, false>(qkv, row_stride, tokens, q_start, heads,
+                                                       kv_heads, k_cache, v_cache, capacity, scale,
+                                                       out, workspace, stream);
 }
 
 }  // namespace kvcomm::kernels::cuda

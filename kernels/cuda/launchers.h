@@ -84,7 +84,10 @@ cudaError_t LaunchFlashAttentionMmaSync(const bf16* qkv, int64_t row_stride, int
 // CTAs per head and merge their partial results: it does when `workspace` (device memory of
 // FlashAttentionSplitFloats floats; 0 floats: no split for this shape or no wgmma kernel) is
 // given. LaunchFlashAttention passes it on; the mma.sync kernel never splits (ignores it).
-int64_t FlashAttentionSplitFloats(int64_t tokens, int64_t q_start, int64_t heads);
+// When the queries of a kv group's heads fit one warpgroup (FlashAttentionPacksGroups: decode,
+// a few new tokens) the wgmma kernel reads each group's keys once for all its heads.
+int64_t FlashAttentionSplitFloats(int64_t tokens, int64_t q_start, int64_t heads, int64_t kv_heads);
+bool FlashAttentionPacksGroups(int64_t tokens, int64_t heads, int64_t kv_heads);
 cudaError_t LaunchFlashAttentionWgmma(const bf16* qkv, int64_t row_stride, int64_t tokens,
                                       int64_t q_start, int64_t heads, int64_t kv_heads,
                                       int64_t head_dim, const bf16* k_cache, const bf16* v_cache,

@@ -238,66 +238,92 @@ TEST(CudaModelOps, AttentionPathsMatchCpu) {
     ExpectClose(FromDeviceBf16(out, want.size()), want, 1.0f / 32, 5e-3f);
   }
 }
-// The tensor-core prefill kernels (mma.sync everywhere, wgmma on Hopper) against the CPU
-// reference: chunks that start at 0 or after a cached prefix, lengths that are and are not
-// multiples of their query blocks and key tiles.
+// The tensor-core kernels (mma.sync everywhere, wgmma on Hopper) against the CPU reference:
+// chunks that start at 0 or after a cached prefix, lengths that are and are not multiples of
+// their query blocks and key tiles, and (wgmma) a kv group's heads packed into one CTA when
+// their queries fit (group * tokens <= 64: decode, a few new tokens), for several group sizes.
 TEST(CudaModelOps, FlashAttentionMatchesCpu) {
   REQUIRE_GPU();
   using Launcher = decltype(&cuda::LaunchFlashAttention);
   std::vector<std::pair<const char*, Launcher>> kernels = {
       {"mma.sync", cuda::LaunchFlashAttentionMmaSync}};
-  if (cuda::FlashAttentionWgmmaAvailable()) {
+  const bool wgmma = cuda::FlashAttentionWgmmaAvailable();
+  if (wgmma) {
     kernels.push_back({"wgmma", cuda::LaunchFlashAttentionWgmma});
   } else {
     std::printf("wgmma kernel not available on %s: only mma.sync checked\n",
                 CudaDeviceDescription().c_str());
   }
-  const int64_t heads = 8, kv_heads = 2, hd = 128, capacity = 1300;
-  const int64_t stride = (heads + 2 * kv_heads) * hd;
+  struct Shape {
+    int64_t heads, kv_heads;
+    std::vector<std::pair<int64_t, int64_t>> cases;  // (tokens, q_start)
+    int split_cases, packed_cases;                   // of them, where wgmma splits / packs
+  };
+  const std::vector<Shape> shapes = {{8,
+                                      2,
+                                      {{1, 0},
+                                       {17, 0},
+                                       {128, 0},
+                                       {129, 3},
+                                       {300, 0},
+                                       {257, 700},
+                                       {64, 1000},
+                                       {500, 800},
+                                       {1, 1290},
+                                       {100, 1100},
+                                       {128, 1000},
+                                       {5, 0},
+                                       {16, 0},
+                                       {3, 600},
+                                       {16, 1100}},
+                                      6,
+                                      6},
+                                     {16, 2, {{1, 700}, {8, 0}, {6, 900}, {9, 1100}}, 3, 3},
+                                     {4, 4, {{1, 1200}, {40, 800}, {64, 3}, {65, 1100}}, 3, 3}};
+  const int64_t hd = 128, capacity = 1300;
   const float scale = 1.0f / std::sqrt(128.0f);
-  int split_cases = 0;
-  for (auto [tokens, q_start] : {std::pair<int64_t, int64_t>{1, 0},
-                                 {17, 0},
-                                 {128, 0},
-                                 {129, 3},
-                                 {300, 0},
-                                 {257, 700},
-                                 {64, 1000},
-                                 {500, 800},
-                                 {1, 1290},
-                                 {100, 1100},
-                                 {128, 1000}}) {
-    SCOPED_TRACE(::testing::Message() << tokens << " queries after " << q_start);
-    const AttentionCase c = MakeAttentionCase(tokens, q_start, heads, kv_heads, hd, capacity, 21);
-    const std::vector<float>& want = c.want;
-    Dev dqkv = ToDeviceBf16(c.qkv), dk = ToDeviceBf16(c.k), dv = ToDeviceBf16(c.v);
-    for (auto [name, launch] : kernels) {
-      SCOPED_TRACE(name);
-      Dev out = Poisoned(want.size() * 2);
-      ASSERT_EQ(launch(dqkv.as<bf16>(), stride, tokens, q_start, heads, kv_heads, hd, dk.as<bf16>(),
-                       dv.as<bf16>(), capacity, scale, out.as<bf16>(), nullptr, nullptr),
-                cudaSuccess);
-      ExpectClose(FromDeviceBf16(out, want.size()), want, 1.0f / 32, 5e-3f);
-    }
-    // Few queries over a long cache: the wgmma kernel splits the keys over several CTAs per
-    // head (through the runtime's entry point, given the workspace it asks for).
-    const int64_t split_floats = cuda::FlashAttentionSplitFloats(tokens, q_start, heads);
-    if (split_floats > 0) {
-      SCOPED_TRACE("wgmma, keys split");
-      Dev workspace = Poisoned(split_floats * 4), out = Poisoned(want.size() * 2);
-      ASSERT_EQ(cuda::LaunchFlashAttention(dqkv.as<bf16>(), stride, tokens, q_start, heads,
-                                           kv_heads, hd, dk.as<bf16>(), dv.as<bf16>(), capacity,
-                                           scale, out.as<bf16>(), workspace.as<float>(), nullptr),
-                cudaSuccess);
-      ExpectClose(FromDeviceBf16(out, want.size()), want, 1.0f / 32, 5e-3f);
-      ++split_cases;
-    }
-  }
-  // Every shape of at most 128 queries over at least 1024 keys split: four of them.
-  if (cuda::FlashAttentionWgmmaAvailable()) {
-    EXPECT_EQ(split_cases, 4);
-  }
   Dev dummy = Poisoned(1 << 20);
+  for (const Shape& shape : shapes) {
+    const int64_t heads = shape.heads, kv_heads = shape.kv_heads;
+    const int64_t stride = (heads + 2 * kv_heads) * hd;
+    SCOPED_TRACE(::testing::Message() << heads << " heads, " << kv_heads << " kv heads");
+    int split_cases = 0, packed_cases = 0;
+    for (auto [tokens, q_start] : shape.cases) {
+      SCOPED_TRACE(::testing::Message() << tokens << " queries after " << q_start);
+      const AttentionCase c = MakeAttentionCase(tokens, q_start, heads, kv_heads, hd, capacity, 21);
+      const std::vector<float>& want = c.want;
+      Dev dqkv = ToDeviceBf16(c.qkv), dk = ToDeviceBf16(c.k), dv = ToDeviceBf16(c.v);
+      for (auto [name, launch] : kernels) {
+        SCOPED_TRACE(name);
+        Dev out = Poisoned(want.size() * 2);
+        ASSERT_EQ(
+            launch(dqkv.as<bf16>(), stride, tokens, q_start, heads, kv_heads, hd, dk.as<bf16>(),
+                   dv.as<bf16>(), capacity, scale, out.as<bf16>(), nullptr, nullptr),
+            cudaSuccess);
+        ExpectClose(FromDeviceBf16(out, want.size()), want, 1.0f / 32, 5e-3f);
+      }
+      packed_cases += cuda::FlashAttentionPacksGroups(tokens, heads, kv_heads);
+      // Few queries over a long cache: the wgmma kernel splits the keys over several CTAs per
+      // head or kv group (through the runtime's entry point, given the workspace it asks for).
+      const int64_t split_floats =
+          cuda::FlashAttentionSplitFloats(tokens, q_start, heads, kv_heads);
+      if (split_floats > 0) {
+        SCOPED_TRACE("wgmma, keys split");
+        Dev workspace = Poisoned(split_floats * 4), out = Poisoned(want.size() * 2);
+        ASSERT_EQ(cuda::LaunchFlashAttention(dqkv.as<bf16>(), stride, tokens, q_start, heads,
+                                             kv_heads, hd, dk.as<bf16>(), dv.as<bf16>(), capacity,
+                                             scale, out.as<bf16>(), workspace.as<float>(), nullptr),
+                  cudaSuccess);
+        ExpectClose(FromDeviceBf16(out, want.size()), want, 1.0f / 32, 5e-3f);
+        ++split_cases;
+      }
+    }
+    if (wgmma) {
+      EXPECT_EQ(split_cases, shape.split_cases);
+      EXPECT_EQ(packed_cases, shape.packed_cases);
+    }
+  }
+  const int64_t heads = 8, kv_heads = 2, stride = (heads + 2 * kv_heads) * hd;
   for (auto [name, launch] : kernels) {
     SCOPED_TRACE(name);
     // Unsupported head size, queries past the cache's capacity.
