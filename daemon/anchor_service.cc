@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "daemon/anchor_records.h"
+#include "daemon/timed_math.h"
 #include "kernels/realign.h"
 
 namespace kvcomm::daemon {
@@ -145,7 +146,8 @@ Result<PromptPlanOutput> AnchorService::Plan(const kvstore::Scope& scope, const 
                              input.model.geometry.ToString());
     math = device_math_.get();
   }
-  PlanContext context(scope, input, *math);
+  TimedMath timed(*math);
+  PlanContext context(scope, input, timed);
   std::vector<SegmentPlanOutput> out;
   std::vector<int32_t> preceding;
   std::optional<Blend> blend;          // of the placeholder just before, if realigned
@@ -165,7 +167,7 @@ Result<PromptPlanOutput> AnchorService::Plan(const kvstore::Scope& scope, const 
     std::optional<Blend> next_blend;
     SegmentPlanOutput plan;
     Status status;
-    auto exact = math->Exact(scope, context_key, input.model.geometry);
+    auto exact = timed.Exact(scope, context_key, input.model.geometry);
     if (!exact.ok()) {
       status = exact.status();
     } else if (*exact) {
@@ -213,9 +215,13 @@ Result<PromptPlanOutput> AnchorService::Plan(const kvstore::Scope& scope, const 
     exact += plan.decision == Decision::kExact;
     realigned += plan.decision == Decision::kRealigned;
   }
-  spdlog::debug("plan of agent '{}' ({}): {} segments, {} exact, {} realigned, {} bytes, {:.1f} ms",
-                input.agent, delivery == Delivery::kDevice ? "device" : "frames", out.size(), exact,
-                realigned, bytes, seconds * 1e3);
+  const TimedMath::Seconds& spent = timed.seconds();
+  spdlog::debug(
+      "plan of agent '{}' ({}): {} segments, {} exact, {} realigned, {} bytes, {:.2f} ms: "
+      "{} loads {:.2f} ms, {} exact copies {:.2f} ms, {} decisions {:.2f} ms, {} blends {:.2f} ms",
+      input.agent, delivery == Delivery::kDevice ? "device" : "frames", out.size(), exact,
+      realigned, bytes, seconds * 1e3, spent.loads, spent.load * 1e3, spent.exacts,
+      spent.exact * 1e3, spent.decides, spent.decide * 1e3, spent.blends, spent.blend * 1e3);
   for (const auto& [slot, counter] : context.counters) stats_.Add(counter);
   const bool check = !estimated.empty() &&
                      checks_.PlanEstimated(scope.name_space, *scope.model, estimated, input.agent);
@@ -224,17 +230,25 @@ Result<PromptPlanOutput> AnchorService::Plan(const kvstore::Scope& scope, const 
 
 Result<AnchorService::Candidates> AnchorService::DecideOnCandidates(
     const kvstore::Scope& scope, ReuseMath& math, const KvLayout& geometry, const AnchorSlot& pool,
-    const MathKv& base, const std::string& slot, const std::string& agent) {
+    const SegmentKey& base_key, const MathKv& base, const std::string& slot,
+    const std::string& agent) {
   const auto& anchors = pool.anchors();
   Candidates out;
+  DecisionMemo::Bases compared{base_key};
   for (size_t i : pool.CandidatesFor(base.layout.tokens)) {
     if (!anchors[i].deltas.contains(agent)) continue;
     KVCOMM_ASSIGN_OR_RETURN(auto b, math.Load(scope, anchors[i].base, geometry));
     if (!b) continue;  // its base left the store: it cannot be used
     out.bases.push_back(std::move(*b));
     out.indices.push_back(i);
+    compared.push_back(anchors[i].base);
   }
-  KVCOMM_ASSIGN_OR_RETURN(out.decision, math.Decide(base, out.bases, config_));
+  if (auto known = decisions_.Find(compared)) {
+    out.decision = std::move(*known);
+  } else {
+    KVCOMM_ASSIGN_OR_RETURN(out.decision, math.Decide(base, out.bases, config_));
+    decisions_.Insert(compared, out.decision);
+  }
   spdlog::debug(
       "slot '{}' agent '{}': {} candidates, entropy {:.3f} (limit {:.3f}), "
       "closest relative distance {:.3f}: {}",
@@ -253,8 +267,9 @@ Result<bool> AnchorService::AdmitOffered(const kvstore::Scope& scope, ReuseMath&
   std::lock_guard lock(state.mutex);
   for (const auto& anchor : state.pool.anchors())
     if (anchor.base == base_key) return true;
-  KVCOMM_ASSIGN_OR_RETURN(Candidates candidates,
-                          DecideOnCandidates(scope, math, geometry, state.pool, base, slot, agent));
+  KVCOMM_ASSIGN_OR_RETURN(
+      Candidates candidates,
+      DecideOnCandidates(scope, math, geometry, state.pool, base_key, base, slot, agent));
   if (!candidates.decision.prefill) return false;  // anchors close enough estimate it
   ReuseCounter counter{scope.name_space, agent, slot};
   AddAnchor(scope, slot, state, base_key, base.layout.tokens, counter);
@@ -340,9 +355,9 @@ Result<SegmentPlanOutput> AnchorService::PlanPlaceholder(PlanContext& context,
     }
     if (!chosen.empty()) slot.credits_unsaved = true;
     if (chosen.empty()) {
-      KVCOMM_ASSIGN_OR_RETURN(
-          Candidates candidates,
-          DecideOnCandidates(scope, math, model.geometry, slot.pool, *base, segment.slot, agent));
+      KVCOMM_ASSIGN_OR_RETURN(Candidates candidates,
+                              DecideOnCandidates(scope, math, model.geometry, slot.pool, base_key,
+                                                 *base, segment.slot, agent));
       if (candidates.decision.prefill) {
         AddAnchor(scope, segment.slot, slot, base_key, tokens, context.Counter(segment.slot));
         plan.report_actual = true;

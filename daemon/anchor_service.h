@@ -20,6 +20,7 @@
 
 #include "daemon/anchor_kv.h"
 #include "daemon/anchor_pool.h"
+#include "daemon/decision_memo.h"
 #include "daemon/prefer_device_math.h"
 #include "daemon/reuse_checks.h"
 #include "daemon/reuse_math.h"
@@ -172,8 +173,8 @@ class AnchorService {
   // With the slot's lock held.
   Result<Candidates> DecideOnCandidates(const kvstore::Scope& scope, ReuseMath& math,
                                         const KvLayout& geometry, const AnchorSlot& pool,
-                                        const MathKv& base, const std::string& slot,
-                                        const std::string& agent);
+                                        const SegmentKey& base_key, const MathKv& base,
+                                        const std::string& slot, const std::string& agent);
   // Whether an offered report is wanted: its content is an anchor, or is made one now.
   Result<bool> AdmitOffered(const kvstore::Scope& scope, ReuseMath& math, const std::string& agent,
                             const std::string& slot, const KvLayout& geometry,
@@ -218,6 +219,8 @@ class AnchorService {
   std::unique_ptr<PreferDeviceMath> prefer_device_math_;
   ReuseStats stats_;
   ReuseChecks checks_;
+  // Decisions on new content by the bases compared (every agent of a round decides the same).
+  DecisionMemo decisions_{256};
   mutable std::mutex slots_mutex_;
   // (namespace, model, slot) -> pool
   std::map<std::tuple<std::string, Hash128, std::string>, std::unique_ptr<SlotState>> slots_;
