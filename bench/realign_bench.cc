@@ -1,6 +1,8 @@
 // realign_bench (GPU): the realignment kernel (RoPE re-rotation + blend over anchors, one pass)
 // on a Llama-3-8B-shaped segment in bf16, against the HBM floor: a device-to-device copy of the
-// same number of bytes (read + write), timed in the same run.
+// same number of bytes (read + write), timed in the same run. Then a placeholder's blend as
+// kvcommd makes it (DeviceRealigner: weights and positions up, the kernel, the wait), host wall
+// time against its kernel's time, for segments of the sizes a round of replies has.
 #include <cuda_runtime.h>
 
 #include <CLI/CLI.hpp>
@@ -14,6 +16,7 @@
 #include "bench/cuda_timing.h"
 #include "kernels/cuda/launchers.h"
 #include "kernels/device.h"
+#include "kernels/device_realign.h"
 
 using namespace kvcomm::kernels;
 
@@ -21,6 +24,70 @@ namespace {
 
 std::byte* Alloc(std::vector<DeviceBuffer>& keep, size_t bytes) {
   return kvcomm::bench::DeviceAlloc("realign_bench", keep, bytes);
+}
+
+// Median wall time of `op` on the host over `repeat` runs after one warm-up, in microseconds.
+double HostMicros(int repeat, const std::function<void()>& op) {
+  op();
+  std::vector<double> times;
+  for (int r = 0; r < repeat; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    op();
+    times.push_back(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+            .count());
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+void PrintBlendCalls(int64_t layers, int64_t kv_heads, int64_t head_dim, int repeat) {
+  std::printf(
+      "\nA placeholder blend through DeviceRealigner (SetTokenWeights + Realign, returns when "
+      "done)\n%-8s %-8s %14s %14s %14s\n",
+      "tokens", "anchors", "call us", "kernel us", "overhead us");
+  for (int64_t tokens : {64, 256, 1024}) {
+    for (int64_t anchors : {2, 5}) {
+      std::vector<DeviceBuffer> keep;
+      const size_t segment_bytes = layers * 2 * kv_heads * tokens * head_dim * 2;
+      auto* base = Alloc(keep, segment_bytes);
+      auto* out = Alloc(keep, segment_bytes);
+      std::vector<DeviceSegmentRef> deltas;
+      for (int64_t a = 0; a < anchors; ++a) deltas.push_back({Alloc(keep, segment_bytes), tokens});
+      std::vector<int32_t> from(tokens), to(tokens);
+      for (int64_t t = 0; t < tokens; ++t) from[t] = static_cast<int32_t>(t), to[t] = 700 + t;
+      std::vector<float> inv_freq(head_dim / 2, 0.01f), weights(anchors * tokens, 0.5f);
+      const RealignShape shape{layers, kv_heads, tokens, head_dim, anchors};
+      DeviceRealigner realigner;
+      auto blend = [&] {
+        kvcomm::Status done = realigner.SetTokenWeights(weights, weights);
+        if (done.ok()) done = realigner.Realign(shape, base, from, to, inv_freq, deltas, out);
+        if (!done.ok()) {
+          std::fprintf(stderr, "realign_bench: %s\n", done.ToString().c_str());
+          std::exit(1);
+        }
+      };
+      const double call_us = HostMicros(repeat, blend);
+      auto* device_weights = reinterpret_cast<float*>(Alloc(keep, weights.size() * 4));
+      auto* device_positions = reinterpret_cast<int32_t*>(Alloc(keep, tokens * 4));
+      auto* device_freq = reinterpret_cast<float*>(Alloc(keep, inv_freq.size() * 4));
+      cuda::AnchorRefs refs{};
+      refs.count = static_cast<int>(anchors);
+      for (int64_t a = 0; a < anchors; ++a) {
+        refs.data[a] = reinterpret_cast<const cuda::bf16*>(deltas[a].data);
+        refs.tokens[a] = tokens;
+      }
+      const double kernel_us =
+          1e3 * kvcomm::bench::TimeMs(repeat, [&] {
+            cuda::LaunchRealignKv(layers, kv_heads, tokens, head_dim, 1, false,
+                                  reinterpret_cast<const cuda::bf16*>(base), device_positions,
+                                  device_positions, device_freq, refs, device_weights,
+                                  device_weights, reinterpret_cast<cuda::bf16*>(out), nullptr);
+          });
+      std::printf("%-8lld %-8lld %14.1f %14.1f %14.1f\n", static_cast<long long>(tokens),
+                  static_cast<long long>(anchors), call_us, kernel_us, call_us - kernel_us);
+    }
+  }
 }
 
 }  // namespace
@@ -69,5 +136,6 @@ int main(int argc, char** argv) {
     std::printf("%-8lld %10.1f MB %12.3f %14.0f %16.3f %13.2fx\n", static_cast<long long>(anchors),
                 moved / 1e6, kernel_ms, moved / kernel_ms / 1e6, floor_ms, kernel_ms / floor_ms);
   }
+  PrintBlendCalls(layers, kv_heads, head_dim, repeat);
   return 0;
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/launchers.h"
@@ -20,13 +21,42 @@ Result<T*> Reserve(DeviceBuffer& scratch, size_t count) {
   return reinterpret_cast<T*>(p);
 }
 
-template <typename T>
-Result<T*> Upload(DeviceBuffer& scratch, std::span<const T> values) {
-  KVCOMM_ASSIGN_OR_RETURN(T * device, Reserve<T>(scratch, values.size()));
-  KVCOMM_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(device, values.data(), values.size_bytes(), cudaMemcpyHostToDevice, nullptr));
-  return device;
-}
+// The small arrays a launch reads (positions, inv_freq, token weights), gathered in pinned
+// memory and sent in one copy: a pageable copy per array costs microseconds of latency each,
+// more than a short segment's kernel (bench/RESULTS.md, realign_bench).
+class ParameterUpload {
+ public:
+  template <typename T>
+  void Add(std::span<const T> values, const T** device) {
+    arrays_.push_back({std::as_bytes(values), reinterpret_cast<const void**>(device)});
+  }
+  // Copies every array up and sets the pointers Add was given; the host buffer must not be
+  // reused before the stream has run the copy (the callers wait for their kernels).
+  Status Send(PinnedHostBuffer& host, DeviceBuffer& device) {
+    std::vector<size_t> offsets;
+    size_t total = 0;
+    for (const Array& a : arrays_) {
+      offsets.push_back(total);
+      total += (a.bytes.size() + 15) / 16 * 16;
+    }
+    KVCOMM_ASSIGN_OR_RETURN(std::byte * staged, host.Reserve(std::max<size_t>(total, 16)));
+    KVCOMM_ASSIGN_OR_RETURN(std::byte * sent, device.Reserve(std::max<size_t>(total, 16)));
+    for (size_t i = 0; i < arrays_.size(); ++i) {
+      std::copy(arrays_[i].bytes.begin(), arrays_[i].bytes.end(), staged + offsets[i]);
+      *arrays_[i].device = sent + offsets[i];
+    }
+    KVCOMM_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(sent, staged, total, cudaMemcpyHostToDevice, nullptr));
+    return Status::Ok();
+  }
+
+ private:
+  struct Array {
+    std::span<const std::byte> bytes;
+    const void** device;
+  };
+  std::vector<Array> arrays_;
+};
 
 Status Check(const RealignShape& s) {
   if (s.head_dim % 16 != 0)
@@ -52,8 +82,11 @@ Result<cuda::AnchorRefs> Refs(std::span<const DeviceSegmentRef> anchors, size_t 
 }  // namespace
 
 struct DeviceRealigner::Workspace {
-  DeviceBuffer sums, norm, key_weights, value_weights, base_positions, target_positions, inv_freq;
-  bool channel_weights = false;  // the key weights serve the values too
+  DeviceBuffer sums, norm, channel_weights, parameters;
+  PinnedHostBuffer staged_parameters;
+  // SetTokenWeights's, sent up with the next Realign's positions unless per_channel.
+  std::vector<float> key_weights, value_weights;
+  bool per_channel = false;
 };
 
 DeviceRealigner::DeviceRealigner() : workspace_(std::make_unique<Workspace>()) {}
@@ -87,9 +120,9 @@ Result<double> DeviceRealigner::ValueSquaredNorm(const RealignShape& s, const st
 
 Status DeviceRealigner::SetTokenWeights(std::span<const float> key, std::span<const float> value) {
   assert(key.size() == value.size());
-  KVCOMM_RETURN_IF_ERROR(Upload(workspace_->key_weights, key).status());
-  KVCOMM_RETURN_IF_ERROR(Upload(workspace_->value_weights, value).status());
-  workspace_->channel_weights = false;
+  workspace_->key_weights.assign(key.begin(), key.end());
+  workspace_->value_weights.assign(value.begin(), value.end());
+  workspace_->per_channel = false;
   return Status::Ok();
 }
 
@@ -99,7 +132,7 @@ Status DeviceRealigner::SetChannelWeights(const RealignShape& s, const std::byte
   KVCOMM_RETURN_IF_ERROR(Check(s));
   const int64_t count = static_cast<int64_t>(anchors.size()), n = count * s.Channels();
   KVCOMM_ASSIGN_OR_RETURN(float* sums, Reserve<float>(workspace_->sums, n));
-  KVCOMM_ASSIGN_OR_RETURN(float* weights, Reserve<float>(workspace_->key_weights, n));
+  KVCOMM_ASSIGN_OR_RETURN(float* weights, Reserve<float>(workspace_->channel_weights, n));
   for (size_t first = 0; first < anchors.size(); first += cuda::kMaxAnchorRefs) {
     KVCOMM_ASSIGN_OR_RETURN(auto refs, Refs(anchors, first, s.tokens));
     KVCOMM_CUDA_RETURN_IF_ERROR(
@@ -108,7 +141,7 @@ Status DeviceRealigner::SetChannelWeights(const RealignShape& s, const std::byte
   }
   KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchSoftmaxOverAnchors(
       sums, count, s.Channels(), 1, 0, 1.f, /*root=*/true, temperature, weights, nullptr));
-  workspace_->channel_weights = true;
+  workspace_->per_channel = true;
   return Status::Ok();
 }
 
@@ -119,7 +152,10 @@ Status DeviceRealigner::PositionFreeDifference(const RealignShape& s, const std:
   for (const std::byte* p : {a, b, static_cast<const std::byte*>(out)})
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0)
       return InvalidArgument("GPU segments must be 16-byte aligned");
-  KVCOMM_ASSIGN_OR_RETURN(float* freq, Upload(workspace_->inv_freq, inv_freq));
+  const float* freq = nullptr;
+  ParameterUpload upload;
+  upload.Add(inv_freq, &freq);
+  KVCOMM_RETURN_IF_ERROR(upload.Send(workspace_->staged_parameters, workspace_->parameters));
   KVCOMM_CUDA_RETURN_IF_ERROR(cuda::LaunchPositionFreeDifference(
       s.layers, s.kv_heads, s.tokens, s.head_dim, Bf16(a), a_first, Bf16(b), b_first, freq,
       reinterpret_cast<bf16*>(out), nullptr));
@@ -136,15 +172,23 @@ Status DeviceRealigner::Realign(const RealignShape& s, const std::byte* base,
   if (deltas.size() > kMaxBlendedAnchors)
     return InvalidArgument("a GPU realignment blends at most {} anchors, got {}",
                            kMaxBlendedAnchors, deltas.size());
-  assert(s.per_channel_weights == workspace_->channel_weights || deltas.empty());
+  Workspace& w = *workspace_;
+  assert(s.per_channel_weights == w.per_channel || deltas.empty());
   KVCOMM_ASSIGN_OR_RETURN(auto refs, Refs(deltas, 0, s.tokens));
-  KVCOMM_ASSIGN_OR_RETURN(int32_t * from, Upload(workspace_->base_positions, base_positions));
-  KVCOMM_ASSIGN_OR_RETURN(int32_t * to, Upload(workspace_->target_positions, target_positions));
-  KVCOMM_ASSIGN_OR_RETURN(float* freq, Upload(workspace_->inv_freq, inv_freq));
-  KVCOMM_ASSIGN_OR_RETURN(float* key_weights, Reserve<float>(workspace_->key_weights, 1));
-  KVCOMM_ASSIGN_OR_RETURN(float* value_weights, workspace_->channel_weights
-                                                    ? Reserve<float>(workspace_->key_weights, 1)
-                                                    : Reserve<float>(workspace_->value_weights, 1));
+  const int32_t *from = nullptr, *to = nullptr;
+  const float *freq = nullptr, *key_weights = nullptr, *value_weights = nullptr;
+  ParameterUpload upload;
+  upload.Add(base_positions, &from);
+  upload.Add(target_positions, &to);
+  upload.Add(inv_freq, &freq);
+  if (w.per_channel) {
+    KVCOMM_ASSIGN_OR_RETURN(key_weights, Reserve<float>(w.channel_weights, 1));
+    value_weights = key_weights;
+  } else {
+    upload.Add(std::span<const float>(w.key_weights), &key_weights);
+    upload.Add(std::span<const float>(w.value_weights), &value_weights);
+  }
+  KVCOMM_RETURN_IF_ERROR(upload.Send(w.staged_parameters, w.parameters));
   KVCOMM_CUDA_RETURN_IF_ERROR(
       cuda::LaunchRealignKv(s.layers, s.kv_heads, s.tokens, s.head_dim, s.first_blended_layer,
                             s.per_channel_weights, Bf16(base), from, to, freq, refs, key_weights,
