@@ -8,6 +8,15 @@ namespace kvcomm::kernels::cuda {
 namespace {
 
 constexpr int kPairsPerThread = 8;  // one 16-byte load from each half of the row
+constexpr int kThreadsPerBlock = 256;
+
+// Blocks for kernels whose threads take kPairsPerThread RoPE pairs each (grid-stride beyond
+// the cap). Sized by threads, not pairs: blocks with no work still cost their launch.
+int BlocksForPairs(int64_t pairs) {
+  const int64_t threads = (pairs + kPairsPerThread - 1) / kPairsPerThread;
+  return static_cast<int>(
+      std::min<int64_t>((threads + kThreadsPerBlock - 1) / kThreadsPerBlock, 65536));
+}
 
 __device__ __forceinline__ void LoadBf16x8(const bf16* p, float (&v)[kPairsPerThread]) {
   const uint4 raw = *reinterpret_cast<const uint4*>(p);
@@ -323,9 +332,7 @@ cudaError_t LaunchRealignKv(int64_t layers, int64_t kv_heads, int64_t tokens, in
   if (head_dim % 16 != 0 || !deltas.Valid(tokens)) return cudaErrorInvalidValue;
   const int64_t pairs = layers * 2 * kv_heads * tokens * (head_dim / 2);
   if (pairs == 0) return cudaSuccess;
-  const int threads = 256;
-  const int blocks = static_cast<int>(std::min<int64_t>((pairs + threads - 1) / threads, 65536));
-  RealignKernel<<<blocks, threads, 0, stream>>>(
+  RealignKernel<<<BlocksForPairs(pairs), kThreadsPerBlock, 0, stream>>>(
       layers, kv_heads, tokens, head_dim, deltas.count, first_blended_layer, per_channel_weights,
       base, base_positions, target_positions, inv_freq, deltas, key_weights, value_weights, out);
   return cudaGetLastError();
@@ -352,9 +359,7 @@ cudaError_t LaunchPositionFreeDifference(int64_t layers, int64_t kv_heads, int64
   if (head_dim % 16 != 0) return cudaErrorInvalidValue;
   const int64_t pairs = layers * 2 * kv_heads * tokens * (head_dim / 2);
   if (pairs == 0) return cudaSuccess;
-  const int threads = 256;
-  const int blocks = static_cast<int>(std::min<int64_t>((pairs + threads - 1) / threads, 65536));
-  PositionFreeDifferenceKernel<<<blocks, threads, 0, stream>>>(
+  PositionFreeDifferenceKernel<<<BlocksForPairs(pairs), kThreadsPerBlock, 0, stream>>>(
       layers, kv_heads, tokens, head_dim, a, a_first, b, b_first, inv_freq, out);
   return cudaGetLastError();
 }
