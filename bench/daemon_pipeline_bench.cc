@@ -242,8 +242,9 @@ class Bench {
     turn.reply = Check(bench::GreedyReply(model_, logits, cache, o_.output_tokens, &decode));
     if (turn.checked) {
       // Random weights: whether the reply changed says nothing, but kvcommd's tallies and the
-      // time the check costs are the real ones.
-      Check(reuse_->ReportCheck(std::move(realigned_slots), name, turn.reply != full->reply,
+      // time the check costs are the real ones. (No slot is blamed: that search runs only
+      // after a changed reply, which these replies cannot mean.)
+      Check(reuse_->ReportCheck(std::move(realigned_slots), {}, name, turn.reply != full->reply,
                                 pipeline::KlDivergence(full->logits, first_logits)));
       turn.reply = std::move(full->reply);
       turn.after = turn.prefill + decode;

@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "daemon/anchor_records.h"
@@ -238,17 +239,22 @@ Status AnchorService::ReportActual(const kvstore::Scope& scope, const ActualInpu
 
 Status AnchorService::ReportCheck(const kvstore::Scope& scope, const CheckInput& input) {
   KVCOMM_RETURN_IF_ERROR(input.Validate());
-  KVCOMM_RETURN_IF_ERROR(checks_.Record(scope.name_space, *scope.model, input.slots, input.agent,
-                                        input.reply_changed, input.next_token_kl));
+  KVCOMM_RETURN_IF_ERROR(checks_.Record(scope.name_space, *scope.model, input.slots,
+                                        input.blamed_slots, input.agent, input.reply_changed,
+                                        input.next_token_kl));
+  const auto charged = ChargedSlots(input.slots, input.blamed_slots, input.reply_changed);
   for (const std::string& slot : input.slots) {
     ReuseCounter counter{scope.name_space, input.agent, slot};
     counter.checks = 1;
-    counter.checks_changed = input.reply_changed;
+    counter.checks_changed = std::ranges::find(charged, slot) != charged.end();
     stats_.Add(counter);
   }
   if (input.reply_changed)
-    spdlog::debug("check of agent '{}': the reply changed ({} slots, KL {:.4f})", input.agent,
-                  input.slots.size(), input.next_token_kl);
+    spdlog::debug(
+        "check of agent '{}': the reply changed ({} slots, {} blamed, {} charged, KL "
+        "{:.4f})",
+        input.agent, input.slots.size(), input.blamed_slots.size(), charged.size(),
+        input.next_token_kl);
   return Status::Ok();
 }
 

@@ -100,6 +100,7 @@ struct CheckInput {
   std::vector<std::string> slots;
   bool reply_changed = false;
   double next_token_kl = 0;
+  std::vector<std::string> blamed_slots;  // of `slots`: those that changed the reply alone
   Status Validate() const;
 };
 

@@ -1,12 +1,16 @@
 // Answer-level checks of reuse (../shared/KVCOMM.md, "measured fidelity"): kvcommd asks agents
 // now and then to compute a turn that reused estimated KV in full as well and to tell whether
-// the reply changed. It tallies the outcomes per namespace, model, slot and agent, and per
-// agent over all its slots; a slot whose estimates change an agent's replies too often stops
-// being estimated for that agent, and an agent whose replies change too often gets no
-// estimates at all (its placeholders are prefilled). A turn's outcome is shared by every slot
-// it estimated, so the agent's tally judges from more checks than any one slot's. The KV error of
-// an estimate does not tell which slots matter for answers (bench/RESULTS.md): a changed reply
-// does.
+// the reply changed, and which of the estimated slots changed it on their own (the agent tries
+// each alone). It tallies the outcomes per namespace, model, slot and agent, and per agent over
+// each family of its slots (slots named alike but for a final ".N" index: an agent's messages
+// "message.0", "message.1", ... are one family), and per agent. A slot whose estimates change an
+// agent's replies too often stops being estimated for that agent, and so does every slot of a
+// family whose estimates together did: a family's tally judges from more checks than any one
+// slot's. An agent whose replies change too often over all its checks keeps only the slots its
+// checks cleared (checked `first` times, never blamed, nor their family). A blamed slot's family
+// shares its blame; a change no slot is blamed for is blamed on every slot the turn estimated. The
+// KV error of an estimate does not tell which slots matter for answers (bench/RESULTS.md): a
+// changed reply does.
 //
 // Kept in memory: a restarted kvcommd checks again. Thread-safe.
 #pragma once
@@ -16,6 +20,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -44,6 +49,14 @@ struct CheckTally {
   double kl_sum = 0;     // next-token KL(full || reuse) summed over the checks, nats
 };
 
+// "message.*" for "message.2" (or "t/message.2"); "" for a slot without a final ".N" index.
+std::string SlotFamily(std::string_view slot);
+
+// Of a checked turn's `slots`, those its changed reply counts against: the `blamed` ones and the
+// other slots of their families, or all of them when `blamed` is empty; none if unchanged.
+std::vector<std::string> ChargedSlots(std::span<const std::string> slots,
+                                      std::span<const std::string> blamed, bool changed);
+
 class ReuseChecks {
  public:
   struct Key {
@@ -55,28 +68,37 @@ class ReuseChecks {
 
   explicit ReuseChecks(ReuseCheckConfig config) : config_(config) {}
 
-  // False once the slot's estimates, or any of the agent's, changed its replies too often.
+  // False once the slot's estimates, or its family's, changed the agent's replies too often, or
+  // the agent's did and the slot is not cleared.
   bool Estimates(const Key& key) const;
   // Counts a plan that estimated `slots` for `agent` (each once) and says whether to check it:
   // some slot has had fewer than `first` checks, or the agent's count of such plans is a
   // multiple of `every`.
   bool PlanEstimated(const std::string& name_space, const Hash128& model,
                      std::span<const std::string> slots, const std::string& agent);
-  // Records a check's outcome for every slot the turn estimated and for the agent. NotFound
-  // for a slot this agent was never estimated in (nothing to check).
+  // Records a check's outcome for every slot the turn estimated, their families and the agent:
+  // a changed reply counts against the ChargedSlots (`blamed`: a subset of `slots`). NotFound for
+  // a slot this agent was never estimated in (nothing to check), InvalidArgument for a blamed slot
+  // not among `slots` or blame without a change.
   Status Record(const std::string& name_space, const Hash128& model,
-                std::span<const std::string> slots, const std::string& agent, bool changed,
-                double next_token_kl);
-  // Every tally; the agents' own ones have slot "".
-  std::vector<std::pair<Key, CheckTally>> Snapshot() const;
+                std::span<const std::string> slots, std::span<const std::string> blamed,
+                const std::string& agent, bool changed, double next_token_kl);
+  struct Entry {
+    Key key;              // the agents' own tallies have slot ""
+    bool family = false;  // then key.slot is the family ("message.*")
+    CheckTally tally;
+  };
+  std::vector<Entry> Snapshot() const;
 
  private:
   bool Gated(const CheckTally& tally) const;
 
   ReuseCheckConfig config_;
   mutable std::mutex mutex_;
-  // Per slot and agent, and per agent over all its slots (slot "").
+  // Per slot and agent, and per agent (slot "").
   std::map<Key, CheckTally> tallies_;
+  // Per family of slots (key.slot: SlotFamily) and agent.
+  std::map<Key, CheckTally> families_;
 };
 
 }  // namespace kvcomm::daemon

@@ -349,9 +349,14 @@ struct OfferAnchor {
 # too often stops being estimated for that agent (kvcommd's [checks] settings).
 struct ReportCheck {
   agent @0 :Text;
-  slots @1 :List(Text);
+  slots @1 :List(Text);            # the slots the turn estimated
   replyChanged @2 :Bool;
   nextTokenKl @3 :Float64;
+  # Of `slots`, those whose estimate alone changed the reply (the agent tried each alone); empty
+  # when the reply did not change, or when no slot changes it alone (then all share the change).
+  # Slots named alike but for a final ".N" index ("message.0", "message.1") are one family, whose
+  # tally for the agent gates them all.
+  blamedSlots @4 :List(Text);
 }
 
 struct AnchorEntry {

@@ -170,6 +170,9 @@ struct CheckReport {
   std::vector<std::string> slots;  // the placeholders' slots the turn used realigned KV for
   bool reply_changed = false;      // the reply differs from the full prefill's
   double next_token_kl = 0;        // KL(full || reuse) of the first reply token, nats
+  // Of `slots`, those whose estimate alone changed the reply; empty when none did alone (all
+  // share the change) or the reply did not change.
+  std::vector<std::string> blamed_slots;
 };
 
 struct ActualReport {

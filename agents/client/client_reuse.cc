@@ -266,6 +266,8 @@ Status Client::ReportCheck(const CheckReport& report) {
     out.setAgent(report.agent);
     auto slots = out.initSlots(static_cast<unsigned>(report.slots.size()));
     for (unsigned i = 0; i < slots.size(); ++i) slots.set(i, report.slots[i]);
+    auto blamed = out.initBlamedSlots(static_cast<unsigned>(report.blamed_slots.size()));
+    for (unsigned i = 0; i < blamed.size(); ++i) blamed.set(i, report.blamed_slots[i]);
     out.setReplyChanged(report.reply_changed);
     out.setNextTokenKl(report.next_token_kl);
     return std::vector<zmq::message_t>{};

@@ -345,9 +345,25 @@ std::vector<std::string> RealignedSlots(const std::vector<SegmentSpan>& spans,
   return slots;
 }
 
-Status SegmentReuse::ReportCheck(std::vector<std::string> slots, const std::string& agent,
-                                 bool reply_changed, double next_token_kl) {
-  return client_.ReportCheck({agent, std::move(slots), reply_changed, next_token_kl});
+std::vector<SpanSource> KeepSlots(const std::vector<SegmentSpan>& spans,
+                                  const std::vector<SpanSource>& source,
+                                  std::span<const std::string> kept) {
+  std::vector<SpanSource> out(source.size(), SpanSource::kComputed);
+  bool owner_kept = false;  // the last placeholder so far has a kept slot
+  for (size_t i = 0; i < spans.size(); ++i) {
+    if (spans[i].placeholder())
+      owner_kept = std::find(kept.begin(), kept.end(), spans[i].slot) != kept.end();
+    if (source[i] == SpanSource::kExact || (source[i] == SpanSource::kRealigned && owner_kept))
+      out[i] = source[i];
+  }
+  return out;
+}
+
+Status SegmentReuse::ReportCheck(std::vector<std::string> slots, std::vector<std::string> blamed,
+                                 const std::string& agent, bool reply_changed,
+                                 double next_token_kl) {
+  return client_.ReportCheck(
+      {agent, std::move(slots), reply_changed, next_token_kl, std::move(blamed)});
 }
 
 Status SegmentReuse::Report(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,

@@ -72,6 +72,11 @@ std::vector<size_t> ReportsWorthTheirCost(std::vector<size_t> reported,
 // The slots of the placeholders an import realigned (each once, in prompt order).
 std::vector<std::string> RealignedSlots(const std::vector<SegmentSpan>& spans,
                                         const ImportResult& imported);
+// An import's `source` with the realigned KV of `kept` slots only (their placeholders and the
+// template spans after them) beside the exact spans: the rest is to be computed.
+std::vector<SpanSource> KeepSlots(const std::vector<SegmentSpan>& spans,
+                                  const std::vector<SpanSource>& source,
+                                  std::span<const std::string> kept);
 
 struct ReuseOptions {
   // kvcomm computes a placeholder's base KV right after these tokens (BOS and a short neutral
@@ -118,9 +123,10 @@ class SegmentReuse {
   Status Report(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
                 const ImportResult& imported, const std::string& agent,
                 const runtime::KvCache& cache);
-  // kvcomm: the outcome of the check a plan asked for; `slots`: the turn's RealignedSlots.
-  Status ReportCheck(std::vector<std::string> slots, const std::string& agent, bool reply_changed,
-                     double next_token_kl);
+  // kvcomm: the outcome of the check a plan asked for; `slots`: the turn's RealignedSlots,
+  // `blamed`: those of them that changed the reply alone.
+  Status ReportCheck(std::vector<std::string> slots, std::vector<std::string> blamed,
+                     const std::string& agent, bool reply_changed, double next_token_kl);
 
  private:
   SegmentKey ContextKey(const TokenizedPrompt& prompt, const SegmentSpan& span) const;

@@ -125,8 +125,20 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
   KVCOMM_RETURN_IF_ERROR(released);
   turn.reply = out.text;
   turn.prefill_seconds = gaps_seconds + (check ? full->prefill_seconds : out.prefill_seconds);
-  if (check) ReportCheck(std::move(realigned_slots), agent_name, *full, out, turn);
   turn.seconds = seconds_since(start);
+  if (check) {
+    // Which slot changed the reply, when there is a choice: kvcommd then stops estimating that
+    // one (and its family) for this agent, not the others.
+    std::vector<std::string> blamed;
+    if (full->text != out.text && realigned_slots.size() > 1) {
+      generate.keep_prompt_logits = false;
+      const auto reply_keeping = [&](std::span<const std::string> kept) {
+        return ReplyKeeping(prompt, spans, imported, cache, generate, kept);
+      };
+      KVCOMM_ASSIGN_OR_RETURN(blamed, BlamedSlots(realigned_slots, full->text, reply_keeping));
+    }
+    ReportCheck(std::move(realigned_slots), std::move(blamed), agent_name, *full, out, turn);
+  }
   if (options_.measure_fidelity && turn.reused_tokens > 0)
     KVCOMM_RETURN_IF_ERROR(
         MeasureFidelity(prompt, spans, imported, cache, out.prompt_logits, turn));
@@ -160,8 +172,46 @@ Result<runtime::GenerateResult> LocalExecutor::FullReply(const TokenizedPrompt& 
   return runtime::Generate(model_, &tokenizer_, prompt.tokens, cache, generate);
 }
 
-void LocalExecutor::ReportCheck(std::vector<std::string> slots, const std::string& agent,
-                                const runtime::GenerateResult& full,
+Result<std::vector<std::string>> BlamedSlots(const std::vector<std::string>& slots,
+                                             const std::string& full_reply,
+                                             const KeptSlotsReply& reply_keeping) {
+  std::vector<std::string> blamed;
+  for (size_t s = 0; s < slots.size(); ++s) {
+    KVCOMM_ASSIGN_OR_RETURN(std::string alone, reply_keeping(std::span(slots).subspan(s, 1)));
+    std::vector<std::string> others = slots;
+    others.erase(others.begin() + static_cast<std::ptrdiff_t>(s));
+    KVCOMM_ASSIGN_OR_RETURN(std::string without, reply_keeping(others));
+    if (alone != full_reply || without == full_reply) blamed.push_back(slots[s]);
+  }
+  return blamed;
+}
+
+Result<std::string> LocalExecutor::ReplyKeeping(const TokenizedPrompt& prompt,
+                                                const std::vector<SegmentSpan>& spans,
+                                                const ImportResult& imported,
+                                                const runtime::KvCache& reused,
+                                                runtime::GenerateOptions generate,
+                                                std::span<const std::string> kept) const {
+  const DType dtype = reused.NativeDType();
+  ImportResult variant;
+  variant.source = KeepSlots(spans, imported.source, kept);
+  KVCOMM_ASSIGN_OR_RETURN(auto cache, model_.NewCache(reused.capacity()));
+  for (size_t i = 0; i < spans.size(); ++i) {
+    if (!variant.imported(i)) continue;
+    // Whole spans: the last prompt token, if imported, is recomputed again by Gaps.
+    KVCOMM_ASSIGN_OR_RETURN(auto kv, reused.Export(spans[i].begin, spans[i].end, dtype));
+    KVCOMM_RETURN_IF_ERROR(
+        cache.Import(reused.SegmentLayout(spans[i].tokens(), dtype), kv.span(), spans[i].begin));
+  }
+  generate.gaps_before.clear();
+  const auto last_run = Gaps(prompt, spans, variant, cache, &generate.gaps_before);
+  KVCOMM_ASSIGN_OR_RETURN(auto reply,
+                          runtime::Generate(model_, &tokenizer_, last_run, cache, generate));
+  return reply.text;
+}
+
+void LocalExecutor::ReportCheck(std::vector<std::string> slots, std::vector<std::string> blamed,
+                                const std::string& agent, const runtime::GenerateResult& full,
                                 const runtime::GenerateResult& reused, TurnResult& turn) {
   turn.checked = true;
   turn.check_changed = full.text != reused.text;
@@ -169,7 +219,8 @@ void LocalExecutor::ReportCheck(std::vector<std::string> slots, const std::strin
   turn.reply = full.text;
   turn.reused_tokens = turn.realigned_tokens = turn.reused_placeholder_tokens = 0;
   const double kl = KlDivergence(full.prompt_logits, reused.prompt_logits);
-  const Status reported = reuse_->ReportCheck(std::move(slots), agent, turn.check_changed, kl);
+  const Status reported =
+      reuse_->ReportCheck(std::move(slots), std::move(blamed), agent, turn.check_changed, kl);
   if (!reported.ok()) {
     turn.store_failed = true;
     turn.daemon_error = reported.ToString();

@@ -3,7 +3,9 @@
 // reuse modes), RemoteExecutor (remote_executor.h) sends them to a kvcomm-agent worker.
 #pragma once
 
+#include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -72,6 +74,15 @@ struct ExecutorOptions {
 // the placeholder's first token is not the one right after BOS (whose KV is unlike any other).
 std::vector<int32_t> BasePrefix(const runtime::Tokenizer& tokenizer, int32_t bos);
 
+// Of `slots`, the ones a checked turn's changed reply is blamed on: those whose estimates change
+// it alone, and those whose estimates the change needs (without them the reply is
+// `full_reply`). `reply_keeping(kept)` is the turn's reply with only the `kept` slots' estimates.
+// Empty when no slot is either: then the slots share the change.
+using KeptSlotsReply = std::function<Result<std::string>(std::span<const std::string> kept)>;
+Result<std::vector<std::string>> BlamedSlots(const std::vector<std::string>& slots,
+                                             const std::string& full_reply,
+                                             const KeptSlotsReply& reply_keeping);
+
 // KL(P || Q) in nats between the distributions softmax(reference_logits) and softmax(logits).
 double KlDivergence(std::span<const float> reference_logits, std::span<const float> logits);
 
@@ -95,10 +106,17 @@ class LocalExecutor final : public TurnExecutor {
                                             int64_t capacity) const;
   // A checked turn (kvcommd asked; `full` is the turn computed in full): answers with the full
   // reply and reports for `slots` (those it used realigned KV for) whether the reply with
-  // reused KV differed.
-  void ReportCheck(std::vector<std::string> slots, const std::string& agent,
-                   const runtime::GenerateResult& full, const runtime::GenerateResult& reused,
-                   TurnResult& turn);
+  // reused KV differed, and which of them changed it alone.
+  void ReportCheck(std::vector<std::string> slots, std::vector<std::string> blamed,
+                   const std::string& agent, const runtime::GenerateResult& full,
+                   const runtime::GenerateResult& reused, TurnResult& turn);
+  // The reply of the prompt with only the `kept` slots' realigned KV (from `reused`; the rest
+  // of the prompt computed but exact spans).
+  Result<std::string> ReplyKeeping(const TokenizedPrompt& prompt,
+                                   const std::vector<SegmentSpan>& spans,
+                                   const ImportResult& imported, const runtime::KvCache& reused,
+                                   runtime::GenerateOptions generate,
+                                   std::span<const std::string> kept) const;
   // The spans not imported, as runs: all but the last go to `gaps` (computed with the last in
   // one pass); returns the tokens of that last run (what generation starts from).
   std::span<const int32_t> Gaps(const TokenizedPrompt& prompt,

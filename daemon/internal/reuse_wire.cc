@@ -167,6 +167,10 @@ Result<CheckInput> ReadCheckInput(proto::ReportCheck::Reader report) {
   for (auto slot : slots) input.slots.push_back(ReadText(slot));
   input.reply_changed = report.getReplyChanged();
   input.next_token_kl = report.getNextTokenKl();
+  auto blamed = report.getBlamedSlots();
+  if (blamed.size() > slots.size())
+    return InvalidArgument("a check blames {} slots of {}", blamed.size(), slots.size());
+  for (auto slot : blamed) input.blamed_slots.push_back(ReadText(slot));
   KVCOMM_RETURN_IF_ERROR(input.Validate());
   return input;
 }

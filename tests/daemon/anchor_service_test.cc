@@ -275,7 +275,7 @@ TEST_F(AnchorServiceTest, ChecksThatFindChangedRepliesStopTheSlotsEstimatesForTh
     ASSERT_TRUE(plan.ok()) << plan.status().ToString();
     ASSERT_EQ(plan->segments[1].decision, Decision::kRealigned);
     EXPECT_TRUE(plan->check_reuse);
-    ASSERT_TRUE(service_->ReportCheck(scope_, {"a", {"slot"}, true, 0.3}).ok());
+    ASSERT_TRUE(service_->ReportCheck(scope_, {"a", {"slot"}, true, 0.3, {}}).ok());
   }
   auto gated = service_->Plan(scope_, Prompt("a", 7, p));
   ASSERT_TRUE(gated.ok()) << gated.status().ToString();
@@ -296,12 +296,24 @@ TEST_F(AnchorServiceTest, ChecksThatFindChangedRepliesStopTheSlotsEstimatesForTh
   }
   EXPECT_TRUE(found);
 
-  EXPECT_EQ(service_->ReportCheck(scope_, {"a", {}, false, 0}).code(), ErrorCode::kInvalidArgument);
-  EXPECT_EQ(service_->ReportCheck(scope_, {"a", {"slot", "slot"}, false, 0}).code(),
+  EXPECT_EQ(service_->ReportCheck(scope_, {"a", {}, false, 0, {}}).code(),
             ErrorCode::kInvalidArgument);
-  EXPECT_EQ(service_->ReportCheck(scope_, {"a", {"slot"}, false, INFINITY}).code(),
+  EXPECT_EQ(service_->ReportCheck(scope_, {"a", {"slot", "slot"}, false, 0, {}}).code(),
             ErrorCode::kInvalidArgument);
-  EXPECT_EQ(service_->ReportCheck(scope_, {"a", {"other"}, false, 0}).code(), ErrorCode::kNotFound);
+  EXPECT_EQ(service_->ReportCheck(scope_, {"a", {"slot"}, false, INFINITY, {}}).code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(service_->ReportCheck(scope_, {"a", {"other"}, false, 0, {}}).code(),
+            ErrorCode::kNotFound);
+  // Blame only for a changed reply, and only of the slots checked.
+  EXPECT_EQ(service_->ReportCheck(scope_, {"a", {"slot"}, true, 0, {"other"}}).code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(service_->ReportCheck(scope_, {"a", {"slot"}, false, 0, {"slot"}}).code(),
+            ErrorCode::kInvalidArgument);
+  for (const auto& c : service_->Stats()) {
+    if (c.agent == "a" && c.slot == "slot") {
+      EXPECT_EQ(c.checks, 2u);  // none of those counted
+    }
+  }
 }
 
 TEST_F(AnchorServiceTest, ANewPlaceholderIsBaseMovedPlusTheAnchorsDeltas) {

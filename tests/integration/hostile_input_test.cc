@@ -134,12 +134,14 @@ TEST_F(HostileInputTest, TruncatedFramesAndShapeByteMismatchesAreRefused) {
 TEST_F(HostileInputTest, BadReuseCheckOutcomesAreRefused) {
   ASSERT_EQ(SendRaw(HelloFrames(proto::PROTOCOL_VERSION)), ErrorCode::kOk);
   auto check = [&](const std::string& agent, std::vector<std::string> slots, double kl,
-                   bool with_frame = false) {
+                   bool with_frame = false, std::vector<std::string> blamed = {}) {
     capnp::MallocMessageBuilder message;
     auto c = message.initRoot<proto::Request>().initReportCheck();
     c.setAgent(agent);
     auto list = c.initSlots(static_cast<unsigned>(slots.size()));
     for (unsigned i = 0; i < list.size(); ++i) list.set(i, slots[i]);
+    auto blamed_list = c.initBlamedSlots(static_cast<unsigned>(blamed.size()));
+    for (unsigned i = 0; i < blamed_list.size(); ++i) blamed_list.set(i, blamed[i]);
     c.setReplyChanged(true);
     c.setNextTokenKl(kl);
     auto frames = Frames(message);
@@ -153,6 +155,8 @@ TEST_F(HostileInputTest, BadReuseCheckOutcomesAreRefused) {
   EXPECT_EQ(check("a", {"s"}, std::nan("")), ErrorCode::kInvalidArgument);
   EXPECT_EQ(check("a", {"s"}, -1), ErrorCode::kInvalidArgument);
   EXPECT_EQ(check("a", {"s"}, 0.1, true), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(check("a", {"s"}, 0.1, false, {"t"}), ErrorCode::kInvalidArgument);  // not checked
+  EXPECT_EQ(check("a", {"s"}, 0.1, false, {"s", "s"}), ErrorCode::kInvalidArgument);
   // Well formed, but no plan ever estimated that slot for that agent: nothing is counted.
   EXPECT_EQ(check("a", {"s"}, 0.1), ErrorCode::kNotFound);
   auto stats = good_->Stats();

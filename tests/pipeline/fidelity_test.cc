@@ -1,9 +1,12 @@
-// The fidelity measure of reuse modes: KL divergence of next-token distributions.
+// The fidelity measures of reuse modes: KL divergence of next-token distributions, and which
+// slots a changed reply is blamed on.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <set>
 
 #include "agents/pipeline/runner.h"
+#include "agents/pipeline/turn.h"
 
 namespace kvcomm::pipeline {
 namespace {
@@ -22,6 +25,52 @@ TEST(KlDivergence, MatchesTheFormulaOnTwoTokens) {
   const double expected = 0.5 * std::log(0.5 / 0.25) + 0.5 * std::log(0.5 / 0.75);
   EXPECT_NEAR(KlDivergence(p, q), expected, 1e-7);
   EXPECT_GT(KlDivergence(q, p), 0.0);
+}
+
+// A fake turn: the reply is "wrong" when the kept estimates include `alone_enough`, or all of
+// `together`; else "right" (the full prefill's reply).
+KeptSlotsReply FakeTurn(std::set<std::string> alone_enough, std::set<std::string> together,
+                        int* calls) {
+  return [=](std::span<const std::string> kept) -> Result<std::string> {
+    ++*calls;
+    size_t of_together = 0;
+    for (const std::string& slot : kept) {
+      if (alone_enough.contains(slot)) return std::string("wrong");
+      of_together += together.contains(slot);
+    }
+    return std::string(!together.empty() && of_together == together.size() ? "wrong" : "right");
+  };
+}
+
+TEST(BlamedSlots, ASlotThatChangesTheReplyAloneIsBlamedAndTheOthersAreNot) {
+  int calls = 0;
+  auto blamed = BlamedSlots({"in", "m.0", "m.1"}, "right", FakeTurn({"m.1"}, {}, &calls));
+  ASSERT_TRUE(blamed.ok());
+  EXPECT_EQ(*blamed, (std::vector<std::string>{"m.1"}));
+  EXPECT_EQ(calls, 6);  // each slot alone and each left out
+}
+
+TEST(BlamedSlots, SlotsThatChangeItOnlyTogetherAreAllBlamed) {
+  int calls = 0;
+  auto blamed = BlamedSlots({"in", "m.0", "m.1"}, "right", FakeTurn({}, {"m.0", "m.1"}, &calls));
+  ASSERT_TRUE(blamed.ok());
+  EXPECT_EQ(*blamed, (std::vector<std::string>{"m.0", "m.1"}));
+}
+
+TEST(BlamedSlots, TwoSlotsThatEachChangeItAloneAreBothBlamed) {
+  int calls = 0;
+  // Either alone changes the reply, so leaving one out does not undo it: both are still
+  // blamed, as each changes it alone.
+  auto blamed = BlamedSlots({"a", "b"}, "right", FakeTurn({"a", "b"}, {}, &calls));
+  ASSERT_TRUE(blamed.ok());
+  EXPECT_EQ(*blamed, (std::vector<std::string>{"a", "b"}));
+}
+
+TEST(BlamedSlots, AFailedReplyIsPassedOn) {
+  auto blamed = BlamedSlots({"a", "b"}, "right", [](std::span<const std::string>) {
+    return Result<std::string>(Error(ErrorCode::kInternal, "out of memory"));
+  });
+  EXPECT_EQ(blamed.status().code(), ErrorCode::kInternal);
 }
 
 }  // namespace

@@ -59,5 +59,24 @@ TEST(ReportsWorthTheirCost, AReportIsDroppedWhenItWouldRecomputeFarMoreRealigned
   EXPECT_TRUE(ReportsWorthTheirCost({}, spans, realigned).empty());
 }
 
+TEST(KeepSlots, KeepsTheKeptSlotsRealignedSpansWithTheTemplateAfterThemAndEveryExactSpan) {
+  const auto spans = Prompt();
+  const SpanSource exact = SpanSource::kExact, realigned = SpanSource::kRealigned,
+                   computed = SpanSource::kComputed;
+  const std::vector<SpanSource> source = {exact,     realigned, realigned, realigned,
+                                          realigned, computed,  realigned};
+  const std::vector<std::string> m0 = {"m0"}, in_and_m1 = {"in", "m1"}, none;
+  EXPECT_EQ(KeepSlots(spans, source, m0),
+            (std::vector<SpanSource>{exact, computed, computed, realigned, realigned, computed,
+                                     computed}));
+  // The cue after m1 goes with m1's slot, even where m1 itself was computed.
+  EXPECT_EQ(KeepSlots(spans, source, in_and_m1),
+            (std::vector<SpanSource>{exact, realigned, realigned, computed, computed, computed,
+                                     realigned}));
+  EXPECT_EQ(
+      KeepSlots(spans, source, none),
+      (std::vector<SpanSource>{exact, computed, computed, computed, computed, computed, computed}));
+}
+
 }  // namespace
 }  // namespace kvcomm::pipeline
