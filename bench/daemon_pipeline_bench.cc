@@ -93,6 +93,7 @@ struct Options {
   int agents = 5, rounds = 2, warm_runs = 4;
   int64_t input_tokens = 1024, prefix_tokens = 512, output_tokens = 512, label_tokens = 8;
   bool bases_after_reply = false;
+  bool true_context_anchors = false;
 };
 
 struct TurnTiming {
@@ -119,7 +120,8 @@ class Bench {
     const auto lead_in = RandomTokens(4);
     base_prefix_.insert(base_prefix_.end(), lead_in.begin(), lead_in.end());
     reuse_.emplace(daemon, model, dtype, pipeline::Mode::kKvcomm,
-                   pipeline::ReuseOptions{base_prefix_, delivery, o.bases_after_reply});
+                   pipeline::ReuseOptions{base_prefix_, delivery, o.bases_after_reply,
+                                          o.true_context_anchors});
     for (int i = 0; i < o.agents; ++i) prefixes_.push_back(RandomTokens(o.prefix_tokens));
     label_input_ = RandomTokens(o.label_tokens);
     label_reply_ = RandomTokens(o.label_tokens);
@@ -358,6 +360,9 @@ int main(int argc, char** argv) {
   app.add_flag("--bases-after-reply", o.bases_after_reply,
                "the first reader of new content computes it in its prompt and stores its base "
                "after the reply (pipeline::ReuseOptions)");
+  app.add_flag("--true-context-anchors", o.true_context_anchors,
+               "anchor-making turns compute the realigned spans before what they report again, "
+               "in their true context (pipeline::ReuseOptions)");
   app.add_option("--input-tokens", o.input_tokens, "shared input")->check(CLI::Range(8, 65536));
   app.add_option("--prefix-tokens", o.prefix_tokens, "each agent's own prefix")
       ->check(CLI::Range(1, 65536));
@@ -406,13 +411,14 @@ int main(int argc, char** argv) {
       "daemon_pipeline_bench: %s (%.2fB parameters, %s, random weights) on %s, loaded in %.1f s\n"
       "kvcommd (a separate process) delivers KV by %s; %d agents fully connected, %d rounds; "
       "input %lld tokens, prefixes %lld, replies %lld; %d warm-up runs fill the anchor pools; "
-      "new content's bases stored %s\n",
+      "new content's bases stored %s; anchors reported %s\n",
       shape.c_str(), bench::Parameters(config) / 1e9, cuda ? "bf16" : "fp32",
       cuda ? kernels::CudaDeviceDescription().c_str() : "CPU", Seconds(load_start),
       delivery_name == "device" ? "CUDA IPC (in place on the GPU)" : "ZeroMQ frames", o.agents,
       o.rounds, static_cast<long long>(o.input_tokens), static_cast<long long>(o.prefix_tokens),
       static_cast<long long>(o.output_tokens), o.warm_runs,
-      o.bases_after_reply ? "after the first reader's reply" : "before its first reader's plan");
+      o.bases_after_reply ? "after the first reader's reply" : "before its first reader's plan",
+      o.true_context_anchors ? "from their true context" : "over the realigned spans before them");
 
   Bench bench(*model, *client, delivery, o);
   Check(bench::WarmUp(*model));

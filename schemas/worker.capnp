@@ -50,6 +50,7 @@ struct TurnRequest {
   measureFidelity @12 :Bool;
   replyIsRead @13 :Bool;  # another agent reads the reply: kvcomm stores its base KV
   basesAfterReply @14 :Bool;  # kvcomm: new content's base stored after the reply
+  trueContextAnchors @15 :Bool;  # kvcomm: anchors reported from their true context
 }
 
 struct TurnStats {
@@ -70,6 +71,7 @@ struct TurnStats {
   kvRelativeError @14 :Float64;
   checked @15 :Bool;
   checkChanged @16 :Bool;
+  recomputedTokens @17 :Int64;
 }
 
 struct TurnReply {

@@ -81,6 +81,7 @@ nlohmann::json ReportJson(const RunReport& report) {
                        {"reused_tokens", turn.reused_tokens},
                        {"realigned_tokens", turn.realigned_tokens},
                        {"made_anchors", turn.made_anchors},
+                       {"recomputed_tokens", turn.recomputed_tokens},
                        {"checked", turn.checked},
                        {"check_changed", turn.check_changed},
                        {"next_token_kl", turn.next_token_kl},
@@ -216,6 +217,12 @@ int main(int argc, char** argv) {
                "kvcomm: the first agent to read new content computes it in its prompt and "
                "stores its base after its reply (its TTFT pays no extra pass; the next reader "
                "makes the anchor); also set by a pipeline file's bases_after_reply = true");
+  bool true_context_anchors = false;
+  app.add_flag("--true-context-anchors", true_context_anchors,
+               "kvcomm: a turn that makes anchors computes every realigned span before what it "
+               "reports again, in its true context (KVCOMM's way; by default it reports the KV it "
+               "computed over the realigned spans); also set by a pipeline file's "
+               "true_context_anchors = true");
   app.add_option("--json", json_path, "write every task's replies and the totals here");
   CLI11_PARSE(app, argc, argv);
   if (pipeline_path.empty() && (model_dir.empty() || task_files.empty()))
@@ -282,7 +289,8 @@ int main(int argc, char** argv) {
   std::vector<RunReport> reports;
   for (const std::string& mode_name : mode_names) {
     const ExecutorOptions options{*ParseMode(mode_name), fidelity,  // CLI11 checked the name
-                                  bases_after_reply || spec.bases_after_reply};
+                                  bases_after_reply || spec.bases_after_reply,
+                                  true_context_anchors || spec.true_context_anchors};
     const std::string run_namespace =
         mode_names.size() > 1 ? name_space + "-" + mode_name : name_space;
     ModeExecutors executors;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <set>
+#include <type_traits>
 
 #include "agents/pipeline/internal/toml_file.h"
 
@@ -25,7 +26,13 @@ Result<std::optional<T>> Optional(const toml::table& table, std::string_view key
                                   std::string_view where, std::string_view type) {
   const toml::node* node = table.get(key);
   if (!node) return std::optional<T>();
-  auto value = node->value<T>();
+  // toml++ reads 1 as true; a flag must be written true or false.
+  std::optional<T> value;
+  if constexpr (std::is_same_v<T, bool>) {
+    value = node->value_exact<bool>();
+  } else {
+    value = node->value<T>();
+  }
   if (!value) return InvalidArgument("{}: '{}' must be {}", where, key, type);
   return std::optional<T>(*value);
 }
@@ -147,10 +154,11 @@ Status BindEdges(const std::vector<std::vector<std::string>>& sees, PipelineSpec
 }
 
 Result<PipelineSpec> ParsePipeline(const toml::table& root, const std::string& path) {
-  KVCOMM_RETURN_IF_ERROR(CheckKeys(root,
-                                   {"name", "description", "templates", "tasks", "limit", "scoring",
-                                    "topology", "rounds", "bases_after_reply", "models", "agents"},
-                                   path));
+  KVCOMM_RETURN_IF_ERROR(
+      CheckKeys(root,
+                {"name", "description", "templates", "tasks", "limit", "scoring", "topology",
+                 "rounds", "bases_after_reply", "true_context_anchors", "models", "agents"},
+                path));
   const fs::path dir = fs::path(path).parent_path();
   PipelineSpec spec;
   spec.path = path;
@@ -177,6 +185,9 @@ Result<PipelineSpec> ParsePipeline(const toml::table& root, const std::string& p
   KVCOMM_ASSIGN_OR_RETURN(auto bases_after_reply,
                           Optional<bool>(root, "bases_after_reply", path, "true or false"));
   spec.bases_after_reply = bases_after_reply.value_or(false);
+  KVCOMM_ASSIGN_OR_RETURN(auto true_context_anchors,
+                          Optional<bool>(root, "true_context_anchors", path, "true or false"));
+  spec.true_context_anchors = true_context_anchors.value_or(false);
 
   if (const toml::node* models = root.get("models")) {
     if (!models->is_table()) return InvalidArgument("{}: 'models' must be a table", path);

@@ -37,6 +37,7 @@ struct PipelineSpec {
   std::optional<Topology> topology;
   int rounds = 0;                             // rounds topology; 0 = each task's own
   bool bases_after_reply = false;             // kvcomm: ReuseOptions::bases_after_reply
+  bool true_context_anchors = false;          // kvcomm: ReuseOptions::true_context_anchors
   std::map<std::string, std::string> models;  // id -> model directory
   std::vector<PipelineAgentSpec> agents;
 };

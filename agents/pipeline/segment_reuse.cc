@@ -293,20 +293,27 @@ Result<ImportResult> SegmentReuse::ImportPlanned(const TokenizedPrompt& prompt,
         !plans[i].report_actual)
       stored_bases_.erase(BaseKey(tokens.subspan(spans[i].begin, spans[i].tokens())));
   }
-  // A turn that makes anchors computes everything not exact up to the last span it reports
-  // (and the template span after it, reported too), so what it reports is the true KV; the
-  // realigned spans after that are reused. Reports not worth that recompute are not made.
-  std::vector<bool> realigned(spans.size());
-  for (size_t i = 0; i < spans.size(); ++i)
-    realigned[i] = plans[i].decision == client::ReuseDecision::kRealigned;
-  result.report = ReportsWorthTheirCost(std::move(result.report), spans, realigned);
-  const size_t true_context_end = TrueContextEnd(result.report, spans);
+  // With true_context_anchors, a turn that makes anchors computes everything not exact up to
+  // the last span it reports (and the template span after it, reported too), so what it reports
+  // is the true KV; the realigned spans after that are reused. Reports not worth that recompute
+  // are not made. Otherwise every realigned span is imported and the reports are made over them.
+  size_t true_context_end = 0;
+  if (options_.true_context_anchors) {
+    std::vector<bool> realigned(spans.size());
+    for (size_t i = 0; i < spans.size(); ++i)
+      realigned[i] = plans[i].decision == client::ReuseDecision::kRealigned;
+    result.report = ReportsWorthTheirCost(std::move(result.report), spans, realigned);
+    true_context_end = TrueContextEnd(result.report, spans);
+  }
   Status imported;
   for (size_t i = 0; i < spans.size(); ++i) {
     const auto& plan = plans[i];
     if (plan.lease_id != 0) result.leases.push_back(plan.lease_id);
     if (!imported.ok() || plan.decision == client::ReuseDecision::kPrefill) continue;
-    if (i < true_context_end && plan.decision != client::ReuseDecision::kExact) continue;
+    if (i < true_context_end && plan.decision != client::ReuseDecision::kExact) {
+      result.recomputed_tokens += spans[i].tokens();
+      continue;
+    }
     const auto kv =
         plan.device ? std::span(plan.device, plan.layout.PayloadBytes()) : plan.payload.span();
     imported = cache.Import(plan.layout, kv, spans[i].begin);
@@ -371,9 +378,10 @@ Status SegmentReuse::Report(const TokenizedPrompt& prompt, const std::vector<Seg
                             const runtime::KvCache& cache) {
   for (size_t i : imported.report)
     KVCOMM_RETURN_IF_ERROR(ReportSpan(prompt, spans, i, agent, cache, /*offered=*/false));
-  // New content whose base was stored after the reply: its KV here is offered as an anchor's,
-  // if nothing estimated came before it (then it is its true KV in this prompt), and sent only
-  // if kvcommd wants it (most offers, once the pool covers the slot, are not).
+  // New content whose base was stored after the reply: its KV here is offered as an anchor's
+  // (with true_context_anchors only if nothing estimated came before it, so that it is its true
+  // KV in this prompt), and sent only if kvcommd wants it (most offers, once the pool covers the
+  // slot, are not).
   std::unordered_set<SegmentKey, Hash128Hasher> offered;
   std::span<const int32_t> tokens(prompt.tokens);
   for (size_t i : imported.later_bases) {
@@ -381,7 +389,9 @@ Status SegmentReuse::Report(const TokenizedPrompt& prompt, const std::vector<Seg
     bool true_context = true;
     for (size_t k = 0; k < end; ++k) true_context &= imported.source[k] != SpanSource::kRealigned;
     auto content = tokens.subspan(spans[i].begin, spans[i].tokens());
-    if (!true_context || !offered.insert(BaseKey(content)).second) continue;
+    if ((options_.true_context_anchors && !true_context) ||
+        !offered.insert(BaseKey(content)).second)
+      continue;
     KVCOMM_ASSIGN_OR_RETURN(
         const bool wanted,
         client_.OfferAnchor(

@@ -47,6 +47,9 @@ enum class SpanSource { kComputed, kExact, kRealigned };
 struct ImportResult {
   std::vector<SpanSource> source;  // per span
   std::vector<size_t> report;      // kvcomm: placeholder spans whose actual KV is asked for
+  // kvcomm with true_context_anchors: realigned tokens set aside to compute them in their true
+  // context before a report.
+  int64_t recomputed_tokens = 0;
   // kvcomm: kvcommd asks for the turn to be computed in full as well (ReportCheck).
   bool check_reuse = false;
   // kvcomm with device delivery: leases still held (ReleaseLeases gives them back).
@@ -59,8 +62,9 @@ struct ImportResult {
   bool imported(size_t span) const { return source[span] != SpanSource::kComputed; }
 };
 
-// The spans an anchor-making turn must compute in their true context: every span before the end
-// of the last one it reports (a reported placeholder's template span after it is reported too).
+// The spans an anchor-making turn with ReuseOptions::true_context_anchors computes in their true
+// context: every span before the end of the last one it reports (a reported placeholder's
+// template span after it is reported too).
 size_t TrueContextEnd(const std::vector<size_t>& reported, const std::vector<SegmentSpan>& spans);
 // The reports (span indices) an anchor-making turn makes: the first of `reported`, in prompt
 // order, as long as the realigned spans they make it compute (`realigned`, per span) are at
@@ -91,6 +95,14 @@ struct ReuseOptions {
   // content then pays no extra pass inside its time to first token; it offers its KV of the
   // content after the reply (Report), which kvcommd keeps if the content becomes an anchor.
   bool bases_after_reply = false;
+  // kvcomm: where an anchor-making turn computes what precedes the content it reports. false:
+  // it imports the realigned spans before it and reports the KV it computed over them, so the
+  // anchor's deltas carry those estimates' error but the turn recomputes nothing it was handed.
+  // true (KVCOMM's way): it computes every non-exact span up to the last one it reports in its
+  // true context, and skips reports that would recompute over 4x their tokens
+  // (ReportsWorthTheirCost). On the task suite false served 79% of fact relay's placeholder
+  // tokens instead of 65% (bench/RESULTS.md).
+  bool true_context_anchors = false;
 };
 
 class SegmentReuse {
@@ -119,7 +131,8 @@ class SegmentReuse {
   Status StoreBase(std::span<const int32_t> content);
   // kvcomm: sends the actual KV of the spans the plan asked about (and of the template span
   // after each), and offers that of new content whose base Store stored after the reply
-  // (bases_after_reply; kvcommd keeps it if the content becomes an anchor).
+  // (bases_after_reply; kvcommd keeps it if the content becomes an anchor; with
+  // true_context_anchors only if nothing realigned came before it).
   Status Report(const TokenizedPrompt& prompt, const std::vector<SegmentSpan>& spans,
                 const ImportResult& imported, const std::string& agent,
                 const runtime::KvCache& cache);

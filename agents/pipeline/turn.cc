@@ -42,6 +42,7 @@ LocalExecutor::LocalExecutor(const runtime::Model& model, const runtime::Tokeniz
     if (options.mode == Mode::kKvcomm) reuse.base_prefix = BasePrefix(tokenizer, bos_);
     reuse.delivery = delivery;
     reuse.bases_after_reply = options.bases_after_reply;
+    reuse.true_context_anchors = options.true_context_anchors;
     reuse_.emplace(*daemon, model,
                    model.device() == runtime::Device::kCpu ? DType::kF32 : DType::kBF16,
                    options.mode, std::move(reuse));
@@ -102,6 +103,7 @@ Result<TurnResult> LocalExecutor::Run(const TurnRequest& request) {
     }
   }
   turn.made_anchors = !imported.report.empty();
+  turn.recomputed_tokens = imported.recomputed_tokens;
   // Only a turn that used estimated placeholders has something to check.
   std::vector<std::string> realigned_slots;
   if (imported.check_reuse) realigned_slots = RealignedSlots(spans, imported);

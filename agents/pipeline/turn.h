@@ -37,7 +37,8 @@ struct TurnResult {
   int64_t realigned_tokens = 0;           // of those, realigned (not exact)
   int64_t placeholder_tokens = 0;         // input, documents, messages
   int64_t reused_placeholder_tokens = 0;  // of those, imported
-  bool made_anchors = false;  // kvcomm: the turn prefilled and reported placeholders' KV
+  bool made_anchors = false;      // kvcomm: the turn prefilled and reported placeholders' KV
+  int64_t recomputed_tokens = 0;  // kvcomm: ImportResult::recomputed_tokens
   // kvcomm: kvcommd asked for a check, so the turn was computed in full as well; its reply is
   // the full prefill's (the reuse counts above are then 0: nothing reused reached the reply).
   bool checked = false;
@@ -68,6 +69,9 @@ struct ExecutorOptions {
   // kvcomm: new content's base is stored, and its KV offered, after the reply
   // (ReuseOptions::bases_after_reply).
   bool bases_after_reply = false;
+  // kvcomm: anchor-making turns compute what precedes what they report in its true context
+  // (ReuseOptions::true_context_anchors).
+  bool true_context_anchors = false;
 };
 
 // What kvcomm computes a placeholder's base KV after: BOS and a short neutral lead-in line, so

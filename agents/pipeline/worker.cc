@@ -33,7 +33,8 @@ AgentWorker::AgentWorker(const runtime::Model& model, const runtime::Tokenizer& 
 Result<TurnResult> AgentWorker::RunTurn(const TurnRequest& request, const ExecutorOptions& options,
                                         const std::string& name_space) {
   const SessionKey key{options.mode == Mode::kDense ? "" : name_space, options.mode,
-                       options.measure_fidelity, options.bases_after_reply};
+                       options.measure_fidelity, options.bases_after_reply,
+                       options.true_context_anchors};
   auto it = sessions_.find(key);
   std::string daemon_error;
   if (it == sessions_.end()) {

@@ -44,7 +44,7 @@ class AgentWorker {
     std::unique_ptr<LocalExecutor> executor;
   };
   // (namespace, mode, fidelity) -> a kvcommd session and the executor using it.
-  using SessionKey = std::tuple<std::string, Mode, bool, bool>;
+  using SessionKey = std::tuple<std::string, Mode, bool, bool, bool>;
 
   const runtime::Model& model_;
   const runtime::Tokenizer& tokenizer_;

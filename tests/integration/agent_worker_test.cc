@@ -168,19 +168,23 @@ TEST_F(AgentWorkerTest, TwoWorkersServeTheFiveAgentPipelineWithKvcommReuse) {
 TEST_F(AgentWorkerTest, TurnRequestsCarryTheReuseOptions) {
   capnp::MallocMessageBuilder message;
   auto root = message.initRoot<proto::TurnRequest>();
-  const ExecutorOptions options{
-      .mode = Mode::kKvcomm, .measure_fidelity = true, .bases_after_reply = true};
+  const ExecutorOptions options{.mode = Mode::kKvcomm,
+                                .measure_fidelity = true,
+                                .bases_after_reply = true,
+                                .true_context_anchors = true};
   internal::WriteTurnRequest(root, 1, {FirstTurn(), options, "ns"});
   auto read = internal::ReadTurnRequest(root.asReader());
   ASSERT_TRUE(read.ok()) << read.status().ToString();
   EXPECT_EQ(read->options.mode, Mode::kKvcomm);
   EXPECT_TRUE(read->options.measure_fidelity);
   EXPECT_TRUE(read->options.bases_after_reply);
+  EXPECT_TRUE(read->options.true_context_anchors);
   EXPECT_EQ(read->name_space, "ns");
   internal::WriteTurnRequest(root, 2, {FirstTurn(), {.mode = Mode::kKvcomm}, "ns"});
   read = internal::ReadTurnRequest(root.asReader());
   ASSERT_TRUE(read.ok()) << read.status().ToString();
   EXPECT_FALSE(read->options.bases_after_reply);
+  EXPECT_FALSE(read->options.true_context_anchors);
 }
 
 TEST_F(AgentWorkerTest, HostileRequestsGetErrorsAndTheWorkerKeepsServing) {

@@ -188,9 +188,11 @@ TEST_F(PipelineReuseTest, KvcommWorkersShareAnchorsGetRealignedKvAndKeepAnswers)
       EXPECT_FALSE(t.fallback || t.store_failed) << t.daemon_error;
       realigned += t.realigned_tokens;
       anchor_turns += t.made_anchors;
-      // Spans after the last reported one need not be computed to report true KV. (A checked
-      // turn used realigned KV too, but answers from its full prefill, so it counts none.)
+      // An anchor-making turn imports realigned spans and reports over them (not
+      // true_context_anchors): it sets none aside. (A checked turn used realigned KV too, but
+      // answers from its full prefill, so it counts none.)
       anchor_turns_reusing += t.made_anchors && (t.realigned_tokens > 0 || t.checked);
+      EXPECT_EQ(t.recomputed_tokens, 0);
       checked += t.checked;
       if (t.checked) {
         EXPECT_EQ(t.reused_placeholder_tokens, 0);
@@ -255,6 +257,33 @@ TEST_F(PipelineReuseTest, KvcommWorkersShareAnchorsGetRealignedKvAndKeepAnswers)
     for (size_t a = 0; a < (*slots)[i].anchors.size(); ++a)
       EXPECT_EQ((*restored)[i].anchors[a].agents, (*slots)[i].anchors[a].agents);
   }
+}
+
+TEST_F(PipelineReuseTest, TrueContextAnchorsComputeWhatPrecedesAReportAndKeepAnswers) {
+  auto tasks = LoadTasks(kSuite + "/fact_relay.jsonl", templates_, 12);
+  ASSERT_TRUE(tasks.ok());
+  auto dense = Local();
+  auto daemon = ConnectAsModel("true-context");
+  ASSERT_TRUE(daemon);
+  auto kvcomm = Local({.mode = Mode::kKvcomm, .true_context_anchors = true}, daemon.get());
+  int dense_correct = 0, kvcomm_correct = 0;
+  int64_t recomputed = 0, realigned = 0;
+  for (const Task& task : *tasks) {
+    auto reference = dense.Run(task);
+    auto run = kvcomm.Run(task);
+    ASSERT_TRUE(reference.ok() && run.ok()) << run.status().ToString();
+    dense_correct += reference->correct;
+    kvcomm_correct += run->correct;
+    for (const TurnResult& t : run->turns) {
+      EXPECT_FALSE(t.fallback || t.store_failed) << t.daemon_error;
+      recomputed += t.recomputed_tokens;
+      realigned += t.realigned_tokens;
+    }
+  }
+  // The relay's messages follow the realigned input: reporting one recomputes the input.
+  EXPECT_GT(recomputed, 0);
+  EXPECT_GT(realigned, 0);
+  EXPECT_GE(kvcomm_correct, dense_correct - 1);
 }
 
 TEST_F(PipelineReuseTest, BasesAfterTheReplyLeaveTheFirstReaderDenseAndItsOfferMakesTheAnchor) {

@@ -131,6 +131,12 @@ TEST(PipelineFile, BindingChecksAgentsRolesAndScoring) {
   EXPECT_FALSE(IsCorrect(*bound, "done"));
   EXPECT_EQ(bound->agents[0].role, "planner");
 
+  auto true_context = LoadPipeline(WritePipeline(
+      "true_context.toml", Head("true_context_anchors = true\n") + "[[agents]]\nid = \"a\"\n"));
+  ASSERT_TRUE(true_context.ok()) << true_context.status().ToString();
+  EXPECT_TRUE(true_context->true_context_anchors);
+  EXPECT_FALSE(spec->true_context_anchors);
+
   auto unknown_role = LoadPipeline(
       WritePipeline("role.toml", Head() + "[[agents]]\nid = \"a\"\nrole = \"chef\"\n"));
   ASSERT_TRUE(unknown_role.ok());
@@ -151,6 +157,7 @@ TEST(PipelineFile, BrokenFilesAreRefusedWithTheReason) {
       {Head("scoring = \"fuzzy\"\n") + agent, "unknown scoring 'fuzzy'"},
       {Head("rounds = 40\n") + agent, "'rounds' = 40 is not in [1, 16]"},
       {Head("bases_after_reply = \"yes\"\n") + agent, "'bases_after_reply' must be true or false"},
+      {Head("true_context_anchors = 1\n") + agent, "'true_context_anchors' must be true or false"},
       {Head(), "'[[agents]]' must list 1 to 64 agents"},
       {Head() + agent + agent, "duplicate agent id 'a'"},
       {Head() + agent + "model = \"big\"\n", "model 'big' is not in [models]"},

@@ -82,6 +82,7 @@ void WriteTurnRequest(proto::TurnRequest::Builder out, uint64_t id, const Worker
   out.setNamespace(turn.name_space);
   out.setMeasureFidelity(turn.options.measure_fidelity);
   out.setBasesAfterReply(turn.options.bases_after_reply);
+  out.setTrueContextAnchors(turn.options.true_context_anchors);
   out.setReplyIsRead(r.reply_is_read);
 }
 
@@ -107,6 +108,7 @@ Result<WorkerTurn> ReadTurnRequest(proto::TurnRequest::Reader in) {
   KVCOMM_ASSIGN_OR_RETURN(turn.options.mode, FromWire(in.getMode()));
   turn.options.measure_fidelity = in.getMeasureFidelity();
   turn.options.bases_after_reply = in.getBasesAfterReply();
+  turn.options.true_context_anchors = in.getTrueContextAnchors();
   turn.name_space = in.getNamespace();
   if (turn.options.mode != Mode::kDense && turn.name_space.empty())
     return InvalidArgument("namespace: the reuse modes need a kvcommd namespace");
@@ -122,6 +124,7 @@ void WriteTurnStats(proto::TurnStats::Builder out, const TurnResult& t) {
   out.setPlaceholderTokens(t.placeholder_tokens);
   out.setReusedPlaceholderTokens(t.reused_placeholder_tokens);
   out.setMadeAnchors(t.made_anchors);
+  out.setRecomputedTokens(t.recomputed_tokens);
   out.setFallback(t.fallback);
   out.setStoreFailed(t.store_failed);
   out.setDaemonError(t.daemon_error);
@@ -143,6 +146,7 @@ TurnResult ReadTurnStats(proto::TurnStats::Reader in) {
   t.placeholder_tokens = in.getPlaceholderTokens();
   t.reused_placeholder_tokens = in.getReusedPlaceholderTokens();
   t.made_anchors = in.getMadeAnchors();
+  t.recomputed_tokens = in.getRecomputedTokens();
   t.fallback = in.getFallback();
   t.store_failed = in.getStoreFailed();
   t.daemon_error = in.getDaemonError();
