@@ -9,9 +9,10 @@
 //   kvcomm: kvcommd plans the prompt (../shared/KVCOMM.md): exact segments, placeholders and
 //           the template segments after them realigned from the placeholder's base KV plus
 //           the anchors' deltas, and prefill for the rest. The agent stores the bases (a
-//           placeholder's KV right after BOS) and, when the plan asks, prefills everything
-//           up to the asked-for spans in their true context and reports their actual KV so
-//           the placeholder becomes an anchor.
+//           placeholder's KV right after BOS) and, when the plan asks, reports the KV it
+//           computed for the asked-for spans so the placeholder becomes an anchor (over the
+//           realigned spans before them, or, with true_context_anchors, after computing
+//           everything before them in its true context).
 // The turn then computes the segments that were not imported, in order, over the imported KV.
 #pragma once
 
