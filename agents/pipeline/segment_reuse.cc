@@ -384,14 +384,14 @@ Status SegmentReuse::Report(const TokenizedPrompt& prompt, const std::vector<Seg
   // slot, are not).
   std::unordered_set<SegmentKey, Hash128Hasher> offered;
   std::span<const int32_t> tokens(prompt.tokens);
+  auto realigned_before = [&](size_t end) {
+    return std::any_of(imported.source.begin(), imported.source.begin() + end,
+                       [](SpanSource s) { return s == SpanSource::kRealigned; });
+  };
   for (size_t i : imported.later_bases) {
-    const size_t end = std::min(i + 2, spans.size());  // with the template span after it
-    bool true_context = true;
-    for (size_t k = 0; k < end; ++k) true_context &= imported.source[k] != SpanSource::kRealigned;
+    if (options_.true_context_anchors && realigned_before(TrueContextEnd({i}, spans))) continue;
     auto content = tokens.subspan(spans[i].begin, spans[i].tokens());
-    if ((options_.true_context_anchors && !true_context) ||
-        !offered.insert(BaseKey(content)).second)
-      continue;
+    if (!offered.insert(BaseKey(content)).second) continue;
     KVCOMM_ASSIGN_OR_RETURN(
         const bool wanted,
         client_.OfferAnchor(

@@ -43,7 +43,7 @@ class AgentWorker {
     std::unique_ptr<client::Client> daemon;
     std::unique_ptr<LocalExecutor> executor;
   };
-  // (namespace, mode, fidelity) -> a kvcommd session and the executor using it.
+  // (namespace, and the ExecutorOptions) -> a kvcommd session and the executor using it.
   using SessionKey = std::tuple<std::string, Mode, bool, bool, bool>;
 
   const runtime::Model& model_;
